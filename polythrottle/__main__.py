@@ -1,0 +1,3 @@
+from polythrottle.cli import run
+
+run()

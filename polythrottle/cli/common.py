@@ -1,0 +1,51 @@
+"""Arguments shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polythrottle.devices import DeviceOptions
+from polythrottle.errors import BadInputError
+
+
+def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
+    """--device, --workload, --noise, --seed, --no-clock-control, --state-dir, --percentile."""
+    p.add_argument("--device", required=True, help="replay:TABLE.csv, sim:PROFILE, jetson[:PROFILE], nvml[:INDEX]")
+    p.add_argument("--no-clock-control", action="store_true",
+                   help="never change any hardware setting; tune software knobs only")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where original hardware values are saved (env POLYTHROTTLE_STATE_DIR)")
+    if measuring:
+        p.add_argument("--workload", default=None, help="workload to measure (device-specific)")
+        p.add_argument("--noise", type=float, default=0.0,
+                       help="relative measurement noise for sim/replay devices (0.02 = 2%%)")
+        p.add_argument("--seed", type=int, default=None, help="random seed (runs are reproducible)")
+        p.add_argument("--percentile", type=float, default=99.0,
+                       help="latency percentile the SLO is judged on for live workloads (default 99)")
+
+
+def device_options(args: argparse.Namespace) -> DeviceOptions:
+    noise = getattr(args, "noise", 0.0)
+    if noise is not None and noise < 0:
+        raise BadInputError(f"--noise must be >= 0, got {noise}")
+    pct = getattr(args, "percentile", 99.0)
+    if not 0 < pct <= 100:
+        raise BadInputError(f"--percentile must be in (0, 100], got {pct}")
+    return DeviceOptions(
+        workload=getattr(args, "workload", None),
+        noise=noise or 0.0,
+        seed=getattr(args, "seed", None),
+        no_clock_control=bool(getattr(args, "no_clock_control", False)),
+        state_dir=getattr(args, "state_dir", None),
+        percentile=pct,
+    )
+
+
+def parse_knob_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise BadInputError("--knobs is empty")
+    return names

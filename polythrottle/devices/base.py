@@ -1,0 +1,76 @@
+"""The device interface: what knobs a device offers, apply a config, measure, restore.
+
+The device layer knows nothing about optimization. A device is opened for one workload; its
+``space()`` is every valid config of its knobs (hardware clocks and software knobs alike).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from polythrottle.measurement import Measurement
+from polythrottle.space import Config, SearchSpace, Value
+
+
+@dataclass(frozen=True)
+class KnobStatus:
+    """Whether a knob can be used on this device, and why not."""
+
+    name: str
+    available: bool
+    reason: str = ""
+
+
+@dataclass
+class DeviceInfo:
+    """Human-facing facts about an opened device."""
+
+    name: str
+    kind: str
+    details: dict[str, str] = field(default_factory=dict)
+    knobs: list[KnobStatus] = field(default_factory=list)
+    touches_hardware: bool = False
+
+
+class Device(ABC):
+    """A device that can be set to a config and measured under it.
+
+    Subclasses must validate a config fully before writing anything, record original hardware
+    values before the first write, and put them back in ``restore()``. ``close()`` restores.
+    """
+
+    @abstractmethod
+    def space(self) -> SearchSpace:
+        """Every valid config of this device's knobs."""
+
+    @abstractmethod
+    def default_config(self) -> Config:
+        """The config the device runs at when nobody tunes it (the baseline)."""
+
+    @abstractmethod
+    def apply(self, config: Mapping[str, Value]) -> None:
+        """Set every knob in ``config``. Raises BadInputError (nothing written) or DeviceError."""
+
+    @abstractmethod
+    def measure(self) -> Measurement:
+        """Measure inference under the currently applied config."""
+
+    def restore(self) -> None:
+        """Put back every hardware value changed since open. Default: nothing to restore."""
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(name=type(self).__name__, kind=type(self).__name__)
+
+    def close(self) -> None:
+        self.restore()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Open a device from a string such as ``replay:table.csv``, ``sim:jetson-agx-orin``, ``jetson``, ``nvml:0``.
+
+Each scheme lives in its own module under ``polythrottle.devices`` and exposes
+``open_device(arg: str, options: DeviceOptions) -> Device``; modules are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from polythrottle.devices.base import Device
+from polythrottle.errors import BadInputError
+
+SCHEMES: dict[str, str] = {
+    "replay": "polythrottle.devices.replay",
+    "sim": "polythrottle.devices.sim",
+    "jetson": "polythrottle.devices.jetson",
+    "nvml": "polythrottle.devices.nvml",
+}
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """Options common to every device.
+
+    noise: relative measurement noise added by simulated/replayed devices (0.02 = 2%).
+    no_clock_control: never write any hardware setting (software knobs only).
+    state_dir: where original hardware values are saved before the first write.
+    percentile: latency percentile the SLO is judged on, for live workloads.
+    """
+
+    workload: str | None = None
+    noise: float = 0.0
+    seed: int | None = None
+    no_clock_control: bool = False
+    state_dir: Path | None = None
+    percentile: float = 99.0
+    window_s: float | None = None
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"replay:a.csv"`` -> ``("replay", "a.csv")``; ``"jetson"`` -> ``("jetson", "")``."""
+    scheme, _, arg = spec.partition(":")
+    return scheme.strip().lower(), arg.strip()
+
+
+def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
+    """Open the device named by ``spec``. Raises BadInputError for an unknown scheme or bad argument."""
+    options = options or DeviceOptions()
+    if options.noise < 0:
+        raise BadInputError(f"--noise must be >= 0, got {options.noise}")
+    scheme, arg = split_spec(spec or "")
+    if scheme not in SCHEMES:
+        raise BadInputError(
+            f"unknown device {spec!r}; expected one of: " + ", ".join(f"{s}:..." for s in SCHEMES)
+        )
+    try:
+        module = importlib.import_module(SCHEMES[scheme])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("polythrottle"):
+            raise BadInputError(f"device kind {scheme!r} is not available in this build") from None
+        raise
+    return module.open_device(arg, options)

@@ -1,0 +1,30 @@
+"""What one measurement of one configuration yields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy and latency of inference under one applied configuration.
+
+    energy_j: energy per inference (joules). latency_ms: the latency the SLO is judged on (ms; the
+    mean batch latency for replayed tables, a percentile for live workloads). Optional fields are None
+    where the source does not provide them. ``energy_rel_std``/``latency_rel_std`` are the relative
+    spread over repeats (None: unknown), used by the optimizer as a noise estimate.
+    """
+
+    energy_j: float
+    latency_ms: float
+    throughput_ips: float | None = None
+    power_w: float | None = None
+    duration_s: float | None = None
+    energy_rel_std: float | None = None
+    latency_rel_std: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if v is not None and v != {}}

@@ -1,0 +1,250 @@
+"""Constrained Bayesian optimization over a finite candidate set (BoTorch / GPyTorch).
+
+Model: one GP per outcome, on log(objective) and log(constraint / threshold), both standardised,
+inputs in [0, 1] (clocks and batch sizes on a log axis, see ``Knob.encode``). Acquisition: analytic
+constrained log-EI (Gardner et al. 2014: EI x P(feasible)), maximised exactly over every unmeasured
+candidate; log probability of feasibility while no point is believed feasible. Initial design: a few
+scrambled-Sobol points snapped to the nearest valid candidates.
+
+Recommendation: among measured points, the lowest posterior-mean objective whose posterior probability
+of feasibility is at least ``confidence``; near the end of the budget, a candidate whose feasibility
+is still uncertain is re-measured rather than trusted on one noisy sample.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogProbabilityOfFeasibility
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.optim import optimize_acqf_discrete
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from polythrottle.optim.base import Observation, Optimizer, Recommendation
+from polythrottle.space import SearchSpace
+
+DTYPE = torch.double
+
+
+@dataclass(frozen=True)
+class CBOSettings:
+    """Tunables of the constrained BO loop.
+
+    n_init: initial-design size, observations told before the first ask included (e.g. the baseline).
+    confidence: P(feasible) a recommendation must reach.
+    ei_stop: stop when the best expected improvement of log objective (~ relative improvement) is below this,
+      after at least ``min_evals`` observations.
+    recheck_reserve: the last measurements of a budget go to re-measuring candidates of uncertain feasibility.
+    max_repeats: most measurements of one point.
+    """
+
+    n_init: int = 4
+    confidence: float = 0.9
+    ei_stop: float = 1e-4
+    min_evals: int = 12
+    max_batch: int = 4096
+    warm_maxiter: int = 30
+    recheck_reserve: int = 3
+    max_repeats: int = 4
+
+
+class ConstrainedBO(Optimizer):
+    name = "cbo"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        threshold: float,
+        seed: int | None = None,
+        settings: CBOSettings | None = None,
+    ) -> None:
+        super().__init__(space, threshold, seed)
+        self.settings = settings or CBOSettings()
+        self.X_all = torch.as_tensor(space.encoded(), dtype=DTYPE)
+        self._model: SingleTaskGP | None = None
+        self._model_n = -1
+        self._hyper: dict[str, torch.Tensor] | None = None
+        self._hyper_inferred_noise = True
+        self._sobol = torch.quasirandom.SobolEngine(
+            dimension=max(self.X_all.shape[1], 1), scramble=True, seed=0 if seed is None else int(seed)
+        )
+        self.last_acq_value: float | None = None
+
+    # ----- model ------------------------------------------------------------------------------------
+    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        obs = self.observations
+        X = self.X_all[[o.index for o in obs]]
+        Y = torch.tensor(
+            [[math.log(o.objective), math.log(o.constraint / self.threshold)] for o in obs], dtype=DTYPE
+        )
+        if all(o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs):
+            var = torch.tensor(
+                [[max(o.objective_rel_std, 1e-3) ** 2, max(o.constraint_rel_std, 1e-3) ** 2] for o in obs],
+                dtype=DTYPE,
+            )
+            return X, Y, var
+        return X, Y, None
+
+    def model(self) -> SingleTaskGP:
+        """The GP over (log objective, log constraint/threshold), refitted when observations changed."""
+        if self._model is not None and self._model_n == len(self.observations):
+            return self._model
+        X, Y, var = self._train_data()
+        model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2))
+        if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
+            # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
+            model.load_state_dict(self._hyper, strict=False)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: one thread is ~2x faster than two (measured)
+        kwargs = {} if self._hyper is None else {"optimizer_kwargs": {"options": {"maxiter": self.settings.warm_maxiter}}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fit_gpytorch_mll(mll, **kwargs)
+            except Exception:  # noqa: BLE001 - keep the prior hyper-parameters if fitting fails
+                pass
+            finally:
+                torch.set_num_threads(threads)
+        model.eval()
+        self._hyper = {
+            k: v.clone() for k, v in model.state_dict().items() if k.startswith(("likelihood", "covar_module", "mean_module"))
+        }
+        self._hyper_inferred_noise = var is None
+        self._model, self._model_n = model, len(self.observations)
+        return model
+
+    def posterior(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and std (latent, no observation noise) of both outcomes at ``indices``."""
+        model = self.model()
+        with torch.no_grad():
+            post = model.posterior(self.X_all[list(indices)])
+            return post.mean.numpy(), post.variance.clamp_min(1e-12).sqrt().numpy()
+
+    def noise_std(self) -> tuple[float, float]:
+        """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""
+        model = self.model()
+        _, _, var = self._train_data()
+        if var is not None:
+            return tuple(float(v) for v in var.mean(0).sqrt())  # type: ignore[return-value]
+        noise = model.likelihood.noise.detach().reshape(-1)
+        stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
+        sd = (noise * stdvs**2).sqrt()
+        return float(sd[0]), float(sd[-1])
+
+    def _point_estimates(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """Per measured point: indices, mean log objective, mean log constraint/threshold, P(feasible).
+
+        The estimate of a point is the mean of its own measurements (unbiased, unlike the GP's
+        smoothed mean at a rough optimum); its standard error uses the GP's noise estimate.
+        """
+        by_point: dict[int, list[Observation]] = {}
+        for o in self.observations:
+            by_point.setdefault(o.index, []).append(o)
+        idx = sorted(by_point)
+        lobj = np.array([np.mean([math.log(o.objective) for o in by_point[i]]) for i in idx])
+        lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
+        n = np.array([len(by_point[i]) for i in idx], dtype=float)
+        _, sd_con = self.noise_std()
+        se = np.maximum(sd_con, 1e-3) / np.sqrt(n)
+        p = 0.5 * (1.0 + np.vectorize(math.erf)(-lcon / se / math.sqrt(2.0)))
+        return idx, lobj, lcon, p
+
+    # ----- ask --------------------------------------------------------------------------------------
+    def _initial_point(self) -> int:
+        left = self.unmeasured()
+        target = self._sobol.draw(1).to(DTYPE)[:, : self.X_all.shape[1]]
+        d = ((self.X_all[left] - target) ** 2).sum(-1)
+        return int(left[int(torch.argmin(d))])
+
+    def ask(self, remaining: int | None = None) -> int:
+        left = self.unmeasured()
+        if len(left) == 0:
+            self.stop_reason = "every point of the space has been measured"
+            rec = self.recommend()
+            return rec.index if rec.index is not None else self.observations[-1].index
+        if len(self.observations) < self.settings.n_init:
+            return self._initial_point()
+
+        if remaining is not None and remaining <= self.settings.recheck_reserve:
+            recheck = self._uncertain_pick()
+            if recheck is not None:
+                return recheck
+
+        _, lobj, _, p = self._point_estimates()
+        feasible = p >= 0.5
+        model = self.model()
+        choices = self.X_all[left]
+        if feasible.any():
+            best_f = float(lobj[feasible].min())
+            acq = LogConstrainedExpectedImprovement(
+                model, best_f=best_f, objective_index=0, constraints={1: (None, 0.0)}, maximize=False
+            )
+        else:
+            acq = LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)})
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x, val = optimize_acqf_discrete(
+                acq, q=1, choices=choices, max_batch_size=self.settings.max_batch, unique=False
+            )
+        self.last_acq_value = float(val.reshape(-1)[0])
+        pick = int(left[int(torch.argmin(((choices - x) ** 2).sum(-1)))])
+        if (
+            feasible.any()
+            and len(self.observations) >= self.settings.min_evals
+            and self.last_acq_value < math.log(self.settings.ei_stop)
+        ):
+            recheck = self._uncertain_pick()
+            if recheck is not None:
+                return recheck
+            self.stop_reason = (
+                f"expected improvement below {self.settings.ei_stop:.2%} of the objective "
+                f"after {len(self.observations)} measurements"
+            )
+        return pick
+
+    def _uncertain_pick(self) -> int | None:
+        """A measured point worth re-measuring: better than every confidently feasible point, but
+        with uncertain feasibility (0.2 <= P < confidence) and fewer than ``max_repeats`` measurements."""
+        idx, lobj, _, p = self._point_estimates()
+        counts = {i: 0 for i in idx}
+        for o in self.observations:
+            counts[o.index] += 1
+        for j in np.argsort(lobj):
+            if p[j] >= self.settings.confidence:
+                return None  # everything better has been ruled out; the pick is certain enough
+            if p[j] >= 0.2 and counts[idx[int(j)]] < self.settings.max_repeats:
+                return idx[int(j)]
+        return None
+
+    # ----- recommend --------------------------------------------------------------------------------
+    def recommend(self) -> Recommendation:
+        if len(self.observations) < 2:
+            return super().recommend()
+        idx, lobj, lcon, p = self._point_estimates()
+        conf = self.settings.confidence
+        ok = np.flatnonzero(p >= conf)
+        if len(ok) == 0:
+            ok = np.flatnonzero(p >= 0.5)
+            if len(ok) == 0:
+                return Recommendation(None, None, None, float(p.max()), "no measured point is believed feasible")
+            reason = f"no point reaches P(feasible) >= {conf:.2f}; lowest measured energy with P >= 0.5"
+        else:
+            reason = f"lowest measured objective with P(feasible) >= {conf:.2f}"
+        j = int(ok[np.argmin(lobj[ok])])
+        return Recommendation(
+            index=idx[j],
+            objective=float(math.exp(lobj[j])),
+            constraint=float(math.exp(lcon[j]) * self.threshold),
+            p_feasible=float(p[j]),
+            reason=reason,
+        )
+
+
+__all__ = ["CBOSettings", "ConstrainedBO"]

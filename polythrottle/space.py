@@ -1,0 +1,233 @@
+"""Search spaces: named knobs with ordered discrete values, and the (possibly sparse) set of valid configs.
+
+A config is a ``dict[str, Value]`` mapping knob names to values exactly as they appear in the knob.
+Internally a config is a row of value indices; the space holds an ``(N, d)`` integer matrix of the
+valid rows, so spaces of tens of thousands of points stay cheap to enumerate, encode and look up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polythrottle.errors import BadInputError, InvalidValueError, UnknownKnobError
+
+Value = int | float | str
+Config = dict[str, Value]
+
+MAX_POINTS = 5_000_000
+"""Refuse to enumerate spaces larger than this (memory guard)."""
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One tunable knob: a name (units in it, e.g. ``gpu_mhz``) and its ordered discrete values.
+
+    Numeric knobs are sorted ascending; categorical knobs keep the given order.
+    ``log_scale`` encodes numeric values on a log axis (clocks and batch sizes act multiplicatively).
+    """
+
+    name: str
+    values: tuple[Value, ...]
+    log_scale: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise BadInputError("knob name must be a non-empty string")
+        if len(self.values) == 0:
+            raise BadInputError(f"knob {self.name!r} has no values")
+        if len(set(self.values)) != len(self.values):
+            raise BadInputError(f"knob {self.name!r} has duplicate values")
+        numeric = all(_is_number(v) for v in self.values)
+        if numeric:
+            object.__setattr__(self, "values", tuple(sorted(self.values)))
+        elif any(_is_number(v) for v in self.values):
+            raise BadInputError(f"knob {self.name!r} mixes numbers and strings")
+        if self.log_scale is None:
+            object.__setattr__(self, "log_scale", numeric and min(self.values) > 0)  # type: ignore[type-var]
+
+    @property
+    def numeric(self) -> bool:
+        return _is_number(self.values[0])
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index(self, value: Value | str) -> int:
+        """Index of ``value`` (a value or its string form). Raises InvalidValueError if not a step."""
+        if self.numeric:
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                raise InvalidValueError(
+                    f"{self.name}={value!r} is not a number; valid: {self.describe_values()}"
+                ) from None
+            for i, v in enumerate(self.values):
+                if math.isclose(float(v), x, rel_tol=1e-9, abs_tol=1e-9):
+                    return i
+        else:
+            for i, v in enumerate(self.values):
+                if v == value or str(v) == str(value):
+                    return i
+        raise InvalidValueError(f"{self.name}={value} is not a valid step; valid: {self.describe_values()}")
+
+    def parse(self, text: Value | str) -> Value:
+        """The knob's own value for ``text`` (e.g. "1377" -> 1377.0)."""
+        return self.values[self.index(text)]
+
+    def describe_values(self, limit: int = 12) -> str:
+        vals = [str(v) for v in self.values]
+        if len(vals) > limit:
+            vals = vals[: limit // 2] + ["..."] + vals[-limit // 2 :]
+        return ", ".join(vals)
+
+    def encode(self) -> np.ndarray:
+        """Values mapped to [0, 1] (log axis for log-scale numerics; index order for categoricals)."""
+        n = len(self.values)
+        if n == 1:
+            return np.zeros(1)
+        if self.numeric:
+            x = np.asarray(self.values, dtype=float)
+            if self.log_scale:
+                x = np.log(x)
+            return (x - x.min()) / (x.max() - x.min())
+        return np.arange(n, dtype=float) / (n - 1)
+
+
+@dataclass
+class SearchSpace:
+    """Knobs plus the valid rows. ``rows[i, j]`` is the index into ``knobs[j].values`` of point ``i``."""
+
+    knobs: tuple[Knob, ...]
+    rows: np.ndarray
+    _lookup: dict[tuple[int, ...], int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [k.name for k in self.knobs]
+        if len(set(names)) != len(names):
+            raise BadInputError(f"duplicate knob names in {names}")
+        self.rows = np.asarray(self.rows, dtype=np.int32).reshape(-1, len(self.knobs))
+        if len(self.rows) == 0:
+            raise BadInputError("the search space is empty")
+        if not self._lookup:
+            self._lookup = {tuple(int(v) for v in r): i for i, r in enumerate(self.rows)}
+        if len(self._lookup) != len(self.rows):
+            raise BadInputError("the search space has duplicate configs")
+
+    # ----- construction -------------------------------------------------------------------------
+    @classmethod
+    def product(cls, knobs: Sequence[Knob]) -> SearchSpace:
+        """Dense space: every combination of every knob's values."""
+        size = math.prod(len(k) for k in knobs)
+        if size > MAX_POINTS:
+            raise BadInputError(f"search space has {size} points, more than the {MAX_POINTS} supported")
+        grids = np.meshgrid(*[np.arange(len(k)) for k in knobs], indexing="ij")
+        rows = np.stack([g.ravel() for g in grids], axis=1) if knobs else np.zeros((1, 0))
+        return cls(tuple(knobs), rows)
+
+    @classmethod
+    def from_configs(cls, knobs: Sequence[Knob], configs: Iterable[Mapping[str, Value]]) -> SearchSpace:
+        """Sparse space: only the given configs are valid."""
+        rows = [[k.index(c[k.name]) for k in knobs] for c in configs]
+        rows = sorted(set(map(tuple, rows)))
+        return cls(tuple(knobs), np.asarray(rows, dtype=np.int32))
+
+    # ----- queries ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def names(self) -> list[str]:
+        return [k.name for k in self.knobs]
+
+    def knob(self, name: str) -> Knob:
+        for k in self.knobs:
+            if k.name == name:
+                return k
+        raise UnknownKnobError(f"unknown knob {name!r}; this device offers: {', '.join(self.names)}")
+
+    def config(self, i: int) -> Config:
+        """The config at row ``i``."""
+        return {k.name: k.values[int(j)] for k, j in zip(self.knobs, self.rows[i])}
+
+    def index_of(self, config: Mapping[str, Value | str]) -> int:
+        """Row of ``config`` (values may be strings). Raises on unknown knob, bad value, invalid combo."""
+        unknown = set(config) - set(self.names)
+        if unknown:
+            raise UnknownKnobError(
+                f"unknown knob {sorted(unknown)[0]!r}; this device offers: {', '.join(self.names)}"
+            )
+        missing = [n for n in self.names if n not in config]
+        if missing:
+            raise BadInputError(f"config is missing knob(s): {', '.join(missing)}")
+        key = tuple(k.index(config[k.name]) for k in self.knobs)
+        try:
+            return self._lookup[key]
+        except KeyError:
+            shown = ", ".join(f"{n}={config[n]}" for n in self.names)
+            raise InvalidValueError(f"config {shown} is not a valid combination on this device") from None
+
+    def contains(self, config: Mapping[str, Value | str]) -> bool:
+        try:
+            self.index_of(config)
+            return True
+        except BadInputError:
+            return False
+
+    def normalize(self, config: Mapping[str, Value | str]) -> Config:
+        """``config`` with every value replaced by the knob's own value (validated)."""
+        return self.config(self.index_of(config))
+
+    def encoded(self) -> np.ndarray:
+        """``(N, d)`` float matrix in [0, 1]: every valid point, per-knob encoding (see ``Knob.encode``)."""
+        cols = [k.encode()[self.rows[:, j]] for j, k in enumerate(self.knobs)]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(self), 0))
+
+    # ----- derived spaces -----------------------------------------------------------------------
+    def restrict(self, tuned: Sequence[str], fixed: Mapping[str, Value | str]) -> SearchSpace:
+        """Subspace over ``tuned`` knobs with every other knob held at ``fixed[name]``.
+
+        Raises UnknownKnobError for an unknown name and BadInputError if nothing valid remains.
+        """
+        for n in tuned:
+            self.knob(n)
+        mask = np.ones(len(self), dtype=bool)
+        for j, k in enumerate(self.knobs):
+            if k.name in tuned:
+                continue
+            if k.name not in fixed:
+                raise BadInputError(f"knob {k.name!r} is neither tuned nor fixed")
+            mask &= self.rows[:, j] == k.index(fixed[k.name])
+        cols = [self.names.index(n) for n in tuned]
+        sub = self.rows[mask][:, cols]
+        if len(sub) == 0:
+            held = ", ".join(f"{n}={fixed[n]}" for n in self.names if n not in tuned)
+            raise BadInputError(f"no valid config of {', '.join(tuned)} with {held}")
+        return SearchSpace(tuple(self.knobs[c] for c in cols), np.unique(sub, axis=0))
+
+
+def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
+    """Parse ``"a=1,b=2"`` (or a list of such strings) into ``{"a": "1", "b": "2"}``."""
+    if not text:
+        return {}
+    parts = [text] if isinstance(text, str) else list(text)
+    out: dict[str, str] = {}
+    for part in itertools.chain.from_iterable(p.split(",") for p in parts):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise BadInputError(f"expected KNOB=VALUE, got {part!r}")
+        name, value = (s.strip() for s in part.split("=", 1))
+        if not name or not value:
+            raise BadInputError(f"expected KNOB=VALUE, got {part!r}")
+        out[name] = value
+    return out

@@ -1,0 +1,232 @@
+"""The tuner joins a device and an optimizer: propose -> apply -> measure -> record -> recommend.
+
+It measures the baseline (the device's default config, or the one given) first, then lets the
+optimizer pick configs until the budget is spent or the optimizer says further measurements are not
+worth it, and reports the recommendation and its saving against the baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polythrottle.devices.base import Device
+from polythrottle.errors import BadInputError
+from polythrottle.measurement import Measurement
+from polythrottle.optim import Observation, Optimizer, make_optimizer
+from polythrottle.space import Config, SearchSpace, Value
+
+
+@dataclass(frozen=True)
+class TuneRecord:
+    """One measurement made while tuning. ``propose_s``: seconds the optimizer spent choosing it."""
+
+    step: int
+    config: Config
+    measurement: Measurement
+    feasible: bool
+    propose_s: float
+    role: str  # "baseline", "explore" (optimizer's pick) or "recheck" (re-measured for confidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.config,
+            "energy_j": self.measurement.energy_j,
+            "latency_ms": self.measurement.latency_ms,
+            "feasible": self.feasible,
+            "propose_s": round(self.propose_s, 4),
+            "role": self.role,
+        }
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """A config with its energy per inference and latency (means over every measurement of it)."""
+
+    config: Config
+    energy_j: float
+    latency_ms: float
+    measurements: int
+    predicted_energy_j: float | None = None
+    predicted_latency_ms: float | None = None
+    p_feasible: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "config": self.config,
+            "energy_j": self.energy_j,
+            "latency_ms": self.latency_ms,
+            "measurements": self.measurements,
+        }
+        for k in ("predicted_energy_j", "predicted_latency_ms", "p_feasible"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v
+        return d
+
+
+@dataclass
+class TuneResult:
+    slo_ms: float
+    optimizer: str
+    budget: int
+    tuned_knobs: list[str]
+    baseline: ConfigSummary
+    best: ConfigSummary | None
+    history: list[TuneRecord]
+    stop_reason: str
+    recommendation_reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return self.best is not None
+
+    @property
+    def saving_pct(self) -> float | None:
+        if self.best is None:
+            return None
+        return 100.0 * (self.baseline.energy_j - self.best.energy_j) / self.baseline.energy_j
+
+    @property
+    def lowest_latency_ms(self) -> float:
+        return min(r.measurement.latency_ms for r in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slo_ms": self.slo_ms,
+            "optimizer": self.optimizer,
+            "budget": self.budget,
+            "knobs": self.tuned_knobs,
+            "feasible": self.feasible,
+            "best": None if self.best is None else self.best.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "saving_pct": None if self.saving_pct is None else round(self.saving_pct, 3),
+            "measurements": len(self.history),
+            "stop_reason": self.stop_reason,
+            "recommendation_reason": self.recommendation_reason,
+            "history": [r.to_dict() for r in self.history],
+            **self.extra,
+        }
+
+
+OnRecord = Callable[[TuneRecord], None]
+
+
+class Tuner:
+    """Tune ``device`` for the lowest energy per inference with latency <= ``slo_ms``.
+
+    knobs: knobs to tune (default: every knob of the device); the others stay at the baseline.
+    baseline: overrides of the device's default config (validated).
+    budget: total measurements, the baseline included (>= 2).
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        slo_ms: float,
+        budget: int = 20,
+        *,
+        optimizer: str | Callable[[SearchSpace, float, int | None], Optimizer] = "cbo",
+        knobs: Sequence[str] | None = None,
+        baseline: Mapping[str, Value | str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not slo_ms > 0 or not np.isfinite(slo_ms):
+            raise BadInputError(f"--slo-ms must be a positive number, got {slo_ms}")
+        if budget < 2:
+            raise BadInputError(f"--budget must be at least 2 (baseline + one try), got {budget}")
+        self.device = device
+        self.slo_ms = float(slo_ms)
+        self.budget = int(budget)
+        self.seed = seed
+        self.full_space = device.space()
+        default = dict(device.default_config())
+        for name, value in (baseline or {}).items():
+            default[name] = self.full_space.knob(name).parse(value)
+        self.baseline_config = self.full_space.normalize(default)
+        tuned = list(knobs) if knobs else self.full_space.names
+        if len(set(tuned)) != len(tuned):
+            raise BadInputError(f"--knobs lists a knob twice: {','.join(tuned)}")
+        self.space = self.full_space.restrict(tuned, self.baseline_config)
+        self.tuned_knobs = tuned
+        if isinstance(optimizer, str):
+            self.optimizer = make_optimizer(optimizer, self.space, self.slo_ms, seed)
+        else:
+            self.optimizer = optimizer(self.space, self.slo_ms, seed)
+        self.history: list[TuneRecord] = []
+
+    def full_config(self, index: int) -> Config:
+        """The device config for point ``index`` of the tuned subspace."""
+        cfg = dict(self.baseline_config)
+        cfg.update(self.space.config(index))
+        return self.full_space.normalize(cfg)
+
+    def _measure(self, config: Config, propose_s: float, role: str) -> Measurement:
+        self.device.apply(config)
+        m = self.device.measure()
+        rec = TuneRecord(len(self.history), config, m, m.latency_ms <= self.slo_ms, propose_s, role)
+        self.history.append(rec)
+        for cb in self._callbacks:
+            cb(rec)
+        return m
+
+    def _tell(self, index: int, m: Measurement) -> None:
+        self.optimizer.tell(
+            Observation(index, m.energy_j, m.latency_ms, m.energy_rel_std, m.latency_rel_std)
+        )
+
+    def run(self, on_record: OnRecord | None = None) -> TuneResult:
+        """Tune; ``on_record`` is called after every measurement. Device errors propagate."""
+        self._callbacks = [on_record] if on_record else []
+        base_sub = {n: self.baseline_config[n] for n in self.tuned_knobs}
+        base_index = self.space.index_of(base_sub)
+        self._tell(base_index, self._measure(self.baseline_config, 0.0, "baseline"))
+        stop_reason = f"budget of {self.budget} measurements spent"
+        while len(self.history) < self.budget:
+            t0 = time.perf_counter()
+            index = self.optimizer.ask(remaining=self.budget - len(self.history))
+            propose_s = time.perf_counter() - t0
+            role = "recheck" if index in self.optimizer.measured else "explore"
+            self._tell(index, self._measure(self.full_config(index), propose_s, role))
+            if self.optimizer.stop_reason:
+                stop_reason = self.optimizer.stop_reason
+                break
+        return self._result(stop_reason)
+
+    def _summary(self, config: Config, **pred: float | None) -> ConfigSummary:
+        ms = [r.measurement for r in self.history if r.config == config]
+        return ConfigSummary(
+            config=config,
+            energy_j=float(np.mean([m.energy_j for m in ms])),
+            latency_ms=float(np.mean([m.latency_ms for m in ms])),
+            measurements=len(ms),
+            **pred,
+        )
+
+    def _result(self, stop_reason: str) -> TuneResult:
+        rec = self.optimizer.recommend()
+        best = None
+        if rec.index is not None:
+            best = self._summary(
+                self.full_config(rec.index),
+                predicted_energy_j=rec.objective,
+                predicted_latency_ms=rec.constraint,
+                p_feasible=rec.p_feasible,
+            )
+        return TuneResult(
+            slo_ms=self.slo_ms,
+            optimizer=self.optimizer.name,
+            budget=self.budget,
+            tuned_knobs=self.tuned_knobs,
+            baseline=self._summary(self.baseline_config),
+            best=best,
+            history=list(self.history),
+            stop_reason=stop_reason,
+            recommendation_reason=rec.reason,
+        )

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
+
+
+@pytest.fixture
+def xavier_table() -> Path:
+    if not SHARED_TABLE.is_file():
+        pytest.skip(f"shared measured table not found at {SHARED_TABLE}")
+    return SHARED_TABLE
+
+
+def write_table(path: Path, rows: list[dict], header: list[str] | None = None) -> Path:
+    header = header or list(rows[0])
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return path
+
+
+@pytest.fixture
+def small_table(tmp_path: Path) -> Path:
+    """A dense 3x4 gpu_mhz x batch_size table with a known optimum under a 50 ms SLO."""
+    rows = []
+    for f in (300.0, 600.0, 900.0):
+        for b in (1, 2, 4, 8):
+            lat = 10.0 * b * 900.0 / f
+            energy = (0.2 + 0.4 * (f / 900.0) ** 2) / b**0.5
+            rows.append({"gpu_mhz": f, "batch_size": b, "energy_j": energy, "latency_ms": lat})
+    return write_table(tmp_path / "small.csv", rows)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "polythrottle", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )

@@ -1,0 +1,103 @@
+"""The tune command: JSON contract, exit codes, bad input."""
+
+import json
+
+import pytest
+
+from polythrottle.cli import main
+from tests.conftest import run_cli, write_table
+
+
+def tune_json(capsys, *args):
+    code = main(["tune", *args, "--json"])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_json_contract(small_table, capsys):
+    code, res, _ = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "8",
+                             "--noise", "0.01", "--seed", "3")
+    assert code == 0
+    for key in ("best", "feasible", "baseline", "saving_pct", "history"):
+        assert key in res
+    assert res["feasible"] is True
+    assert set(res["best"]) >= {"config", "energy_j", "latency_ms"}
+    assert res["baseline"]["config"] == {"gpu_mhz": 900.0, "batch_size": 1}
+    hist = res["history"]
+    assert 2 <= len(hist) <= 8 and hist[0]["config"] == res["baseline"]["config"]
+    for h in hist:
+        assert set(h) >= {"config", "energy_j", "latency_ms", "feasible", "propose_s"}
+        assert h["feasible"] == (h["latency_ms"] <= 50)
+    assert res["best"]["latency_ms"] <= 50
+    expected = 100 * (res["baseline"]["energy_j"] - res["best"]["energy_j"]) / res["baseline"]["energy_j"]
+    assert res["saving_pct"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_seeded_runs_reproducible(small_table, capsys):
+    args = ("--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "6", "--noise", "0.02", "--seed", "5")
+    _, a, _ = tune_json(capsys, *args)
+    _, b, _ = tune_json(capsys, *args)
+    strip = lambda r: [(h["config"], h["energy_j"], h["latency_ms"]) for h in r["history"]]
+    assert strip(a) == strip(b)
+
+
+def test_random_optimizer_and_knobs_and_baseline(small_table, capsys, tmp_path):
+    out = tmp_path / "r.json"
+    code, res, _ = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "4",
+                             "--optimizer", "random", "--knobs", "batch_size", "--baseline", "gpu_mhz=600",
+                             "--seed", "1", "--out", str(out))
+    assert code == 0
+    assert all(h["config"]["gpu_mhz"] == 600.0 for h in res["history"])
+    assert json.loads(out.read_text())["history"] == res["history"]
+
+
+def test_infeasible_slo_exits_3_and_names_lowest_latency(small_table, capsys):
+    code, res, err = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "1", "--budget", "4")
+    assert code == 3
+    assert res["best"] is None and res["feasible"] is False
+    assert "lowest latency seen 10 ms" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "toaster", "--slo-ms", "10"], "unknown device"),
+        (["--device", "replay:/nonexistent.csv", "--slo-ms", "10"], "not found"),
+        (["--slo-ms", "0"], "--slo-ms must be positive"),
+        (["--slo-ms", "10", "--budget", "0"], "--budget must be at least 2"),
+        (["--slo-ms", "10", "--knobs", "volts"], "unknown knob 'volts'"),
+        (["--slo-ms", "10", "--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),
+        (["--slo-ms", "10", "--optimizer", "magic"], "unknown optimizer"),
+        (["--slo-ms", "10", "--noise", "-1"], "--noise must be >= 0"),
+    ],
+)
+def test_bad_input_one_line_exit_2(small_table, capsys, args, message):
+    if "--device" not in args:
+        args = ["--device", f"replay:{small_table}", *args]
+    code = main(["tune", *args])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_malformed_table_via_subprocess(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("gpu_mhz,energy_j\n1,2\n")
+    r = run_cli("tune", "--device", f"replay:{bad}", "--slo-ms", "10")
+    assert r.returncode == 2
+    assert "missing column(s) latency_ms" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_human_output_has_table(small_table):
+    r = run_cli("tune", "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "5", "--seed", "0")
+    assert r.returncode == 0, r.stderr
+    assert "baseline" in r.stdout and "best" in r.stdout and "Saving against baseline" in r.stdout
+    assert "Stopped:" in r.stdout
+
+
+def test_shared_table_end_to_end(xavier_table, capsys):
+    code, res, _ = tune_json(capsys, "--device", f"replay:{xavier_table}", "--slo-ms", "100", "--budget", "12",
+                             "--noise", "0.02", "--seed", "0")
+    assert code == 0
+    assert res["best"]["latency_ms"] <= 100 and res["saving_pct"] > 20

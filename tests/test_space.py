@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from polythrottle.errors import BadInputError, InvalidValueError, UnknownKnobError
+from polythrottle.space import Knob, SearchSpace, parse_assignments
+
+
+def test_knob_sorts_numeric_and_parses_strings():
+    k = Knob("gpu_mhz", (1300.5, 114.75, 522.75))
+    assert k.values == (114.75, 522.75, 1300.5)
+    assert k.parse("522.75") == 522.75
+    assert k.index(1300.5) == 2
+    with pytest.raises(InvalidValueError, match="gpu_mhz=500"):
+        k.index("500")
+
+
+def test_categorical_keeps_order_and_rejects_mixed():
+    k = Knob("precision", ("fp32", "fp16", "bf16"))
+    assert k.values == ("fp32", "fp16", "bf16")
+    assert not k.numeric
+    assert list(k.encode()) == [0.0, 0.5, 1.0]
+    with pytest.raises(BadInputError):
+        Knob("x", (1, "a"))
+    with pytest.raises(BadInputError):
+        Knob("x", (1, 1))
+    with pytest.raises(BadInputError):
+        Knob("x", ())
+
+
+def test_log_encoding_of_clocks():
+    k = Knob("batch_size", (1, 2, 4, 8))
+    assert np.allclose(k.encode(), [0, 1 / 3, 2 / 3, 1])
+
+
+def test_product_space_lookup_and_encoding():
+    s = SearchSpace.product([Knob("a_mhz", (1, 2, 3)), Knob("b", ("x", "y"))])
+    assert len(s) == 6
+    for i in range(len(s)):
+        assert s.index_of(s.config(i)) == i
+    assert s.index_of({"a_mhz": "2", "b": "y"}) == s.index_of({"a_mhz": 2.0, "b": "y"})
+    X = s.encoded()
+    assert X.shape == (6, 2) and X.min() == 0 and X.max() == 1
+    with pytest.raises(UnknownKnobError):
+        s.index_of({"a_mhz": 1, "b": "x", "c": 1})
+    with pytest.raises(BadInputError, match="missing"):
+        s.index_of({"a_mhz": 1})
+
+
+def test_sparse_space_rejects_missing_combination():
+    knobs = [Knob("f", (1, 2)), Knob("g", (1, 2))]
+    s = SearchSpace.from_configs(knobs, [{"f": 1, "g": 1}, {"f": 2, "g": 2}])
+    assert len(s) == 2
+    assert s.contains({"f": 1, "g": 1})
+    with pytest.raises(InvalidValueError, match="not a valid combination"):
+        s.index_of({"f": 1, "g": 2})
+
+
+def test_restrict_holds_other_knobs_fixed():
+    s = SearchSpace.product([Knob("f", (1, 2, 3)), Knob("g", (10, 20)), Knob("h", ("a", "b"))])
+    sub = s.restrict(["f"], {"g": 20, "h": "b"})
+    assert sub.names == ["f"] and len(sub) == 3
+    with pytest.raises(UnknownKnobError):
+        s.restrict(["nope"], {})
+    sparse = SearchSpace.from_configs(s.knobs[:2], [{"f": 1, "g": 10}])
+    with pytest.raises(BadInputError, match="no valid config"):
+        sparse.restrict(["f"], {"g": 20})
+
+
+def test_large_space_is_cheap():
+    knobs = [Knob(f"k{i}_mhz", tuple(range(1, 21))) for i in range(3)] + [Knob("batch_size", (1, 2, 4))]
+    s = SearchSpace.product(knobs)
+    assert len(s) == 24_000
+    assert s.encoded().shape == (24_000, 4)
+    assert s.index_of(s.config(12_345)) == 12_345
+
+
+def test_empty_space_and_assignments():
+    with pytest.raises(BadInputError, match="empty"):
+        SearchSpace((Knob("f", (1,)),), np.zeros((0, 1)))
+    assert parse_assignments("a=1, b=x") == {"a": "1", "b": "x"}
+    assert parse_assignments(["a=1", "b=2,c=3"]) == {"a": "1", "b": "2", "c": "3"}
+    with pytest.raises(BadInputError):
+        parse_assignments("a")
