@@ -198,7 +198,7 @@ class DeviceProfile:
 
 
 # ----- validation helpers ----------------------------------------------------------------------
-class _Node:
+class FieldReader:
     """A value inside a profile with its dotted field path, for one-line errors."""
 
     def __init__(self, file: Path | str, where: str, value: Any) -> None:
@@ -207,9 +207,9 @@ class _Node:
     def fail(self, msg: str) -> ProfileError:
         return ProfileError(f"profile {self.file}: field {self.where or '<top>'}: {msg}")
 
-    def child(self, key: str | int) -> _Node:
+    def child(self, key: str | int) -> FieldReader:
         where = f"{self.where}[{key}]" if isinstance(key, int) else (f"{self.where}.{key}" if self.where else key)
-        return _Node(self.file, where, self.value[key])
+        return FieldReader(self.file, where, self.value[key])
 
     # typed accessors --------------------------------------------------------------------------
     def mapping(self) -> Mapping[str, Any]:
@@ -217,7 +217,7 @@ class _Node:
             raise self.fail(f"expected a mapping, got {type(self.value).__name__}")
         return self.value
 
-    def get(self, key: str, required: bool = True) -> _Node | None:
+    def get(self, key: str, required: bool = True) -> FieldReader | None:
         m = self.mapping()
         if key not in m or m[key] is None:
             if required:
@@ -244,7 +244,7 @@ class _Node:
             raise self.fail(f"expected a number, got {self.value!r}")
         return float(self.value)
 
-    def items(self) -> Iterator[_Node]:
+    def items(self) -> Iterator[FieldReader]:
         if not isinstance(self.value, list):
             raise self.fail(f"expected a list, got {type(self.value).__name__}")
         for i in range(len(self.value)):
@@ -273,7 +273,7 @@ class _Node:
             )
 
 
-def _steps(node: _Node) -> tuple[float, ...]:
+def _steps(node: FieldReader) -> tuple[float, ...]:
     vals = [n.number() for n in node.items()]
     if not vals:
         raise node.fail("no steps")
@@ -287,7 +287,7 @@ def _steps(node: _Node) -> tuple[float, ...]:
     return tuple(vals)
 
 
-def _jetpacks(node: _Node) -> tuple[int, ...]:
+def _jetpacks(node: FieldReader) -> tuple[int, ...]:
     out = tuple(n.integer() for n in node.items())
     bad = [j for j in out if j not in JETPACKS]
     if bad or not out:
@@ -295,14 +295,14 @@ def _jetpacks(node: _Node) -> tuple[int, ...]:
     return out
 
 
-def _choice(node: _Node, choices: tuple[str, ...]) -> str:
+def _choice(node: FieldReader, choices: tuple[str, ...]) -> str:
     s = node.string()
     if s not in choices:
         raise node.fail(f"{s!r} is not one of: {', '.join(choices)}")
     return s
 
 
-def _control(name: str, node: _Node) -> ClockControl:
+def _control(name: str, node: FieldReader) -> ClockControl:
     node.unknown_keys({"interface", "unit", "variants", "files", "protocol", "paths", "clusters", "note", "unknown"})
     variants = []
     for v in node.get("variants").items():  # type: ignore[union-attr]
@@ -342,7 +342,7 @@ def _control(name: str, node: _Node) -> ClockControl:
     )
 
 
-def _power(node: _Node) -> PowerSpec:
+def _power(node: FieldReader) -> PowerSpec:
     node.unknown_keys({"sensor", "interfaces", "rails", "board_power", "note", "unknown"})
     interfaces = []
     for n in node.get("interfaces").items():  # type: ignore[union-attr]
@@ -395,10 +395,10 @@ def _power(node: _Node) -> PowerSpec:
     )
 
 
-def _sim_tree(node: _Node) -> dict[str, Any]:
+def _sim_tree(node: FieldReader) -> dict[str, Any]:
     """Check the sim block is plain data (mappings, lists, numbers, strings); the twin checks the rest."""
 
-    def walk(n: _Node) -> None:
+    def walk(n: FieldReader) -> None:
         v = n.value
         if isinstance(v, Mapping):
             for k in v:
@@ -428,7 +428,7 @@ TOP_FIELDS = {
 
 def parse_profile(data: Any, path: Path) -> DeviceProfile:
     """Validate parsed YAML ``data`` (from ``path``) into a DeviceProfile. Raises ProfileError."""
-    root = _Node(path, "", data)
+    root = FieldReader(path, "", data)
     root.mapping()
     root.unknown_keys(TOP_FIELDS)
     version = root.get("schema_version").integer()  # type: ignore[union-attr]
