@@ -17,8 +17,8 @@ Per batch of ``b`` inferences (times in ms, clocks in MHz, power in W):
   with ``idle_frac`` of it while clocked but idle, plus leakage ``leak_w * (V/V_max)^2``) + EMC
   (``w_per_ghz`` background per GHz of memory clock plus ``j_per_gb`` per GB moved) + CPU
   (``dyn_w * f/f_top * (V/V_max)^2`` times the fraction of cores busy). Voltage is flat at ``v_min``
-  up to ``v_knee_mhz`` and rises linearly to ``v_max`` at the top step (DVFS), which makes dynamic
-  power super-linear in clock above the knee.
+  up to ``v_knee_mhz`` and rises to ``v_max`` at the top step as ``((f - knee) / (top - knee))**v_exp``
+  (DVFS), which makes dynamic power super-linear in clock above the knee.
 * Energy per inference ``E = P * T / b``; throughput ``b / T``.
 * GPU range mode (``gpu_min_mhz``/``gpu_max_mhz``): a load-based devfreq governor settles on the
   lowest allowed step whose GPU load ``t_gpu / T`` is at most ``governor.target_util``. Small models
@@ -54,6 +54,7 @@ class GpuParams:
     v_min: float  # volts, flat below v_knee_mhz
     v_max: float  # volts at the top step
     v_knee_mhz: float
+    v_exp: float = 1.0  # shape of the voltage rise above the knee (1: linear, >1: convex)
     roofline_p: float = 2.0  # smooth-max exponent of the compute/memory split
 
 
@@ -225,9 +226,9 @@ def board_from_profile(profile: DeviceProfile) -> BoardParams:
 
 
 # ----- physics ----------------------------------------------------------------------------------
-def _volts(f: np.ndarray, v_min: float, v_max: float, knee: float, f_top: float) -> np.ndarray:
+def _volts(f: np.ndarray, v_min: float, v_max: float, knee: float, f_top: float, exp: float = 1.0) -> np.ndarray:
     span = max(f_top - knee, 1e-9)
-    return v_min + (v_max - v_min) * np.clip((f - knee) / span, 0.0, 1.0)
+    return v_min + (v_max - v_min) * np.clip((f - knee) / span, 0.0, 1.0) ** exp
 
 
 def precision_factors(board: BoardParams, wl: Workload, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +315,7 @@ def evaluate(board: BoardParams, wl: Workload, *, emc_mhz: Any, cpu_mhz: Any, ba
 
     g, c = board.gpu, board.cpu
     f_top = board.gpu_steps[-1]
-    vg = _volts(f, g.v_min, g.v_max, g.v_knee_mhz, f_top) / g.v_max
+    vg = _volts(f, g.v_min, g.v_max, g.v_knee_mhz, f_top, g.v_exp) / g.v_max
     util = t.t_gpu / t.period
     p_gpu = g.dyn_w * (f / f_top) * vg**2 * (util + g.idle_frac * (1.0 - util)) + g.leak_w * vg**2
     p_emc = board.emc.w_per_ghz * emc / 1000.0 + board.emc.j_per_gb * t.mb / t.period
