@@ -17,17 +17,17 @@ from typing import Any
 GENERIC_WORKLOADS: dict[str, dict[str, Any]] = {
     "efficientnet-b0": {
         "description": "EfficientNet-B0 image classification, 224x224, JPEG decode + resize on the CPU",
-        "gflop": 0.78, "weights_mb": 21.0, "act_mb": 45.0, "compute_eff": 0.10, "batch_half": 6.0,
-        "overhead_ms": 6.0, "pre_ms": 4.0, "pre_threads": 4, "tensor_cores": True,
+        "gflop": 0.78, "weights_mb": 21.0, "act_mb": 120.0, "compute_eff": 0.25, "batch_half": 3.0,
+        "overhead_ms": 8.0, "pre_ms": 4.0, "pre_threads": 4, "tensor_cores": True,
     },
     "efficientnet-b4": {
         "description": "EfficientNet-B4 image classification, 380x380",
-        "gflop": 8.4, "weights_mb": 77.0, "act_mb": 260.0, "compute_eff": 0.14, "batch_half": 2.5,
-        "overhead_ms": 9.0, "pre_ms": 9.0, "pre_threads": 4, "tensor_cores": True,
+        "gflop": 8.4, "weights_mb": 77.0, "act_mb": 700.0, "compute_eff": 0.25, "batch_half": 2.0,
+        "overhead_ms": 16.0, "pre_ms": 9.0, "pre_threads": 4, "tensor_cores": True,
     },
     "efficientnet-b7": {
         "description": "EfficientNet-B7 image classification, 600x600",
-        "gflop": 74.0, "weights_mb": 264.0, "act_mb": 1300.0, "compute_eff": 0.18, "batch_half": 1.0,
+        "gflop": 74.0, "weights_mb": 264.0, "act_mb": 3500.0, "compute_eff": 0.28, "batch_half": 1.0,
         "overhead_ms": 14.0, "pre_ms": 18.0, "pre_threads": 4, "tensor_cores": True,
     },
     "resnet50": {
