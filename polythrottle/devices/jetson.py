@@ -125,6 +125,11 @@ class JetsonDevice(Device):
                 return f"not root (cannot write {p})"
         return ""
 
+    @property
+    def hardware_knobs(self) -> list[str]:
+        """Every clock knob of this board, settable here or not."""
+        return [k for c in self.controls.values() for k in c.knobs] + list(self.unavailable)
+
     # ----- Device API ---------------------------------------------------------------------------
     def space(self) -> SearchSpace:
         knobs = []
