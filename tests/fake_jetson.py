@@ -24,8 +24,11 @@ from __future__ import annotations
 import errno
 import fnmatch
 import json
+import math
 import os
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +270,56 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def read(root: Path, board_path: str) -> str:
     return (root / board_path.lstrip("/")).read_text().strip()
+
+
+# ----- INA3221 readings that change over time ---------------------------------------------------------
+RAILS = {  # hwmon channel -> (base mA, amplitude mA, period s, phase); every rail at 5000 mV
+    1: (1200.0, 500.0, 0.37, 0.0),
+    2: (800.0, 300.0, 0.23, 1.0),
+    3: (400.0, 150.0, 0.91, 2.0),
+}
+VOLT_V = 5.0
+
+
+def current_ma(ch: int, t: float) -> float:
+    base, amp, period, phase = RAILS[ch]
+    return base + amp * math.sin(2 * math.pi * t / period + phase)
+
+
+def rail_energy_j(t0: float, t1: float) -> float:
+    """Analytic integral of the summed rail power over [t0, t1]."""
+    total = 0.0
+    for base, amp, period, phase in RAILS.values():
+        w = 2 * math.pi / period
+        integral_ma_s = base * (t1 - t0) - amp / w * (math.cos(w * t1 + phase) - math.cos(w * t0 + phase))
+        total += VOLT_V * integral_ma_s / 1000.0
+    return total
+
+
+class RailWriter(threading.Thread):
+    """Writes each rail's current as a function of time.monotonic() every ~1 ms (atomic renames);
+    every ``garbage_every``-th update of rail 2 writes garbage, which the sampler must skip."""
+
+    def __init__(self, hwmon_dir, garbage_every=40):
+        super().__init__(daemon=True)
+        self.dir, self.garbage_every = hwmon_dir, garbage_every
+        self.stop = threading.Event()
+        self.updates = 0
+
+    def put(self, name, text):
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.dir / name)
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.updates += 1
+            for ch in RAILS:
+                garbage = ch == 2 and self.garbage_every and self.updates % self.garbage_every == 0
+                self.put(f"curr{ch}_input", "oops\n" if garbage else f"{current_ma(ch, t):.3f}".split(".")[0] + "\n")
+            time.sleep(0.001)
+
 
 
 # ----- the kernel double ---------------------------------------------------------------------------

@@ -1,8 +1,5 @@
 """INA3221 energy: rail discovery (hwmon and iio) and integration against an analytic integral."""
 
-import math
-import os
-import threading
 import time
 
 import pytest
@@ -41,60 +38,12 @@ def test_missing_sensor_and_rail_are_clear(tmp_path):
         board_rails(SysfsIO(tmp_path / "nx"), ["VDD_IN", "VDD_NOPE"])
 
 
-# ----- integration against an analytic integral ------------------------------------------------------
-RAILS = {  # channel -> (base mA, amplitude mA, period s, phase); every rail at 5000 mV
-    1: (1200.0, 500.0, 0.37, 0.0),
-    2: (800.0, 300.0, 0.23, 1.0),
-    3: (400.0, 150.0, 0.91, 2.0),
-}
-VOLT_V = 5.0
-
-
-def current_ma(ch: int, t: float) -> float:
-    base, amp, period, phase = RAILS[ch]
-    return base + amp * math.sin(2 * math.pi * t / period + phase)
-
-
-def energy_j(t0: float, t1: float) -> float:
-    """Analytic integral of the summed rail power over [t0, t1]."""
-    total = 0.0
-    for base, amp, period, phase in RAILS.values():
-        w = 2 * math.pi / period
-        integral_ma_s = base * (t1 - t0) - amp / w * (math.cos(w * t1 + phase) - math.cos(w * t0 + phase))
-        total += VOLT_V * integral_ma_s / 1000.0
-    return total
-
-
-class RailWriter(threading.Thread):
-    """Writes each rail's current as a function of time.monotonic() every ~1 ms (atomic renames);
-    every ``garbage_every``-th update of rail 2 writes garbage, which the sampler must skip."""
-
-    def __init__(self, hwmon_dir, garbage_every=40):
-        super().__init__(daemon=True)
-        self.dir, self.garbage_every = hwmon_dir, garbage_every
-        self.stop = threading.Event()
-        self.updates = 0
-
-    def put(self, name, text):
-        tmp = self.dir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.dir / name)
-
-    def run(self):
-        while not self.stop.is_set():
-            t = time.monotonic()
-            self.updates += 1
-            for ch in RAILS:
-                garbage = ch == 2 and self.garbage_every and self.updates % self.garbage_every == 0
-                self.put(f"curr{ch}_input", "oops\n" if garbage else f"{current_ma(ch, t):.3f}".split(".")[0] + "\n")
-            time.sleep(0.001)
-
-
+# ----- integration against an analytic integral (rails driven by fj.RailWriter) ----------------------
 @pytest.fixture
 def orin_live(tmp_path):
     fj.build(tmp_path, "agx-orin-jp5")
     hwmon = next(tmp_path.glob("sys/devices/platform/bus@0/*/i2c-1/1-0040/hwmon/hwmon*"))
-    writer = RailWriter(hwmon)
+    writer = fj.RailWriter(hwmon)
     writer.start()
     time.sleep(0.05)
     yield tmp_path, writer
@@ -111,7 +60,7 @@ def test_energy_matches_analytic_integral_within_2pct(orin_live):
         time.sleep(window_s)
         w = meter.end()
         t0, t1 = meter.last_span
-        truth = energy_j(t0, t1)
+        truth = fj.rail_energy_j(t0, t1)
         errors.append(abs(w.energy_j - truth) / truth)
         stats = meter.last_stats
         assert w.duration_s == pytest.approx(t1 - t0)
@@ -131,7 +80,7 @@ def test_failed_reads_are_skipped_and_counted(orin_live):
     w = meter.end()
     t0, t1 = meter.last_span
     assert meter.last_stats.failures > 0 and meter.last_stats.samples > 0
-    assert w.energy_j == pytest.approx(energy_j(t0, t1), rel=0.03)
+    assert w.energy_j == pytest.approx(fj.rail_energy_j(t0, t1), rel=0.03)
 
 
 def test_every_read_failing_raises():
