@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
         if not config:
             raise BadInputError(f"--config {args.config}: no hardware knob to apply")
-    device.apply(config)  # no close(): apply keeps the settings; the originals stay saved
+    device.apply(config)
+    device.keep()  # no close(): the settings stay; the originals stay saved for `restore`
     writes = getattr(device, "last_writes", [])
     print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for w in writes:

@@ -66,6 +66,10 @@ class Device(ABC):
     def restore(self) -> None:
         """Put back every hardware value changed since open. Default: nothing to restore."""
 
+    def keep(self) -> None:
+        """Leave the applied settings in place on close (``apply``, ``tune --apply``); the saved
+        originals stay for ``restore``. Default: nothing to do."""
+
     def restore_saved(self) -> list[str]:
         """Put back every original value saved in the state directory, also those left by a process
         that crashed, and forget them. Returns the settings restored. Default: nothing saved."""

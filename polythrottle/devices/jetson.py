@@ -16,7 +16,8 @@ this apply had written. ``restore()`` (called by ``close()``) puts back what thi
 
 from __future__ import annotations
 
-import time
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +71,7 @@ class JetsonDevice(Device):
         self._open_controls()
         self._session_before: dict[str, str] = {}  # path -> value before this process first wrote it
         self._session_new: set[str] = set()  # keys this process added to the saved originals
+        self._prior_meta: dict[str, Any] | None = None  # the store's owner before this session
         self._software: dict[str, Value] = {}
         self.last_writes: list[Write] = []
         self._meter: Any = None
@@ -170,6 +172,11 @@ class JetsonDevice(Device):
                 if not self.io.writable(w.path):
                     raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
         with self.store.lock(self.device_id):
+            if self._prior_meta is None:
+                self._start_session()
+                if self._prior_meta is None:  # leftovers of a crashed run were just restored: re-plan
+                    self._prior_meta = {}
+                    return self.apply(config)
             # 3. originals, before the first write (a later apply never overwrites them)
             originals = {p: v for c, before, _ in plans for p, v in before.items()}
             new = self.store.record(self.device_id, originals, meta=self._meta())
@@ -194,6 +201,30 @@ class JetsonDevice(Device):
                 raise DeviceError(f"{e}{msg}") from None
             self._session_new.update(new)
             self.last_writes = done
+
+    def _start_session(self) -> None:
+        """Before this process first writes: settings a crashed run left behind (saved originals whose
+        owner is dead and did not ask to keep them) are restored first, with a warning, so this
+        session never takes a crash's low clocks for the board's own. Sets ``_prior_meta`` otherwise."""
+        state = self.store.load(self.device_id)
+        if state is None or not state.originals:
+            self._prior_meta = {}
+            return
+        owner = state.meta.get("pid")
+        if not state.meta.get("kept") and isinstance(owner, int) and owner != os.getpid() and not _alive(owner):
+            print(f"polythrottle: warning: restoring {len(state.originals)} setting(s) left by a run that did "
+                  f"not finish (pid {owner})", file=sys.stderr)
+            self.restore_saved()
+            return
+        self._prior_meta = {"kept": bool(state.meta.get("kept")), "pid": owner}
+
+    def keep(self) -> None:
+        """Leave what was applied in place: close() will not restore it, nor will the next run take it for
+        a crash's leftovers. ``polythrottle restore`` still puts the originals back."""
+        if self.store.originals(self.device_id):
+            self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid()})
+        self._session_before.clear()
+        self._session_new.clear()
 
     def _rollback(self, plans: list[tuple[ClockControl, dict[str, str], list[Write]]], done: list[Write]) -> list[str]:
         """Undo ``done`` (control by control, kernel order). Returns the paths that could not be put back."""
@@ -246,6 +277,8 @@ class JetsonDevice(Device):
         with self.store.lock(self.device_id):
             restored, failed = self._put_back(self._session_before)
             self.store.forget(self.device_id, [k for k in self._session_new if k not in failed])
+            if self._prior_meta and not failed and self.store.originals(self.device_id):
+                self.store.record(self.device_id, {}, meta=self._prior_meta)  # hand ownership back
             self._session_before = {p: v for p, v in self._session_before.items() if p in failed}
             self._session_new &= set(failed)
         if failed:
@@ -279,9 +312,9 @@ class JetsonDevice(Device):
         )
 
     # ----- reporting ----------------------------------------------------------------------------
-    def _meta(self) -> dict[str, str]:
+    def _meta(self) -> dict[str, Any]:
         return {"profile": self.layout.profile, "model": self.model or "", "root": str(self.io.root),
-                "recorded_by": "polythrottle", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "pid": os.getpid(), "kept": False}
 
     def current(self) -> dict[str, float]:
         """Current knob values (MHz) as the kernel files say."""
@@ -340,6 +373,16 @@ class JetsonDevice(Device):
             touches_hardware=True,
             meters=self.meter_statuses(),
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _jtop_status() -> tuple[bool, str]:
