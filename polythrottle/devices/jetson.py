@@ -72,9 +72,9 @@ class JetsonDevice(Device):
         self._session_before: dict[str, str] = {}  # path -> value before this process first wrote it
         self._session_new: set[str] = set()  # keys this process added to the saved originals
         self._prior_meta: dict[str, Any] | None = None  # the store's owner before this session
-        self._software: dict[str, Value] = {}
         self.last_writes: list[Write] = []
         self._meter: Any = None
+        self._live: Any = None
 
     # ----- discovery ----------------------------------------------------------------------------
     def _open_controls(self) -> None:
@@ -133,23 +133,68 @@ class JetsonDevice(Device):
         return [k for c in self.controls.values() for k in c.knobs] + list(self.unavailable)
 
     # ----- Device API ---------------------------------------------------------------------------
+    def attach_workload(self, spec: str) -> None:
+        """Measure workload ``spec`` (``builtin:NAME``, ``torchvision:NAME``, ``module:function``) with
+        the measurement harness and board energy (INA3221, else jtop). Adds its software knobs."""
+        from polythrottle.harness import HarnessSettings
+        from polythrottle.workloads import load_workload
+        from polythrottle.workloads.runner import LiveWorkload
+
+        workload = load_workload(spec)
+        self._meter = self._open_meter()
+        import torch
+
+        self._live = LiveWorkload(workload, "cuda" if torch.cuda.is_available() else "cpu")
+        o = self.options
+        self.harness = HarnessSettings(window_s=o.window_s or HarnessSettings.window_s, percentile=o.percentile,
+                                       repeats=getattr(o, "repeats", None) or HarnessSettings.repeats)
+
+    def _open_meter(self) -> Any:
+        from polythrottle.energy.ina3221 import INA3221Meter
+
+        try:
+            return INA3221Meter(self.layout.board_rails or None, io=self.io)
+        except UnsupportedError as ina:
+            try:
+                from polythrottle.energy.jtop import JtopMeter
+
+                return JtopMeter(self.layout.board_rails or None)
+            except UnsupportedError as jt:
+                raise UnsupportedError(f"no board energy source: {ina}; jtop: {jt}") from None
+
     def space(self) -> SearchSpace:
         knobs = []
         if not self.options.no_clock_control:
             for c in self.controls.values():
                 if not self._writable(c):
                     knobs.append(Knob(c.knobs[0], c.steps_mhz()))
+        if self._live is not None:
+            knobs += list(self._live.knobs)
         if not knobs:
             why = "--no-clock-control" if self.options.no_clock_control else ROOT_HINT
             raise UnsupportedError(f"no knob of {self.layout.profile} can be tuned here ({why})")
         return SearchSpace.product(knobs)
 
     def default_config(self) -> Config:
-        return {k.name: k.values[-1] for k in self.space().knobs}
+        """Highest clocks; the workload's default software config (fp32, smallest batch)."""
+        soft = self._live.default_config() if self._live is not None else {}
+        return {k.name: soft.get(k.name, k.values[-1]) for k in self.space().knobs}
 
     def apply(self, config: Mapping[str, Value]) -> None:
         """Set every knob in ``config`` (a subset of the knobs is fine). See the module docstring."""
         self.last_writes = []
+        software = {k.name for k in self._live.knobs} if self._live is not None else set()
+        soft = {k: v for k, v in config.items() if k in software}
+        config = {k: v for k, v in config.items() if k not in software}
+        if soft:  # validated here, before any hardware write; built after the clocks are set
+            for k in self._live.knobs:  # type: ignore[union-attr]
+                if k.name in soft:
+                    soft[k.name] = k.parse(soft[k.name])
+        self._apply_clocks(config)
+        if soft:
+            self._live.set_config(soft)  # type: ignore[union-attr]
+
+    def _apply_clocks(self, config: Mapping[str, Value]) -> None:
         by_control: dict[str, dict[str, Value]] = {}
         for knob, value in config.items():
             if self.options.no_clock_control and knob in CLOCK_KNOBS + ("gpu_min_mhz", "gpu_max_mhz"):
@@ -176,7 +221,7 @@ class JetsonDevice(Device):
                 self._start_session()
                 if self._prior_meta is None:  # leftovers of a crashed run were just restored: re-plan
                     self._prior_meta = {}
-                    return self.apply(config)
+                    return self._apply_clocks(config)
             # 3. originals, before the first write (a later apply never overwrites them)
             originals = {p: v for c, before, _ in plans for p, v in before.items()}
             new = self.store.record(self.device_id, originals, meta=self._meta())
@@ -307,9 +352,32 @@ class JetsonDevice(Device):
         return restored
 
     def measure(self) -> Measurement:
-        raise UnsupportedError(
-            "measuring on a Jetson needs the measurement harness (--workload); not available in this build"
-        )
+        """Measure the workload under the applied config (warm-up, windows, latency percentile, repeats)."""
+        if self._live is None:
+            raise BadInputError("the jetson device measures a workload: pass --workload "
+                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
+        from polythrottle.harness import measure
+
+        m = measure(self._live.runner, self._meter, self.harness)
+        extra = dict(m.extra)
+        extra.update({f"observed_{k}": v for k, v in self.current().items()})
+        stats = getattr(self._meter, "last_stats", None)
+        if stats is not None:
+            extra["meter_overhead"] = round(stats.overhead, 4)
+            extra["meter_failed_reads"] = stats.failures
+        return Measurement(m.energy_j, m.latency_ms, m.throughput_ips, m.power_w, m.duration_s,
+                           m.energy_rel_std, m.latency_rel_std, extra)
+
+    def close(self) -> None:
+        try:
+            self.restore()
+        finally:
+            if self._live is not None:
+                self._live.close()
+                self._live = None
+            if self._meter is not None:
+                self._meter.close()
+                self._meter = None
 
     # ----- reporting ----------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -395,7 +463,10 @@ def open_device(arg: str, options: DeviceOptions) -> JetsonDevice:
     """``jetson`` (detect the board) or ``jetson:PROFILE`` (force a profile name or YAML path)."""
     io = open_io()
     layout, model = detect_layout(io, arg)
-    return JetsonDevice(layout, io, StateStore(options.state_dir), model=model, options=options)
+    dev = JetsonDevice(layout, io, StateStore(options.state_dir), model=model, options=options)
+    if options.workload:
+        dev.attach_workload(options.workload)
+    return dev
 
 
 def probe(options: DeviceOptions) -> DeviceInfo:
