@@ -225,6 +225,7 @@ class JetsonDevice(Device):
             # 3. originals, before the first write (a later apply never overwrites them)
             originals = {p: v for c, before, _ in plans for p, v in before.items()}
             new = self.store.record(self.device_id, originals, meta=self._meta())
+            self._session_new.update(new)  # before writing: an interrupt mid-write still gets restored
             for p, v in originals.items():
                 self._session_before.setdefault(p, v)
             # 4. write, rolling back this apply on the first failure
@@ -238,13 +239,13 @@ class JetsonDevice(Device):
                 failed = self._rollback(plans, done)
                 if not failed:
                     self.store.forget(self.device_id, new)
+                    self._session_new.difference_update(new)
                     msg = f"; rolled back the {len(done)} value(s) already written" if done else ""
                 else:
                     msg = f"; ROLLBACK FAILED for {', '.join(failed)}: run `polythrottle restore --device jetson`"
                 if isinstance(e, DeviceError):
                     raise type(e)(f"{e}{msg}") from None
                 raise DeviceError(f"{e}{msg}") from None
-            self._session_new.update(new)
             self.last_writes = done
 
     def _start_session(self) -> None:
