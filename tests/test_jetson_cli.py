@@ -242,3 +242,55 @@ def test_sigterm_during_a_session_restores(tmp_path):
     p.wait(20)
     assert settings(fj.snapshot(root)) == settings(original)
     assert not list((tmp_path / "state").glob("*.json"))
+
+
+# ----- tune on a fake board: restores on exit and on SIGTERM, keeps with --apply ----------------------
+TUNE = ["tune", "--device", "jetson", "--workload", "builtin:mlp", "--slo-ms", "1000", "--window-s", "0.2",
+        "--repeats", "1", "--json"]
+
+
+def test_tune_restores_on_exit_and_keeps_with_apply(tmp_path):
+    pytest.importorskip("polythrottle.harness")
+    root, state = tmp_path / "root", tmp_path / "state"
+    board = fj.build(root, "xavier-nx")
+    original = fj.snapshot(root)
+    r = cli(root, state, *TUNE, "--budget", "3", "--seed", "0", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(fj.write_log(root)) > 0  # it did set clocks
+    assert settings(fj.snapshot(root)) == settings(original)
+    assert not list(state.glob("*.json"))
+
+    result = tmp_path / "out.json"
+    r = cli(root, state, *TUNE, "--budget", "3", "--seed", "0", "--apply", "--out", str(result), timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    best = json.loads(result.read_text())["best"]["config"]
+    assert fj.read(root, f"{board.gpu_dir}/max_freq") == str(round(best["gpu_mhz"] * 1e6))
+    assert list(state.glob("*.json"))  # originals kept for `restore`
+    r = cli(root, state, "restore", "--device", "jetson")
+    assert r.returncode == 0 and settings(fj.snapshot(root)) == settings(original)
+
+
+def test_tune_restores_on_sigterm(tmp_path):
+    pytest.importorskip("polythrottle.harness")
+    root, state = tmp_path / "root", tmp_path / "state"
+    fj.build(root, "agx-orin-jp6")
+    original = fj.snapshot(root)
+    env = dict(os.environ, POLYTHROTTLE_ROOT=str(root), POLYTHROTTLE_STATE_DIR=str(state))
+    p = subprocess.Popen([sys.executable, "-m", "tests.fake_jetson", *TUNE, "--budget", "50"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not fj.write_log(root) and time.monotonic() < deadline:  # wait until clocks were changed
+            time.sleep(0.2)
+        assert fj.write_log(root), "tune never set a clock"
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143 and "terminated (settings restored)" in err
+    assert settings(fj.snapshot(root)) == settings(original)
+    assert not list(state.glob("*.json"))
