@@ -14,7 +14,7 @@ import glob
 import os
 from pathlib import Path
 
-from polythrottle.errors import DeviceError, PermissionDeniedError
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError
 
 ROOT_ENV = "POLYTHROTTLE_ROOT"
 
@@ -23,6 +23,10 @@ ROOT_HINT = "changing clocks needs root: run as root (sudo) or as the polythrott
 
 class KernelRefusedError(DeviceError):
     """The kernel rejected a value (EINVAL), e.g. a minimum above the current maximum."""
+
+
+class WritesDisabledError(BadInputError):
+    """A write was attempted through a read-only SysfsIO (``--no-clock-control``)."""
 
 
 def fs_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -45,10 +49,12 @@ class SysfsIO:
     Values are text; reads strip whitespace and trailing NULs (device-tree strings end in NUL).
     Writes open the existing file write-only (never create it) and write the whole value at once,
     as ``echo VALUE > FILE`` does. Subclass ``_write_raw`` to emulate kernel semantics in tests.
+    ``writes_allowed=False`` (``--no-clock-control``) refuses every write before it happens.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, writes_allowed: bool = True) -> None:
         self.root = fs_root(root)
+        self.writes_allowed = writes_allowed
 
     @property
     def is_real_root(self) -> bool:
@@ -123,6 +129,8 @@ class SysfsIO:
     def write(self, board_path: str, value: int | str) -> None:
         """Write ``value`` to ``board_path``. Raises PermissionDeniedError, KernelRefusedError, DeviceError."""
         text = str(value)
+        if not self.writes_allowed:
+            raise WritesDisabledError(f"refusing to write {text} to {board_path}: --no-clock-control is set")
         try:
             self._write_raw(self.path(board_path), text)
         except OSError as e:
@@ -142,9 +150,9 @@ class SysfsIO:
             os.close(fd)
 
 
-def open_io(root: str | os.PathLike[str] | None = None) -> SysfsIO:
+def open_io(root: str | os.PathLike[str] | None = None, *, writes_allowed: bool = True) -> SysfsIO:
     """The SysfsIO for ``root`` (default: ``$POLYTHROTTLE_ROOT`` or ``/``)."""
-    return IO_CLASS(root)
+    return IO_CLASS(root, writes_allowed=writes_allowed)
 
 
 IO_CLASS: type[SysfsIO] = SysfsIO

@@ -11,6 +11,7 @@ from polythrottle.devices.jetson import JetsonDevice, open_device
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import BadInputError, UnsupportedError
 from polythrottle.state import StateStore
+from polythrottle.sysfs import WritesDisabledError
 from tests import fake_jetson as fj
 
 
@@ -84,6 +85,10 @@ def test_no_clock_control_writes_nothing(orin):
         dev.apply({"gpu_mhz": 114.75})
     with pytest.raises(UnsupportedError, match="no-clock-control"):
         dev.space()
+    with pytest.raises(BadInputError, match="no-clock-control"):
+        dev.restore_saved()
+    with pytest.raises(WritesDisabledError):  # the IO itself refuses, whoever asks
+        dev.io.write(f"{board.gpu_dir}/max_freq", "114750000")
     assert fj.write_log(root) == []
     assert all(not k.available for k in dev.info().knobs)
 

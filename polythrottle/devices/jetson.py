@@ -335,6 +335,8 @@ class JetsonDevice(Device):
 
     def restore_saved(self) -> list[str]:
         """Put back every saved original (also after a crash) and forget them. Returns paths restored."""
+        if not self.io.writes_allowed:
+            raise BadInputError("--no-clock-control: restoring would write clock settings; run without it")
         with self.store.lock(self.device_id):
             saved = self.store.originals(self.device_id)
             if not saved:
@@ -462,7 +464,7 @@ def _jtop_status() -> tuple[bool, str]:
 
 def open_device(arg: str, options: DeviceOptions) -> JetsonDevice:
     """``jetson`` (detect the board) or ``jetson:PROFILE`` (force a profile name or YAML path)."""
-    io = open_io()
+    io = open_io(writes_allowed=not options.no_clock_control)
     layout, model = detect_layout(io, arg)
     dev = JetsonDevice(layout, io, StateStore(options.state_dir), model=model, options=options)
     if options.workload:
