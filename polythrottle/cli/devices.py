@@ -7,9 +7,10 @@ import importlib
 import json
 from pathlib import Path
 
-from polythrottle.devices import DeviceInfo, DeviceOptions
+from polythrottle.devices import DeviceInfo, DeviceOptions, KnobStatus
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
+from polythrottle.sysfs import fs_root, is_root_user
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,10 +20,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def nvml_summary() -> list[DeviceInfo]:
+    """Read-only NVML view (when the nvml device module has no ``probe``): each GPU and its sensors."""
+    try:
+        import pynvml
+    except ImportError:
+        return [DeviceInfo(name="nvml", kind="nvml", found=False, notes=["nvidia-ml-py is not installed"])]
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return [DeviceInfo(name="nvml", kind="nvml", found=False, notes=[f"no NVIDIA GPU found: NVML says {e}"])]
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            meters = []
+            for label, fn in (("energy counter", pynvml.nvmlDeviceGetTotalEnergyConsumption),
+                              ("power", pynvml.nvmlDeviceGetPowerUsage)):
+                try:
+                    fn(h)
+                    meters.append(KnobStatus(label, True, "readable"))
+                except pynvml.NVMLError as e:
+                    meters.append(KnobStatus(label, False, f"NVML reports {e}"))
+            why = f"`tune --device nvml:{i}` probes what the driver accepts" if is_root_user() else "not root"
+            knobs = [KnobStatus(k, is_root_user(), why) for k in ("gpu_mhz", "mem_mhz")]
+            board = name.decode() if isinstance(name, bytes) else str(name)
+            gpus.append(DeviceInfo(name=f"nvml:{i}", kind="nvml", details={"board": board}, knobs=knobs,
+                                   meters=meters))
+        return gpus or [DeviceInfo(name="nvml", kind="nvml", found=False, notes=["NVML found no GPU"])]
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
 def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
     """Every device kind whose module has ``probe(options) -> DeviceInfo`` (hardware kinds)."""
     out = []
+    jetson_found = False
     for scheme, module_name in SCHEMES.items():
+        if scheme == "nvml":
+            continue
+
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:  # a kind not in this build, or its library missing
@@ -34,9 +75,18 @@ def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
         if probe is None:
             continue
         try:
-            out.append(probe(options))
+            info = probe(options)
         except PolyThrottleError as e:
-            out.append(DeviceInfo(name=scheme, kind=scheme, found=False, notes=[str(e)]))
+            info = DeviceInfo(name=scheme, kind=scheme, found=False, notes=[str(e)])
+        out.append(info)
+        jetson_found |= info.kind == "jetson" and info.found
+    # NVML: on a Jetson it reports NotSupported (said in the Jetson entry); under a fake root it is moot
+    if not jetson_found and fs_root() == Path("/"):
+        try:
+            nvml_probe = getattr(importlib.import_module(SCHEMES["nvml"]), "probe", None)
+        except ImportError:
+            nvml_probe = None
+        out += [nvml_probe(options)] if nvml_probe else nvml_summary()
     return out
 
 
