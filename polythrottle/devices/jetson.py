@@ -436,11 +436,14 @@ class JetsonDevice(Device):
         cur = self.current()
         if cur:
             details["current"] = ", ".join(f"{k}={v:g}" for k, v in cur.items())
+        if self._live is not None:
+            details["workload"] = self._live.spec.name
+            details["energy"] = f"{self._meter.name} every {self._meter.sampler.period_s * 1000:g} ms"
         return DeviceInfo(
             name=f"jetson:{self.layout.profile}",
             kind="jetson",
             details=details,
-            knobs=self.knob_statuses(),
+            knobs=self.knob_statuses() + (list(self._live.knob_status) if self._live is not None else []),
             touches_hardware=True,
             meters=self.meter_statuses(),
         )
