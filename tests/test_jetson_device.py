@@ -121,3 +121,18 @@ def test_unavailable_knobs_say_why(tmp_path, monkeypatch):
     monkeypatch.setattr(JetsonDevice, "_writable", lambda self, c: f"not root (cannot write {c.files()[0]})")
     status = {k.name: k for k in dev.info().knobs}
     assert status["gpu_mhz"].reason.startswith("not root")
+
+
+def test_every_profile_gives_a_usable_layout():
+    from polythrottle.devices.jetson_layout import profile_layout
+    from polythrottle.profiles import list_profiles
+
+    names = list_profiles()
+    assert {"jetson-agx-orin", "jetson-xavier-nx", "jetson-tx2", "jetson-nano"} <= set(names)
+    for name in names:
+        layout = profile_layout(name)
+        assert layout.gpu_dirs and all(d.startswith("/sys/") for d in layout.gpu_dirs), name
+        assert layout.emc and layout.emc_steps_mhz, name
+        assert layout.cpu_root == "/sys/devices/system/cpu" and layout.board_rails, name
+        for proto in layout.emc:
+            assert proto.rate_path.startswith("/sys/kernel/debug/") and proto.lock_path != proto.rate_path
