@@ -136,9 +136,12 @@ class JetsonDevice(Device):
     def attach_workload(self, spec: str) -> None:
         """Measure workload ``spec`` (``builtin:NAME``, ``torchvision:NAME``, ``module:function``) with
         the measurement harness and board energy (INA3221, else jtop). Adds its software knobs."""
-        from polythrottle.harness import HarnessSettings
-        from polythrottle.workloads import load_workload
-        from polythrottle.workloads.runner import LiveWorkload
+        try:
+            from polythrottle.harness import HarnessSettings
+            from polythrottle.workloads import load_workload
+            from polythrottle.workloads.runner import LiveWorkload
+        except ModuleNotFoundError as e:
+            raise UnsupportedError(f"measuring a workload needs {e.name}, which this build lacks") from None
 
         workload = load_workload(spec)
         self._meter = self._open_meter()
