@@ -17,7 +17,6 @@ when running as root, else ``$XDG_STATE_HOME/polythrottle`` (``~/.local/state/po
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -49,10 +48,8 @@ def default_state_dir() -> Path:
 
 
 def _file_stem(device_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", device_id).strip("._") or "device"
-    if safe != device_id:
-        safe += "-" + hashlib.sha1(device_id.encode()).hexdigest()[:8]
-    return safe
+    """``nvml:GPU-1`` -> ``nvml_GPU-1``; the file also names its device, checked on load."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", device_id).strip("._") or "device"
 
 
 @dataclass
@@ -142,6 +139,8 @@ class StateStore:
             raise DeviceError(f"saved originals {path} are unreadable ({e}); restore by hand") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("originals"), dict):
             raise DeviceError(f"saved originals {path} are malformed (no 'originals' object)")
+        if raw.get("device", device_id) != device_id:
+            raise DeviceError(f"saved originals {path} belong to {raw['device']!r}, not {device_id!r}")
         return SavedState(
             device_id=str(raw.get("device", device_id)),
             originals=dict(raw["originals"]),

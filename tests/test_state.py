@@ -86,3 +86,11 @@ def test_unwritable_state_dir_says_what_to_do(tmp_path, monkeypatch):
     s = StateStore(Path(blocker) / "sub")  # a directory under a regular file cannot exist
     with pytest.raises(DeviceError, match="state directory"):
         s.record("jetson", {"/a": "1"})
+
+
+def test_a_file_names_its_device(tmp_path):
+    s = StateStore(tmp_path)
+    s.record("jetson@/a:b", {"/x": "1"})
+    assert s.path("jetson@/a_b") == s.path("jetson@/a:b")  # same file name, different device
+    with pytest.raises(DeviceError, match="belong to"):
+        s.originals("jetson@/a_b")
