@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         payload["workload"] = args.workload
         if args.apply and result.best is not None:
             device.apply(result.best.config)
+            device.keep()
             keep = True
             payload["applied"] = result.best.config
         if args.out:
