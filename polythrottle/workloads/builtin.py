@@ -39,7 +39,7 @@ def _transformer_encoder() -> WorkloadSpec:
     layer = nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, batch_first=True, activation="gelu")
     model = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
     return WorkloadSpec("builtin:transformer-encoder", model, lambda n: torch.randn(n, 128, 768),
-                        batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128))
+                        batch_sizes=(1, 4, 16, 64))
 
 
 BUILTINS = {"mlp": _mlp, "tiny-cnn": _tiny_cnn, "transformer-encoder": _transformer_encoder}
