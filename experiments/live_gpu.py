@@ -228,6 +228,17 @@ def report_spread(path: Path, lines: list[str]) -> None:
     lines.append("")
 
 
+def slo_rule(rows: list[dict]) -> float:
+    """The SLO used for a workload's tune: half the latency of its lowest-energy config (2 significant
+    digits), so that the unconstrained optimum is infeasible and the problem is not trivial."""
+    best = min(rows, key=lambda r: r["energy_j"])
+    return float(f"{0.5 * best['latency_ms']:.2g}")
+
+
+def cmd_slo(args) -> None:
+    print(slo_rule(read_table(args.table)))
+
+
 def cmd_report(args) -> None:
     lines: list[str] = []
     for spec in args.workload:
@@ -262,12 +273,14 @@ def main() -> None:
     p.add_argument("--config", action="append", required=True, help="KNOB=V,... (repeatable)")
     p.add_argument("--times", type=int, default=5)
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("slo", help="print the SLO rule's value for a table")
+    p.add_argument("--table", type=Path, required=True)
     p = sub.add_parser("report")
     p.add_argument("--workload", action="append", required=True, help="NAME,TABLE.csv,DETAILS.json[,TUNE.json...]")
     p.add_argument("--spread", action="append", default=None)
     p.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    {"profile": cmd_profile, "spread": cmd_spread, "report": cmd_report}[args.cmd](args)
+    {"profile": cmd_profile, "spread": cmd_spread, "slo": cmd_slo, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":
