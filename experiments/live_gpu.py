@@ -42,7 +42,7 @@ def open_gpu(args):
     dev = NvmlDevice(args.index, DeviceOptions(workload=args.workload, no_clock_control=True), harness=settings)
     if args.cross_check:
         dev.meter.close()
-        dev.meter = NvmlEnergyMeter(dev.handle, cross_check=True)
+        dev.meter = NvmlEnergyMeter(dev.handle, cross_check=True, sample_interval_s=args.sample_ms / 1000)
     return dev
 
 
@@ -75,8 +75,11 @@ def cmd_profile(args) -> None:
         space = dev.space()
         knobs = args.knobs.split(",") if args.knobs else space.names
         fixed = dev.default_config() | parse_assignments(args.fixed)
-        sub = space.restrict(knobs, fixed)
-        configs = [dev.space().normalize(fixed | sub.config(i)) for i in range(len(sub))]
+        if args.only:  # an explicit list of configs instead of the whole product
+            configs = [space.normalize(fixed | parse_assignments(c)) for c in args.only]
+        else:
+            sub = space.restrict(knobs, fixed)
+            configs = [space.normalize(fixed | sub.config(i)) for i in range(len(sub))]
         random.Random(args.seed).shuffle(configs)  # no drift confounded with a knob's order
         print(f"profiling {len(configs)} configs of {args.workload} over {','.join(knobs)}", file=sys.stderr)
         args.table.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +246,7 @@ def cmd_report(args) -> None:
     lines: list[str] = []
     for spec in args.workload:
         name, table, details, *tunes = spec.split(",")
-        report_workload(name, Path(table), Path(details), [Path(t) for t in tunes], lines)
+        report_workload(name, Path(table), Path(details), [Path(t) for t in tunes if t], lines)
     for s in args.spread or []:
         report_spread(Path(s), lines)
     text = "\n".join(lines)
@@ -264,9 +267,11 @@ def main() -> None:
         p.add_argument("--percentile", type=float, default=99.0)
         p.add_argument("--cross-check", action=argparse.BooleanOptionalAction, default=True)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--sample-ms", type=float, default=20.0, help="power sampling period of the cross-check")
     p = sub.choices["profile"]
     p.add_argument("--knobs", default=None, help="knobs swept (default all software knobs)")
     p.add_argument("--fixed", action="append", default=None, help="KNOB=V,... for the knobs not swept")
+    p.add_argument("--only", action="append", default=None, help="KNOB=V,...: measure only these configs")
     p.add_argument("--table", type=Path, required=True)
     p.add_argument("--details", type=Path, required=True)
     p = sub.choices["spread"]
