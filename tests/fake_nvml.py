@@ -2,7 +2,7 @@
 on the module object (the library boundary); the error classes are the real ones.
 
 Every setter/reset call is recorded in ``FakeGpu.calls`` (and appended to ``log_path`` if given, one
-JSON line per call, for subprocess tests). ``refuse`` maps a function name to the NVMLError subclass
+JSON line per call, for subprocess tests, along with the first energy-counter read). ``refuse`` maps a function name to the NVMLError subclass
 it raises. ``forbid_writes=True`` makes every nvmlDeviceSet*/Reset*/Clear* function of the module
 raise AssertionError (after recording the attempt).
 """
@@ -54,6 +54,7 @@ class FakeGpu:
         self.locked_gpu: tuple[int, int] | None = None
         self.locked_mem: tuple[int, int] | None = None
         self._lock = threading.Lock()
+        self._energy_logged = False
 
     # ----- recording ----------------------------------------------------------------------------
     def _record(self, name: str, args: tuple[Any, ...]) -> None:
@@ -100,6 +101,10 @@ class FakeGpu:
         def energy(h: Any) -> int:
             if not gpu.energy_counter:
                 raise pynvml.NVMLError_NotSupported()
+            if gpu.log_path is not None and not gpu._energy_logged:  # the first read: the device is open
+                gpu._energy_logged = True
+                with open(gpu.log_path, "a") as f:
+                    f.write(json.dumps(["nvmlDeviceGetTotalEnergyConsumption", []]) + "\n")
             return gpu.energy_mj()
 
         def set_gpu(lo: int, hi: int) -> None:
