@@ -242,6 +242,37 @@ def cmd_slo(args) -> None:
     print(slo_rule(read_table(args.table)))
 
 
+def report_crosscheck(path: Path, lines: list[str]) -> None:
+    d = json.loads(path.read_text())
+    ms = d["settings"].get("sample_ms", 20)
+    lines += [f"### Counter vs integrated power, sampled every {ms:g} ms (`{path.name}`)", "",
+              "| config | power (W) | counter / integrated power |", "|---|---|---|"]
+    for r in d["rows"]:
+        if "extra" in r:
+            lines.append(f"| {', '.join(f'{k}={v}' for k, v in r['config'].items())} | {r['power_w']:.0f} | "
+                         f"{r['extra']['counter_vs_power']:.4f} |")
+    lines.append("")
+
+
+def report_pairs(path: Path, knob: str, lines: list[str]) -> None:
+    """Side by side: each config with ``knob`` off and on (energy, latency)."""
+    rows = read_table(path)
+    knobs = [k for k in rows[0] if k not in ("energy_j", "latency_ms", "throughput_ips", "power_w")]
+    others = [k for k in knobs if k != knob]
+    pairs: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        pairs.setdefault(tuple(r[k] for k in others), {})[r[knob]] = r
+    lines += [f"### {knob} off vs on (`{path.name}`)", "",
+              f"| {', '.join(others)} | off: mJ, ms | on: mJ, ms | energy change |", "|---|---|---|---|"]
+    for key, pr in sorted(pairs.items(), key=lambda kv: (int(kv[0][0]), kv[0][1:])):
+        if "off" in pr and "on" in pr:
+            a, b = pr["off"], pr["on"]
+            lines.append(f"| {', '.join(key)} | {a['energy_j'] * 1e3:.1f}, {a['latency_ms']:.2f} | "
+                         f"{b['energy_j'] * 1e3:.1f}, {b['latency_ms']:.2f} | "
+                         f"{100 * (b['energy_j'] / a['energy_j'] - 1):+.1f}% |")
+    lines.append("")
+
+
 def cmd_report(args) -> None:
     lines: list[str] = []
     for spec in args.workload:
@@ -249,6 +280,11 @@ def cmd_report(args) -> None:
         report_workload(name, Path(table), Path(details), [Path(t) for t in tunes if t], lines)
     for s in args.spread or []:
         report_spread(Path(s), lines)
+    for c in args.crosscheck or []:
+        report_crosscheck(Path(c), lines)
+    for spec in args.pairs or []:
+        knob, path = spec.split(",")
+        report_pairs(Path(path), knob, lines)
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")
@@ -283,6 +319,8 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("--workload", action="append", required=True, help="NAME,TABLE.csv,DETAILS.json[,TUNE.json...]")
     p.add_argument("--spread", action="append", default=None)
+    p.add_argument("--crosscheck", action="append", default=None, help="profile JSON with cross-check ratios")
+    p.add_argument("--pairs", action="append", default=None, help="KNOB,TABLE.csv: the knob off vs on")
     p.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     {"profile": cmd_profile, "spread": cmd_spread, "slo": cmd_slo, "report": cmd_report}[args.cmd](args)

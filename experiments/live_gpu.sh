@@ -68,7 +68,8 @@ for stage in "${STAGES[@]}"; do
       $PY experiments/live_gpu.py report \
         --workload "ResNet-50 (torchvision),$OUT/h100_resnet50_table.csv,$OUT/h100_resnet50_profile.json,$(tunes resnet50)" \
         --workload "BERT-base-sized encoder (builtin:transformer-encoder),$OUT/h100_bert_table.csv,$OUT/h100_bert_profile.json,$(tunes bert)" \
-        --spread "$OUT/h100_resnet50_spread.json" --out "$OUT/h100_report_tables.md" ;;
+        --spread "$OUT/h100_resnet50_spread.json" --crosscheck "$OUT/h100_bert_crosscheck5ms.json" \
+        --pairs "channels_last,$OUT/h100_resnet50_channels_last.csv" --out "$OUT/h100_report_tables.md" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
