@@ -201,12 +201,41 @@ def report_workload(name: str, table: Path, details: Path, tunes: list[Path], li
                    "in the table)." if trow else "no row for it."),
                 f"- Saving vs its own baseline measurement (fp32, batch 1, no graphs): **{t['saving_pct']:.1f}%**; "
                 f"vs the table's baseline row: {100 * (1 - (trow or t['best'])['energy_j'] / base['energy_j']):.1f}%.",
-                f"- First measured config within 5% of the table's best feasible (per the table): step {first}. "
-                f"Stop: {t['stop_reason']}.",
+                f"- First measured config within 5% of the table's best feasible (per the table): measurement "
+                f"{first} of {t['measurements']}. Stop: {t['stop_reason']}.",
             ]
         else:
             lines.append("- The tune found nothing feasible.")
         lines.append("")
+    report_between(rows, knobs, det, tunes, lines)
+
+
+def report_between(rows: list[dict], knobs: list[str], det: dict, tunes: list[Path], lines: list[str]) -> None:
+    """The same configs measured by the tunes and by the profile (separate processes, minutes apart):
+    how far apart they are, against the standard error each measurement reported."""
+    by_key = {cfg_key(r, knobs): r for r in rows}
+    se = {cfg_key(r["config"], knobs): r for r in det["rows"] if "energy_j" in r}
+    groups: dict[str, list[tuple[float, float, float, float]]] = {}
+    for tpath in tunes:
+        for h in json.loads(tpath.read_text())["history"]:
+            k = cfg_key(h["config"], knobs)
+            if k in by_key and k in se:
+                g = f"cuda_graphs={h['config'].get('cuda_graphs', '-')}"
+                groups.setdefault(g, []).append((math.log(h["energy_j"] / by_key[k]["energy_j"]),
+                                                 math.log(h["latency_ms"] / by_key[k]["latency_ms"]),
+                                                 se[k].get("energy_rel_std") or 0, se[k].get("latency_rel_std") or 0))
+    if not groups:
+        return
+    lines += ["Tune measurements vs the table's measurement of the same config (separate processes): rms of "
+              "log(tune / table), against the median standard error the table's measurements reported.", "",
+              "| configs | pairs | energy rms diff | energy reported SE | latency rms diff | latency reported SE |",
+              "|---|---|---|---|---|---|"]
+    rms = lambda xs: math.sqrt(sum(x * x for x in xs) / len(xs))  # noqa: E731
+    for g, xs in sorted(groups.items()):
+        lines.append(f"| {g} | {len(xs)} | {100 * rms([x[0] for x in xs]):.1f}% | "
+                     f"{100 * statistics.median(x[2] for x in xs):.2f}% | {100 * rms([x[1] for x in xs]):.1f}% | "
+                     f"{100 * statistics.median(x[3] for x in xs):.2f}% |")
+    lines.append("")
 
 
 def report_spread(path: Path, lines: list[str]) -> None:
