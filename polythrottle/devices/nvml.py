@@ -271,7 +271,9 @@ class NvmlDevice(Device):
             names = [k.name for k in knobs]
             jg, jm = names.index("gpu_mhz"), names.index("mem_mhz")
             gk, mk = knobs[jg], knobs[jm]
-            valid = np.array([[g in self._gpu_by_mem.get(int(m), []) for g in gk.values] for m in mk.values])
+            # a lock is a range the driver clamps to what the memory clock supports: a step is valid
+            # with a memory clock if it lies within that clock's supported graphics clocks
+            valid = np.array([[_within(g, self._gpu_by_mem.get(int(m), [])) for g in gk.values] for m in mk.values])
             keep = valid[space.rows[:, jm], space.rows[:, jg]]
             space = SearchSpace(space.knobs, space.rows[keep])
         return space
@@ -386,6 +388,10 @@ class NvmlDevice(Device):
                     pynvml.nvmlShutdown()
                 except pynvml.NVMLError:
                     pass
+
+
+def _within(value: Any, steps: list[int]) -> bool:
+    return bool(steps) and min(steps) <= int(value) <= max(steps)
 
 
 def _text(x: Any) -> str:
