@@ -108,6 +108,25 @@ def test_restore_on_error_inside_with_block(gpu, tmp_path):
     assert gpu.locked_gpu is None and gpu.setter_calls()[-3][0] == "nvmlDeviceResetGpuLockedClocks"
 
 
+def test_keep_leaves_settings_and_restore_saved_puts_them_back(gpu, tmp_path):
+    opts = DeviceOptions(state_dir=tmp_path / "state")  # no workload: hardware knobs only (apply/restore)
+    dev = NvmlDevice(0, opts, torch_device="cpu")
+    assert dev.hardware_knobs == ["gpu_mhz", "mem_mhz", "power_limit_w"] and dev.space().names == dev.hardware_knobs
+    dev.apply({**dev.default_config(), "gpu_mhz": 345})
+    dev.keep()
+    dev.close()
+    assert gpu.locked_gpu == (345, 345) and state_file(tmp_path).exists()
+    later = NvmlDevice(0, opts, torch_device="cpu")  # a new process: leftovers restored at open
+    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
+    later.apply({**later.default_config(), "power_limit_w": 200})
+    assert sorted(later.restore_saved()) == sorted([POWER_LIMIT, MEM_LOCK, GPU_LOCK])
+    assert gpu.power_limit_mw == 700_000 and gpu.locked_mem is None
+    later.close()
+    ncc = NvmlDevice(0, DeviceOptions(state_dir=tmp_path / "state", no_clock_control=True), torch_device="cpu")
+    assert ncc.restore_saved() == []
+    ncc.close()
+
+
 def test_leftovers_of_a_crashed_run_are_restored_at_open(gpu, tmp_path):
     store = tmp_path / "state"
     store.mkdir()
@@ -166,8 +185,10 @@ def test_missing_counter_falls_back_to_sampled_power(monkeypatch, tmp_path):
 def test_open_errors(gpu, tmp_path):
     with pytest.raises(BadInputError, match="no such GPU"):
         NvmlDevice(3, DeviceOptions(workload="builtin:mlp"), torch_device="cpu")
-    with pytest.raises(BadInputError, match="--workload"):
-        NvmlDevice(0, DeviceOptions(), torch_device="cpu")
+    bare = NvmlDevice(0, DeviceOptions(no_clock_control=True, state_dir=tmp_path), torch_device="cpu")
+    with pytest.raises(BadInputError, match="--workload"):  # without a workload: settings only
+        bare.measure()
+    bare.close()
     with pytest.raises(BadInputError, match="unknown builtin"):
         NvmlDevice(0, DeviceOptions(workload="builtin:nope"), torch_device="cpu")
 

@@ -129,6 +129,7 @@ class NvmlDevice(Device):
         self._live = None
         self.meter: EnergyMeter | None = None
         self._applied: dict[str, Value] = {}
+        self._keep = False
         try:
             self._open(index, torch_device, store, harness, rapl_root)
         except BaseException:
@@ -138,13 +139,11 @@ class NvmlDevice(Device):
     # ----- open ---------------------------------------------------------------------------------
     def _open(self, index: int, torch_device: Any, store: Any, harness: HarnessSettings | None,
               rapl_root: Any) -> None:
-        if not self.options.workload:
-            raise BadInputError("the nvml device measures a workload: pass --workload "
-                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
         from polythrottle.workloads import load_workload
         from polythrottle.workloads.runner import LiveWorkload
 
-        spec = load_workload(self.options.workload)  # bad workload: fail before touching NVML
+        # a bad workload fails before NVML is touched; without one, only hardware knobs (apply/restore)
+        spec = load_workload(self.options.workload) if self.options.workload else None
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
@@ -171,10 +170,11 @@ class NvmlDevice(Device):
             percentile=self.options.percentile,
             repeats=getattr(self.options, "repeats", None) or HarnessSettings.repeats,
         )
-        self.meter = self._open_meter(rapl_root)
-        dev = torch_device if torch_device is not None else cuda_device_for(self.uuid, index)
-        self._live = LiveWorkload(spec, dev)
-        self.knob_status += self._live.knob_status
+        if spec is not None:
+            self.meter = self._open_meter(rapl_root)
+            dev = torch_device if torch_device is not None else cuda_device_for(self.uuid, index)
+            self._live = LiveWorkload(spec, dev)
+            self.knob_status += self._live.knob_status
         self._space = self._build_space()
 
     def _restore_leftovers(self) -> None:
@@ -263,9 +263,16 @@ class NvmlDevice(Device):
         self.cpu_energy = "RAPL package energy (included in energy_j)"
         return CombinedMeter([gpu, cpu])
 
-    def _build_space(self) -> SearchSpace:
-        assert self._live is not None
-        knobs = [Knob(k.name, tuple(k.values)) for k in self.hw.values()] + list(self._live.knobs)
+    @property
+    def hardware_knobs(self) -> list[str]:
+        """The hardware knobs this device can set (empty with --no-clock-control or without root)."""
+        return list(self.hw)
+
+    def _build_space(self) -> SearchSpace | None:
+        knobs = [Knob(k.name, tuple(k.values)) for k in self.hw.values()]
+        knobs += list(self._live.knobs) if self._live is not None else []
+        if not knobs:
+            return None
         space = SearchSpace.product(knobs)
         if "gpu_mhz" in self.hw and "mem_mhz" in self.hw:
             names = [k.name for k in knobs]
@@ -280,25 +287,28 @@ class NvmlDevice(Device):
 
     # ----- Device API ---------------------------------------------------------------------------
     def space(self) -> SearchSpace:
+        if self._space is None:
+            why = "; ".join(f"{k.name}: {k.reason}" for k in self.knob_status if not k.available)
+            raise BadInputError(f"nvml:{self.index} offers no knob to set ({why}); pass --workload for software knobs")
         return self._space
 
     def default_config(self) -> Config:
         """Highest clocks, the current power limit, fp32, smallest batch, no graphs."""
-        assert self._live is not None
+        space = self.space()
         cfg: dict[str, Value] = {}
         for name, k in self.hw.items():
             cfg[name] = k.values[-1]
         if "power_limit_w" in self.hw:
             cfg["power_limit_w"] = round(self.hw["power_limit_w"].original / 1000)
-        cfg.update(self._live.default_config())
-        if not self._space.contains(cfg):  # e.g. the top gpu clock is not offered at the top memory clock
-            return self._space.config(0)
-        return self._space.normalize(cfg)
+        if self._live is not None:
+            cfg.update(self._live.default_config())
+        if not space.contains(cfg):  # e.g. the top gpu clock is not offered at the top memory clock
+            return space.config(0)
+        return space.normalize(cfg)
 
     def apply(self, config: Mapping[str, Value]) -> None:
         """Validate ``config`` fully, then set hardware knobs (memory clock first), then software."""
-        assert self._live is not None
-        cfg = self._space.normalize(config)  # raises BadInputError before any write
+        cfg = self.space().normalize(config)  # raises BadInputError before any write
         for name in ("power_limit_w", "mem_mhz", "gpu_mhz"):
             if name in self.hw and self._applied.get(name) != cfg[name]:
                 k = self.hw[name]
@@ -308,10 +318,13 @@ class NvmlDevice(Device):
                 except pynvml.NVMLError as e:
                     raise nvml_error(f"setting {name}={cfg[name]}", e) from None
                 self._applied[name] = cfg[name]
-        self._live.set_config(cfg)
+        if self._live is not None:
+            self._live.set_config(cfg)
 
     def measure(self) -> Measurement:
-        assert self._live is not None and self.meter is not None
+        if self._live is None or self.meter is None:
+            raise BadInputError("the nvml device measures a workload: pass --workload "
+                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
         m = measure(self._live.runner, self.meter, self.harness)
         extra = dict(m.extra)
         extra.update(self._observed_state())
@@ -332,13 +345,25 @@ class NvmlDevice(Device):
         return out
 
     def restore(self) -> None:
-        """Put back every hardware setting this process (or a crashed one) changed."""
-        if not self._nvml_up or not hasattr(self, "store"):
+        """Put back every hardware setting this process (or a crashed one) changed, unless kept."""
+        if not self._nvml_up or not hasattr(self, "store") or self._keep:
             return
         left = self.store.originals(self.device_id)
         if left and self.guard.allowed:
             self._restore_values(left)
         self._applied.clear()
+
+    def keep(self) -> None:
+        """Leave the applied settings on close (``tune --apply``); originals stay saved for ``restore``."""
+        self._keep = True
+
+    def restore_saved(self) -> list[str]:
+        """Put back every saved original (this run's or a crashed one's); returns what was restored.
+        Raises ClockControlDisabledError with --no-clock-control (a restore is a write)."""
+        left = self.store.originals(self.device_id)
+        if left:
+            self._restore_values(left)
+        return list(left)
 
     def _restore_values(self, originals: Mapping[str, Any]) -> None:
         h, g = self.handle, self.guard
