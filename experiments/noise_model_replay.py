@@ -89,6 +89,7 @@ def load(name: str) -> tuple[ReplayTable, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=15)
     ap.add_argument("--cases", default="resnet50:3.7,bert:1.8,resnet50:10", help="TABLE:SLO,...")
     ap.add_argument("--out", type=Path, default=None)
@@ -97,7 +98,7 @@ def main() -> None:
     modes = ("fixed", "floor", "ignore")
     lines = ["# Noise model of the constrained BO on live-like measurements (replayed H100 tables)", "",
              __doc__.split("\n\n")[1].strip(), "",
-             f"Command: `python experiments/noise_model_replay.py --seeds {args.seeds} --budget {args.budget} "
+             f"Command: `python experiments/noise_model_replay.py --seeds {args.seeds} --first-seed {args.first_seed} --budget {args.budget} "
              f"--cases {args.cases}`", "",
              "| table | SLO (ms) | noise model | success (feasible, within 5%) | recommended truly infeasible "
              "| median gap to best feasible | s per tune |", "|---|---|---|---|---|---|---|"]
@@ -108,7 +109,7 @@ def main() -> None:
         for mode in modes:
             ok = infeasible = 0
             gaps, secs = [], []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 dev = LiveLikeReplay(table, se, seed=1000 + seed)
                 t0 = time.perf_counter()
                 res = Tuner(dev, slo, args.budget, seed=seed,
