@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
+        info = device.info()
+        payload["device_info"] = {"name": info.name, "details": info.details,
+                                  "knobs": [{"name": k.name, "available": k.available, "reason": k.reason}
+                                            for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
             device.keep()
