@@ -288,6 +288,47 @@ class HistoryStore:
             return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     # ----- writes -----------------------------------------------------------------------------
+    _TUNE_COLUMNS = (
+        "device", "profile", "workload", "space", "model_version", "slo_ms", "optimizer", "knobs", "warm_from",
+        "status", "started_at", "finished_at", "best_config", "best_energy_j", "best_latency_ms",
+        "baseline_energy_j", "stop_reason",
+    )
+    _MEASUREMENT_COLUMNS = (
+        "tune_id", "step", "config", "energy_j", "latency_ms", "energy_rel_std", "latency_rel_std", "role",
+        "measured_at", "extra",
+    )
+
+    @staticmethod
+    def _insert(c: sqlite3.Connection, table: str, columns: tuple[str, ...], row: Mapping[str, Any]) -> int:
+        values = [row.get(col) for col in columns]
+        cur = c.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+        )
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _tune_row(key: HistoryKey, model_version: str, slo_ms: float, optimizer: str, knobs: Sequence[str],
+                  warm_from: str | None) -> dict[str, Any]:
+        return {
+            "device": key.device, "profile": key.profile, "workload": key.workload, "space": key.space,
+            "model_version": model_version, "slo_ms": float(slo_ms), "optimizer": optimizer,
+            "knobs": _json(list(knobs)), "warm_from": warm_from, "status": "running", "started_at": time.time(),
+        }
+
+    @staticmethod
+    def _measurement_row(tune_id: int, step: int, config: Mapping[str, Value], energy_j: float,
+                         latency_ms: float, role: str, energy_rel_std: float | None = None,
+                         latency_rel_std: float | None = None,
+                         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if not (math.isfinite(energy_j) and energy_j > 0 and math.isfinite(latency_ms) and latency_ms > 0):
+            raise HistoryError(f"refusing to store a measurement with energy_j={energy_j}, latency_ms={latency_ms}")
+        return {
+            "tune_id": tune_id, "step": int(step), "config": _json(dict(config)), "energy_j": float(energy_j),
+            "latency_ms": float(latency_ms), "energy_rel_std": _opt_float(energy_rel_std),
+            "latency_rel_std": _opt_float(latency_rel_std), "role": role, "measured_at": time.time(),
+            "extra": _json(dict(extra)) if extra else None,
+        }
+
     def begin_tune(
         self,
         key: HistoryKey,
@@ -299,14 +340,9 @@ class HistoryStore:
         warm_from: str | None = None,
     ) -> int:
         """Start a tune (status ``running``); returns its id for ``add_measurement``/``finish_tune``."""
+        row = self._tune_row(key, model_version, slo_ms, optimizer, knobs, warm_from)
         with self._errors("begin tune"), self._transaction() as c:
-            cur = c.execute(
-                "INSERT INTO tunes (device, profile, workload, space, model_version, slo_ms, optimizer, knobs,"
-                " warm_from, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (key.device, key.profile, key.workload, key.space, model_version, float(slo_ms), optimizer,
-                 _json(list(knobs)), warm_from, time.time()),
-            )
-            return int(cur.lastrowid)
+            return self._insert(c, "tunes", self._TUNE_COLUMNS, row)
 
     def add_measurement(
         self,
@@ -322,16 +358,10 @@ class HistoryStore:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Persist one measurement (committed before this returns). Raises HistoryError on a bad value."""
-        if not (math.isfinite(energy_j) and energy_j > 0 and math.isfinite(latency_ms) and latency_ms > 0):
-            raise HistoryError(f"refusing to store a measurement with energy_j={energy_j}, latency_ms={latency_ms}")
+        row = self._measurement_row(tune_id, step, config, energy_j, latency_ms, role, energy_rel_std,
+                                    latency_rel_std, extra)
         with self._errors("store measurement"), self._transaction() as c:
-            c.execute(
-                "INSERT INTO measurements (tune_id, step, config, energy_j, latency_ms, energy_rel_std,"
-                " latency_rel_std, role, measured_at, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (tune_id, int(step), _json(dict(config)), float(energy_j), float(latency_ms),
-                 _opt_float(energy_rel_std), _opt_float(latency_rel_std), role, time.time(),
-                 _json(dict(extra)) if extra else None),
-            )
+            self._insert(c, "measurements", self._MEASUREMENT_COLUMNS, row)
 
     def finish_tune(
         self,
@@ -356,27 +386,22 @@ class HistoryStore:
 
     def record_tune(self, key: HistoryKey, model_version: str, result: Any, *, warm_from: str | None = None) -> int:
         """Persist a finished ``polythrottle.tuner.TuneResult`` (all its measurements) in one transaction."""
+        row = self._tune_row(key, model_version, result.slo_ms, result.optimizer, result.tuned_knobs, warm_from)
+        best = result.best
+        row.update(
+            status="done", finished_at=time.time(), stop_reason=result.stop_reason,
+            baseline_energy_j=result.baseline.energy_j,
+            best_config=None if best is None else _json(best.config),
+            best_energy_j=None if best is None else best.energy_j,
+            best_latency_ms=None if best is None else best.latency_ms,
+        )
         with self._errors("record tune"), self._transaction() as c:
-            cur = c.execute(
-                "INSERT INTO tunes (device, profile, workload, space, model_version, slo_ms, optimizer, knobs,"
-                " warm_from, status, started_at, finished_at, best_config, best_energy_j, best_latency_ms,"
-                " baseline_energy_j, stop_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?)",
-                (key.device, key.profile, key.workload, key.space, model_version, result.slo_ms, result.optimizer,
-                 _json(list(result.tuned_knobs)), warm_from, time.time(), time.time(),
-                 None if result.best is None else _json(result.best.config),
-                 None if result.best is None else result.best.energy_j,
-                 None if result.best is None else result.best.latency_ms,
-                 result.baseline.energy_j, result.stop_reason),
-            )
-            tune_id = int(cur.lastrowid)
+            tune_id = self._insert(c, "tunes", self._TUNE_COLUMNS, row)
             for r in result.history:
                 m = r.measurement
-                c.execute(
-                    "INSERT INTO measurements (tune_id, step, config, energy_j, latency_ms, energy_rel_std,"
-                    " latency_rel_std, role, measured_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (tune_id, r.step, _json(r.config), m.energy_j, m.latency_ms, _opt_float(m.energy_rel_std),
-                     _opt_float(m.latency_rel_std), r.role, time.time()),
-                )
+                self._insert(c, "measurements", self._MEASUREMENT_COLUMNS, self._measurement_row(
+                    tune_id, r.step, r.config, m.energy_j, m.latency_ms, r.role, m.energy_rel_std,
+                    m.latency_rel_std))
         return tune_id
 
     # ----- reads ------------------------------------------------------------------------------
