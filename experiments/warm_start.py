@@ -207,8 +207,8 @@ def run_case(land: Landscape, seed: int, args, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--budget", type=int, default=12, help="re-tune budget (new measurements, baseline included)")
-    ap.add_argument("--old-budget", type=int, default=20)
+    ap.add_argument("--budget", type=int, default=10, help="re-tune budget (new measurements, baseline included)")
+    ap.add_argument("--old-budget", type=int, default=15)
     ap.add_argument("--shift", type=float, default=0.15, help="relative shift bound (0.15 = +-15%%)")
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--landscapes", default="xavier-100,xavier-60,synthetic-compute,synthetic-memory")

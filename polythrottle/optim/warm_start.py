@@ -215,16 +215,19 @@ class WarmStartBO(ConstrainedBO):
         return self._new_noise()
 
     def _prior_pick(self) -> int | None:
-        """The prior point predicted best and feasible after the estimated shift (None if none is)."""
+        """The previous best, moved by the estimated shift: among prior points, the lowest mean energy
+        whose shifted mean latency is feasible with probability >= ``settings.confidence`` (standard
+        error from the prior's noise and the point's repeats, as ``ConstrainedBO.recommend`` judges)."""
         by_point: dict[int, list[Observation]] = {}
         for o in self.prior:
             by_point.setdefault(o.index, []).append(o)
+        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(self.settings.confidence)))
         best: tuple[float, int] | None = None
-        margin = 2.0 * self._prior_noise[1]
         for i, obs in by_point.items():
             lobj = float(np.mean([math.log(o.objective) for o in obs]))
             lcon = float(np.mean([math.log(o.constraint / self.threshold) for o in obs])) + self.shift[1]
-            if lcon <= -margin and (best is None or lobj < best[0]):
+            se = self._prior_noise[1] / math.sqrt(len(obs))
+            if lcon <= -z * se and (best is None or lobj < best[0]):
                 best = (lobj, i)
         return None if best is None else best[1]
 
