@@ -45,7 +45,9 @@ from polythrottle.finetune import (  # noqa: E402
     measure_features,
 )
 
-BATCH_SIZES = [1, 2, 4, 8, 16, 32]
+CALIBRATION_BATCHES = [1, 2, 4, 8, 16, 32]
+"""Batch sizes measured to fit the predictor; the server may use any batch size up to the largest."""
+BATCH_SIZES = list(range(1, CALIBRATION_BATCHES[-1] + 1))
 
 
 # ----- workload ---------------------------------------------------------------------------------------
@@ -77,6 +79,22 @@ class Workload:
         self.s_inf = torch.cuda.Stream() if cuda else None
         self.s_ft = torch.cuda.Stream() if cuda else None
         self.ft_batch = ft_batch
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    def capture_graphs(self, sizes) -> None:
+        """One CUDA graph per inference batch size (one launch per batch: no per-kernel Python work)."""
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for b in sorted(sizes, reverse=True):
+                with torch.cuda.stream(self.s_inf):
+                    for _ in range(3):
+                        self.inf_model(self.x_inf[:b])
+                self.s_inf.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    self.inf_model(self.x_inf[:b])
+                self.graphs[b] = g
+        torch.cuda.synchronize()
 
     def _sync(self, stream) -> None:
         if stream is not None:
@@ -85,7 +103,10 @@ class Workload:
     def infer(self, b: int) -> None:
         ctx = torch.cuda.stream(self.s_inf) if self.s_inf is not None else _null()
         with ctx, torch.inference_mode():
-            self.inf_model(self.x_inf[:b])
+            if b in self.graphs:
+                self.graphs[b].replay()
+            else:
+                self.inf_model(self.x_inf[:b])
         self._sync(self.s_inf)
 
     def finetune_step(self) -> None:
@@ -154,7 +175,9 @@ def calibrate(w: Workload, reps: int) -> dict:
         w.infer(b)
     for _ in range(3):
         w.finetune_step()
-    alone = {b: statistics.median(timed(lambda: w.infer(b), reps)) for b in BATCH_SIZES}
+    alone_ts = {b: timed(lambda: w.infer(b), reps) for b in CALIBRATION_BATCHES}
+    alone = {b: statistics.median(ts) for b, ts in alone_ts.items()}
+    alone_p90 = {b: float(np.percentile(ts, 90)) for b, ts in alone_ts.items()}
     ft_alone = statistics.median(timed(w.finetune_step, max(reps // 2, 5)))
     # inference while fine-tuning runs back to back on the other stream
     stop = threading.Event()
@@ -171,7 +194,7 @@ def calibrate(w: Workload, reps: int) -> dict:
     time.sleep(0.2)
     corun = {}
     corun_p90 = {}
-    for b in BATCH_SIZES:
+    for b in CALIBRATION_BATCHES:
         ts = timed(lambda: w.infer(b), reps)
         corun[b] = statistics.median(ts)
         corun_p90[b] = float(np.percentile(ts, 90))
@@ -179,6 +202,7 @@ def calibrate(w: Workload, reps: int) -> dict:
     th.join()
     return {
         "inference_alone_ms": alone,
+        "inference_alone_p90_ms": alone_p90,
         "inference_corun_ms": corun,
         "inference_corun_p90_ms": corun_p90,
         "finetune_alone_ms": ft_alone,
@@ -237,16 +261,22 @@ def run_once(w: Workload, energy: Energy, predictor: LatencyPredictor, policy: s
             sched.note_arrival(t0 + arr[i])
             i += 1
         sched.set_queue(len(queue), t0 + queue[0] if queue else None)
-        if not queue:
-            time.sleep(min(max(arr[i] - now, 0.0), 0.0005))
+        plan = sched.batch_plan()
+        if not queue or (len(queue) < plan.target and (now - queue[0]) * 1e3 < plan.max_wait_ms and i < n):
+            # wait for the next arrival or the oldest request's deadline, whichever comes first
+            until = arr[i] if i < n else now
+            if queue:
+                until = min(until, queue[0] + plan.max_wait_ms / 1e3)
+            time.sleep(min(max(until - now, 0.0), 0.0005))
             continue
         b = max(sched.inference_batch(len(queue)), 1)
         batch = [queue.popleft() for _ in range(b)]
         sched.set_queue(len(queue), t0 + queue[0] if queue else None)
         sched.inference_started(b)
+        start = time.perf_counter() - t0
         w.infer(b)
         done = time.perf_counter() - t0
-        sched.inference_finished(b)
+        sched.inference_finished(b, (done - start) * 1e3)
         lat.extend((done - a) * 1e3 for a in batch)
         batches.append(b)
     wall = time.perf_counter() - t0
@@ -267,6 +297,7 @@ def run_once(w: Workload, energy: Energy, predictor: LatencyPredictor, policy: s
         "power_w": None if e0 is None or e1 is None else round((e1 - e0) / wall, 1),
         "admitted_corun": st.admitted_corun, "admitted_gap": st.admitted_gap, "deferrals": st.deferrals,
         "shrunk_batches": st.shrunk_batches,
+        "defer_reasons": dict(st.reasons), "correction": {str(k): round(v, 3) for k, v in sched._correction.items()},
     }
 
 
@@ -283,22 +314,31 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=20.0)
     ap.add_argument("--reps", type=int, default=20, help="calibration repeats per point")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--graphs", action="store_true", help="serve inference with CUDA graphs (one per batch size)")
+    ap.add_argument("--fit-on", default="p90", choices=["median", "p90"],
+                    help="latency statistic the predictor is fitted on (the SLO is judged on the tail)")
+    ap.add_argument("--switch-interval-ms", type=float, default=0.2,
+                    help="Python GIL switch interval for both threads (default 5 ms is long against the SLO)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = True
+    sys.setswitchinterval(args.switch_interval_ms / 1e3)
     energy = Energy()
     w = Workload(args.model, args.device, args.image, args.ft_batch, BATCH_SIZES[-1])
+    if args.graphs:
+        w.capture_graphs(range(1, BATCH_SIZES[-1] + 1))
     t_cal = time.perf_counter()
     inf_feat = measure_features(w.inf_model, lambda b: w.x_inf[:b])
     ft_feat = measure_features(copy.deepcopy(w.ft_model), lambda b: w.x_ft[:b], train=True,
                                loss_fn=lambda out: out.float().logsumexp(-1).sum())
     ft_feat_batch = ft_feat  # per-sample features; an iteration has --ft-batch samples
     cal = calibrate(w, args.reps)
-    samples = [LatencySample(b, 0, v) for b, v in cal["inference_alone_ms"].items()]
-    samples += [LatencySample(b, args.ft_batch, v) for b, v in cal["inference_corun_ms"].items()]
+    suffix = "_p90_ms" if args.fit_on == "p90" else "_ms"
+    samples = [LatencySample(b, 0, v) for b, v in cal["inference_alone" + suffix].items()]
+    samples += [LatencySample(b, args.ft_batch, v) for b, v in cal["inference_corun" + suffix].items()]
     predictor, loo = LatencyPredictor.fit_best(samples, inf_feat, ft_feat_batch)
     cal["calibration_s"] = round(time.perf_counter() - t_cal, 1)
     print(json.dumps(cal), flush=True)
@@ -320,7 +360,8 @@ def main() -> None:
                      "cuda": torch.version.cuda, "botorch": botorch.__version__,
                      "torchvision": _version("torchvision"), "nvidia-ml-py": _version("nvidia-ml-py")},
         "gpu": energy.info(),
-        "model": args.model, "image": args.image, "finetune_batch": args.ft_batch, "batch_sizes": BATCH_SIZES,
+        "model": args.model, "image": args.image, "finetune_batch": args.ft_batch,
+        "calibration_batches": CALIBRATION_BATCHES, "max_batch": BATCH_SIZES[-1],
         "features": {"inference": asdict(inf_feat), "finetune": asdict(ft_feat)},
         "calibration": cal,
         "predictor": {"features": predictor.features, "coefficients": predictor.coefficients(),

@@ -91,7 +91,8 @@ class Table:
         self.alone, self.corun = alone, corun
 
     def predict(self, b: int, fb: int = 0) -> float:
-        return (self.corun if fb else self.alone)[b]
+        table = self.corun if fb else self.alone
+        return float(np.interp(b, list(table), list(table.values())))
 
 
 class Clock:
@@ -103,7 +104,7 @@ class Clock:
 
 
 SIZES = [1, 2, 4, 8]
-ALONE = {1: 2.0, 2: 2.5, 4: 3.5, 8: 6.0}
+ALONE = {1: 1.0, 2: 1.2, 4: 1.5, 8: 2.0}
 
 
 def sched(corun: dict[int, float], policy: str = "adaptive", slo_ms: float = 20.0, ft_ms: float | None = 10.0):
@@ -119,30 +120,59 @@ def feed(s: FineTuneScheduler, clock: Clock, gaps_ms: list[float]) -> None:
         s.note_arrival()
 
 
-def test_greedy_admits_everything_at_full_batch() -> None:
+def test_batch_plan_is_slo_aware() -> None:
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0})
+    plan = s.batch_plan()
+    assert plan.target == 1 and not plan.finetune  # no arrivals seen: no batch can be collected
+    feed(s, clock, [1.0] * 30)  # 1000 requests/s: 8 requests take 7 ms to collect, + 2 ms <= 17 ms
+    plan = s.batch_plan()
+    assert plan.target == 8 and plan.max_wait_ms == pytest.approx(0.85 * 20 - 2.0)
+    assert s.inference_batch(20) == 8 and s.inference_batch(3) == 3
+
+
+def test_greedy_admits_everything_and_plans_as_if_alone() -> None:
     s, clock = sched({1: 50.0, 2: 60.0, 4: 80.0, 8: 100.0}, policy="greedy")
     feed(s, clock, [1.0] * 20)
     s.set_queue(8, clock.t - 0.5)
     d = s.decide()
-    assert d.admit and d.cap == 8
-    assert s.inference_batch(20) == 8
+    assert d.admit and d.reason == "greedy"
+    assert s.acquire(timeout_s=0.0)
+    assert s.batch_plan().target == 8 and not s.batch_plan().finetune
 
 
 def test_adaptive_corun_shrinks_the_batch_while_finetuning() -> None:
-    # co-running triples latency: batch 8 would miss a 20 ms SLO, batch 2 keeps it
-    s, clock = sched({1: 5.0, 2: 7.0, 4: 12.0, 8: 20.0})
-    feed(s, clock, [10.0] * 30)  # 100 requests/s, uniform
+    # co-running: batch 8 would take 12 ms (+7 ms to collect) > 17 ms; batch 4 fits and keeps up
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0})
+    feed(s, clock, [1.0] * 30)
     d = s.decide()
-    assert d.admit and d.reason == "co-run" and d.cap == 2
+    assert d.admit and d.reason == "co-run" and d.cap == 4
     assert s.acquire(timeout_s=0.0)
-    assert s.finetune_running and s.inference_batch(6) == 2 and s.stats.shrunk_batches == 1
+    plan = s.batch_plan()
+    assert s.finetune_running and plan.finetune and plan.target == 4
+    assert plan.max_wait_ms == pytest.approx(0.85 * 20 - 3.0)
+    assert s.inference_batch(6) == 4 and s.stats.shrunk_batches == 1
     s.release(duration_ms=12.0)
-    assert not s.finetune_running and s.inference_batch(6) == 6  # alone: 2 * L(8) = 12 <= 17
+    assert not s.finetune_running and s.inference_batch(9) == 8
     # requests already queued for long would miss the SLO: defer
     s.set_queue(3, clock.t - 0.015)
     d = s.decide()
     assert not d.admit and "queued" in d.reason
     assert s.acquire(timeout_s=0.0) is False and s.stats.deferrals >= 1
+
+
+def test_online_correction_only_raises_predictions() -> None:
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0}, slo_ms=15.0)
+    feed(s, clock, [1.0] * 30)
+    assert s.batch_plan().target == 8
+    for _ in range(30):  # batches of 8 alone take 6x the prediction
+        s.inference_started(8)
+        s.inference_finished(8, 12.0)
+    assert s._latency(8, False) > 9.0
+    assert s.batch_plan().target == 4  # 8 no longer fits: 7 ms to collect + ~9.7 ms
+    for _ in range(200):  # faster than predicted: predictions are not lowered below the model
+        s.inference_started(8)
+        s.inference_finished(8, 0.5)
+    assert s._latency(8, False) == pytest.approx(2.0)
 
 
 def test_adaptive_gap_admission_depends_on_burstiness() -> None:
@@ -177,8 +207,8 @@ def test_unknown_duration_defers_and_bad_arguments() -> None:
 
 
 def test_training_loop_blocks_until_admitted() -> None:
-    s, clock = sched({1: 5.0, 2: 7.0, 4: 12.0, 8: 20.0}, ft_ms=5.0)
-    feed(s, clock, [10.0] * 30)
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0}, ft_ms=5.0)
+    feed(s, clock, [1.0] * 30)
     s.set_queue(3, clock.t - 0.015)  # deferred until the queue drains
     done = threading.Event()
 

@@ -10,20 +10,23 @@ training loop asks for a slot before every fine-tuning iteration::
     ... serve n requests ...                           if ok:
     sched.inference_finished(n, latency_ms)                train_step(batch)
 
-Policies. ``greedy``: every iteration is admitted at once; inference batches are as large as the queue
-allows (up to the largest batch size). ``adaptive`` (PolyThrottle): an iteration is admitted only when
-the predicted inference latency still meets the SLO, otherwise the inference batch is capped
-("shrunk") or the iteration deferred:
+Inference batching is SLO-aware in both policies: the server serves a batch when ``target`` requests
+are queued or the oldest has waited ``max_wait_ms`` (``batch_plan``); ``target`` is the largest batch
+``b`` whose predicted latency ``L(b)`` plus the time to collect it, ``(b - 1) / rate``, fits in
+``margin * SLO`` (larger batches cost less energy per inference), and ``max_wait_ms`` what is left of
+that budget after ``L(target)``.
 
-1. Co-running: with ``L(b)`` the predicted latency of an inference batch of ``b`` while fine-tuning runs
-   and ``n(T)`` a high quantile of the arrivals in ``T`` ms (rate and burstiness measured online), the
-   smallest batch ``b_ss`` with ``n(L(b)) <= b`` keeps the queue stable; a request waits at most for
-   the batch in flight plus its own, so the iteration is admitted if ``2 L(b_ss) <= margin * SLO`` and the
-   requests already queued still make it. While it runs, batches are capped at the largest ``b`` with
-   ``2 L(b) <= margin * SLO``.
+Policies. ``greedy``: every fine-tuning iteration is admitted at once, and inference is planned as if
+it ran alone. ``adaptive`` (PolyThrottle): inference is planned with the latency predicted while
+fine-tuning runs, and an iteration is admitted only when the predicted inference latency still meets
+the SLO, shrinking the inference batch or deferring otherwise:
+
+1. Co-running: admitted if some batch size meets the SLO and keeps up with the arrival rate while
+   fine-tuning runs (``rate * L(b) / b <= 0.9``), and the requests already queued still make it;
+   batches are then planned with that (shrunk) target.
 2. Otherwise, in a gap: with nothing queued or in flight, admitted if the iteration (its measured
    duration) ends early enough that a request arriving at the earliest likely time (a low quantile of
-   the next inter-arrival gap) still meets the SLO.
+   the next inter-arrival gap; arrival rate and burstiness are measured online) still meets the SLO.
 3. Otherwise deferred: re-decided whenever the queue changes (and at least every ``poll_s``).
 """
 
@@ -64,6 +67,16 @@ class Decision:
     cap: int
     reason: str
     predicted_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The next inference batch: serve when ``target`` requests are queued or the oldest has waited
+    ``max_wait_ms``; ``finetune``: planned for co-running with fine-tuning."""
+
+    target: int
+    max_wait_ms: float
+    finetune: bool
 
 
 @dataclass
@@ -124,13 +137,20 @@ class FineTuneScheduler:
         self._ft_ms: float | None = self.settings.finetune_ms
         self._ft_started: float | None = None
         self._pred_cache: dict[tuple[int, int], float] = {}
+        self._inflight_ft = False
+        self._correction = {False: 1.0, True: 1.0}
+        """Online correction of the predictor, per fine-tuning state: an exponential average of
+        observed/predicted batch latency, applied only when above 1 (predictions never lowered)."""
 
     # ----- predictions and arrival statistics -------------------------------------------------------
-    def _latency(self, batch: int, finetune: bool) -> float:
+    def _predicted(self, batch: int, finetune: bool) -> float:
         key = (batch, self.finetune_batch if finetune else 0)
         if key not in self._pred_cache:
             self._pred_cache[key] = max(self.predictor.predict(*key), 0.0)
         return self._pred_cache[key]
+
+    def _latency(self, batch: int, finetune: bool) -> float:
+        return self._predicted(batch, finetune) * max(1.0, self._correction[finetune])
 
     def arrival_rate(self) -> tuple[float, float]:
         """(arrivals per ms, coefficient of variation of the gaps); (0, 1) before two arrivals."""
@@ -151,6 +171,34 @@ class FineTuneScheduler:
         return m + self.settings.z * cv * math.sqrt(m)
 
     # ----- the decision -------------------------------------------------------------------------------
+    def _target(self, finetune: bool, rate: float, *, keep_up: bool) -> int | None:
+        """Largest batch whose latency plus collection time fits the SLO budget (and that keeps up
+        with ``rate`` when ``keep_up``); None if no batch size does."""
+        budget = self.settings.margin * self.slo_ms
+        best = None
+        for b in self.batch_sizes:
+            lat = self._latency(b, finetune)
+            collect = (b - 1) / rate if rate > 0 else (0.0 if b == 1 else math.inf)
+            if lat + collect > budget:
+                continue
+            if keep_up and rate * lat / b > 0.9:
+                continue
+            best = b
+        return best
+
+    def batch_plan(self) -> BatchPlan:
+        """How to batch the next inference requests (see the module docstring)."""
+        with self._cond:
+            rate, _ = self.arrival_rate()
+            ft = self._ft_running and self.policy == "adaptive"
+            target = self._target(ft, rate, keep_up=False)
+            if ft:
+                target = self._ft_cap if target is None else min(target, self._ft_cap)
+            if target is None:
+                target = self.batch_sizes[0]
+            budget = self.settings.margin * self.slo_ms
+            return BatchPlan(target, max(0.0, budget - self._latency(target, ft)), ft)
+
     def decide(self, now: float | None = None) -> Decision:
         """Whether a fine-tuning iteration may start now (does not change any state)."""
         now = self.clock() if now is None else now
@@ -159,21 +207,14 @@ class FineTuneScheduler:
             return Decision(True, sizes[-1], "greedy")
         budget = self.settings.margin * self.slo_ms
         rate, cv = self.arrival_rate()
-        # 1. co-running with capped inference batches
-        b_ss = None
-        for b in sizes:
-            if self._arrivals_hi(self._latency(b, True), rate, cv) <= b:
-                b_ss = b
-                break
-        caps = [b for b in sizes if 2.0 * self._latency(b, True) <= budget]
-        if b_ss is not None and caps and caps[-1] >= b_ss:
-            cap = caps[-1]
+        # 1. co-running with a (possibly shrunk) inference batch
+        cap = self._target(True, rate, keep_up=True)
+        if cap is not None:
             wait = 0.0 if self._oldest_s is None else (now - self._oldest_s) * 1e3
-            inflight = self._latency(max(self._inflight, 1), True) if self._inflight else 0.0
             queued = min(self._queue_len, cap)
-            worst_queued = wait + inflight + (self._latency(queued, True) if queued else 0.0)
+            worst_queued = wait + (self._latency(queued, True) if queued else 0.0)
             if worst_queued <= budget:
-                return Decision(True, cap, "co-run", 2.0 * self._latency(b_ss, True))
+                return Decision(True, cap, "co-run", self._latency(cap, True))
             return Decision(False, cap, "queued requests would miss the SLO", worst_queued)
         # 2. in a gap before the next arrival
         if self._queue_len == 0 and self._inflight == 0:
@@ -206,28 +247,29 @@ class FineTuneScheduler:
             self._cond.notify_all()
 
     def inference_batch(self, queued: int) -> int:
-        """How many of ``queued`` requests to serve in the next batch (capped while fine-tuning runs)."""
+        """How many of ``queued`` requests to serve in the next batch (the plan's target at most)."""
+        plan = self.batch_plan()
         with self._cond:
-            cap = self.batch_sizes[-1]
-            if self.policy == "adaptive":
-                cap = self._ft_cap if self._ft_running else self._alone_cap()
-            n = min(int(queued), cap)
-            if n < queued and cap < self.batch_sizes[-1]:
+            n = min(int(queued), plan.target)
+            if plan.finetune and n < queued:
                 self.stats.shrunk_batches += 1
             return max(n, 0)
-
-    def _alone_cap(self) -> int:
-        budget = self.settings.margin * self.slo_ms
-        caps = [b for b in self.batch_sizes if 2.0 * self._latency(b, False) <= budget]
-        return caps[-1] if caps else self.batch_sizes[0]
 
     def inference_started(self, batch: int) -> None:
         with self._cond:
             self._inflight = int(batch)
             self._inflight_since = self.clock()
+            self._inflight_ft = self._ft_running
 
     def inference_finished(self, batch: int, latency_ms: float | None = None) -> None:
+        """The batch in flight finished; ``latency_ms`` (its service time) corrects later predictions
+        if the predictor turns out optimistic (same fine-tuning state from start to end only)."""
         with self._cond:
+            if latency_ms is not None and batch >= 1 and self._inflight_ft == self._ft_running:
+                pred = self._predicted(int(batch), self._ft_running)
+                if pred > 0:
+                    c = self._correction[self._ft_running]
+                    self._correction[self._ft_running] = 0.9 * c + 0.1 * min(latency_ms / pred, 5.0)
             self._inflight = 0
             self._inflight_since = None
             self._cond.notify_all()
@@ -289,4 +331,4 @@ class FineTuneScheduler:
         return self._ft_running
 
 
-__all__ = ["POLICIES", "Decision", "FineTuneScheduler", "SchedulerSettings", "SchedulerStats"]
+__all__ = ["POLICIES", "BatchPlan", "Decision", "FineTuneScheduler", "SchedulerSettings", "SchedulerStats"]
