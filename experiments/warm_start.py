@@ -8,8 +8,9 @@ prior) and cold (``ConstrainedBO``), both with the same noise and budget, throug
 replay device. Reported: new measurements (baseline included) until a config truly feasible and within
 5% of the new optimum was measured; and whether the recommendation after k new measurements is.
 
-Landscapes: the measured AGX Xavier table (two SLOs) and synthetic GPU x memory x batch landscapes;
-`sim:` twins when available (``--landscapes``).
+Landscapes: the measured AGX Xavier table (two SLOs), synthetic GPU x memory x batch landscapes, and
+`sim:` twins swept exhaustively (``--landscapes twin:jetson-agx-orin:efficientnet-b0,...``; SLO at the
+30th percentile of the twin's latencies).
 Usage: python experiments/warm_start.py [--seeds 10] [--shift 0.15] [--out experiments/results/warm_start.md]
 """
 
@@ -99,8 +100,13 @@ def shift_factors(land: Landscape, rel: float, rng: np.random.Generator) -> np.n
     global level plus a smooth random variation over the (normalised, log) knob axes."""
     X = []
     for name in land.knobs:
-        v = np.asarray([float(c[name]) for c in land.configs])
-        v = np.log(v) if v.min() > 0 else v
+        raw = [c[name] for c in land.configs]
+        if all(isinstance(x, (int, float)) for x in raw):
+            v = np.asarray(raw, dtype=float)
+            v = np.log(v) if v.min() > 0 else v
+        else:  # categorical (e.g. precision): its index
+            cats = sorted({str(x) for x in raw})
+            v = np.asarray([cats.index(str(x)) for x in raw], dtype=float)
         X.append((v - v.min()) / max(v.max() - v.min(), 1e-12))
     X = np.stack(X, axis=1)
     out = np.empty((len(X), 2))

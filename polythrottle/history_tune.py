@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polythrottle.devices.base import Device
@@ -82,6 +83,8 @@ def run_tune(
     version = model_version or DEFAULT_MODEL_VERSION
     if profile is None:
         profile = device.info().details.get("profile", "")
+        if profile.endswith((".yaml", ".yml")):  # a profile file: its name, not where it is installed
+            profile = Path(profile).stem
     key = history_key(tuner, device_id, workload=workload, profile=profile)
 
     warm: WarmStartInfo | None = None
