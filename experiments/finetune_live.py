@@ -5,8 +5,10 @@
    latency of an inference batch alone and while fine-tuning runs, the iteration's duration; fit the
    paper's NNLS predictor (and the interaction variant; ``LatencyPredictor.fit_best`` keeps the better).
 2. For each arrival process (uniform, Poisson), SLO and rate: serve requests for ``--duration-s``
-   (dynamic batching up to the largest batch size) with fine-tuning iterations requested back to back,
-   under ``none`` (inference only), ``greedy`` and ``adaptive`` scheduling (``FineTuneScheduler``).
+   with fine-tuning iterations requested back to back, under ``none`` (inference only), ``greedy``
+   and ``adaptive`` scheduling (``FineTuneScheduler``). Inference uses SLO-aware dynamic batching
+   (``FineTuneScheduler.batch_plan``: serve at the target batch or when the oldest request has waited
+   the plan's maximum), planned as if alone under ``none``/``greedy``, for co-running under ``adaptive``.
    Measured: SLO violation rate, latency percentiles, fine-tuning iterations completed, GPU energy from
    the NVML energy counter (read only).
 
