@@ -161,3 +161,22 @@ def test_cli_model_file_fingerprint_and_bad_combinations(tmp_path: Path, capsys,
         code = main(["tune", "--device", f"replay:{small_table}", "--slo-ms", "50", *bad])
         assert code == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_default_history_is_best_effort(tmp_path: Path, monkeypatch, capsys, small_table: Path) -> None:
+    from polythrottle.cli.history_args import open_history
+    import argparse
+
+    bad = tmp_path / "state"
+    bad.mkdir()
+    (bad / "history.sqlite").write_bytes(b"garbage" * 100)
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(bad))
+    args = argparse.Namespace(model_version="v1", model_file=None, no_history=False, history=None,
+                              device="nvml:0", state_dir=None)
+    store, version = open_history(args)  # a real device: the default database, unusable -> a warning
+    assert store is None and version == "v1" and "not recording history" in capsys.readouterr().err
+    args.history = bad / "history.sqlite"  # named explicitly: an error
+    with pytest.raises(BadInputError, match="corrupt"):
+        open_history(args)
+    args.history, args.device = None, f"replay:{small_table}"
+    assert open_history(args) == (None, "v1")  # simulated devices: no history unless asked

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.history import HistoryStore, default_history_path
+from polythrottle.history import HistoryError, HistoryStore, default_history_path
 from polythrottle.history_tune import is_simulated
 
 
@@ -38,12 +39,15 @@ def open_history(args: argparse.Namespace) -> tuple[HistoryStore | None, str | N
         if args.history is not None:
             raise BadInputError("give --history or --no-history, not both")
         return None, version
-    path = args.history
-    if path is None:
-        if is_simulated(args.device):
-            return None, version
-        path = default_history_path(getattr(args, "state_dir", None))
-    return HistoryStore(path), version
+    if args.history is not None:
+        return HistoryStore(args.history), version
+    if is_simulated(args.device):
+        return None, version
+    try:  # the implicit default is best effort: tuning must not fail because the state dir is unusable
+        return HistoryStore(default_history_path(getattr(args, "state_dir", None))), version
+    except HistoryError as e:
+        print(f"polythrottle: warning: not recording history: {e}", file=sys.stderr)
+        return None, version
 
 
 __all__ = ["add_history_args", "open_history"]
