@@ -48,6 +48,8 @@ class Landscape:
     energy_j: np.ndarray
     latency_ms: np.ndarray
     slo_ms: float
+    after: Landscape | None = None
+    """If set, the model update replaces this landscape by ``after`` (same configs) instead of shifting it."""
 
 
 def xavier(slo_ms: float) -> Landscape:
@@ -186,8 +188,11 @@ def evaluate(dev, tuner, res, recs, opt: float, slo: float) -> dict:
 def run_case(land: Landscape, seed: int, args, tmp: Path) -> dict:
     rng = np.random.default_rng(10_000 + seed)
     old_table = write_table(tmp / f"{land.name}-{seed}-old.csv", land, land.energy_j, land.latency_ms)
-    f = shift_factors(land, args.shift, rng)
-    e1, l1 = land.energy_j * f[:, 0], land.latency_ms * f[:, 1]
+    if land.after is not None:  # a different model: the other landscape, same configs and SLO
+        e1, l1 = land.after.energy_j.copy(), land.after.latency_ms * land.slo_ms / land.after.slo_ms
+    else:
+        f = shift_factors(land, args.shift, rng)
+        e1, l1 = land.energy_j * f[:, 0], land.latency_ms * f[:, 1]
     new_table = write_table(tmp / f"{land.name}-{seed}-new.csv", land, e1, l1)
     # The history: a cold tune of the old model.
     _, _, old_res, _, _ = tune(old_table, land, seed, args.old_budget, args.noise)
@@ -219,6 +224,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--landscapes", default="xavier-100,xavier-60,synthetic-compute,synthetic-memory")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--from-log", default=None,
+                    help="summarise the per-run JSON lines of an earlier (possibly interrupted) run instead")
     args = ap.parse_args()
     lands = []
     for name in args.landscapes.split(","):
@@ -226,28 +233,41 @@ def main() -> None:
             lands.append(xavier(float(name.split("-")[1])))
         elif name.startswith("synthetic-"):
             lands.append(synthetic(name.split("-", 1)[1]))
+        elif name.startswith("swap:"):  # swap:synthetic-compute>synthetic-memory
+            a, b = (synthetic(x.split("-", 1)[1]) for x in name[5:].split(">"))
+            a.name, a.after = f"{a.name}->{b.name}", b
+            lands.append(a)
         elif name.startswith("twin:"):
             _, profile, workload = name.split(":")
             lands.append(twin(profile, workload))
         else:
             sys.exit(f"unknown landscape {name}")
     rows = []
-    with tempfile.TemporaryDirectory() as td:
-        for land in lands:
-            for seed in range(args.seeds):
-                r = run_case(land, seed, args, Path(td))
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+    if args.from_log:
+        rows = [json.loads(x) for x in Path(args.from_log).read_text().splitlines() if x.startswith("{")]
+        rows = [r for r in rows if r["landscape"] in {land.name for land in lands}]
+    else:
+        with tempfile.TemporaryDirectory() as td:
+            for land in lands:
+                for seed in range(args.seeds):
+                    r = run_case(land, seed, args, Path(td))
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
 
     miss = args.budget + 1
 
     def med(vals):
         return statistics.median(v if v is not None else miss for v in vals)
 
-    cmd = " ".join(["python", "experiments/warm_start.py", *sys.argv[1:]])
+    argv = [a for a in sys.argv[1:]]
+    if args.from_log:  # the command that produced the rows, not the summarising one
+        i = argv.index("--from-log")
+        del argv[i : i + 2]
+    cmd = " ".join(["python", "experiments/warm_start.py", *argv])
+    n_seeds = len({r["seed"] for r in rows})
     lines = [
         f"# Warm-started re-tune vs cold start: shift up to +-{args.shift:.0%}, noise {args.noise}, "
-        f"re-tune budget {args.budget}, {args.seeds} seeds",
+        f"re-tune budget {args.budget}, {n_seeds} seeds",
         "",
         f"Command: `{cmd}`",
         "",
