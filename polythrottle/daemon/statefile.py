@@ -1,4 +1,4 @@
-"""The daemon's state file (``STATE_DIR/daemon.json``): what it last applied, and whether it stopped cleanly.
+"""The daemon's state file (``STATE_DIR/daemon/state.json``): what it last applied, and whether it stopped cleanly.
 
 Written atomically (temporary file, fsync, rename) on every change, so after a SIGKILL or a power
 cut the next start knows what the previous daemon left applied (``state`` is not ``stopped``) and
@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-FILENAME = "daemon.json"
+FILENAME = "state.json"
 
 
 def state_path(state_dir: Path) -> Path:
-    return Path(state_dir) / FILENAME
+    """In a subdirectory: the saved-originals store owns ``STATE_DIR/*.json``."""
+    return Path(state_dir) / "daemon" / FILENAME
 
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
