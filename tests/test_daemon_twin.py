@@ -20,6 +20,11 @@ from tests.conftest import ROOT
 from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polythrottle", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
 def raw_request(path, payload: bytes) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
@@ -74,14 +79,32 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         assert "JSON" in raw_request(d.socket, b"garbage\n")["error"]
         r = raw_request(d.socket, b'{"command": "frobnicate"}\n')
         assert not r["ok"] and "unknown command 'frobnicate'" in r["error"]
-        with pytest.raises(DaemonError, match="not found"):
-            d.request("model-updated", model_files=[str(tmp / "missing.bin")])
+        r = cli("notify", "model-updated", "--model-file", str(tmp / "missing.bin"), "--config", str(cfg))
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "missing.bin not found" in r.stderr
         assert d.status()["state"] == "serving"
+
+        # a reload with a broken config is refused with the reason; a good one (SIGHUP) is applied
+        good = cfg.read_text()
+        cfg.write_text(good + "slo_ms: [\n")
+        with pytest.raises(DaemonError, match="not valid YAML"):
+            d.request("reload")
+        cfg.write_text(good + "carbon_intensity_g_per_kwh: 100\n")
+        d.proc.send_signal(signal.SIGHUP)
+        s = d.wait(lambda s: s["carbon_intensity_g_per_kwh"] == 100 and s["state"] == "serving", 30, "the reload")
+        assert s["tunes"] == 1 and s["applied_source"] == "history"  # same key: the stored best, no tune
+        assert notify.seen("RELOADING", "1")
 
         # a model-file change: warm-started re-tune with at most 5 new measurements
         model.write_bytes(b"weights v2, fine-tuned")
         v2 = fingerprint_files([model])
-        s = d.wait(lambda s: s["tunes"] == 2 and s["state"] == "serving", 90, "the re-tune after a model change")
+        seen = []  # status keeps answering, quickly, while the re-tune runs
+
+        def retuned(s):
+            seen.append(s["state"])
+            return s["tunes"] == 2 and s["state"] == "serving"
+
+        s = d.wait(retuned, 90, "the re-tune after a model change")
+        assert "tuning" in seen
         lt = s["last_tune"]
         assert lt["kind"] == "retune" and lt["model_version"] == v2 and s["model_version"] == v2
         assert lt["measurements"] <= 5
@@ -89,8 +112,7 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         assert s["applied"] == lt["best"]["config"]
 
         # the status CLI (a separate process) answers too
-        out = subprocess.run([sys.executable, "-m", "polythrottle", "status", "--json", "--config", str(cfg)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        out = cli("status", "--json", "--config", str(cfg))
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["applied"] == s["applied"]
 
