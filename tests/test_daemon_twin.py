@@ -58,10 +58,11 @@ def twin_setup(tmp_path):
 def test_daemon_lifecycle_on_the_twin(twin_setup):
     tmp, cfg, model, notify = twin_setup
     v1 = fingerprint_files([model])
-    d = DaemonProcess(cfg, notify, tmp / "daemon1.log")
+    d = DaemonProcess(cfg, notify, tmp / "daemon1.log", env={"WATCHDOG_USEC": "1000000"})
     try:
         wait_for(lambda: notify.seen("READY", "1"), 60, "READY=1", d.proc, d.log)
         s = d.wait(lambda s: s["state"] == "serving", 90, "the initial tune to be applied")
+        assert notify.seen("WATCHDOG", "1")
         assert s["model_version"] == v1 and s["applied_source"] == "tune"
         lt = s["last_tune"]
         assert lt["kind"] == "initial" and lt["measurements"] <= 6 and lt["warm_start"] is None

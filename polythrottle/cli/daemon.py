@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from pathlib import Path
 
 
@@ -21,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.check:
-        prepared = prepare(config, threading.Event())
+        prepared = prepare(config)
         prepared.device.close()
         print(f"{config.path}: OK (device {config.device}, knobs {', '.join(prepared.tuned_knobs)}, "
               f"SLO {config.slo_ms:g} ms, socket {config.socket})")

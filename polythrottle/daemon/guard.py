@@ -4,6 +4,7 @@ Every device call of the daemon (the tuner's applies and measurements, the servi
 measurements, restores) goes through one ``GuardedDevice``: a lock serializes them, and once
 ``cancel`` is set (stop, reload) ``apply``/``measure`` raise ``Cancelled`` before touching the
 device, so a tune in progress ends at its next device call. ``restore`` is never refused.
+``cancel`` events: any of them set cancels (the daemon passes its stop and its cancel-the-job events).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class GuardedDevice(Device):
     """Wraps ``device``; see the module docstring. ``applied`` is the config last applied (None: the
     device's own settings)."""
 
-    def __init__(self, device: Device, cancel: threading.Event) -> None:
+    def __init__(self, device: Device, *cancel: threading.Event) -> None:
         self.device = device
         self.cancel = cancel
         self.lock = threading.RLock()
@@ -32,7 +33,7 @@ class GuardedDevice(Device):
         self.closed = False
 
     def _check(self) -> None:
-        if self.cancel.is_set() or self.closed:
+        if self.closed or any(e.is_set() for e in self.cancel):
             raise Cancelled()
 
     def space(self) -> SearchSpace:

@@ -53,6 +53,12 @@ log = logging.getLogger("polythrottle.daemon")
 
 COMMANDS = ("status", "model-updated", "reload")
 STOP_TIMEOUT_S = 20.0
+HEARTBEAT_S = 5.0
+"""The idle worker wakes at least this often (its heartbeat)."""
+STALL_S = 120.0
+"""The systemd watchdog is fed only while the worker's heartbeat (a loop turn, a tune measurement, a
+serving measurement) is younger than this: a hung device call gets the service killed and restarted
+(the restart restores the saved originals)."""
 
 
 @dataclass
@@ -107,12 +113,13 @@ def device_options(cfg: DaemonConfig) -> DeviceOptions:
     return DeviceOptions(**{k: v for k, v in values.items() if k in names})
 
 
-def prepare(cfg: DaemonConfig, cancel: threading.Event, device: GuardedDevice | None = None) -> Prepared:
+def prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...] = (),
+            device: GuardedDevice | None = None) -> Prepared:
     """Open (or reuse) the device for ``cfg`` and validate knobs, baseline and SLO against it. Writes
     nothing. Raises BadInputError (bad device, workload, knob, value) or DeviceError."""
     opened = device is None
     if device is None:
-        device = GuardedDevice(open_device(cfg.device, device_options(cfg)), cancel)
+        device = GuardedDevice(open_device(cfg.device, device_options(cfg)), *cancel)
     try:
         tuner = Tuner(device, cfg.slo_ms, cfg.budget, optimizer="random", knobs=cfg.knobs,
                       baseline=cfg.baseline, seed=cfg.seed)  # validation only; "random" imports no torch
@@ -166,12 +173,13 @@ class Daemon:
         self._watcher: ModelWatcher | None = None
         self._watch_paths: list[Any] = []
         self._store: HistoryStore | None = None
+        self.heartbeat = time.monotonic()
 
     # ----- start-up (main thread) ----------------------------------------------------------------
     def open(self) -> None:
         """Everything that can refuse to start: device, knobs, history, metrics port, socket."""
         cfg = self.config
-        self.prepared = prepare(cfg, self._cancel)
+        self.prepared = prepare(cfg, (self._stop, self._cancel))
         HistoryStore(cfg.history_path()).close()  # corrupt or unwritable history: refuse now
         if cfg.metrics is not None:
             try:
@@ -229,7 +237,7 @@ class Daemon:
                         self._set(last_error=f"model file {missing[0]} not found")
                     else:
                         self.enqueue("model", "model file changed")
-            if wd and now >= next_wd:
+            if wd and now >= next_wd and now - self.heartbeat < STALL_S:
                 next_wd = now + wd
                 self.notifier.watchdog()
         return self._shutdown(worker)
@@ -274,22 +282,27 @@ class Daemon:
             self._jobs_cv.notify_all()
             return job.id
 
-    def _next_job(self) -> Job | None:
-        interval = self.config.monitor_interval_s
+    def _next_job(self, timeout: float) -> Job | None:
         with self._jobs_cv:
             if not self._jobs and not self._stop.is_set():
-                self._jobs_cv.wait(interval if interval > 0 else None)
+                self._jobs_cv.wait(timeout)
             return self._jobs.pop(0) if self._jobs and not self._stop.is_set() else None
 
     def _worker(self) -> None:
         try:
             self._store = HistoryStore(self.config.history_path())
+            next_serve = time.monotonic()
             while not self._stop.is_set():
-                job = self._next_job()
+                self.heartbeat = time.monotonic()
+                interval = self.config.monitor_interval_s
+                wait = min(HEARTBEAT_S, max(0.0, next_serve - self.heartbeat)) if interval > 0 else HEARTBEAT_S
+                job = self._next_job(wait)
                 if self._stop.is_set():
                     break
                 if job is None:
-                    self._serve_once()
+                    if interval > 0 and time.monotonic() >= next_serve:
+                        self._serve_once()
+                        next_serve = time.monotonic() + interval
                     continue
                 self._cancel.clear()  # a cancel meant for the job before this one
                 try:
@@ -340,7 +353,8 @@ class Daemon:
         """Restore whatever a previous run left applied (saved originals of a crashed process)."""
         assert self.prepared is not None
         prev = read_state(self.config.resolved_state_dir())
-        restored = self.prepared.device.restore_saved()
+        # with no_clock_control nothing may be written, restores included (`polythrottle restore` can)
+        restored = [] if self.config.no_clock_control else self.prepared.device.restore_saved()
         crashed = (prev is not None and prev.get("state") not in (None, "stopped")
                    and prev.get("pid") != os.getpid() and not pid_alive(int(prev.get("pid") or 0)))
         if restored or crashed:
@@ -417,6 +431,7 @@ class Daemon:
         self.notifier.status(self._status_line())
 
         def on_record(r: TuneRecord) -> None:
+            self.heartbeat = time.monotonic()
             self.metrics.observe(r.measurement, cfg.slo_ms, "tuning")
             with self._lock:
                 if self.snap.tuning is not None:
@@ -490,6 +505,7 @@ class Daemon:
             self._set(last_error=f"measurement failed: {e}")
             return
         cfg = p.config
+        self.heartbeat = time.monotonic()
         self.metrics.observe(m, cfg.slo_ms, "serving")
         with self._lock:
             self.snap.current = measurement_dict(m, cfg.slo_ms, cfg.carbon_intensity_g_per_kwh)
@@ -511,7 +527,7 @@ class Daemon:
                            MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         same = new.same_device(old.config)
         try:
-            prepared = prepare(new, self._cancel, old.device if same else None)
+            prepared = prepare(new, (self._stop, self._cancel), old.device if same else None)
         except PolyThrottleError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self._set(last_error=f"reload refused: {e}")
