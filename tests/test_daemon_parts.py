@@ -265,3 +265,35 @@ def test_systemd_unit_verifies(tmp_path):
     for key in ("Type=notify", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure",
                 "CapabilityBoundingSet=\n", "ReadWritePaths=/sys/devices"):
         assert key in unit
+
+
+# ----- the daemon without torch (random search): waiting for a model, infeasible SLO --------------
+def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
+    from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
+
+    model = tmp_path / "model.bin"
+    fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],
+                  optimizer="random", budget=3, retune_budget=2, seed=1, state_dir="state",
+                  model_files=["model.bin"], socket="ctl.sock", monitor_interval_s=0, watch_interval_s=0.1,
+                  metrics=False)
+    cfg = write_config(tmp_path / "daemon.yaml", **fields)
+    notify = NotifyListener(tmp_path / "notify.sock")
+    d = DaemonProcess(cfg, notify, tmp_path / "daemon.log")
+    try:
+        s = d.wait(lambda s: s["state"] == "waiting", 30, "the daemon to wait for its model file")
+        assert "model.bin not found" in s["last_error"] and s["applied"] is None
+        assert notify.seen("READY", "1")  # up and answering, nothing applied
+        model.write_bytes(b"v1")
+        s = d.wait(lambda s: s["state"] == "serving", 30, "a tune once the model file appeared")
+        assert s["last_tune"]["measurements"] == 3 and s["last_error"] is None
+
+        write_config(cfg, **{**fields, "slo_ms": 0.001})  # nothing can meet this
+        assert d.request("reload")["ok"]
+        s = d.wait(lambda s: s["state"] == "error", 30, "the infeasible tune")
+        assert s["applied"] is None and "no config met the 0.001 ms SLO" in s["last_error"]
+        assert s["last_tune"]["feasible"] is False
+        assert d.request("status")["ok"]  # still answering
+        assert d.stop() == 0
+    finally:
+        d.kill()
+        notify.close()

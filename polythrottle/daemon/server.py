@@ -70,6 +70,7 @@ class _RequestHandler(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
     dispatch: Handler
 
 
