@@ -46,7 +46,7 @@ def twin_setup(tmp_path):
     cfg = write_config(
         tmp_path / "daemon.yaml",
         device="sim:jetson-agx-orin", workload="efficientnet-b0", slo_ms=25,
-        knobs=["gpu_mhz", "emc_mhz", "batch_size"], budget=6, retune_budget=5, seed=0, noise=0.02,
+        knobs=["gpu_mhz", "emc_mhz", "batch_size"], budget=5, retune_budget=5, seed=0, noise=0.02,
         state_dir="state", model_files=["model.bin"], socket="ctl.sock", monitor_interval_s=0.2,
         watch_interval_s=0.2, metrics={"address": "127.0.0.1", "port": 0},
     )
@@ -65,7 +65,7 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         assert notify.seen("WATCHDOG", "1")
         assert s["model_version"] == v1 and s["applied_source"] == "tune"
         lt = s["last_tune"]
-        assert lt["kind"] == "initial" and lt["measurements"] <= 6 and lt["warm_start"] is None
+        assert lt["kind"] == "initial" and lt["measurements"] <= 5 and lt["warm_start"] is None
         assert s["applied"] == lt["best"]["config"] and lt["best"]["latency_ms"] <= 25
         assert s["tunes"] == 1 and s["current"]["meets_slo"]
 
