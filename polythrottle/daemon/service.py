@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from polythrottle.daemon.config import ConfigError, DaemonConfig, load_config
@@ -70,6 +71,7 @@ class Job:
     kind: str
     reason: str
     model_version: str | None = None
+    model_files: list[str] | None = None
     force: bool = False
     config: DaemonConfig | None = None
 
@@ -273,8 +275,8 @@ class Daemon:
                 for j in self._jobs:
                     if j.kind == "model":
                         j.reason, j.force = reason, j.force or fields.get("force", False)
-                        if fields.get("model_version"):
-                            j.model_version = fields["model_version"]
+                        if fields.get("model_version") or fields.get("model_files"):
+                            j.model_version, j.model_files = fields.get("model_version"), fields.get("model_files")
                         return j.id
             job = Job(self._next_job_id, kind, reason, **fields)
             self._next_job_id += 1
@@ -338,7 +340,7 @@ class Daemon:
             self._recover()
             self._bring_up(job.reason, force=True)
         elif job.kind == "model":
-            self._bring_up(job.reason, version=job.model_version, force=job.force)
+            self._bring_up(job.reason, version=job.model_version, files=job.model_files, force=job.force)
         elif job.kind == "reload":
             assert job.config is not None
             self._reload_now(job.config)
@@ -369,14 +371,16 @@ class Daemon:
             return fingerprint_files(cfg.model_files)  # BadInputError naming a missing file
         return cfg.model_version or DEFAULT_MODEL_VERSION
 
-    def _bring_up(self, reason: str, *, version: str | None = None, force: bool = False) -> None:
-        """Apply the stored best config for the current model version; tune (warm if history has a
-        previous version) when there is none. Skipped when the version is the applied one (unless force)."""
+    def _bring_up(self, reason: str, *, version: str | None = None, files: list[str] | None = None,
+                  force: bool = False) -> None:
+        """Apply the stored best config for the model version (given, else the fingerprint of ``files``,
+        else of the configured model files); tune (warm if the history has a previous version) when
+        there is none. Skipped when the version is the applied one (unless ``force``)."""
         p = self.prepared
         assert p is not None and self._store is not None
         cfg = p.config
         try:
-            version = version or self._model_version(cfg)
+            version = version or (fingerprint_files(files) if files else self._model_version(cfg))
         except BadInputError as e:
             log.warning("%s; waiting for it (nothing applied)", e)
             self._set(state="waiting", last_error=str(e))
@@ -643,19 +647,19 @@ class Daemon:
             if version is not None and (not isinstance(version, str) or not version.strip()):
                 raise BadInputError("model_version must be a non-empty string")
             files = req.get("model_files")
-            if files is not None:
-                if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-                    raise BadInputError("model_files must be a list of paths")
-                if version is None:
-                    version = fingerprint_files(files)  # names a missing file
-            elif version is None:
-                missing = [str(f) for f in self.config.model_files if not f.exists()]
+            if files is not None and (not isinstance(files, list) or not files
+                                      or not all(isinstance(f, str) for f in files)):
+                raise BadInputError("model_files must be a non-empty list of paths")
+            if version is None:  # the worker hashes the files (large models take a while); check them now
+                paths = [Path(f) for f in files] if files else self.config.model_files
+                missing = [str(f) for f in paths if not f.exists()]
                 if missing:
                     raise BadInputError(f"model file {missing[0]} not found")
-                if not self.config.model_files and not self.config.model_version:
+                if not paths and not self.config.model_version:
                     raise BadInputError("no model_files in the daemon config; send a model_version")
             force = bool(req.get("force", False))
-            job = self.enqueue("model", "model-updated request", model_version=version, force=force)
+            job = self.enqueue("model", "model-updated request", model_version=version,
+                               model_files=None if version else files, force=force)
             return {"ok": True, "queued": "model", "job": job, "model_version": version}
         if cmd == "reload":
             return {"ok": True, "queued": "reload", "job": self.reload("reload request")}
