@@ -4,7 +4,7 @@ Threads and who may do what:
 
 - the main thread handles signals (SIGTERM/SIGINT: stop; SIGHUP: reload), polls the model files,
   sends the systemd watchdog and, on stop, waits for the worker;
-- one worker thread owns the device (through ``GuardedDevice``) and the history store: it runs
+- one worker thread owns the device (through ``LockedDevice``) and the history store: it runs
   jobs (start, model changed, reload) one at a time, and between jobs measures the applied config
   every ``monitor_interval_s`` (the serving loop);
 - the control socket answers from the status snapshot and queues jobs; it never touches the device,
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.daemon.config import ConfigError, DaemonConfig, load_config
-from polythrottle.daemon.guard import Cancelled, GuardedDevice
+from polythrottle.daemon.device_lock import Cancelled, LockedDevice
 from polythrottle.daemon.metrics import DaemonMetrics, co2_grams, power_of
 from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
 from polythrottle.daemon.server import ControlServer
@@ -81,7 +81,7 @@ class Prepared:
     """A config with its device opened and validated (nothing written yet)."""
 
     config: DaemonConfig
-    device: GuardedDevice
+    device: LockedDevice
     device_id: str
     profile: str
     key: HistoryKey
@@ -116,12 +116,12 @@ def device_options(cfg: DaemonConfig) -> DeviceOptions:
 
 
 def prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...] = (),
-            device: GuardedDevice | None = None) -> Prepared:
+            device: LockedDevice | None = None) -> Prepared:
     """Open (or reuse) the device for ``cfg`` and validate knobs, baseline and SLO against it. Writes
     nothing. Raises BadInputError (bad device, workload, knob, value) or DeviceError."""
     opened = device is None
     if device is None:
-        device = GuardedDevice(open_device(cfg.device, device_options(cfg)), *cancel)
+        device = LockedDevice(open_device(cfg.device, device_options(cfg)), *cancel)
     try:
         tuner = Tuner(device, cfg.slo_ms, cfg.budget, optimizer="random", knobs=cfg.knobs,
                       baseline=cfg.baseline, seed=cfg.seed)  # validation only; "random" imports no torch

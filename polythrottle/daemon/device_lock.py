@@ -1,7 +1,7 @@
 """Serialized, cancellable access to the daemon's device.
 
 Every device call of the daemon (the tuner's applies and measurements, the serving loop's
-measurements, restores) goes through one ``GuardedDevice``: a lock serializes them, and once
+measurements, restores) goes through one ``LockedDevice``: a lock serializes them, and once
 ``cancel`` is set (stop, reload) ``apply``/``measure`` raise ``Cancelled`` before touching the
 device, so a tune in progress ends at its next device call. ``restore`` is never refused.
 ``cancel`` events: any of them set cancels (the daemon passes its stop and its cancel-the-job events).
@@ -21,7 +21,7 @@ class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
     """A device call was refused because the daemon is stopping or reloading."""
 
 
-class GuardedDevice(Device):
+class LockedDevice(Device):
     """Wraps ``device``; see the module docstring. ``applied`` is the config last applied (None: the
     device's own settings)."""
 
@@ -75,4 +75,4 @@ class GuardedDevice(Device):
                 self.device.close()
 
 
-__all__ = ["Cancelled", "GuardedDevice"]
+__all__ = ["Cancelled", "LockedDevice"]
