@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from polythrottle.control import send_command
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class NotifyListener:
