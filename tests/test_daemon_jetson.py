@@ -40,7 +40,7 @@ def test_daemon_on_a_fake_jetson(tmp_path):
     cfg = write_config(
         tmp_path / "daemon.yaml",
         device="jetson", workload="builtin:mlp", slo_ms=1000, knobs=["gpu_mhz", "emc_mhz"],
-        budget=4, retune_budget=4, seed=0, window_s=0.2, repeats=1, state_dir=str(state),
+        budget=3, retune_budget=3, seed=0, window_s=0.2, repeats=1, state_dir=str(state),
         model_files=[str(model)], socket=str(tmp_path / "ctl.sock"), monitor_interval_s=0,
         watch_interval_s=0.2, metrics=False,
     )
@@ -50,13 +50,13 @@ def test_daemon_on_a_fake_jetson(tmp_path):
     try:
         wait_for(lambda: notify.seen("READY", "1"), 60, "READY=1", d.proc, d.log)
         s = d.wait(lambda s: s["state"] == "serving", 120, "the initial tune to be applied")
-        assert s["last_tune"]["measurements"] <= 4
+        assert s["last_tune"]["measurements"] <= 3
         assert_applied(root, board, s["applied"])
 
         model.write_bytes(b"v2")
         s = d.wait(lambda s: s["tunes"] == 2 and s["state"] == "serving", 120, "the re-tune")
         lt = s["last_tune"]
-        assert lt["kind"] == "retune" and lt["measurements"] <= 4 and lt["warm_start"] is not None
+        assert lt["kind"] == "retune" and lt["measurements"] <= 3 and lt["warm_start"] is not None
         assert_applied(root, board, s["applied"])
         applied = s["applied"]
         d.stop(signal.SIGKILL)
