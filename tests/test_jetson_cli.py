@@ -254,14 +254,14 @@ def test_tune_restores_on_exit_and_keeps_with_apply(tmp_path):
     root, state = tmp_path / "root", tmp_path / "state"
     board = fj.build(root, "xavier-nx")
     original = fj.snapshot(root)
-    r = cli(root, state, *TUNE, "--budget", "3", "--seed", "0", timeout=300)
+    r = cli(root, state, *TUNE, "--budget", "2", "--seed", "0", timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(fj.write_log(root)) > 0  # it did set clocks
     assert settings(fj.snapshot(root)) == settings(original)
     assert not list(state.glob("*.json"))
 
     result = tmp_path / "out.json"
-    r = cli(root, state, *TUNE, "--budget", "3", "--seed", "0", "--apply", "--out", str(result), timeout=300)
+    r = cli(root, state, *TUNE, "--budget", "2", "--seed", "0", "--apply", "--out", str(result), timeout=300)
     assert r.returncode == 0, r.stderr
     import json
 
