@@ -1,3 +1,26 @@
-"""PolyThrottle: lowest energy per inference under a latency SLO, by constrained Bayesian optimization."""
+"""PolyThrottle: lowest energy per inference under a latency SLO, by constrained Bayesian optimization.
+
+Python API (see ``polythrottle.api``): ``open_device``, ``tune``, ``retune``, ``apply``, ``restore``,
+``applied`` (context manager), ``HistoryStore``; fine-tuning scheduling in ``polythrottle.finetune``;
+training-framework callbacks in ``polythrottle.integrations``.
+"""
 
 __version__ = "0.1.0"
+
+from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune  # noqa: E402
+from polythrottle.history import HistoryKey, HistoryStore  # noqa: E402
+from polythrottle.tuner import TuneResult  # noqa: E402
+
+__all__ = [
+    "HistoryKey",
+    "HistoryStore",
+    "TuneResult",
+    "__version__",
+    "applied",
+    "apply",
+    "model_version_of",
+    "open_device",
+    "restore",
+    "retune",
+    "tune",
+]

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from polythrottle.cli.common import add_device_args, device_options, parse_knob_list
+from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError
 from polythrottle.optim import OPTIMIZERS
@@ -28,12 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apply", action="store_true", help="leave the best config applied instead of restoring")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to FILE")
+    add_history_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from polythrottle.report import print_result, tune_progress  # rich rendering only when needed
-    from polythrottle.tuner import Tuner
+    from polythrottle.history_tune import device_identity, run_tune
 
     if not args.slo_ms > 0:
         raise BadInputError(f"--slo-ms must be positive, got {args.slo_ms}")
@@ -44,16 +46,18 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knob_list(args.knobs)
     baseline = parse_assignments(args.baseline)
     console = Console(stderr=True)
+    store, model_version = open_history(args)
     device = open_device(args.device, device_options(args))
     keep = False
     try:
-        tuner = Tuner(device, args.slo_ms, args.budget, optimizer=args.optimizer, knobs=knobs,
-                      baseline=baseline, seed=args.seed)
+        tune_args = dict(store=store, device_id=device_identity(args.device), workload=args.workload or "",
+                         model_version=model_version, warm_start=not args.no_warm_start,
+                         optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
         if args.json or not console.is_terminal:
-            result = tuner.run()
+            result = run_tune(device, args.slo_ms, args.budget, **tune_args)
         else:
             with tune_progress(console, args.budget, args.slo_ms) as on_record:
-                result = tuner.run(on_record)
+                result = run_tune(device, args.slo_ms, args.budget, on_record=on_record, **tune_args)
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                             for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
+            device.keep()
             keep = True
             payload["applied"] = result.best.config
         if args.out:
@@ -71,10 +76,19 @@ def run(args: argparse.Namespace) -> int:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")
         else:
-            print_result(result, Console() if sys.stdout.isatty() else Console(width=160))
+            console_out = Console() if sys.stdout.isatty() else Console(width=160)
+            print_result(result, console_out)
+            warm = result.extra.get("warm_start")
+            if warm:
+                console_out.print(
+                    f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
+                    "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
+                )
     finally:
         if not keep:
             device.close()
+        if store is not None:
+            store.close()
     if result.best is None:
         if args.json:
             print(

@@ -1,0 +1,179 @@
+"""The Python API: a thin face over ``polythrottle.tuner.Tuner`` (through ``history_tune.run_tune``).
+
+    import polythrottle as pt
+
+    dev = pt.open_device("sim:jetson-agx-orin", workload="efficientnet-b0")
+    result = pt.tune(dev, slo_ms=25, budget=15, history="h.sqlite", model_version="v1")
+    with pt.applied(dev, result.best.config):        # restored on exit, whatever happens
+        serve()
+    result2 = pt.retune(dev, slo_ms=25, history="h.sqlite", model_version="v2")   # warm start from v1
+
+Errors are the typed ``polythrottle.errors`` exceptions (``BadInputError`` for bad input, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from polythrottle.devices import DeviceOptions
+from polythrottle.devices import open_device as _open_device
+from polythrottle.devices.base import Device
+from polythrottle.errors import BadInputError
+from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
+from polythrottle.history import HistoryStore, default_history_path
+from polythrottle.history_tune import device_identity, run_tune
+from polythrottle.space import Config, Value
+from polythrottle.tuner import OnRecord, TuneResult
+
+HistoryArg = HistoryStore | str | os.PathLike[str] | bool | None
+
+
+def open_device(
+    spec: str,
+    *,
+    workload: str | None = None,
+    noise: float = 0.0,
+    seed: int | None = None,
+    no_clock_control: bool = False,
+    state_dir: str | os.PathLike[str] | None = None,
+    percentile: float = 99.0,
+) -> Device:
+    """Open ``replay:TABLE.csv``, ``sim:PROFILE``, ``jetson[:PROFILE]`` or ``nvml[:INDEX]``.
+
+    The device restores every hardware value it changed on ``close()`` (also a context manager).
+    Raises BadInputError for an unknown device or bad argument, DeviceError if it cannot be opened.
+    """
+    opts = DeviceOptions(workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
+                         state_dir=None if state_dir is None else Path(state_dir), percentile=percentile)
+    return _open_device(spec, opts)
+
+
+def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
+    """Validate ``config`` fully, then set it; returns the normalized config. Nothing is written when
+    validation fails (BadInputError)."""
+    full = dict(device.default_config())
+    full.update(config)
+    normalized = device.space().normalize(full)
+    device.apply(normalized)
+    return normalized
+
+
+def restore(device: Device) -> None:
+    """Put back every hardware value changed since the device was opened."""
+    device.restore()
+
+
+@contextmanager
+def applied(device: Device, config: Mapping[str, Value | str]) -> Iterator[Config]:
+    """``with applied(dev, cfg):`` run with ``cfg`` set; the original values are restored on exit,
+    also on exceptions and KeyboardInterrupt."""
+    try:
+        yield apply(device, config)
+    finally:
+        device.restore()
+
+
+def model_version_of(model_version: str | None = None, model_files: Sequence[str | os.PathLike[str]] | None = None,
+                     model: object | None = None) -> str | None:
+    """The model version: ``model_version`` as given, else a fingerprint of ``model_files``, else of the
+    ``model``'s weights (a PyTorch module or state_dict); None if none is given."""
+    given = [x is not None and x != [] for x in (model_version, model_files, model)]
+    if sum(given) > 1:
+        raise BadInputError("give one of model_version, model_files and model")
+    if model_version is not None:
+        if not str(model_version).strip():
+            raise BadInputError("model_version is empty")
+        return str(model_version).strip()
+    if model_files:
+        return fingerprint_files(model_files)
+    if model is not None:
+        return fingerprint_state_dict(model)
+    return None
+
+
+def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tuple[HistoryStore | None, bool]:
+    """(store, whether we opened it and must close it)."""
+    if history is None or history is False:
+        return None, False
+    if isinstance(history, HistoryStore):
+        return history, False
+    if history is True:
+        return HistoryStore(default_history_path(None if state_dir is None else Path(state_dir))), True
+    return HistoryStore(history), True
+
+
+def tune(
+    device: Device | str,
+    slo_ms: float,
+    *,
+    budget: int = 20,
+    knobs: Sequence[str] | None = None,
+    baseline: Mapping[str, Value | str] | None = None,
+    optimizer: str = "cbo",
+    seed: int | None = None,
+    workload: str | None = None,
+    history: HistoryArg = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    model_version: str | None = None,
+    model_files: Sequence[str | os.PathLike[str]] | None = None,
+    model: object | None = None,
+    warm_start: bool = True,
+    device_id: str | None = None,
+    on_record: OnRecord | None = None,
+) -> TuneResult:
+    """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
+
+    device: an open Device (left open, its best config NOT applied: use ``apply``/``applied``) or a
+    spec (opened with ``workload``, closed and restored afterwards). history: a ``HistoryStore``, a
+    database path, True (``STATE_DIR/history.sqlite``) or None (no history). With a history every
+    measurement is recorded under the model version (``model_version``, or a fingerprint of
+    ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
+    measurements of this version or the previous one. Raises BadInputError, DeviceError, HistoryError.
+    """
+    version = model_version_of(model_version, model_files, model)
+    store, close_store = _store(history, state_dir)
+    owned = isinstance(device, str)
+    try:
+        dev = open_device(device, workload=workload) if isinstance(device, str) else device
+        try:
+            ident = device_id or device_identity(device if isinstance(device, str) else dev.info().name)
+            return run_tune(dev, slo_ms, budget, store=store, device_id=ident, workload=workload or "",
+                            model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
+                            baseline=baseline, seed=seed, on_record=on_record)
+        finally:
+            if owned:
+                dev.close()
+    finally:
+        if close_store and store is not None:
+            store.close()
+
+
+def retune(
+    device: Device | str,
+    slo_ms: float,
+    *,
+    budget: int = 10,
+    history: HistoryArg = True,
+    model_version: str | None = None,
+    model_files: Sequence[str | os.PathLike[str]] | None = None,
+    model: object | None = None,
+    **kwargs: object,
+) -> TuneResult:
+    """Re-tune after a model update, warm-started from the history of the previous model version.
+
+    Same arguments as ``tune``; the new model's version (``model_version``, ``model_files`` or
+    ``model``) is required and the history is on (default database). ``result.extra["warm_start"]``
+    says which version it started from (None: nothing stored yet, so a cold tune).
+    """
+    if model_version is None and not model_files and model is None:
+        raise BadInputError("retune needs the new model's version: model_version, model_files or model")
+    if history is None or history is False:
+        raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
+    return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,
+                model_files=model_files, model=model, warm_start=True, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["applied", "apply", "model_version_of", "open_device", "restore", "retune", "tune"]

@@ -1,0 +1,53 @@
+"""History-store arguments of ``tune`` (and any command that tunes): --history, --model-version, ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from polythrottle.errors import BadInputError
+from polythrottle.fingerprint import fingerprint_files
+from polythrottle.history import HistoryError, HistoryStore, default_history_path
+from polythrottle.history_tune import is_simulated
+
+
+def add_history_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("history and warm start")
+    g.add_argument("--history", type=Path, default=None, metavar="DB",
+                   help="history database (SQLite); default STATE_DIR/history.sqlite for real devices, "
+                        "none for sim/replay devices")
+    g.add_argument("--no-history", action="store_true", help="neither read nor write the history database")
+    g.add_argument("--model-version", default=None, metavar="V",
+                   help="model version the measurements belong to (default: fingerprint of --model-file)")
+    g.add_argument("--model-file", action="append", default=None, type=Path, metavar="PATH",
+                   help="model weights file or directory; its hash is the model version (repeatable)")
+    g.add_argument("--no-warm-start", action="store_true",
+                   help="tune cold even if the history has measurements of this or a previous model version")
+
+
+def open_history(args: argparse.Namespace) -> tuple[HistoryStore | None, str | None]:
+    """The store named by the arguments (None when off) and the model version (None: the default)."""
+    if args.model_version is not None and args.model_file:
+        raise BadInputError("give --model-version or --model-file, not both")
+    if args.model_version is not None and not args.model_version.strip():
+        raise BadInputError("--model-version is empty")
+    version = args.model_version.strip() if args.model_version else None
+    if args.model_file:
+        version = fingerprint_files(args.model_file)
+    if args.no_history:
+        if args.history is not None:
+            raise BadInputError("give --history or --no-history, not both")
+        return None, version
+    if args.history is not None:
+        return HistoryStore(args.history), version
+    if is_simulated(args.device):
+        return None, version
+    try:  # the implicit default is best effort: tuning must not fail because the state dir is unusable
+        return HistoryStore(default_history_path(getattr(args, "state_dir", None))), version
+    except HistoryError as e:
+        print(f"polythrottle: warning: not recording history: {e}", file=sys.stderr)
+        return None, version
+
+
+__all__ = ["add_history_args", "open_history"]

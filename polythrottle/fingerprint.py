@@ -1,0 +1,69 @@
+"""Model fingerprints: a short stable string that changes when the model's weights change.
+
+The history store keys measurements by model version; a fingerprint is the version when the user
+gives none. ``sha256:`` + the first 16 hex digits of a SHA-256 over the weights (files or tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from polythrottle.errors import BadInputError
+
+PREFIX = "sha256:"
+
+
+def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """Fingerprint of the contents of ``paths`` (in the given order; a directory counts every file under
+    it, sorted by relative path). Raises BadInputError if a path is missing or unreadable."""
+    h = hashlib.sha256()
+    n = 0
+    for p in paths:
+        path = Path(p).expanduser()
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file())
+        elif path.is_file():
+            files = [path]
+        else:
+            raise BadInputError(f"model file {path} not found")
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+            try:
+                with f.open("rb") as fh:
+                    h.update(hashlib.file_digest(fh, "sha256").digest())
+            except OSError as e:
+                raise BadInputError(f"model file {f}: cannot read ({e.strerror})") from None
+            n += 1
+    if n == 0:
+        raise BadInputError("no model files to fingerprint")
+    return PREFIX + h.hexdigest()[:16]
+
+
+def fingerprint_state_dict(state: Mapping[str, Any] | Any) -> str:
+    """Fingerprint of a PyTorch module or ``state_dict`` (names, dtypes, shapes and bytes of every tensor).
+
+    Tensors are copied to the CPU one at a time; costs about one pass over the weights.
+    """
+    import torch  # only when fingerprinting tensors
+
+    if hasattr(state, "state_dict") and callable(state.state_dict):
+        state = state.state_dict()
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        h.update(name.encode() + b"\0")
+        if isinstance(t, torch.Tensor):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(t).encode())
+    return PREFIX + h.hexdigest()[:16]
+
+
+__all__ = ["fingerprint_files", "fingerprint_state_dict"]

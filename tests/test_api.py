@@ -1,0 +1,218 @@
+"""The Python API, the daemon client and the training-framework callbacks (with light stand-ins)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import types
+from pathlib import Path
+
+import pytest
+
+import polythrottle as pt
+from polythrottle.control import DaemonError, notify_model_updated
+from polythrottle.errors import BadInputError
+from polythrottle.integrations import CheckpointRetuner
+
+
+def test_tune_apply_restore_and_retune(small_table: Path, tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    dev = pt.open_device(f"replay:{small_table}", noise=0.01, seed=0)
+    res = pt.tune(dev, 50.0, budget=6, seed=0, history=db, model_version="v1")
+    assert isinstance(res, pt.TuneResult) and res.best is not None
+    assert res.extra["model_version"] == "v1" and res.extra["warm_start"] is None
+    with pt.applied(dev, res.best.config) as cfg:
+        assert cfg == res.best.config and dev._applied == dev.space().index_of(cfg)
+    again = pt.retune(f"replay:{small_table}", 50.0, budget=3, seed=1, history=db, model_version="v2")
+    assert again.extra["warm_start"]["from_version"] == "v1"
+    with pt.HistoryStore(db) as s:
+        assert len(s.observations(_only_key(s))) == len(res.history) + len(again.history)
+
+
+def _only_key(store: pt.HistoryStore) -> pt.HistoryKey:
+    rows = store._conn.execute("SELECT DISTINCT device, profile, workload, space FROM tunes").fetchall()
+    assert len(rows) == 1
+    return pt.HistoryKey(*rows[0])
+
+
+class RecordingDevice:
+    """Wraps a device; records restore() calls."""
+
+    def __init__(self, dev) -> None:
+        self.dev, self.restored = dev, 0
+
+    def __getattr__(self, name):
+        return getattr(self.dev, name)
+
+    def restore(self) -> None:
+        self.restored += 1
+
+
+def test_applied_restores_on_exception_and_rejects_bad_config(small_table: Path) -> None:
+    dev = RecordingDevice(pt.open_device(f"replay:{small_table}"))
+    with pytest.raises(RuntimeError):
+        with pt.applied(dev, {"gpu_mhz": 300.0, "batch_size": 2}):
+            raise RuntimeError("boom")
+    assert dev.restored == 1
+    with pytest.raises(BadInputError):
+        pt.apply(dev, {"gpu_mhz": 301.0})
+    with pytest.raises(BadInputError):
+        with pt.applied(dev, {"nope": 1}):
+            pass
+    assert pt.apply(dev, {"batch_size": 4})["batch_size"] == 4  # the rest from the default config
+
+
+def test_api_bad_input(small_table: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="version"):
+        pt.retune(f"replay:{small_table}", 50.0, history=tmp_path / "h.sqlite")
+    with pytest.raises(BadInputError, match="history"):
+        pt.retune(f"replay:{small_table}", 50.0, history=None, model_version="v2")
+    with pytest.raises(BadInputError, match="one of"):
+        pt.model_version_of("v1", model_files=[str(small_table)])
+    assert pt.model_version_of(model_files=[str(small_table)]).startswith("sha256:")
+
+
+class FakeDaemon:
+    """A Unix-socket server answering one JSON line per connection (the daemon's protocol)."""
+
+    def __init__(self, path: Path, reply: dict) -> None:
+        self.path, self.reply, self.requests = path, reply, []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    buf += conn.recv(4096)
+                self.requests.append(json.loads(buf))
+                conn.sendall((json.dumps(self.reply) + "\n").encode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def short_tmp():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # AF_UNIX paths must be short
+        yield Path(d)
+
+
+def test_notify_model_updated_round_trip_and_errors(short_tmp: Path) -> None:
+    path = short_tmp / "c.sock"
+    d = FakeDaemon(path, {"ok": True, "retuning": True})
+    try:
+        assert notify_model_updated(path, model_version="v7", model_files=["/m.pt"])["retuning"] is True
+        assert d.requests == [{"command": "model-updated", "model_version": "v7", "model_files": ["/m.pt"]}]
+        d.reply = {"ok": False, "error": "unknown model"}
+        with pytest.raises(DaemonError, match="unknown model"):
+            notify_model_updated(path)
+    finally:
+        d.close()
+    with pytest.raises(DaemonError, match="no daemon control socket"):
+        notify_model_updated(short_tmp / "missing.sock")
+
+
+def test_checkpoint_retuner_modes(small_table: Path, tmp_path: Path, short_tmp: Path) -> None:
+    with pytest.raises(BadInputError):
+        CheckpointRetuner()
+    with pytest.raises(BadInputError):
+        CheckpointRetuner(device="replay:x.csv", slo_ms=10, notify=True)
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"v1-weights")
+    r = CheckpointRetuner(device=f"replay:{small_table}", slo_ms=50.0, budget=3, history=tmp_path / "h.sqlite",
+                          tune_kwargs={"seed": 0})
+    r.checkpoint_saved(path=ckpt)
+    ckpt.write_bytes(b"v2-weights")
+    r.checkpoint_saved(path=ckpt)
+    assert len(r.results) == 2 and r.last_error is None
+    assert r.results[1].extra["warm_start"]["from_version"] == r.results[0].extra["model_version"]
+    # notify mode: an unreachable daemon is logged, training goes on; raise_errors makes it fatal
+    n = CheckpointRetuner(notify=True, socket_path=short_tmp / "none.sock")
+    n.checkpoint_saved(model_version="v3")
+    assert isinstance(n.last_error, DaemonError)
+    with pytest.raises(DaemonError):
+        CheckpointRetuner(notify=True, socket_path=short_tmp / "none.sock", raise_errors=True).checkpoint_saved(
+            model_version="v3")
+
+
+def _install_stand_in(monkeypatch: pytest.MonkeyPatch, module: str, **attrs) -> None:
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        mod = sys.modules.get(name) if name in sys.modules else types.ModuleType(name)
+        monkeypatch.setitem(sys.modules, name, mod)
+    for k, v in attrs.items():
+        setattr(sys.modules[module], k, v)
+
+
+def test_lightning_callback_with_stand_in(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    import torch
+
+    class Callback:  # the Lightning base class, as far as the callback uses it
+        pass
+
+    _install_stand_in(monkeypatch, "lightning.pytorch.callbacks", Callback=Callback)
+    monkeypatch.delitem(sys.modules, "polythrottle.integrations.lightning", raising=False)
+    from polythrottle.integrations.lightning import PolyThrottleCallback
+
+    d = FakeDaemon(short_tmp / "c.sock", {"ok": True})
+    try:
+        cb = PolyThrottleCallback(notify=True, socket_path=short_tmp / "c.sock")
+        model = torch.nn.Linear(2, 2)
+        ckpt_file = short_tmp / "epoch=0.ckpt"
+        trainer = types.SimpleNamespace(checkpoint_callbacks=[types.SimpleNamespace(last_model_path=str(ckpt_file),
+                                                                                    best_model_path="")])
+        cb.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+        assert d.requests == []  # the file is not written yet: nothing sent
+        ckpt_file.write_bytes(b"x")
+        cb.on_train_batch_start(trainer, model, None, 0)
+        cb.on_train_end(trainer, model)  # nothing pending: nothing more sent
+        assert len(d.requests) == 1 and d.requests[0]["command"] == "model-updated"
+        assert d.requests[0]["model_version"] == pt.model_version_of(model=model)
+        assert d.requests[0]["model_files"] == [str(ckpt_file)]
+    finally:
+        d.close()
+
+
+def test_hf_callback_with_stand_in(monkeypatch: pytest.MonkeyPatch, small_table: Path, tmp_path: Path) -> None:
+    import torch
+
+    class TrainerCallback:
+        pass
+
+    _install_stand_in(monkeypatch, "transformers", TrainerCallback=TrainerCallback)
+    monkeypatch.delitem(sys.modules, "polythrottle.integrations.hf", raising=False)
+    from polythrottle.integrations.hf import PolyThrottleCallback
+
+    cb = PolyThrottleCallback(device=f"replay:{small_table}", slo_ms=50.0, budget=3, history=tmp_path / "h.sqlite",
+                              background=True)
+    model = torch.nn.Linear(2, 2)
+    args = types.SimpleNamespace(output_dir=str(tmp_path))
+    control = object()
+    assert cb.on_save(args, types.SimpleNamespace(global_step=10), control, model=model) is control
+    assert cb.on_train_end(args, types.SimpleNamespace(global_step=10), control) is control  # waits
+    assert len(cb.retuner.results) == 1 and cb.retuner.last_error is None
+    assert cb.retuner.results[0].extra["model_version"] == pt.model_version_of(model=model)
+
+
+def test_integrations_need_their_framework(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.callbacks", "pytorch_lightning",
+                 "pytorch_lightning.callbacks", "transformers"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+    for mod in ("polythrottle.integrations.lightning", "polythrottle.integrations.hf"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+        with pytest.raises(ImportError, match="pip install"):
+            __import__(mod)
