@@ -9,7 +9,7 @@ import pytest
 
 from polythrottle.energy.base import CounterResetError, EnergyMeter, EnergyWindow
 from polythrottle.energy.combined import CombinedMeter
-from polythrottle.energy.nvml import NvmlEnergyMeter, NvmlPowerMeter, PowerSampler, power_reader
+from polythrottle.energy.nvml import NvmlEnergyMeter, NvmlPowerMeter, power_reader
 from polythrottle.energy.rapl import RaplMeter, delta_uj, find_zones
 from polythrottle.errors import UnsupportedError
 from tests.fake_nvml import FakeGpu
@@ -92,16 +92,6 @@ def test_cross_check_agrees_on_constant_power(monkeypatch):
 
 
 # ----- sampled power -------------------------------------------------------------------------------
-def test_power_sampler_integrates_over_the_given_interval():
-    s = PowerSampler(lambda: 0.0)
-    s._t = [0.0, 1.0, 2.0, 3.0]
-    s._p = [100.0, 200.0, 200.0, 100.0]
-    assert s.integrate(0.0, 3.0)[0] == pytest.approx(150 + 200 + 150)
-    e, n = s.integrate(0.5, 1.5)
-    assert e == pytest.approx(187.5)  # 0.5..1 under 150..200 (87.5) + 1..1.5 at 200 (100)
-    assert n == 1
-
-
 def test_power_reader_falls_back_to_power_usage(monkeypatch):
     FakeGpu(power_w=123.0).install(monkeypatch.setattr)
 

@@ -45,6 +45,28 @@ def state_file(tmp_path: Path) -> Path:
     return files[0] if files else tmp_path / "state" / "absent.json"
 
 
+@pytest.fixture(autouse=True)
+def fake_sysfs_root(tmp_path, monkeypatch) -> Path:
+    """Kernel files resolve under an empty tree (never the real /sys), subprocesses included."""
+    root = tmp_path / "sysroot"
+    root.mkdir()
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    return root
+
+
+def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=(800000, 3200000)) -> None:
+    """Two CPUs sharing policy0, as the kernel lays it out (cpuN/cpufreq -> ../cpufreq/policy0)."""
+    pol = root / "sys/devices/system/cpu/cpufreq/policy0"
+    pol.mkdir(parents=True)
+    (pol / "scaling_available_frequencies").write_text(" ".join(map(str, steps_khz)) + "\n")
+    (pol / "scaling_min_freq").write_text(f"{cur[0]}\n")
+    (pol / "scaling_max_freq").write_text(f"{cur[1]}\n")
+    for n in (0, 1):
+        d = root / f"sys/devices/system/cpu/cpu{n}"
+        d.mkdir(parents=True)
+        (d / "cpufreq").symlink_to("../cpufreq/policy0")
+
+
 @pytest.fixture
 def gpu(monkeypatch) -> FakeGpu:
     g = FakeGpu()
@@ -88,6 +110,31 @@ def test_probe_apply_and_restore_order(gpu, tmp_path):
                                   ("nvmlDeviceSetPowerManagementLimit", (700_000,))]  # reverse order
     assert gpu.locked_gpu is None and gpu.locked_mem is None and gpu.power_limit_mw == 700_000
     assert not state_file(tmp_path).exists()
+
+
+def test_cpu_clock_through_cpufreq(gpu, tmp_path, fake_sysfs_root):
+    make_cpufreq(fake_sysfs_root)
+    pol = fake_sysfs_root / "sys/devices/system/cpu/cpufreq/policy0"
+    dev = open_gpu(tmp_path)
+    assert dev.space().knob("cpu_mhz").values == (800, 1600, 2400, 3200)
+    assert dev.default_config()["cpu_mhz"] == 3200
+    dev.apply({**dev.default_config(), "cpu_mhz": 1600})
+    assert (pol / "scaling_min_freq").read_text().strip() == "1600000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "1600000"
+    saved = json.loads(state_file(tmp_path).read_text())["originals"]
+    assert saved["/sys/devices/system/cpu/cpufreq/policy0/scaling_min_freq"] == "800000"
+    dev.apply({**dev.default_config(), "cpu_mhz": 3200})  # raising: max first, then min
+    dev.close()
+    assert (pol / "scaling_min_freq").read_text().strip() == "800000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "3200000"
+    assert not state_file(tmp_path).exists()
+
+
+def test_cpu_clock_unavailable_says_why(gpu, tmp_path):
+    dev = open_gpu(tmp_path)
+    reason = {k.name: k.reason for k in dev.info().knobs}["cpu_mhz"]
+    assert reason.startswith("cpufreq:") and "cpu_mhz" not in dev.space().names
+    dev.close()
 
 
 def test_invalid_config_writes_nothing(gpu, tmp_path):
@@ -237,25 +284,29 @@ def test_no_clock_control_never_writes_hardware(monkeypatch, tmp_path, capsys):
 
 
 def test_guard_refuses_before_calling(monkeypatch, tmp_path):
+    from polythrottle.sysfs import WritesDisabledError
+
     called = []
     monkeypatch.setattr(pynvml, "nvmlDeviceSetGpuLockedClocks", lambda *a: called.append(a))
-    g = WriteGuard(allowed=False)
+    f = tmp_path / "sys" / "scaling_max_freq"
+    f.parent.mkdir()
+    f.write_text("1000\n")
+    g = WriteGuard(allowed=False, sysfs_root=tmp_path)
     with pytest.raises(ClockControlDisabledError, match="no-clock-control"):
         g.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
-    f = tmp_path / "scaling_max_freq"
-    f.write_text("1000\n")
-    with pytest.raises(ClockControlDisabledError):
-        g.write_file(f, "500")
-    assert called == [] and f.read_text() == "1000\n"
-    ok = WriteGuard(allowed=True)
-    ok.write_file(f, "500")
-    assert f.read_text() == "500" and ok.writes == [(str(f), ("500",))]
+    with pytest.raises(WritesDisabledError):
+        g.io.write("/sys/scaling_max_freq", "500")
+    assert called == [] and f.read_text() == "1000\n" and g.writes == []
+    ok = WriteGuard(allowed=True, sysfs_root=tmp_path)
+    ok.io.write("/sys/scaling_max_freq", "500")
+    ok.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
+    assert f.read_text() == "500" and ok.writes == [("nvmlDeviceSetGpuLockedClocks", (345, 345))]
     with pytest.raises(ValueError):
         ok.nvml("nvmlDeviceGetName", object())
 
 
 def test_only_the_guard_calls_nvml_setters():
-    """Static check: no module but the guard touches an NVML setter or writes a kernel file directly."""
+    """Static check: no module but the guard calls an NVML setter directly."""
     pattern = re.compile(r"pynvml\.nvml(Device|System|Unit)(Set|Reset|Clear)\w*\s*\(")
     offenders = []
     for path in (ROOT / "polythrottle").rglob("*.py"):

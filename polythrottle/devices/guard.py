@@ -1,21 +1,23 @@
 """The one gate every hardware write of a live device goes through (NVML setters, kernel files).
 
 A ``WriteGuard`` built with ``allowed=False`` (``--no-clock-control``) refuses every write before it
-happens, restore writes included, by raising ``ClockControlDisabledError``. Devices never call
-``pynvml.nvmlDeviceSet*``/``nvmlDeviceReset*`` or write files under /sys themselves: they call
-``guard.nvml(...)`` / ``guard.write_file(...)``. Each allowed write is logged in ``guard.writes``.
+happens, restore writes included. Devices never call ``pynvml.nvmlDeviceSet*``/``nvmlDeviceReset*``
+or write kernel files themselves: NVML setters go through ``guard.nvml(...)`` (refused with
+``ClockControlDisabledError``; each allowed call is logged in ``guard.writes``) and kernel files
+through ``guard.io`` (a ``polythrottle.sysfs.SysfsIO`` built with the same permission, which refuses
+with ``WritesDisabledError``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pynvml
 
 from polythrottle.errors import PolyThrottleError
+from polythrottle.sysfs import SysfsIO, open_io
 
 NVML_WRITE_PREFIXES = ("nvmlDeviceSet", "nvmlDeviceReset", "nvmlDeviceClear", "nvmlSystemSet", "nvmlUnitSet")
 
@@ -26,11 +28,16 @@ class ClockControlDisabledError(PolyThrottleError):
 
 @dataclass
 class WriteGuard:
-    """allowed: whether hardware writes may happen. reason: shown when one is refused."""
+    """allowed: whether hardware writes may happen. reason: shown when one is refused.
+    sysfs_root: the filesystem root of kernel files (default ``$POLYTHROTTLE_ROOT`` or /)."""
 
     allowed: bool
     reason: str = "--no-clock-control is set"
+    sysfs_root: str | os.PathLike[str] | None = None
     writes: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.io: SysfsIO = open_io(self.sysfs_root, writes_allowed=self.allowed)
 
     def check(self, what: str) -> None:
         if not self.allowed:
@@ -44,13 +51,3 @@ class WriteGuard:
         result = getattr(pynvml, setter)(handle, *args)
         self.writes.append((setter, args))
         return result
-
-    def write_file(self, path: str | os.PathLike[str], text: str) -> None:
-        """Write ``text`` to an existing kernel file (never creates one). OSError propagates."""
-        self.check(f"{text!r} > {path}")
-        fd = os.open(Path(path), os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-        self.writes.append((os.fspath(path), (text,)))

@@ -5,7 +5,10 @@ driver's reason, and tuning goes on over the rest):
 - ``gpu_mhz``: locked graphics clock (nvmlDeviceSetGpuLockedClocks min = max; Volta and newer), from
   the supported clocks of the memory clock in use, thinned to at most ``MAX_GPU_STEPS`` even steps;
 - ``mem_mhz``: locked memory clock (nvmlDeviceSetMemoryLockedClocks; Ampere and newer);
-- ``power_limit_w``: power limit (nvmlDeviceSetPowerManagementLimit), a few steps within the limits.
+- ``power_limit_w``: power limit (nvmlDeviceSetPowerManagementLimit), a few steps within the limits;
+- ``cpu_mhz``: host CPU clock through cpufreq (``polythrottle.clocks.CpufreqControl``: min = max on
+  every online policy, at most ``MAX_CPU_STEPS`` of the listed frequencies), where the kernel lists
+  frequencies and the files are writable (root).
 Whether a knob works is probed once at open with a write that changes nothing (locking the full
 supported range, then resetting; setting the current power limit). Setting clocks needs root.
 Software knobs: see ``polythrottle.workloads.runner``.
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import pynvml
 
+from polythrottle.clocks import CpufreqControl, Write, execute_writes
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.registry import DeviceOptions
@@ -40,22 +44,17 @@ from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedErro
 from polythrottle.harness import HarnessSettings, measure
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
+from polythrottle.state import StateStore
+from polythrottle.sysfs import ROOT_HINT
 
 MAX_GPU_STEPS = 16
+MAX_CPU_STEPS = 8
 POWER_STEPS = 6
 HARDWARE_KNOBS = ("gpu_mhz", "mem_mhz", "power_limit_w", "cpu_mhz")
 
 # Saved-originals keys and how each is put back.
 GPU_LOCK, MEM_LOCK, POWER_LIMIT = "nvml.gpu_locked_clocks", "nvml.mem_locked_clocks", "nvml.power_limit_mw"
 RESET = "reset"
-
-
-def _open_store(state_dir: Any) -> Any:
-    try:
-        from polythrottle.state import StateStore  # type: ignore[import-not-found]
-    except ImportError:
-        from polythrottle.devices._originals import StateStore
-    return StateStore(state_dir)
 
 
 def _refusal(e: Exception) -> bool:
@@ -101,8 +100,7 @@ def cuda_device_for(uuid: str, index: int) -> Any:
 class _HwKnob:
     name: str
     values: list[int]
-    key: str  # saved-originals key
-    original: Any
+    originals: Callable[[], dict[str, Any]]  # saved-originals entries, read before the first write
     set: Callable[[int], None]
 
 
@@ -110,7 +108,7 @@ class NvmlDevice(Device):
     """One NVIDIA GPU and one workload. See the module docstring.
 
     torch_device: where the workload runs (default: the CUDA device of this GPU; tests pass "cpu").
-    store: saved-originals store (default: ``polythrottle.state.StateStore(options.state_dir)``).
+    store: saved-originals store (default: ``StateStore(options.state_dir)``).
     """
 
     def __init__(
@@ -122,9 +120,10 @@ class NvmlDevice(Device):
         store: Any = None,
         harness: HarnessSettings | None = None,
         rapl_root: Any = None,
+        sysfs_root: Any = None,
     ) -> None:
         self.options = options
-        self.guard = WriteGuard(allowed=not options.no_clock_control)
+        self.guard = WriteGuard(allowed=not options.no_clock_control, sysfs_root=sysfs_root)
         self._nvml_up = False
         self._live = None
         self.meter: EnergyMeter | None = None
@@ -158,7 +157,7 @@ class NvmlDevice(Device):
         self.uuid = _text(pynvml.nvmlDeviceGetUUID(self.handle))
         self.driver = _text(pynvml.nvmlSystemGetDriverVersion())
         self.device_id = f"nvml:{self.uuid}"
-        self.store = store if store is not None else _open_store(self.options.state_dir)
+        self.store = store if store is not None else StateStore(self.options.state_dir)
         self._restore_leftovers()
 
         self.hw: dict[str, _HwKnob] = {}
@@ -218,7 +217,7 @@ class NvmlDevice(Device):
                 self.knob_status.append(KnobStatus(name, False, f"driver refused: {nvml_reason(e)} ({why})"))
                 return
             self.store.forget(self.device_id, [key])  # the probe already put it back
-            self.hw[name] = _HwKnob(name, values, key, original, set_fn)
+            self.hw[name] = _HwKnob(name, values, lambda: {key: original}, set_fn)
             self.knob_status.append(KnobStatus(name, True))
 
         g = self.guard
@@ -241,7 +240,31 @@ class NvmlDevice(Device):
             self.knob_status.append(KnobStatus("power_limit_w", False, f"driver: {nvml_reason(e)}"))
         if "gpu_mhz" in self.hw:
             self.hw["gpu_mhz"].values = thin(gpu_all, MAX_GPU_STEPS)
-        self.knob_status.append(KnobStatus("cpu_mhz", False, "not implemented for NVML hosts yet"))
+        self._discover_cpu()
+
+    def _discover_cpu(self) -> None:
+        """``cpu_mhz`` through cpufreq (every online policy, min = max), where the host allows it."""
+        io = self.guard.io
+        try:
+            self.cpu = CpufreqControl(io)
+        except DeviceError as e:
+            self.knob_status.append(KnobStatus("cpu_mhz", False, f"cpufreq: {e}"))
+            return
+        locked = [f for f in self.cpu.files() if not io.writable(f)]
+        if locked:
+            self.knob_status.append(KnobStatus("cpu_mhz", False, f"cannot write {locked[0]} ({ROOT_HINT})"))
+            return
+        steps = [int(round(x)) for x in self.cpu.steps_mhz()]
+        if len(steps) < 2:
+            self.knob_status.append(KnobStatus("cpu_mhz", False, "cpufreq lists fewer than 2 frequencies"))
+            return
+
+        def set_cpu(mhz: int) -> None:
+            state = self.cpu.read_state()
+            execute_writes(io, self.cpu.writes(self.cpu.target({"cpu_mhz": mhz}, state), state))
+
+        self.hw["cpu_mhz"] = _HwKnob("cpu_mhz", thin(steps, MAX_CPU_STEPS), self.cpu.read_state, set_cpu)
+        self.knob_status.append(KnobStatus("cpu_mhz", True))
 
     def _open_meter(self, rapl_root: Any) -> EnergyMeter:
         try:
@@ -299,7 +322,7 @@ class NvmlDevice(Device):
         for name, k in self.hw.items():
             cfg[name] = k.values[-1]
         if "power_limit_w" in self.hw:
-            cfg["power_limit_w"] = round(self.hw["power_limit_w"].original / 1000)
+            cfg["power_limit_w"] = round(self.hw["power_limit_w"].originals()[POWER_LIMIT] / 1000)
         if self._live is not None:
             cfg.update(self._live.default_config())
         if not space.contains(cfg):  # e.g. the top gpu clock is not offered at the top memory clock
@@ -309,10 +332,10 @@ class NvmlDevice(Device):
     def apply(self, config: Mapping[str, Value]) -> None:
         """Validate ``config`` fully, then set hardware knobs (memory clock first), then software."""
         cfg = self.space().normalize(config)  # raises BadInputError before any write
-        for name in ("power_limit_w", "mem_mhz", "gpu_mhz"):
+        for name in ("cpu_mhz", "power_limit_w", "mem_mhz", "gpu_mhz"):
             if name in self.hw and self._applied.get(name) != cfg[name]:
                 k = self.hw[name]
-                self.store.record(self.device_id, {k.key: k.original})
+                self.store.record(self.device_id, k.originals())  # only the first value is kept
                 try:
                     k.set(int(cfg[name]))
                 except pynvml.NVMLError as e:
@@ -368,6 +391,16 @@ class NvmlDevice(Device):
     def _restore_values(self, originals: Mapping[str, Any]) -> None:
         h, g = self.handle, self.guard
         errors = []
+        files = {k: str(v) for k, v in originals.items() if k.startswith("/")}
+        if files:  # kernel files (cpufreq): min/max pairs in an order the kernel accepts
+            cpu = getattr(self, "cpu", None)
+            try:
+                state = cpu.read_state() if cpu is not None else {}
+                writes = cpu.writes(files, state) if cpu is not None else [Write(p, v) for p, v in files.items()]
+                execute_writes(g.io, writes)
+                self.store.forget(self.device_id, list(files))
+            except DeviceError as e:
+                errors.append(str(e))
         for key in reversed(list(originals)):
             value = originals[key]
             try:

@@ -8,7 +8,7 @@ duration is measured between the two steps. Overhead: up to one counter period o
 boundary; the idle tail after the workload stops is inside the window (a bias of roughly
 idle power x 50 ms per window). A counter that went backwards raises CounterResetError.
 
-``PowerSampler`` / ``NvmlPowerMeter``: a background thread reads instantaneous power
+``NvmlPowerMeter`` (``polythrottle.energy.sampling``): a background thread reads instantaneous power
 (NVML_FI_DEV_POWER_INSTANT, else nvmlDeviceGetPowerUsage, which is a 1 s average on Ampere and newer
 except GA100) every ``interval_s`` and integrates it (trapezoids). Used where the counter is missing,
 and as a cross-check of the counter over exactly the same windows.
@@ -16,15 +16,14 @@ and as a cross-check of the counter over exactly the same windows.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pynvml
 
 from polythrottle.energy.base import CounterResetError, EnergyMeter, EnergyWindow
+from polythrottle.energy.sampling import PowerSampler, SampledPowerMeter
 from polythrottle.errors import DeviceError, UnsupportedError
 
 Clock = Callable[[], float]
@@ -82,99 +81,14 @@ def power_reader(handle: Any) -> tuple[Callable[[], float], str]:
     raise UnsupportedError("NVML power readings unavailable (" + "; ".join(reasons) + ")")
 
 
-class PowerSampler:
-    """Samples power (W) on a background thread between ``start()`` and ``stop()``.
-
-    ``integrate(t0, t1)`` is the trapezoidal integral (J) over [t0, t1] (clock seconds), with power
-    held at the nearest sample outside the sampled span. Samples are timestamped at the middle of
-    the read.
-    """
-
-    def __init__(self, read_w: Callable[[], float], interval_s: float = 0.02, clock: Clock = time.perf_counter):
-        self.read_w = read_w
-        self.interval_s = interval_s
-        self.clock = clock
-        self._t: list[float] = []
-        self._p: list[float] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: Exception | None = None
-
-    def start(self) -> None:
-        self.stop()
-        with self._lock:
-            self._t, self._p = [], []
-        self._stop.clear()
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, name="polythrottle-power", daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        a = self.clock()
-        w = self.read_w()
-        b = self.clock()
-        with self._lock:
-            self._t.append((a + b) / 2)
-            self._p.append(w)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self._sample()
-            except Exception as e:  # noqa: BLE001 - reported by integrate()
-                self.error = e
-                return
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self._sample()
-
-    def integrate(self, t0: float, t1: float) -> tuple[float, int]:
-        """Energy (J) over [t0, t1] and the number of samples inside it."""
-        if self.error is not None:
-            raise DeviceError(f"power sampling failed: {self.error}")
-        with self._lock:
-            t = np.asarray(self._t)
-            p = np.asarray(self._p)
-        if len(t) == 0 or t1 <= t0:
-            return 0.0, 0
-        inside = (t > t0) & (t < t1)
-        tt = np.concatenate([[t0], t[inside], [t1]])
-        pp = np.interp(tt, t, p)
-        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-        return float(trapezoid(pp, tt)), int(inside.sum())
-
-
-class NvmlPowerMeter(EnergyMeter):
+class NvmlPowerMeter(SampledPowerMeter):
     """Energy by integrating sampled power; for GPUs without the energy counter."""
 
     name = "nvml-power"
 
     def __init__(self, handle: Any, interval_s: float = 0.02, clock: Clock = time.perf_counter) -> None:
         read, self.source = power_reader(handle)
-        self.sampler = PowerSampler(read, interval_s, clock)
-        self.clock = clock
-        self._t0: float | None = None
-
-    def begin(self) -> None:
-        self.sampler.start()
-        self._t0 = self.clock()
-
-    def end(self) -> EnergyWindow:
-        if self._t0 is None:
-            raise DeviceError("end() called before begin()")
-        t0, t1 = self._t0, self.clock()
-        self._t0 = None
-        self.sampler.stop()
-        e, n = self.sampler.integrate(t0, t1)
-        return EnergyWindow(e, t1 - t0, n)
-
-    def close(self) -> None:
-        self.sampler.stop()
+        super().__init__(read, interval_s, clock)
 
 
 class NvmlEnergyMeter(EnergyMeter):
@@ -245,7 +159,7 @@ class NvmlEnergyMeter(EnergyMeter):
         details: dict[str, float] = {}
         if self.sampler is not None:
             self.sampler.stop()
-            pj, _ = self.sampler.integrate(t0, t1)
+            pj = self.sampler.integrate(t0, t1)
             details = {"power_integral_j": pj, "counter_vs_power": energy_j / pj if pj > 0 else float("nan")}
         return EnergyWindow(energy_j, t1 - t0, n0 + n1, details)
 
