@@ -23,6 +23,10 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
         p.add_argument("--seed", type=int, default=None, help="random seed (runs are reproducible)")
         p.add_argument("--percentile", type=float, default=99.0,
                        help="latency percentile the SLO is judged on for live workloads (default 99)")
+        p.add_argument("--window-s", type=float, default=None,
+                       help="live workloads: seconds per metered window (default 2)")
+        p.add_argument("--repeats", type=int, default=None,
+                       help="live workloads: metered windows per measurement (default 3)")
 
 
 def device_options(args: argparse.Namespace) -> DeviceOptions:
@@ -32,6 +36,12 @@ def device_options(args: argparse.Namespace) -> DeviceOptions:
     pct = getattr(args, "percentile", 99.0)
     if not 0 < pct <= 100:
         raise BadInputError(f"--percentile must be in (0, 100], got {pct}")
+    window_s = getattr(args, "window_s", None)
+    if window_s is not None and not window_s > 0:
+        raise BadInputError(f"--window-s must be > 0, got {window_s}")
+    repeats = getattr(args, "repeats", None)
+    if repeats is not None and repeats < 1:
+        raise BadInputError(f"--repeats must be >= 1, got {repeats}")
     return DeviceOptions(
         workload=getattr(args, "workload", None),
         noise=noise or 0.0,
@@ -39,6 +49,8 @@ def device_options(args: argparse.Namespace) -> DeviceOptions:
         no_clock_control=bool(getattr(args, "no_clock_control", False)),
         state_dir=getattr(args, "state_dir", None),
         percentile=pct,
+        window_s=window_s,
+        repeats=repeats,
     )
 
 

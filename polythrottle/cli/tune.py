@@ -61,8 +61,13 @@ def run(args: argparse.Namespace) -> int:
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
+        info = device.info()
+        payload["device_info"] = {"name": info.name, "details": info.details,
+                                  "knobs": [{"name": k.name, "available": k.available, "reason": k.reason}
+                                            for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
+            device.keep()
             keep = True
             payload["applied"] = result.best.config
         if args.out:
@@ -71,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")
         else:
-            print_result(result, Console())
+            console_out = Console() if sys.stdout.isatty() else Console(width=160)
+            print_result(result, console_out)
             warm = result.extra.get("warm_start")
             if warm:
-                Console().print(
+                console_out.print(
                     f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
                     "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
                 )

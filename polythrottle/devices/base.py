@@ -26,13 +26,18 @@ class KnobStatus:
 
 @dataclass
 class DeviceInfo:
-    """Human-facing facts about an opened device."""
+    """Human-facing facts about a device: what can be controlled (``knobs``) and measured
+    (``meters``), and why not; ``found`` is False when a probe found no such device (``notes`` say why).
+    """
 
     name: str
     kind: str
     details: dict[str, str] = field(default_factory=dict)
     knobs: list[KnobStatus] = field(default_factory=list)
     touches_hardware: bool = False
+    meters: list[KnobStatus] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    found: bool = True
 
 
 class Device(ABC):
@@ -60,6 +65,15 @@ class Device(ABC):
 
     def restore(self) -> None:
         """Put back every hardware value changed since open. Default: nothing to restore."""
+
+    def keep(self) -> None:
+        """Leave the applied settings in place on close (``apply``, ``tune --apply``); the saved
+        originals stay for ``restore``. Default: nothing to do."""
+
+    def restore_saved(self) -> list[str]:
+        """Put back every original value saved in the state directory, also those left by a process
+        that crashed, and forget them. Returns the settings restored. Default: nothing saved."""
+        return []
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(name=type(self).__name__, kind=type(self).__name__)

@@ -29,6 +29,8 @@ class DeviceOptions:
     no_clock_control: never write any hardware setting (software knobs only).
     state_dir: where original hardware values are saved before the first write.
     percentile: latency percentile the SLO is judged on, for live workloads.
+    window_s / repeats: live workloads: seconds per metered window and windows per measurement
+    (None: the harness defaults, 2 s x 3).
     """
 
     workload: str | None = None
@@ -38,6 +40,7 @@ class DeviceOptions:
     state_dir: Path | None = None
     percentile: float = 99.0
     window_s: float | None = None
+    repeats: int | None = None
 
 
 def split_spec(spec: str) -> tuple[str, str]:

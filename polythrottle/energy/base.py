@@ -7,20 +7,29 @@ consumed in between. Implementations state their own overhead and resolution in 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from polythrottle.errors import DeviceError
 
 
 @dataclass(frozen=True)
 class EnergyWindow:
-    """Energy over one window. energy_j: joules; duration_s: seconds; samples: sensor reads used."""
+    """Energy over one window. energy_j: joules; duration_s: seconds; samples: sensor reads used.
+    details: meter-specific numbers about the window (e.g. a cross-check), recorded by the harness."""
 
     energy_j: float
     duration_s: float
     samples: int = 0
+    details: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def power_w(self) -> float:
         return self.energy_j / self.duration_s if self.duration_s > 0 else 0.0
+
+
+class CounterResetError(DeviceError):
+    """An energy counter went backwards during a window (e.g. a driver reload): the window is void."""
 
 
 class EnergyMeter(ABC):

@@ -24,8 +24,11 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim import optimize_acqf_discrete
+from gpytorch.constraints import GreaterThan
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.means import LinearMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import LogNormalPrior
 
 from polythrottle.optim.base import Observation, Optimizer, Recommendation
 from polythrottle.space import SearchSpace
@@ -44,6 +47,9 @@ class CBOSettings:
       after at least ``min_evals`` observations.
     recheck_reserve: the last measurements of a budget go to re-measuring candidates of uncertain feasibility.
     max_repeats: most measurements of one point.
+    reported_noise: how observations' own noise estimates (``objective_rel_std``...) are used:
+      "fixed" as the exact noise; "floor" as a lower bound, the GP learning extra homoscedastic noise on
+      top (live windows of one measurement miss the spread between measurements); "ignore": inferred.
     """
 
     n_init: int = 4
@@ -55,6 +61,7 @@ class CBOSettings:
     recheck_reserve: int = 3
     max_repeats: int = 4
     linear_mean: bool = False
+    reported_noise: str = "floor"
 
 
 class ConstrainedBO(Optimizer):
@@ -86,7 +93,9 @@ class ConstrainedBO(Optimizer):
         Y = torch.tensor(
             [[math.log(o.objective), math.log(o.constraint / self.threshold)] for o in obs], dtype=DTYPE
         )
-        if all(o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs):
+        if self.settings.reported_noise != "ignore" and all(
+            o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs
+        ):
             var = torch.tensor(
                 [[max(o.objective_rel_std, 1e-3) ** 2, max(o.constraint_rel_std, 1e-3) ** 2] for o in obs],
                 dtype=DTYPE,
@@ -107,6 +116,14 @@ class ConstrainedBO(Optimizer):
         model = SingleTaskGP(
             X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), mean_module=mean_module
         )
+        if var is not None and self.settings.reported_noise == "floor":
+            # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
+            prior = LogNormalPrior(loc=-4.0, scale=1.0)
+            model.likelihood = FixedNoiseGaussianLikelihood(
+                noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
+                batch_shape=model._aug_batch_shape, noise_prior=prior,
+                noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
+            )
         if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
             # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
             model.load_state_dict(self._hyper, strict=False)
@@ -141,10 +158,13 @@ class ConstrainedBO(Optimizer):
         """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""
         model = self.model()
         _, _, var = self._train_data()
-        if var is not None:
-            return tuple(float(v) for v in var.mean(0).sqrt())  # type: ignore[return-value]
-        noise = model.likelihood.noise.detach().reshape(-1)
         stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
+        if var is not None:
+            v = var.mean(0)
+            extra = getattr(model.likelihood, "second_noise", 0.0)  # learned noise beyond the reported
+            v = v + torch.as_tensor(extra, dtype=DTYPE).detach().reshape(-1) * stdvs**2
+            return tuple(float(x) for x in v.sqrt())  # type: ignore[return-value]
+        noise = model.likelihood.noise.detach().reshape(-1)
         sd = (noise * stdvs**2).sqrt()
         return float(sd[0]), float(sd[-1])
 

@@ -1,0 +1,72 @@
+"""``polythrottle apply``: set hardware knobs and leave them set (originals saved for ``restore``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from polythrottle.cli.common import add_device_args, device_options
+from polythrottle.devices import open_device
+from polythrottle.errors import BadInputError
+from polythrottle.space import parse_assignments
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("apply", help="set hardware knobs (e.g. gpu_mhz) and keep them; `restore` undoes it")
+    add_device_args(p, measuring=False)
+    p.add_argument("--set", action="append", default=None, metavar="KNOB=VALUE",
+                   help="a knob and its value (repeatable; KNOB=V,KNOB2=V2 also works)")
+    p.add_argument("--config", type=Path, default=None, metavar="RESULT.json",
+                   help="apply the best config of a `tune --json`/`--out` result (hardware knobs only)")
+    p.set_defaults(func=run)
+
+
+def config_from_result(path: Path) -> dict[str, Any]:
+    """The config to apply from a tune result (``best.config``) or ``{"config": {...}}``."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"--config {path} not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BadInputError(f"--config {path}: not a JSON result ({e})") from None
+    if isinstance(data, dict) and "best" in data:
+        if not data["best"]:
+            raise BadInputError(f"--config {path}: the tune found no feasible config (best is null)")
+        cfg = data["best"].get("config") if isinstance(data["best"], dict) else None
+    else:
+        cfg = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(cfg, dict) or not cfg:
+        raise BadInputError(f"--config {path}: expected a tune result with best.config")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.set) == bool(args.config):
+        raise BadInputError("give --set KNOB=VALUE (one or more) or --config RESULT.json")
+    config: dict[str, Any] = parse_assignments(args.set) if args.set else config_from_result(args.config)
+    device = open_device(args.device, device_options(args))
+    if not device.info().touches_hardware:
+        raise BadInputError(f"device {args.device} has no hardware settings to apply")
+    hardware = getattr(device, "hardware_knobs", None)
+    if args.config and hardware is not None:
+        skipped = {k: v for k, v in config.items() if k not in hardware}
+        config = {k: v for k, v in config.items() if k in hardware}
+        for k, v in skipped.items():
+            print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
+        if not config:
+            raise BadInputError(f"--config {args.config}: no hardware knob to apply")
+    device.apply(config)
+    device.keep()  # no close(): the settings stay; the originals stay saved for `restore`
+    writes = getattr(device, "last_writes", [])
+    print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
+    for w in writes:
+        print(f"  {w.path} <- {w.value}")
+    if not writes:
+        print("  (already set; nothing written)")
+    store = getattr(device, "store", None)
+    if store is not None:
+        print(f"originals saved in {store.directory}; `polythrottle restore --device {args.device}` puts them back")
+    return 0

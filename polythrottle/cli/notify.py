@@ -1,0 +1,71 @@
+"""``polythrottle notify model-updated|reload``: tell the running daemon the model changed, or to reload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from polythrottle.cli.socket_args import add_socket_args, resolve_socket
+from polythrottle.errors import BadInputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("notify", help="tell the daemon the model was updated (it re-tunes) or to reload its config")
+    p.add_argument("event", choices=["model-updated", "reload"], help="what happened")
+    p.add_argument("--model-version", default=None, metavar="V", help="the new model's version (default: "
+                   "fingerprint of --model-file, else of the daemon's model_files)")
+    p.add_argument("--model-file", action="append", default=None, type=Path, metavar="PATH",
+                   help="the new model's files (their hash is the version; repeatable)")
+    p.add_argument("--force", action="store_true", help="re-tune even if the model version did not change")
+    p.add_argument("--wait", action="store_true", help="wait until the daemon has handled it; print the outcome")
+    p.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds --wait waits at most (default 1800)")
+    p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    add_socket_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from polythrottle.control import DaemonError, send_command
+
+    where = resolve_socket(args)
+    if args.event == "reload":
+        if args.model_version or args.model_file or args.force:
+            raise BadInputError("notify reload takes no model options")
+        reply = send_command("reload", where, timeout_s=args.timeout)
+    else:
+        if args.model_version is not None and args.model_file:
+            raise BadInputError("give --model-version or --model-file, not both")
+        fields: dict[str, object] = {}
+        if args.model_version is not None:
+            fields["model_version"] = args.model_version
+        if args.model_file:
+            fields["model_files"] = [str(f.expanduser().resolve()) for f in args.model_file]
+        if args.force:
+            fields["force"] = True
+        reply = send_command("model-updated", where, timeout_s=args.timeout, **fields)
+    if args.wait:
+        job = int(reply.get("job", 0))
+        deadline = time.monotonic() + args.wait_timeout
+        while True:
+            status = send_command("status", where, timeout_s=args.timeout)["status"]
+            if status["jobs"]["last_done"] >= job:
+                break
+            if time.monotonic() > deadline:
+                raise DaemonError(f"the daemon did not finish within {args.wait_timeout:g} s (still {status['state']})")
+            time.sleep(0.5)
+        reply["status"] = status
+    if args.json:
+        json.dump(reply, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    elif args.wait:
+        from polythrottle.cli.status import print_status
+
+        print_status(reply["status"])
+    else:
+        print(f"daemon: {args.event} accepted (job {reply.get('job')})")
+    if args.wait and reply["status"]["state"] not in ("serving",):
+        return 1
+    return 0

@@ -1,0 +1,25 @@
+"""Where the daemon's control socket is, for ``status`` and ``notify``: --socket, --config, or the default."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polythrottle.control import socket_path
+
+
+def add_socket_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--socket", type=Path, default=None,
+                   help="daemon control socket (default $POLYTHROTTLE_SOCKET, else /run/polythrottle/control.sock)")
+    g.add_argument("--config", type=Path, default=None, help="take the socket path from this daemon config file")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon's answer (default 5)")
+
+
+def resolve_socket(args: argparse.Namespace) -> Path:
+    """The socket named by --socket, else by --config's ``socket`` field, else the default."""
+    if args.config is not None:
+        from polythrottle.daemon.config import load_config
+
+        return load_config(args.config).socket
+    return socket_path(args.socket)

@@ -1,0 +1,66 @@
+"""The daemon's state file (``STATE_DIR/daemon/state.json``): what it last applied, and whether it stopped cleanly.
+
+Written atomically (temporary file, fsync, rename) on every change, so after a SIGKILL or a power
+cut the next start knows what the previous daemon left applied (``state`` is not ``stopped``) and
+``polythrottle status`` can say something when no daemon answers. The hardware originals themselves
+live in the saved-originals store (``polythrottle.state``); this file only describes the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FILENAME = "state.json"
+
+
+def state_path(state_dir: Path) -> Path:
+    """In a subdirectory: the saved-originals store owns ``STATE_DIR/*.json``."""
+    return Path(state_dir) / "daemon" / FILENAME
+
+
+def write_state(state_dir: Path, data: dict[str, Any]) -> None:
+    """Replace the state file with ``data`` atomically. Raises OSError."""
+    path = state_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=FILENAME + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The last state written, or None if there is none or it is unreadable."""
+    try:
+        data = json.loads(state_path(state_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (also one of another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["FILENAME", "pid_alive", "read_state", "state_path", "write_state"]

@@ -1,0 +1,243 @@
+"""The saved-originals store: hardware values as they were before PolyThrottle first changed them.
+
+One JSON file per device id (``jetson``, ``nvml:0``, ...) in the state directory, mapping a setting
+key (a sysfs path, an NVML setting name, ...) to its original value. Rules:
+
+- a value is recorded before the first write to that setting, and a later apply never overwrites it
+  (``record`` keeps the first value it saw);
+- writes are atomic (temporary file, fsync, rename, fsync of the directory), so a crash or a power
+  cut leaves either the old or the new file, never a torn one;
+- ``lock(device_id)`` is an exclusive ``flock`` so two processes never interleave their writes;
+- ``restore`` in any later process (after a crash too) reads the file and puts the values back.
+
+State directory: ``--state-dir``, else ``$POLYTHROTTLE_STATE_DIR``, else ``/var/lib/polythrottle``
+when running as root, else ``$XDG_STATE_HOME/polythrottle`` (``~/.local/state/polythrottle``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polythrottle.errors import DeviceError, PermissionDeniedError
+
+STATE_ENV = "POLYTHROTTLE_STATE_DIR"
+ROOT_STATE_DIR = Path("/var/lib/polythrottle")
+FORMAT_VERSION = 1
+
+
+def default_state_dir() -> Path:
+    """``$POLYTHROTTLE_STATE_DIR``, else /var/lib/polythrottle as root, else the XDG state dir."""
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return ROOT_STATE_DIR
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "polythrottle"
+
+
+def _file_stem(device_id: str) -> str:
+    """``nvml:GPU-1`` -> ``nvml_GPU-1``; the file also names its device, checked on load."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", device_id).strip("._") or "device"
+
+
+@dataclass
+class SavedState:
+    """Originals of one device. ``originals`` keeps insertion order (the order they were recorded)."""
+
+    device_id: str
+    originals: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+    pid: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "device": self.device_id,
+            "originals": self.originals,
+            "meta": self.meta,
+            "created": self.created,
+            "updated": self.updated,
+            "pid": self.pid,
+        }
+
+
+class StateStore:
+    """Saved originals of every device, in ``directory`` (see the module docstring for the default)."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory).expanduser() if directory else default_state_dir()
+        self._held: dict[str, tuple[int, int]] = {}  # device id -> (fd, depth): re-entrant per process
+
+    # ----- files --------------------------------------------------------------------------------
+    def path(self, device_id: str) -> Path:
+        return self.directory / f"{_file_stem(device_id)}.json"
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+        except PermissionError:
+            raise PermissionDeniedError(
+                f"cannot create the state directory {self.directory}: permission denied; "
+                "pass --state-dir or set POLYTHROTTLE_STATE_DIR to a writable directory"
+            ) from None
+        except OSError as e:
+            raise DeviceError(f"cannot create the state directory {self.directory}: {e.strerror}") from None
+
+    @contextmanager
+    def lock(self, device_id: str) -> Iterator[None]:
+        """Exclusive lock on ``device_id`` across processes (blocks until free). Re-entrant."""
+        if device_id in self._held:
+            fd, depth = self._held[device_id]
+            self._held[device_id] = (fd, depth + 1)
+            try:
+                yield
+            finally:
+                fd, depth = self._held[device_id]
+                self._held[device_id] = (fd, depth - 1)
+            return
+        self._ensure_dir()
+        lock_path = self.directory / f"{_file_stem(device_id)}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise PermissionDeniedError(f"cannot open {lock_path}: permission denied") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._held[device_id] = (fd, 1)
+            try:
+                yield
+            finally:
+                del self._held[device_id]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def load(self, device_id: str) -> SavedState | None:
+        """The saved state of ``device_id``, or None. Raises DeviceError if the file is unreadable."""
+        path = self.path(device_id)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise PermissionDeniedError(f"cannot read saved originals {path}: permission denied") from None
+        except (OSError, ValueError) as e:
+            raise DeviceError(f"saved originals {path} are unreadable ({e}); restore by hand") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("originals"), dict):
+            raise DeviceError(f"saved originals {path} are malformed (no 'originals' object)")
+        if raw.get("device", device_id) != device_id:
+            raise DeviceError(f"saved originals {path} belong to {raw['device']!r}, not {device_id!r}")
+        return SavedState(
+            device_id=str(raw.get("device", device_id)),
+            originals=dict(raw["originals"]),
+            meta=dict(raw.get("meta") or {}),
+            created=float(raw.get("created", 0.0)),
+            updated=float(raw.get("updated", 0.0)),
+            pid=int(raw.get("pid", 0)),
+        )
+
+    def _save(self, state: SavedState) -> None:
+        self._ensure_dir()
+        path = self.path(state.device_id)
+        data = json.dumps(state.to_json(), indent=2, sort_keys=False) + "\n"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=self.directory)
+        except PermissionError:
+            raise PermissionDeniedError(f"cannot write in the state directory {self.directory}") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+    # ----- API ----------------------------------------------------------------------------------
+    def record(self, device_id: str, values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
+        """Record original ``values`` for settings not recorded yet; returns the keys newly recorded.
+
+        Values already recorded are kept (the first value seen is the original). Atomic.
+        """
+        with self.lock(device_id):
+            state = self.load(device_id)
+            now = time.time()
+            if state is None:
+                state = SavedState(device_id, created=now)
+            new = [k for k in values if k not in state.originals]
+            if not new and (not meta or all(state.meta.get(k) == v for k, v in meta.items())):
+                return []
+            for k in new:
+                state.originals[k] = values[k]
+            state.meta.update(meta or {})
+            state.updated, state.pid = now, os.getpid()
+            self._save(state)
+            return new
+
+    def originals(self, device_id: str) -> dict[str, Any]:
+        """The recorded originals of ``device_id`` (empty if none)."""
+        state = self.load(device_id)
+        return dict(state.originals) if state else {}
+
+    def forget(self, device_id: str, keys: Iterable[str] | None = None) -> None:
+        """Drop ``keys`` (default: every key) once they are restored; the file goes when empty."""
+        with self.lock(device_id):
+            state = self.load(device_id)
+            if state is None:
+                return
+            if keys is None:
+                state.originals.clear()
+            else:
+                for k in keys:
+                    state.originals.pop(k, None)
+            if state.originals:
+                state.updated, state.pid = time.time(), os.getpid()
+                self._save(state)
+            else:
+                try:
+                    self.path(device_id).unlink()
+                except FileNotFoundError:
+                    pass
+                self._fsync_dir()
+
+    def device_ids(self) -> list[str]:
+        """Every device id with saved originals."""
+        out = []
+        for p in sorted(self.directory.glob("*.json")):
+            try:
+                raw = json.loads(p.read_text())
+                out.append(str(raw["device"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out

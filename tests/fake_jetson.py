@@ -1,0 +1,384 @@
+"""Fake Jetson filesystem trees (``/proc``, ``/sys``, debugfs) mirroring real layouts, and a kernel double.
+
+``build(root, board)`` writes a tree for one of ``BOARDS``: AGX Orin on JetPack 5 and 6 paths, Xavier
+NX, TX2 and Nano (JetPack 4: INA3221 over iio, tegra210 EMC override on Nano), with per-cluster
+cpufreq policies linked from every ``cpuN/cpufreq``, ``/sys/class/devfreq`` links, INA3221 rails
+and the BPMP/tegra210 EMC files. Point ``POLYTHROTTLE_ROOT`` at ``root`` to use it.
+
+Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a test double of
+``polythrottle.sysfs.SysfsIO`` (no FUSE, works for a normal user and for root alike):
+
+- EINVAL when a write would put a minimum above the maximum (``min_freq``/``max_freq``,
+  ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
+- EACCES for paths matching ``deny`` in ``ROOT/.fake_kernel.json`` (a non-root user; file modes alone
+  cannot show this when tests run as root, which ignores them) and any errno for ``fail`` entries;
+- every accepted write is appended to ``ROOT/.fake_kernel.log`` ("path value" lines, in order).
+
+Run the CLI against a tree in a separate process with the double installed::
+
+    POLYTHROTTLE_ROOT=ROOT python -m tests.fake_jetson apply --device jetson --set gpu_mhz=624.75
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import json
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polythrottle import sysfs
+
+# ----- boards -------------------------------------------------------------------------------------
+ORIN_GPU_HZ = [114750000, 216750000, 318750000, 420750000, 522750000, 624750000, 726750000, 828750000,
+               930750000, 1032750000, 1134750000, 1236750000, 1300500000]
+ORIN_CPU_KHZ = [115200, 192000, 268800, 345600, 422400, 499200, 576000, 652800, 729600, 806400, 883200,
+                960000, 1036800, 1113600, 1190400, 1267200, 1344000, 1420800, 1497600, 1574400, 1651200,
+                1728000, 1804800, 1881600, 1958400, 2035200, 2112000, 2188800, 2201600]
+NX_GPU_HZ = [114750000, 204000000, 306000000, 408000000, 510000000, 599250000, 701250000, 752250000,
+             803250000, 854250000, 905250000, 956250000, 1007250000, 1058250000, 1109250000]
+NX_CPU_KHZ = [115200, 192000, 268800, 345600, 422400, 499200, 576000, 652800, 729600, 806400, 883200,
+              960000, 1036800, 1113600, 1190400, 1267200, 1344000, 1420800, 1497600, 1574400, 1651200,
+              1728000, 1804800, 1881600, 1907200]
+TX2_GPU_HZ = [114750000, 216750000, 318750000, 420750000, 522750000, 624750000, 726750000, 854250000,
+              930750000, 1032750000, 1122000000, 1236750000, 1300500000]
+TX2_CPU_KHZ = [345600, 499200, 652800, 806400, 960000, 1113600, 1267200, 1420800, 1574400, 1728000,
+               1881600, 2035200]
+NANO_GPU_HZ = [76800000, 153600000, 230400000, 307200000, 384000000, 460800000, 537600000, 614400000,
+               691200000, 768000000, 844800000, 921600000]
+NANO_CPU_KHZ = [102000, 204000, 307200, 403200, 518400, 614400, 710400, 825600, 921600, 1036800, 1132800,
+                1224000, 1326000, 1428000, 1479000]
+
+
+@dataclass(frozen=True)
+class FakeBoard:
+    """What a fake tree contains. Paths are board paths; rails: i2c device -> (bus dir, labels)."""
+
+    key: str
+    profile: str
+    model: str
+    gpu_dir: str
+    gpu_of_name: str
+    gpu_hz: tuple[int, ...]
+    emc: str  # "bpmp" or "t210"
+    emc_rate_hz: int  # rate at boot
+    emc_max_hz: int
+    clusters: tuple[tuple[int, ...], ...]  # CPUs per policy (policy named after its first CPU)
+    cpu_khz: tuple[int, ...]
+    power: str  # "hwmon" or "iio"
+    rails: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    offline_cpus: tuple[int, ...] = ()
+
+    @property
+    def emc_files(self) -> dict[str, str]:
+        if self.emc == "bpmp":
+            d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+            return {"rate": f"{d}/rate", "lock": f"{d}/mrq_rate_locked"}
+        d = "/sys/kernel/debug/clk/override.emc"
+        return {"rate": f"{d}/clk_update_rate", "lock": f"{d}/clk_state"}
+
+    def policy_dir(self, first_cpu: int) -> str:
+        return f"/sys/devices/system/cpu/cpufreq/policy{first_cpu}"
+
+    @property
+    def online_policies(self) -> list[str]:
+        return [self.policy_dir(c[0]) for c in self.clusters if any(x not in self.offline_cpus for x in c)]
+
+
+BOARDS: dict[str, FakeBoard] = {
+    b.key: b
+    for b in [
+        FakeBoard(
+            "agx-orin-jp5", "jetson-agx-orin", "NVIDIA Jetson AGX Orin Developer Kit",
+            "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b", "ga10b", tuple(ORIN_GPU_HZ),
+            "bpmp", 3199000000, 3199000000, ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)), tuple(ORIN_CPU_KHZ),
+            "hwmon",
+            {"1-0040": ("/sys/devices/platform/bus@0/c240000.i2c/i2c-1/1-0040",
+                        ("VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0")),
+             "1-0041": ("/sys/devices/platform/bus@0/c240000.i2c/i2c-1/1-0041",
+                        ("NC", "VDDQ_VDD2_1V8AO", "NC"))},
+        ),
+        FakeBoard(
+            "agx-orin-jp6", "jetson-agx-orin", "NVIDIA Jetson AGX Orin Developer Kit",
+            "/sys/devices/platform/bus@0/17000000.gpu/devfreq/17000000.gpu", "gpu", tuple(ORIN_GPU_HZ),
+            "bpmp", 3199000000, 3199000000, ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)), tuple(ORIN_CPU_KHZ),
+            "hwmon",
+            {"1-0040": ("/sys/devices/platform/bus@0/c240000.i2c/i2c-1/1-0040",
+                        ("VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0")),
+             "1-0041": ("/sys/devices/platform/bus@0/c240000.i2c/i2c-1/1-0041",
+                        ("NC", "VDDQ_VDD2_1V8AO", "NC"))},
+        ),
+        FakeBoard(
+            "xavier-nx", "jetson-xavier-nx", "NVIDIA Jetson Xavier NX Developer Kit",
+            "/sys/devices/17000000.gv11b/devfreq/17000000.gv11b", "gv11b", tuple(NX_GPU_HZ),
+            "bpmp", 1866000000, 1866000000, ((0, 1), (2, 3), (4, 5)), tuple(NX_CPU_KHZ),
+            "hwmon",
+            {"7-0040": ("/sys/devices/3160000.i2c/i2c-0/7-0040", ("VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"))},
+            offline_cpus=(4, 5),
+        ),
+        FakeBoard(
+            "tx2", "jetson-tx2", "quill",
+            "/sys/devices/17000000.gp10b/devfreq/17000000.gp10b", "gp10b", tuple(TX2_GPU_HZ),
+            "bpmp", 1866000000, 1866000000, ((0, 3, 4, 5), (1, 2)), tuple(TX2_CPU_KHZ),
+            "iio",
+            {"0-0040": ("/sys/devices/3160000.i2c/i2c-0/0-0040", ("VDD_SYS_GPU", "VDD_SYS_SOC", "VDD_4V0_WIFI")),
+             "0-0041": ("/sys/devices/3160000.i2c/i2c-0/0-0041", ("VDD_IN", "VDD_SYS_CPU", "VDD_SYS_DDR"))},
+        ),
+        FakeBoard(
+            "nano", "jetson-nano", "NVIDIA Jetson Nano Developer Kit",
+            "/sys/devices/57000000.gpu/devfreq/57000000.gpu", "gpu", tuple(NANO_GPU_HZ),
+            "t210", 1600000000, 1600000000, ((0, 1, 2, 3),), tuple(NANO_CPU_KHZ),
+            "iio",
+            {"6-0040": ("/sys/devices/7000c400.i2c/i2c-6/6-0040", ("POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"))},
+        ),
+    ]
+}
+
+
+# ----- building a tree ----------------------------------------------------------------------------
+def _write(root: Path, board_path: str, text: str, mode: int | None = None) -> None:
+    p = root / board_path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    if mode is not None:
+        p.chmod(mode)
+
+
+def _link(root: Path, board_path: str, target_board_path: str) -> None:
+    """A relative symlink, as sysfs makes them (so it resolves inside the fake root)."""
+    p = root / board_path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    target = root / target_board_path.lstrip("/")
+    p.symlink_to(os.path.relpath(target, p.parent))
+
+
+def build(root: Path, key: str, *, nonroot: bool = False) -> FakeBoard:
+    """Write the fake tree of board ``key`` under ``root``. ``nonroot``: writes refused with EACCES."""
+    b = BOARDS[key]
+    root.mkdir(parents=True, exist_ok=True)
+    rw = 0o444 if nonroot else 0o644
+    _write(root, "/proc/device-tree/model", b.model + "\x00")
+    _write(root, "/proc/device-tree/compatible", f"nvidia,{b.profile}\x00")
+
+    # GPU devfreq (Hz), its class link and of_node name
+    g = b.gpu_dir
+    dev = g.rsplit("/devfreq/", 1)[0]
+    _write(root, f"{g}/available_frequencies", " ".join(map(str, b.gpu_hz)) + " \n", 0o444)
+    _write(root, f"{g}/min_freq", f"{b.gpu_hz[0]}\n", rw)
+    _write(root, f"{g}/max_freq", f"{b.gpu_hz[-1]}\n", rw)
+    _write(root, f"{g}/cur_freq", f"{b.gpu_hz[0]}\n", 0o644)
+    _write(root, f"{g}/governor", "nvhost_podgov\n", rw)
+    _write(root, f"{dev}/of_node/name", b.gpu_of_name + "\x00", 0o444)
+    _write(root, f"{dev}/railgate_enable", "1\n", rw)
+    _link(root, f"{g}/device", dev)
+    _link(root, f"/sys/class/devfreq/{g.rsplit('/', 1)[1]}", g)
+
+    # EMC
+    if b.emc == "bpmp":
+        d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+        _write(root, f"{d}/rate", f"{b.emc_rate_hz}\n", rw)
+        _write(root, f"{d}/mrq_rate_locked", "0\n", rw)
+        _write(root, f"{d}/min_rate", "204000000\n", 0o444)
+        _write(root, f"{d}/max_rate", f"{b.emc_max_hz}\n", 0o444)
+    else:
+        d = "/sys/kernel/debug/clk/override.emc"
+        _write(root, f"{d}/clk_update_rate", f"{b.emc_rate_hz}\n", rw)
+        _write(root, f"{d}/clk_state", "0\n", rw)
+        _write(root, "/sys/kernel/debug/clk/emc/clk_rate", f"{b.emc_rate_hz}\n", 0o444)
+        _write(root, "/sys/kernel/debug/tegra_bwmgr/emc_max_rate", f"{b.emc_max_hz}\n", 0o444)
+        _write(root, "/sys/kernel/debug/tegra_bwmgr/emc_min_rate", "204000000\n", 0o444)
+    _write(root, "/sys/kernel/nvpmodel_emc_cap/emc_iso_cap", f"{b.emc_max_hz}\n", 0o444)
+
+    # CPU: per-cluster policies, every cpuN/cpufreq a link to its policy
+    cpus = sorted(c for cl in b.clusters for c in cl)
+    _write(root, "/sys/devices/system/cpu/possible", f"0-{cpus[-1]}\n", 0o444)
+    online = [c for c in cpus if c not in b.offline_cpus]
+    _write(root, "/sys/devices/system/cpu/online", ",".join(map(str, online)) + "\n", 0o444)
+    for cl in b.clusters:
+        pd = b.policy_dir(cl[0])
+        active = [c for c in cl if c not in b.offline_cpus]
+        _write(root, f"{pd}/scaling_available_frequencies", " ".join(map(str, b.cpu_khz)) + " \n", 0o444)
+        _write(root, f"{pd}/scaling_min_freq", f"{b.cpu_khz[0]}\n", rw)
+        _write(root, f"{pd}/scaling_max_freq", f"{b.cpu_khz[-1]}\n", rw)
+        _write(root, f"{pd}/scaling_cur_freq", f"{b.cpu_khz[-1]}\n", 0o644)
+        _write(root, f"{pd}/scaling_governor", "schedutil\n", rw)
+        _write(root, f"{pd}/related_cpus", " ".join(map(str, cl)) + "\n", 0o444)
+        _write(root, f"{pd}/affected_cpus", " ".join(map(str, active)) + "\n", 0o444)
+        for c in cl:
+            cd = f"/sys/devices/system/cpu/cpu{c}"
+            if c != 0:
+                _write(root, f"{cd}/online", "0\n" if c in b.offline_cpus else "1\n", rw)
+            _link(root, f"{cd}/cpufreq", pd)
+
+    # INA3221 power monitors
+    for i, (addr, (bus_dir, labels)) in enumerate(sorted(b.rails.items())):
+        _link(root, f"/sys/bus/i2c/devices/{addr}", bus_dir)
+        _link(root, f"/sys/bus/i2c/drivers/{'ina3221' if b.power == 'hwmon' else 'ina3221x'}/{addr}", bus_dir)
+        if b.power == "hwmon":
+            _write(root, f"{bus_dir}/name", "ina3221\n", 0o444)
+            h = f"{bus_dir}/hwmon/hwmon{i + 1}"
+            _write(root, f"{h}/name", "ina3221\n", 0o444)
+            for k, label in enumerate(labels, start=1):
+                _write(root, f"{h}/in{k}_label", label + "\n", 0o444)
+                _write(root, f"{h}/in{k}_input", "5000\n", 0o444)
+                _write(root, f"{h}/curr{k}_input", f"{200 * k}\n", 0o444)
+                _write(root, f"{h}/in{k + 3}_input", "40\n", 0o444)  # shunt voltage channel, unlabelled
+            _write(root, f"{h}/in7_label", "sum of shunt voltages\n", 0o444)
+            _write(root, f"{h}/in7_input", "120\n", 0o444)
+        else:
+            _write(root, f"{bus_dir}/name", "ina3221x\n", 0o444)
+            d = f"{bus_dir}/iio:device{i}"
+            for k, label in enumerate(labels):
+                _write(root, f"{d}/rail_name_{k}", label + "\n", 0o444)
+                _write(root, f"{d}/in_voltage{k}_input", "5000\n", 0o444)
+                _write(root, f"{d}/in_current{k}_input", f"{200 * (k + 1)}\n", 0o444)
+                _write(root, f"{d}/in_power{k}_input", f"{1000 * (k + 1)}\n", 0o444)
+    if nonroot:
+        set_rules(root, deny=["/sys/*"])
+    return b
+
+
+def set_rules(root: Path, *, deny: list[str] | None = None, fail: dict[str, str] | None = None) -> None:
+    """Kernel-double rules: ``deny`` (globs -> EACCES on write), ``fail`` (path -> errno name)."""
+    (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}}))
+
+
+def write_log(root: Path) -> list[tuple[str, str]]:
+    """Every write the double accepted, in order: (board path, value)."""
+    p = root / ".fake_kernel.log"
+    if not p.exists():
+        return []
+    return [tuple(line.split(" ", 1)) for line in p.read_text().splitlines() if line]  # type: ignore[misc]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every regular file of the tree (board path -> text), links not followed, control files excluded."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for f in filenames:
+            p = Path(dirpath) / f
+            if p.is_symlink() or f.startswith(".fake_kernel"):
+                continue
+            out["/" + str(p.relative_to(root))] = p.read_text(errors="replace")
+    return out
+
+
+def read(root: Path, board_path: str) -> str:
+    return (root / board_path.lstrip("/")).read_text().strip()
+
+
+# ----- INA3221 readings that change over time ---------------------------------------------------------
+RAILS = {  # hwmon channel -> (base mA, amplitude mA, period s, phase); every rail at 5000 mV
+    1: (1200.0, 500.0, 0.37, 0.0),
+    2: (800.0, 300.0, 0.23, 1.0),
+    3: (400.0, 150.0, 0.91, 2.0),
+}
+VOLT_V = 5.0
+
+
+def current_ma(ch: int, t: float) -> float:
+    base, amp, period, phase = RAILS[ch]
+    return base + amp * math.sin(2 * math.pi * t / period + phase)
+
+
+def rail_energy_j(t0: float, t1: float) -> float:
+    """Analytic integral of the summed rail power over [t0, t1]."""
+    total = 0.0
+    for base, amp, period, phase in RAILS.values():
+        w = 2 * math.pi / period
+        integral_ma_s = base * (t1 - t0) - amp / w * (math.cos(w * t1 + phase) - math.cos(w * t0 + phase))
+        total += VOLT_V * integral_ma_s / 1000.0
+    return total
+
+
+class RailWriter(threading.Thread):
+    """Writes each rail's current as a function of time.monotonic() every ~1 ms (atomic renames);
+    every ``garbage_every``-th update of rail 2 writes garbage, which the sampler must skip."""
+
+    def __init__(self, hwmon_dir, garbage_every=40):
+        super().__init__(daemon=True)
+        self.dir, self.garbage_every = hwmon_dir, garbage_every
+        self.stop = threading.Event()
+        self.updates = 0
+
+    def put(self, name, text):
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.dir / name)
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.updates += 1
+            for ch in RAILS:
+                garbage = ch == 2 and self.garbage_every and self.updates % self.garbage_every == 0
+                self.put(f"curr{ch}_input", "oops\n" if garbage else f"{current_ma(ch, t):.3f}".split(".")[0] + "\n")
+            time.sleep(0.001)
+
+
+
+# ----- the kernel double ---------------------------------------------------------------------------
+_PAIRS = {"min_freq": "max_freq", "scaling_min_freq": "scaling_max_freq"}
+_CUR = {"min_freq": "cur_freq", "max_freq": "cur_freq",
+        "scaling_min_freq": "scaling_cur_freq", "scaling_max_freq": "scaling_cur_freq"}
+
+
+class FakeKernelIO(sysfs.SysfsIO):
+    """SysfsIO whose writes obey the kernel's rules (see the module docstring)."""
+
+    def _rules(self) -> dict:
+        p = self.root / ".fake_kernel.json"
+        return json.loads(p.read_text()) if p.exists() else {"deny": [], "fail": {}}
+
+    def _write_raw(self, local: Path, text: str) -> None:
+        board = self.board_path(local)
+        rules = self._rules()
+        if any(fnmatch.fnmatch(board, pat) for pat in rules.get("deny", [])):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(local))
+        if board in rules.get("fail", {}):
+            code = getattr(errno, rules["fail"][board])
+            raise OSError(code, os.strerror(code), str(local))
+        name = local.name
+        if name in _CUR:
+            try:
+                value = int(text.strip())
+            except ValueError:
+                raise OSError(errno.EINVAL, "Invalid argument", str(local)) from None
+            lo_name = name if name in _PAIRS else next(k for k, v in _PAIRS.items() if v == name)
+            hi_name = _PAIRS[lo_name]
+            lo = int((local.parent / lo_name).read_text())
+            hi = int((local.parent / hi_name).read_text())
+            lo, hi = (value, hi) if name == lo_name else (lo, value)
+            if lo > hi:
+                raise OSError(errno.EINVAL, "Invalid argument", str(local))
+            super()._write_raw(local, text)
+            cur = local.parent / _CUR[name]
+            if cur.exists():
+                c = int(cur.read_text())
+                cur.write_text(f"{min(max(c, lo), hi)}\n")
+        else:
+            super()._write_raw(local, text)
+        with open(self.root / ".fake_kernel.log", "a") as f:
+            f.write(f"{board} {text.strip()}\n")
+
+
+def install() -> None:
+    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process."""
+    sysfs.IO_CLASS = FakeKernelIO
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.fake_jetson ARGS``: the polythrottle CLI with the kernel double installed."""
+    install()
+    from polythrottle.cli import main as cli_main
+
+    return cli_main(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

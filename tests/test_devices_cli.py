@@ -1,0 +1,37 @@
+"""``polythrottle devices`` on a machine without a Jetson: NVML read-only view, mocked at the pynvml boundary."""
+
+import pynvml
+import pytest
+
+from polythrottle.cli import main
+
+
+@pytest.fixture
+def one_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", "/")
+    monkeypatch.setattr("polythrottle.devices.jetson_layout.MODEL_PATH", "/nonexistent/model")
+    calls = []
+
+    def not_supported(h):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    for name, fn in {
+        "nvmlInit": lambda: calls.append("init"),
+        "nvmlShutdown": lambda: calls.append("shutdown"),
+        "nvmlDeviceGetCount": lambda: 1,
+        "nvmlDeviceGetHandleByIndex": lambda i: f"h{i}",
+        "nvmlDeviceGetName": lambda h: b"NVIDIA H100 80GB HBM3",
+        "nvmlDeviceGetTotalEnergyConsumption": lambda h: 123456,
+        "nvmlDeviceGetPowerUsage": not_supported,
+    }.items():
+        monkeypatch.setattr(pynvml, name, fn)
+    return calls
+
+
+def test_devices_without_jetson_lists_the_gpu(one_gpu, capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "jetson: no Jetson found" in out
+    assert "nvml:0: NVIDIA H100 80GB HBM3" in out
+    assert "[yes] energy counter" in out and "[no ] power: NVML reports Not Supported" in out
+    assert one_gpu == ["init", "shutdown"]  # read-only, and NVML is shut down again
