@@ -265,8 +265,10 @@ def main() -> None:
         del argv[i : i + 2]
     cmd = " ".join(["python", "experiments/warm_start.py", *argv])
     n_seeds = len({r["seed"] for r in rows})
+    what = (f"model update = a different landscape ({', '.join(land.name for land in lands)})"
+            if all(land.after is not None for land in lands) else f"shift up to +-{args.shift:.0%}")
     lines = [
-        f"# Warm-started re-tune vs cold start: shift up to +-{args.shift:.0%}, noise {args.noise}, "
+        f"# Warm-started re-tune vs cold start: {what}, noise {args.noise}, "
         f"re-tune budget {args.budget}, {n_seeds} seeds",
         "",
         f"Command: `{cmd}`",
