@@ -134,6 +134,23 @@ class ReplayTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
+    @classmethod
+    def from_arrays(cls, label: str, space: SearchSpace, metrics: Mapping[str, np.ndarray]) -> ReplayTable:
+        """A table computed rather than read (e.g. a digital twin): ``metrics[name][i]`` for point i.
+
+        ``label`` stands in for the path in messages; ``energy_j`` and ``latency_ms`` are required.
+        """
+        missing = [m for m in REQUIRED_METRICS if m not in metrics]
+        if missing:
+            raise BadInputError(f"table {label}: missing metric(s) {', '.join(missing)}")
+        self = cls.__new__(cls)
+        self.path = Path(label)
+        self.knob_names = space.names
+        self.metric_names = [m for m in METRIC_COLUMNS if m in metrics]
+        self.space = space
+        self.values = np.stack([np.asarray(metrics[m], dtype=float) for m in self.metric_names], axis=1)
+        return self
+
     def metric(self, name: str) -> np.ndarray:
         """Column ``name`` for every point of ``space`` (NaN where absent)."""
         if name not in self.metric_names:

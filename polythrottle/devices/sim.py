@@ -1,0 +1,133 @@
+"""``sim:PROFILE``: the digital twin of a board (``polythrottle.twin``) as a Device.
+
+``PROFILE`` is a built-in profile name (``jetson-agx-orin``) or a path to a profile YAML. Append
+``?gpu=range`` to tune the GPU devfreq range (``gpu_min_mhz``/``gpu_max_mhz``, governor in between)
+instead of a locked clock (``gpu_mhz``). ``--workload`` picks the workload (required). Knobs:
+GPU clock(s), ``emc_mhz``, ``cpu_mhz`` (the profile's ``sim.cpu_mhz`` subset), ``batch_size``,
+``precision``. The whole space is evaluated once when opened; measurements are the noise-free
+values times ``1 + noise * N(0, 1)`` (independently for energy and latency, seeded), exactly as
+for ``replay:`` tables. Touches no hardware.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from polythrottle.devices.base import DeviceInfo, KnobStatus
+from polythrottle.devices.registry import DeviceOptions
+from polythrottle.devices.replay import ReplayDevice, ReplayTable
+from polythrottle.errors import BadInputError
+from polythrottle.profiles import load_profile
+from polythrottle.space import Config, Knob, SearchSpace
+from polythrottle.twin.model import BoardParams, Outcome, Workload, board_from_profile, evaluate
+
+GPU_MODES = ("locked", "range")
+
+
+def build_space(board: BoardParams, wl: Workload, gpu_mode: str = "locked") -> SearchSpace:
+    """Every config of the twin: GPU knob(s), emc_mhz, cpu_mhz, batch_size, precision."""
+    batch = wl.batch_sizes or board.batch_sizes
+    precs = wl.precisions or board.precisions
+    rest = [
+        Knob("emc_mhz", board.emc_steps),
+        Knob("cpu_mhz", board.cpu_steps),
+        Knob("batch_size", batch),
+        Knob("precision", precs),
+    ]
+    if gpu_mode == "locked":
+        return SearchSpace.product([Knob("gpu_mhz", board.gpu_steps), *rest])
+    dense = SearchSpace.product([Knob("gpu_min_mhz", board.gpu_steps), Knob("gpu_max_mhz", board.gpu_steps), *rest])
+    keep = dense.rows[:, 0] <= dense.rows[:, 1]
+    return SearchSpace(dense.knobs, dense.rows[keep])
+
+
+def evaluate_space(board: BoardParams, wl: Workload, space: SearchSpace) -> Outcome:
+    """The twin's noise-free outcome for every point of ``space``."""
+    cols = {k.name: np.asarray(k.values, dtype=object)[space.rows[:, j]] for j, k in enumerate(space.knobs)}
+    gpu = {n: cols[n].astype(float) for n in ("gpu_mhz", "gpu_min_mhz", "gpu_max_mhz") if n in cols}
+    return evaluate(
+        board, wl,
+        emc_mhz=cols["emc_mhz"].astype(float), cpu_mhz=cols["cpu_mhz"].astype(float),
+        batch_size=cols["batch_size"].astype(float), precision=cols["precision"], **gpu,
+    )
+
+
+class SimDevice(ReplayDevice):
+    """A board's twin for one workload; measurements are the model's values with optional noise."""
+
+    def __init__(self, profile: str, workload: str, *, gpu_mode: str = "locked", noise: float = 0.0,
+                 seed: int | None = None) -> None:
+        if gpu_mode not in GPU_MODES:
+            raise BadInputError(f"sim device: gpu mode must be one of {', '.join(GPU_MODES)}, got {gpu_mode!r}")
+        self.profile = load_profile(profile)
+        self.board = board_from_profile(self.profile)
+        if workload not in self.board.workloads:
+            raise BadInputError(
+                f"unknown workload {workload!r} for sim:{self.profile.name}; expected one of: "
+                + ", ".join(sorted(self.board.workloads))
+            )
+        self.workload = self.board.workloads[workload]
+        self.gpu_mode = gpu_mode
+        space = build_space(self.board, self.workload, gpu_mode)
+        out = evaluate_space(self.board, self.workload, space)
+        self.outcome = out
+        table = ReplayTable.from_arrays(
+            f"sim:{self.profile.name}/{workload}", space,
+            {"energy_j": out.energy_j, "latency_ms": out.latency_ms, "throughput_ips": out.throughput_ips,
+             "power_w": out.power_w},
+        )
+        super().__init__(table, noise=noise, seed=seed)
+
+    def default_config(self) -> Config:
+        """Highest clocks (range mode: the full GPU range, as the board ships), smallest batch,
+        the first precision listed."""
+        cfg: Config = {}
+        for k in self.table.space.knobs:
+            if k.name == "gpu_min_mhz":
+                cfg[k.name] = k.values[0]
+            elif k.name.endswith("_mhz"):
+                cfg[k.name] = k.values[-1]
+            else:
+                cfg[k.name] = k.values[0]
+        return cfg
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(
+            name=f"sim:{self.profile.name}",
+            kind="sim",
+            details={
+                "profile": str(self.profile.path),
+                "workload": self.workload.name,
+                "gpu": self.gpu_mode,
+                "points": str(len(self.table.space)),
+                "noise": str(self.noise),
+            },
+            knobs=[KnobStatus(k.name, True) for k in self.table.space.knobs],
+        )
+
+
+def parse_spec(arg: str) -> tuple[str, str]:
+    """``"jetson-tx2?gpu=range"`` -> ``("jetson-tx2", "range")``."""
+    name, _, query = arg.partition("?")
+    mode = "locked"
+    if query:
+        params = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"gpu"})
+        if unknown:
+            raise BadInputError(f"sim device: unknown option {unknown[0]!r} in {arg!r}; expected gpu=locked|range")
+        mode = params["gpu"][-1]
+    return name, mode
+
+
+def open_device(arg: str, options: DeviceOptions) -> SimDevice:
+    if not arg:
+        raise BadInputError("sim device needs a profile: sim:PROFILE (e.g. sim:jetson-agx-orin)")
+    name, mode = parse_spec(arg)
+    if not options.workload:
+        prof = board_from_profile(load_profile(name))
+        raise BadInputError(
+            f"sim:{name} needs --workload; one of: {', '.join(sorted(prof.workloads))}"
+        )
+    return SimDevice(name, options.workload, gpu_mode=mode, noise=options.noise, seed=options.seed)
