@@ -402,6 +402,28 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, truths: l
     opts = list(summary)
     L += [
         "",
+        "## Failure modes (runs per optimizer)",
+        "",
+        "*slow*: a within-5% config first measured after measurement 8; *never*: not within the budget; "
+        "*stopped early*: the optimizer ended the tune before the budget, without a within-5% config; "
+        "*infeasible pick*: the final recommendation truly violates the SLO; *lost it*: a within-5% config was "
+        "measured but the final recommendation is not within 5%; *none*: no recommendation at all.",
+        "",
+        "| optimizer | runs | slow (> 8) | never | stopped early | infeasible pick | lost it | none |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in opts:
+        rs = [r for r in rows if r["optimizer"] == o]
+        L.append(
+            f"| {o} | {len(rs)} | {sum(r['to_5pct'] is not None and r['to_5pct'] > 8 for r in rs)} "
+            f"| {sum(r['to_5pct'] is None for r in rs)} "
+            f"| {sum(r['to_5pct'] is None and r['measurements'] < r['budget'] for r in rs)} "
+            f"| {sum(r['final_found'] and not r['final_feasible'] for r in rs)} "
+            f"| {sum(r['to_5pct'] is not None and not r['final_within_5pct'] for r in rs)} "
+            f"| {sum(not r['final_found'] for r in rs)} |"
+        )
+    L += [
+        "",
         "## Per landscape",
         "",
         "Median measurements to within 5% (miss = budget + 1), then final-recommendation feasible / within-5% counts "
