@@ -357,6 +357,22 @@ def _fmt(x: float, pct: bool = False) -> str:
     return f"{100 * x:.0f}%" if pct else f"{x:g}"
 
 
+def _git_version() -> str:
+    """Which code ran: the tree's commit and the last commit of cbo.py (git, if available)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    return (
+        f"tree `{git('describe', '--always', '--dirty')}`, "
+        f"`polythrottle/optim/cbo.py` last changed in `{git('log', '-1', '--format=%h', '--', 'polythrottle/optim/cbo.py')}`"
+    )
+
+
 def write_markdown(path: Path, args: argparse.Namespace, command: str, truths: list[Truth], rows: list[dict],
                    summary: dict, checks: list, wall_s: float, load: tuple[float, float]) -> None:
     b = args.budget
@@ -364,6 +380,8 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, truths: l
         "# Optimizer benchmark (issue 6)",
         "",
         f"Regenerate: `{command}`",
+        "",
+        f"Code: {_git_version()}.",
         "",
         f"{len(truths)} landscapes x {args.seeds} seeds x {len(summary)} optimizers = {len(rows)} runs, budget {b} "
         f"measurements per run (the baseline included), {args.jobs} worker processes on {os.cpu_count()} CPU cores; "
