@@ -260,19 +260,20 @@ def run_one(task: tuple[str, str, int, int]) -> dict[str, Any]:
     return row
 
 
-def _init_worker() -> None:
+def _init_worker(optimizers: Sequence[str]) -> None:
+    """Import what the optimizers need once, so no run's propose_s includes an import."""
+    import importlib
     import warnings
 
     warnings.filterwarnings("ignore")
-    try:  # import the heavy libraries once, so the first run's propose_s is not an import
-        import torch
-
-        torch.set_num_threads(1)
-        import botorch  # noqa: F401
-        import optuna  # noqa: F401
-        import optuna.samplers._gp.sampler  # noqa: F401
-    except ModuleNotFoundError:
-        pass
+    needs = {"cbo": ("torch", "botorch"), "optuna-gp": ("torch", "optuna.samplers._gp.sampler"), "optuna-tpe": ("optuna",)}
+    for module in dict.fromkeys(m for o in optimizers for m in needs.get(o, ())):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)  # one thread per worker: the workers share the cores
 
 
 # ----- summary ------------------------------------------------------------------------------------
@@ -575,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = 0
     rows: list[dict] = []
     ctx = mp.get_context("fork")
-    with ctx.Pool(args.jobs, initializer=_init_worker) as pool:
+    with ctx.Pool(args.jobs, initializer=_init_worker, initargs=(optimizers,)) as pool:
         for row in pool.imap_unordered(run_one, tasks):
             rows.append(row)
             done += 1

@@ -8,6 +8,7 @@
    feasible and within 5% of the optimum counts as a hit. Target: at least 4 of 5 seeds with cbo.
 
 Usage: python experiments/sim_tune_check.py --seeds 5 --noise 0 --out experiments/results/sim_tune_check.md
+       python experiments/sim_tune_check.py --seeds 5 --noise 0.02 --out experiments/results/sim_tune_check_noise2pct.md
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main() -> None:
     lines = [
         f"# Tuning the AGX Orin twin: {WORKLOAD}, every knob, budget {args.budget}",
         "",
-        f"Regenerate: `python experiments/sim_tune_check.py --seeds {args.seeds} --noise {args.noise:g} --out experiments/results/sim_tune_check.md`",
+        f"Regenerate: `python experiments/sim_tune_check.py --seeds {args.seeds} --noise {args.noise:g} --out {args.out}`",
         "",
         f"Space: {len(table.space)} configs ({', '.join(f'{k.name} x{len(k)}' for k in table.space.knobs)}). "
         f"SLO = {args.percentile:g}th percentile of the twin's latencies = {slo:g} ms. "

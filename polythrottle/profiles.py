@@ -58,6 +58,7 @@ Unit conventions: knob steps are MHz; a backend writes ``round(mhz * 1e6)`` to H
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,8 +69,8 @@ import yaml
 
 from polythrottle.errors import ProfileError
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
-"""Where the built-in profiles live (the repository's ``device_profiles/``)."""
+PROFILE_DIR = Path(os.environ.get("POLYTHROTTLE_PROFILE_DIR") or Path(__file__).resolve().parent.parent / "device_profiles")
+"""Where the built-in profiles live: the repository's ``device_profiles/`` (env POLYTHROTTLE_PROFILE_DIR)."""
 
 SCHEMA_VERSION = 1
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")

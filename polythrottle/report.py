@@ -45,18 +45,21 @@ def tune_progress(console: Console, budget: int, slo_ms: float) -> Iterator[call
 
 
 def result_table(result: TuneResult) -> Table:
+    """Baseline and best side by side, one column per knob."""
     t = Table(title=f"PolyThrottle: SLO {result.slo_ms:g} ms, {len(result.history)} measurements ({result.optimizer})")
+    knobs = list(result.baseline.config)
     t.add_column("")
-    t.add_column("config")
-    t.add_column("energy/inference (J)", justify="right")
-    t.add_column("latency (ms)", justify="right")
-    t.add_column("measured", justify="right")
-    b = result.baseline
-    t.add_row("baseline", fmt_config(b.config), f"{b.energy_j:.4g}", f"{b.latency_ms:.4g}", str(b.measurements))
+    for k in knobs:
+        t.add_column(k, justify="right")
+    t.add_column("energy_j", justify="right")
+    t.add_column("latency_ms", justify="right")
+    t.add_column("n", justify="right")
+    rows = [("baseline", result.baseline)]
     if result.best is not None:
-        r = result.best
-        t.add_row("[bold green]best[/]", fmt_config(r.config), f"{r.energy_j:.4g}", f"{r.latency_ms:.4g}",
-                  str(r.measurements))
+        rows.append(("[bold green]best[/]", result.best))
+    for label, s in rows:
+        t.add_row(label, *(str(s.config[k]) for k in knobs), f"{s.energy_j:.4g}", f"{s.latency_ms:.4g}",
+                  str(s.measurements))
     return t
 
 

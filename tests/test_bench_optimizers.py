@@ -65,7 +65,7 @@ def test_benchmark_runs_end_to_end_and_writes_its_files(small_table: Path, tmp_p
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "experiments" / "bench_optimizers.py"), "--suite", "none", "--table", str(small_table),
            "--optimizers", "random,grid,optuna-tpe", "--seeds", "1", "--budget", "5", "--jobs", "1", "--out-dir", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     for f in ("bench.md", "bench.csv", "bench.png"):
         assert (out / f).stat().st_size > 0

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")
         else:
-            print_result(result, Console())
+            print_result(result, Console() if sys.stdout.isatty() else Console(width=160))
     finally:
         if not keep:
             device.close()

@@ -31,6 +31,7 @@ from polythrottle.optim.base import Observation, Optimizer, Recommendation
 from polythrottle.space import SearchSpace
 
 DTYPE = torch.double
+NOISE_PRIOR_DOF = 2.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,22 @@ class ConstrainedBO(Optimizer):
         sd = (noise * stdvs**2).sqrt()
         return float(sd[0]), float(sd[-1])
 
+    def _constraint_noise_sd(self, by_point: dict[int, list[Observation]]) -> float:
+        """Per-measurement noise sd of log constraint.
+
+        The GP's noise estimate also absorbs model misfit on rough landscapes, so it overstates pure
+        measurement noise. Replicated points measure the noise itself: their pooled within-point
+        variance updates the GP's estimate as a prior worth ``NOISE_PRIOR_DOF`` degrees of freedom.
+        """
+        _, sd_gp = self.noise_std()
+        ss, dof = 0.0, 0
+        for obs in by_point.values():
+            if len(obs) > 1:
+                logs = np.log([o.constraint for o in obs])
+                ss += float(((logs - logs.mean()) ** 2).sum())
+                dof += len(obs) - 1
+        return math.sqrt((NOISE_PRIOR_DOF * sd_gp**2 + ss) / (NOISE_PRIOR_DOF + dof))
+
     def _point_estimates(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
         """Per measured point: indices, mean log objective, mean log constraint/threshold, P(feasible).
 
@@ -160,8 +177,7 @@ class ConstrainedBO(Optimizer):
         lobj = np.array([np.mean([math.log(o.objective) for o in by_point[i]]) for i in idx])
         lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
         n = np.array([len(by_point[i]) for i in idx], dtype=float)
-        _, sd_con = self.noise_std()
-        se = np.maximum(sd_con, 1e-3) / np.sqrt(n)
+        se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
         p = 0.5 * (1.0 + np.vectorize(math.erf)(-lcon / se / math.sqrt(2.0)))
         return idx, lobj, lcon, p
 
