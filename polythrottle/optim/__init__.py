@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from polythrottle.errors import BadInputError
@@ -11,19 +12,22 @@ from polythrottle.space import SearchSpace
 OptimizerFactory = Callable[[SearchSpace, float, int | None], Optimizer]
 
 
-def _cbo(space: SearchSpace, threshold: float, seed: int | None) -> Optimizer:
-    from polythrottle.optim.cbo import ConstrainedBO  # imports torch: only when used
+def _lazy(module: str, cls: str) -> OptimizerFactory:
+    """A factory importing ``module`` only when used (torch, Optuna: heavy or optional)."""
 
-    return ConstrainedBO(space, threshold, seed)
+    def factory(space: SearchSpace, threshold: float, seed: int | None) -> Optimizer:
+        return getattr(importlib.import_module(module), cls)(space, threshold, seed)
 
-
-def _random(space: SearchSpace, threshold: float, seed: int | None) -> Optimizer:
-    from polythrottle.optim.random_search import RandomSearch
-
-    return RandomSearch(space, threshold, seed)
+    return factory
 
 
-OPTIMIZERS: dict[str, OptimizerFactory] = {"cbo": _cbo, "random": _random}
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "cbo": _lazy("polythrottle.optim.cbo", "ConstrainedBO"),
+    "random": _lazy("polythrottle.optim.random_search", "RandomSearch"),
+    "grid": _lazy("polythrottle.optim.grid", "GridSweep"),
+    "optuna-tpe": _lazy("polythrottle.optim.optuna_tpe", "OptunaTPE"),
+    "optuna-gp": _lazy("polythrottle.optim.optuna_gp", "OptunaGP"),
+}
 
 
 def make_optimizer(name: str, space: SearchSpace, threshold: float, seed: int | None = None) -> Optimizer:
