@@ -26,7 +26,6 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.optim import optimize_acqf_discrete
 from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
-from gpytorch.means import LinearMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
 
@@ -60,7 +59,6 @@ class CBOSettings:
     warm_maxiter: int = 30
     recheck_reserve: int = 3
     max_repeats: int = 4
-    linear_mean: bool = False
     reported_noise: str = "floor"
 
 
@@ -108,13 +106,8 @@ class ConstrainedBO(Optimizer):
         if self._model is not None and self._model_n == len(self.observations):
             return self._model
         X, Y, var = self._train_data()
-        mean_module = None
-        if self.settings.linear_mean:
-            # Latency and energy are close to linear in log clock and log batch: a linear prior mean
-            # lets a handful of points pin the trend, the kernel models the residual.
-            mean_module = LinearMean(input_size=X.shape[-1], batch_shape=torch.Size([2]))
         model = SingleTaskGP(
-            X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), mean_module=mean_module
+            X, Y, train_Yvar=var, outcome_transform=Standardize(m=2)
         )
         if var is not None and self.settings.reported_noise == "floor":
             # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
