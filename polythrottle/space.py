@@ -27,17 +27,28 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def default_latency_trend(name: str) -> int:
+    """Known direction of latency as knob ``name`` rises: -1 for clocks (``*_mhz``), +1 for
+    ``batch_size`` (a batch takes longer than one input), 0 otherwise."""
+    if name.endswith("_mhz"):
+        return -1
+    return 1 if name == "batch_size" else 0
+
+
 @dataclass(frozen=True)
 class Knob:
     """One tunable knob: a name (units in it, e.g. ``gpu_mhz``) and its ordered discrete values.
 
     Numeric knobs are sorted ascending; categorical knobs keep the given order.
     ``log_scale`` encodes numeric values on a log axis (clocks and batch sizes act multiplicatively).
+    ``latency_trend``: how latency moves as the value rises, when physics says so: -1 falls (clocks,
+    ``*_mhz``), +1 rises (``batch_size``), 0 unknown (precision, switches). Default: from the name.
     """
 
     name: str
     values: tuple[Value, ...]
     log_scale: bool | None = None
+    latency_trend: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -53,6 +64,10 @@ class Knob:
             raise BadInputError(f"knob {self.name!r} mixes numbers and strings")
         if self.log_scale is None:
             object.__setattr__(self, "log_scale", numeric and min(self.values) > 0)  # type: ignore[type-var]
+        if self.latency_trend is None:
+            object.__setattr__(self, "latency_trend", default_latency_trend(self.name) if numeric else 0)
+        elif self.latency_trend not in (-1, 0, 1):
+            raise BadInputError(f"knob {self.name!r}: latency_trend must be -1, 0 or 1")
 
     @property
     def numeric(self) -> bool:

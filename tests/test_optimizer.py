@@ -91,3 +91,49 @@ def test_bad_inputs():
         opt.tell(Observation(len(SPACE), 1.0, 1.0))
     with pytest.raises(BadInputError):
         opt.tell(Observation(0, -1.0, 1.0))
+
+
+def test_knob_latency_trend_defaults_from_name():
+    assert Knob("gpu_mhz", (1, 2)).latency_trend == -1
+    assert Knob("batch_size", (1, 2)).latency_trend == 1
+    assert Knob("precision", ("fp16", "fp32")).latency_trend == 0
+    assert Knob("gpu_mhz", (1, 2), latency_trend=0).latency_trend == 0
+    with pytest.raises(BadInputError):
+        Knob("gpu_mhz", (1, 2), latency_trend=2)
+
+
+def _told(points):
+    """A cbo optimizer told (gpu_mhz, batch_size, latency_ms) points, each measured 3 times."""
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    for gpu, batch, latency in points:
+        i = SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+        for _ in range(3):
+            opt.tell(Observation(i, 1.0, latency))
+    opt._point_estimates()
+    return opt
+
+
+def test_trend_bounds_follow_dominance():
+    # a confidently infeasible point at (800 MHz, batch 8): slower points (lower clock, larger batch)
+    # are bounded near 0; a confidently feasible one at (1000, 2) makes faster points near-certain
+    opt = _told([(800, 8, 2.0 * SLO), (1000, 2, 0.5 * SLO)])
+    at = lambda gpu, batch: np.array([SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})])
+    lo, hi = opt._trend_bounds(at(700, 16))
+    assert hi[0] < 0.01 and lo[0] == 0.0
+    lo, hi = opt._trend_bounds(at(1200, 1))
+    assert lo[0] > 0.99 and hi[0] == 1.0
+    lo, hi = opt._trend_bounds(at(1200, 32))  # faster clock, larger batch: not comparable to either
+    assert (lo[0], hi[0]) == (0.0, 1.0)
+
+
+def test_cbo_without_trends_still_converges():
+    from polythrottle.optim.cbo import CBOSettings, ConstrainedBO
+
+    flat = SearchSpace(tuple(Knob(k.name, k.values, latency_trend=0) for k in SPACE.knobs), SPACE.rows)
+    opt = ConstrainedBO(flat, SLO, 0, CBOSettings())
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        i = opt.ask(remaining=20 - step)
+        opt.tell(Observation(i, ENERGY[i] * (1 + 0.02 * rng.standard_normal()), LATENCY[i] * (1 + 0.02 * rng.standard_normal())))
+    rec = opt.recommend()
+    assert rec.index is not None and LATENCY[rec.index] <= SLO and ENERGY[rec.index] <= 1.05 * OPT

@@ -3,8 +3,10 @@
 Model: one GP per outcome, on log(objective) and log(constraint / threshold), both standardised,
 inputs in [0, 1] (clocks and batch sizes on a log axis, see ``Knob.encode``). Acquisition: analytic
 constrained log-EI (Gardner et al. 2014: EI x P(feasible)), maximised exactly over every unmeasured
-candidate; log probability of feasibility while no point is believed feasible. Initial design: a few
-scrambled-Sobol points snapped to the nearest valid candidates.
+candidate; log probability of feasibility while no point is believed feasible. The feasibility factor is
+clipped to what the knobs' known latency trends imply from measured points (a config slower than one
+measured infeasible is infeasible too). Initial design: the first observation (the tuner's baseline), or
+scrambled-Sobol points snapped to valid candidates when ``n_init`` asks for more.
 
 Recommendation: among measured points, the lowest posterior-mean objective whose posterior probability
 of feasibility is at least ``confidence``; near the end of the budget, a candidate whose feasibility
@@ -19,11 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import ndtr
 from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogProbabilityOfFeasibility
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
-from botorch.optim import optimize_acqf_discrete
+from botorch.models.utils.gpytorch_modules import get_matern_kernel_with_gamma_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -46,20 +49,27 @@ class CBOSettings:
       after at least ``min_evals`` observations.
     recheck_reserve: the last measurements of a budget go to re-measuring candidates of uncertain feasibility.
     max_repeats: most measurements of one point.
+    recheck_min_p: a measured point with at least this P(feasible) may be re-measured (see ``_uncertain_pick``).
     reported_noise: how observations' own noise estimates (``objective_rel_std``...) are used:
       "fixed" as the exact noise; "floor" as a lower bound, the GP learning extra homoscedastic noise on
       top (live windows of one measurement miss the spread between measurements); "ignore": inferred.
+    monotone_slack: use the knobs' known latency trends (``Knob.latency_trend``) with this relative
+      slack: a point at least as slow as a measured one (no faster on any trended knob, equal on the
+      others) is no more likely feasible than that one at (1 + slack) x threshold, and a point at least
+      as fast no less likely than it at threshold / (1 + slack). None: ignore trends.
     """
 
-    n_init: int = 4
-    confidence: float = 0.9
+    n_init: int = 1
+    confidence: float = 0.95
     ei_stop: float = 1e-4
     min_evals: int = 12
     max_batch: int = 4096
     warm_maxiter: int = 30
-    recheck_reserve: int = 3
+    recheck_reserve: int = 5
     max_repeats: int = 4
     reported_noise: str = "floor"
+    monotone_slack: float | None = 0.05
+    recheck_min_p: float = 0.1
 
 
 class ConstrainedBO(Optimizer):
@@ -83,6 +93,10 @@ class ConstrainedBO(Optimizer):
             dimension=max(self.X_all.shape[1], 1), scramble=True, seed=0 if seed is None else int(seed)
         )
         self.last_acq_value: float | None = None
+        trend = np.array([k.latency_trend or 0 for k in space.knobs], dtype=int)
+        self._slowness = (space.rows * trend).astype(np.int64)  # larger on a trended knob = slower
+        self._untrended = space.rows[:, trend == 0]
+        self._use_trends = self.settings.monotone_slack is not None and bool(trend.any())
 
     # ----- model ------------------------------------------------------------------------------------
     def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -106,9 +120,11 @@ class ConstrainedBO(Optimizer):
         if self._model is not None and self._model_n == len(self.observations):
             return self._model
         X, Y, var = self._train_data()
-        model = SingleTaskGP(
-            X, Y, train_Yvar=var, outcome_transform=Standardize(m=2)
-        )
+        # Matern-5/2 with BoTorch's Gamma(3, 6) lengthscale prior rather than the dimension-scaled
+        # default: on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped
+        # early far from the optimum (experiments/results/bench.md)
+        covar = get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape=torch.Size([2]))
+        model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
         if var is not None and self.settings.reported_noise == "floor":
             # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
             prior = LogNormalPrior(loc=-4.0, scale=1.0)
@@ -191,8 +207,30 @@ class ConstrainedBO(Optimizer):
         lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
         n = np.array([len(by_point[i]) for i in idx], dtype=float)
         se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
-        p = 0.5 * (1.0 + np.vectorize(math.erf)(-lcon / se / math.sqrt(2.0)))
+        self._measured_con = (idx, lcon, se)
+        p = ndtr(-lcon / se)
+        if self._use_trends:
+            lower, upper = self._trend_bounds(np.asarray(idx))
+            p = np.minimum(np.maximum(p, lower), upper)
         return idx, lobj, lcon, p
+
+    def _trend_bounds(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points and the
+        knobs' latency trends (see ``CBOSettings.monotone_slack``). Call after ``_point_estimates``."""
+        idx, lcon, se = self._measured_con
+        slack = math.log1p(self.settings.monotone_slack or 0.0)
+        p_up, p_lo = ndtr((slack - lcon) / se), ndtr((-slack - lcon) / se)
+        lower, upper = np.zeros(len(points)), np.ones(len(points))
+        s_m, u_m = self._slowness[idx], self._untrended[idx]
+        for start in range(0, len(points), self.settings.max_batch):
+            sl = slice(start, start + self.settings.max_batch)
+            s_c, u_c = self._slowness[points[sl]][:, None, :], self._untrended[points[sl]][:, None, :]
+            same = (u_c == u_m[None]).all(-1)
+            slower = same & (s_c >= s_m[None]).all(-1)  # the point is at least as slow as measured m
+            faster = same & (s_c <= s_m[None]).all(-1)
+            upper[sl] = np.where(slower, p_up[None], 1.0).min(1)
+            lower[sl] = np.where(faster, p_lo[None], 0.0).max(1)
+        return lower, upper
 
     # ----- ask --------------------------------------------------------------------------------------
     def _initial_point(self) -> int:
@@ -226,13 +264,16 @@ class ConstrainedBO(Optimizer):
             )
         else:
             acq = LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)})
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x, val = optimize_acqf_discrete(
-                acq, q=1, choices=choices, max_batch_size=self.settings.max_batch, unique=False
-            )
-        self.last_acq_value = float(val.reshape(-1)[0])
-        pick = int(left[int(torch.argmin(((choices - x) ** 2).sum(-1)))])
+        values = self._evaluate(acq, choices)
+        if self._use_trends:
+            # swap the GP's feasibility factor for one clipped to what the latency trends imply
+            log_pof = self._evaluate(LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)}), choices)
+            lower, upper = self._trend_bounds(left)
+            lo, hi = torch.as_tensor(np.log(np.maximum(lower, 1e-300))), torch.as_tensor(np.log(np.maximum(upper, 1e-300)))
+            values = values - log_pof + torch.minimum(torch.maximum(log_pof, lo), hi)
+        best = int(torch.argmax(values))
+        self.last_acq_value = float(values[best])
+        pick = int(left[best])
         if (
             feasible.any()
             and len(self.observations) >= self.settings.min_evals
@@ -247,9 +288,15 @@ class ConstrainedBO(Optimizer):
             )
         return pick
 
+    def _evaluate(self, acq: torch.nn.Module, X: torch.Tensor) -> torch.Tensor:
+        """Acquisition values at every row of ``X`` (q = 1), in batches of ``settings.max_batch``."""
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.cat([acq(X[i : i + self.settings.max_batch].unsqueeze(1)) for i in range(0, len(X), self.settings.max_batch)])
+
     def _uncertain_pick(self) -> int | None:
         """A measured point worth re-measuring: better than every confidently feasible point, but
-        with uncertain feasibility (0.2 <= P < confidence) and fewer than ``max_repeats`` measurements."""
+        with uncertain feasibility (``recheck_min_p`` <= P < confidence) and fewer than ``max_repeats`` measurements."""
         idx, lobj, _, p = self._point_estimates()
         counts = {i: 0 for i in idx}
         for o in self.observations:
@@ -257,7 +304,7 @@ class ConstrainedBO(Optimizer):
         for j in np.argsort(lobj):
             if p[j] >= self.settings.confidence:
                 return None  # everything better has been ruled out; the pick is certain enough
-            if p[j] >= 0.2 and counts[idx[int(j)]] < self.settings.max_repeats:
+            if p[j] >= self.settings.recheck_min_p and counts[idx[int(j)]] < self.settings.max_repeats:
                 return idx[int(j)]
         return None
 
