@@ -14,6 +14,7 @@ from polythrottle.cli import main
 from polythrottle.errors import BadInputError
 from polythrottle.history import HistoryStore
 from polythrottle.optim import Observation, make_optimizer
+from polythrottle.optim.cbo import CBOSettings
 from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior
 from polythrottle.space import Knob, SearchSpace
 from tests.conftest import write_table
@@ -99,7 +100,7 @@ def test_large_shift_falls_back_and_still_converges() -> None:
 
 def test_no_prior_is_a_cold_start_and_bad_prior_is_refused() -> None:
     cold = WarmStartBO(SPACE, SLO, 0)
-    assert not cold.prior_active and cold.settings.n_init > 1
+    assert not cold.prior_active and cold.settings == CBOSettings()  # the cold settings, not the warm ones
     with pytest.raises(BadInputError):
         WarmStartBO(SPACE, SLO, 0, prior=[Observation(len(SPACE), 1.0, 1.0)])
     prior = configs_to_prior(SPACE, [({"gpu_mhz": 100, "batch_size": 1}, 1.0, 2.0),
