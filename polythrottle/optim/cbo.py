@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.special import ndtr
 from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogProbabilityOfFeasibility
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -31,6 +31,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
+from scipy.special import ndtr
 
 from polythrottle.optim.base import Observation, Optimizer, Recommendation
 from polythrottle.space import SearchSpace
@@ -70,6 +71,17 @@ class CBOSettings:
     reported_noise: str = "floor"
     monotone_slack: float | None = 0.05
     recheck_min_p: float = 0.1
+
+
+class PointEstimates(NamedTuple):
+    """Per measured point: row index, mean log objective, mean log constraint/threshold, the standard
+    error of that mean, and P(feasible) (clipped to the latency-trend bounds when they are used)."""
+
+    idx: list[int]
+    lobj: np.ndarray
+    lcon: np.ndarray
+    se: np.ndarray
+    p: np.ndarray
 
 
 class ConstrainedBO(Optimizer):
@@ -193,7 +205,7 @@ class ConstrainedBO(Optimizer):
                 dof += len(obs) - 1
         return math.sqrt((NOISE_PRIOR_DOF * sd_gp**2 + ss) / (NOISE_PRIOR_DOF + dof))
 
-    def _point_estimates(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    def _point_estimates(self) -> PointEstimates:
         """Per measured point: indices, mean log objective, mean log constraint/threshold, P(feasible).
 
         The estimate of a point is the mean of its own measurements (unbiased, unlike the GP's
@@ -207,17 +219,16 @@ class ConstrainedBO(Optimizer):
         lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
         n = np.array([len(by_point[i]) for i in idx], dtype=float)
         se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
-        self._measured_con = (idx, lcon, se)
-        p = ndtr(-lcon / se)
+        est = PointEstimates(idx, lobj, lcon, se, ndtr(-lcon / se))
         if self._use_trends:
-            lower, upper = self._trend_bounds(np.asarray(idx))
-            p = np.minimum(np.maximum(p, lower), upper)
-        return idx, lobj, lcon, p
+            lower, upper = self._trend_bounds(np.asarray(idx), est)
+            est = est._replace(p=np.minimum(np.maximum(est.p, lower), upper))
+        return est
 
-    def _trend_bounds(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points and the
-        knobs' latency trends (see ``CBOSettings.monotone_slack``). Call after ``_point_estimates``."""
-        idx, lcon, se = self._measured_con
+    def _trend_bounds(self, points: np.ndarray, est: PointEstimates | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points (``est``,
+        default: the current estimates) and the knobs' latency trends (see ``CBOSettings.monotone_slack``)."""
+        idx, _, lcon, se, _ = est if est is not None else self._point_estimates()
         slack = math.log1p(self.settings.monotone_slack or 0.0)
         p_up, p_lo = ndtr((slack - lcon) / se), ndtr((-slack - lcon) / se)
         lower, upper = np.zeros(len(points)), np.ones(len(points))
@@ -253,8 +264,8 @@ class ConstrainedBO(Optimizer):
             if recheck is not None:
                 return recheck
 
-        _, lobj, _, p = self._point_estimates()
-        feasible = p >= 0.5
+        est = self._point_estimates()
+        lobj, feasible = est.lobj, est.p >= 0.5
         model = self.model()
         choices = self.X_all[left]
         if feasible.any():
@@ -267,8 +278,12 @@ class ConstrainedBO(Optimizer):
         values = self._evaluate(acq, choices)
         if self._use_trends:
             # swap the GP's feasibility factor for one clipped to what the latency trends imply
-            log_pof = self._evaluate(LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)}), choices)
-            lower, upper = self._trend_bounds(left)
+            log_pof = (
+                self._evaluate(LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)}), choices)
+                if feasible.any()
+                else values  # the acquisition already is the log P(feasible)
+            )
+            lower, upper = self._trend_bounds(left, est)
             lo, hi = torch.as_tensor(np.log(np.maximum(lower, 1e-300))), torch.as_tensor(np.log(np.maximum(upper, 1e-300)))
             values = values - log_pof + torch.minimum(torch.maximum(log_pof, lo), hi)
         best = int(torch.argmax(values))
@@ -297,7 +312,7 @@ class ConstrainedBO(Optimizer):
     def _uncertain_pick(self) -> int | None:
         """A measured point worth re-measuring: better than every confidently feasible point, but
         with uncertain feasibility (``recheck_min_p`` <= P < confidence) and fewer than ``max_repeats`` measurements."""
-        idx, lobj, _, p = self._point_estimates()
+        idx, lobj, _, _, p = self._point_estimates()
         counts = {i: 0 for i in idx}
         for o in self.observations:
             counts[o.index] += 1
@@ -312,7 +327,7 @@ class ConstrainedBO(Optimizer):
     def recommend(self) -> Recommendation:
         if len(self.observations) < 2:
             return super().recommend()
-        idx, lobj, lcon, p = self._point_estimates()
+        idx, lobj, lcon, _, p = self._point_estimates()
         conf = self.settings.confidence
         ok = np.flatnonzero(p >= conf)
         if len(ok) == 0:
