@@ -540,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--table", action="append", default=[], help="add replay landscapes for this table (tight/medium/loose SLOs); repeatable")
     ap.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help=f"comma-separated, from: {', '.join(OPTIMIZERS)}")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per landscape (default 10, or 2 with --quick)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run are first-seed .. first-seed + seeds - 1 (held-out seeds for checking a change)")
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--landscapes", default=None, help="only landscapes whose name contains one of these comma-separated strings")
@@ -575,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _TRUTHS.clear()
     _TRUTHS.update({t.landscape.name: t for t in truths})
-    tasks = [(o, t.landscape.name, s, args.budget) for o in optimizers for t in truths for s in range(args.seeds)]
+    tasks = [(o, t.landscape.name, s, args.budget) for o in optimizers for t in truths for s in range(args.first_seed, args.first_seed + args.seeds)]
     tasks.sort(key=lambda task: task[0] not in SLOW)  # slow optimizers first: the pool's tail stays short
     done = 0
     rows: list[dict] = []

@@ -137,3 +137,22 @@ def test_cbo_without_trends_still_converges():
         opt.tell(Observation(i, ENERGY[i] * (1 + 0.02 * rng.standard_normal()), LATENCY[i] * (1 + 0.02 * rng.standard_normal())))
     rec = opt.recommend()
     assert rec.index is not None and LATENCY[rec.index] <= SLO and ENERGY[rec.index] <= 1.05 * OPT
+
+
+def test_recheck_prefers_the_point_repeats_can_confirm():
+    # the recommendation costs 2.0; B (1.0) measured 2% over the SLO is most likely infeasible, C (1.2)
+    # measured 5% under it is likely feasible but not yet confidently: C is worth re-measuring, not B
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+    for lat in (0.48, 0.50, 0.52):
+        opt.tell(Observation(at(1300, 1), 2.0, lat * SLO))
+    for lat in (0.97, 1.03):
+        opt.tell(Observation(at(1000, 2), 1.5, lat * SLO))
+    opt.tell(Observation(at(700, 8), 1.0, 1.02 * SLO))
+    opt.tell(Observation(at(900, 4), 1.2, 0.95 * SLO))
+    est = opt._point_estimates()
+    p = dict(zip(est.idx, est.p))
+    assert opt.settings.recheck_min_p <= p[at(700, 8)] < p[at(900, 4)] < opt.settings.confidence
+    assert opt._uncertain_pick(remaining=5) == at(900, 4)
+    # with nothing left to spend there is nothing to gain from a recheck
+    assert opt._uncertain_pick(remaining=0) is None

@@ -8,9 +8,11 @@ clipped to what the knobs' known latency trends imply from measured points (a co
 measured infeasible is infeasible too). Initial design: the first observation (the tuner's baseline), or
 scrambled-Sobol points snapped to valid candidates when ``n_init`` asks for more.
 
-Recommendation: among measured points, the lowest posterior-mean objective whose posterior probability
-of feasibility is at least ``confidence``; near the end of the budget, a candidate whose feasibility
-is still uncertain is re-measured rather than trusted on one noisy sample.
+Recommendation: among measured points, the lowest mean measured objective whose probability of
+feasibility is at least ``confidence``. A point whose feasibility is still uncertain is re-measured
+rather than trusted on one noisy sample: chosen by the value of re-measuring it (objective saved x the
+chance that a few repeats confirm it), and taken instead of a new point when that value beats the new
+point's expected improvement over the recommendation (and in the last ``recheck_reserve`` measurements).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from polythrottle.optim.base import Observation, Optimizer, Recommendation
 from polythrottle.space import SearchSpace
@@ -54,6 +56,11 @@ class CBOSettings:
     reported_noise: how observations' own noise estimates (``objective_rel_std``...) are used:
       "fixed" as the exact noise; "floor" as a lower bound, the GP learning extra homoscedastic noise on
       top (live windows of one measurement miss the spread between measurements); "ignore": inferred.
+    confident_best_after: from this many observations on, expected improvement is measured from the
+      confidently feasible incumbent (the recommendation) rather than from the best point with P >= 0.5.
+      None: never.
+    recheck_compete: from ``confident_best_after`` on, re-measure a point whenever the value of doing so
+      (see ``_recheck_value``) beats the best expected improvement of a new point.
     monotone_slack: use the knobs' known latency trends (``Knob.latency_trend``) with this relative
       slack: a point at least as slow as a measured one (no faster on any trended knob, equal on the
       others) is no more likely feasible than that one at (1 + slack) x threshold, and a point at least
@@ -61,7 +68,7 @@ class CBOSettings:
     """
 
     n_init: int = 1
-    confidence: float = 0.95
+    confidence: float = 0.975
     ei_stop: float = 1e-4
     min_evals: int = 12
     max_batch: int = 4096
@@ -71,6 +78,8 @@ class CBOSettings:
     reported_noise: str = "floor"
     monotone_slack: float | None = 0.05
     recheck_min_p: float = 0.1
+    confident_best_after: int | None = 10
+    recheck_compete: bool = True
 
 
 class PointEstimates(NamedTuple):
@@ -260,7 +269,7 @@ class ConstrainedBO(Optimizer):
             return self._initial_point()
 
         if remaining is not None and remaining <= self.settings.recheck_reserve:
-            recheck = self._uncertain_pick()
+            recheck = self._uncertain_pick(remaining)
             if recheck is not None:
                 return recheck
 
@@ -268,18 +277,24 @@ class ConstrainedBO(Optimizer):
         lobj, feasible = est.lobj, est.p >= 0.5
         model = self.model()
         choices = self.X_all[left]
+        sure = est.p >= self.settings.confidence
+        late = self.settings.confident_best_after is not None and len(self.observations) >= self.settings.confident_best_after
+        cons = {1: (None, 0.0)}
         if feasible.any():
-            best_f = float(lobj[feasible].min())
+            # early: improve on the best point believed feasible (race to the optimum); late: on the
+            # point that would be recommended, so that a slightly costlier point that can be
+            # confirmed feasible still has value when the best one sits on the latency boundary
+            best_f = float(lobj[sure].min()) if late and sure.any() else float(lobj[feasible].min())
             acq = LogConstrainedExpectedImprovement(
-                model, best_f=best_f, objective_index=0, constraints={1: (None, 0.0)}, maximize=False
+                model, best_f=best_f, objective_index=0, constraints=cons, maximize=False
             )
         else:
-            acq = LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)})
+            acq = LogProbabilityOfFeasibility(model, constraints=cons)
         values = self._evaluate(acq, choices)
         if self._use_trends:
             # swap the GP's feasibility factor for one clipped to what the latency trends imply
             log_pof = (
-                self._evaluate(LogProbabilityOfFeasibility(model, constraints={1: (None, 0.0)}), choices)
+                self._evaluate(LogProbabilityOfFeasibility(model, constraints=cons), choices)
                 if feasible.any()
                 else values  # the acquisition already is the log P(feasible)
             )
@@ -289,12 +304,17 @@ class ConstrainedBO(Optimizer):
         best = int(torch.argmax(values))
         self.last_acq_value = float(values[best])
         pick = int(left[best])
+        if late and self.settings.recheck_compete:
+            # both are expected relative improvements of the recommendation: re-measure when that pays more
+            recheck, value = self._recheck_value(remaining)
+            if recheck is not None and math.log(value) > self.last_acq_value:
+                return recheck
         if (
             feasible.any()
             and len(self.observations) >= self.settings.min_evals
             and self.last_acq_value < math.log(self.settings.ei_stop)
         ):
-            recheck = self._uncertain_pick()
+            recheck = self._uncertain_pick(remaining)
             if recheck is not None:
                 return recheck
             self.stop_reason = (
@@ -309,19 +329,41 @@ class ConstrainedBO(Optimizer):
             warnings.simplefilter("ignore")
             return torch.cat([acq(X[i : i + self.settings.max_batch].unsqueeze(1)) for i in range(0, len(X), self.settings.max_batch)])
 
-    def _uncertain_pick(self) -> int | None:
-        """A measured point worth re-measuring: better than every confidently feasible point, but
-        with uncertain feasibility (``recheck_min_p`` <= P < confidence) and fewer than ``max_repeats`` measurements."""
-        idx, lobj, _, _, p = self._point_estimates()
-        counts = {i: 0 for i in idx}
+    def _uncertain_pick(self, remaining: int | None = None) -> int | None:
+        j, _ = self._recheck_value(remaining)
+        return j
+
+    def _recheck_value(self, remaining: int | None = None) -> tuple[int | None, float]:
+        """A measured point worth re-measuring and the value of doing so (an expected relative saving on
+        the recommendation's objective), or (None, 0.0).
+
+        Candidates: points better than the current recommendation whose feasibility is uncertain
+        (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
+        Each is valued by the relative objective it would save over the recommendation times the
+        probability that ``k`` more measurements (up to ``max_repeats`` and the ``remaining`` budget)
+        raise its P(feasible) to the confidence: the preposterior of its mean log constraint is
+        normal around the current mean with variance sd^2 (1/n - 1/(n+k)). The most valuable wins;
+        a point just under the threshold beats a cheaper one that is most likely infeasible.
+        """
+        idx, lobj, lcon, se, p = self._point_estimates()
+        conf = self.settings.confidence
+        sure = p >= conf
+        rec_lobj = float(lobj[sure].min()) if sure.any() else math.inf
+        counts = dict.fromkeys(idx, 0)
         for o in self.observations:
             counts[o.index] += 1
-        for j in np.argsort(lobj):
-            if p[j] >= self.settings.confidence:
-                return None  # everything better has been ruled out; the pick is certain enough
-            if p[j] >= self.settings.recheck_min_p and counts[idx[int(j)]] < self.settings.max_repeats:
-                return idx[int(j)]
-        return None
+        n = np.array([counts[i] for i in idx], dtype=float)
+        k = np.maximum(self.settings.max_repeats - n, 0.0)
+        if remaining is not None:
+            k = np.minimum(k, max(remaining, 0))
+        sd = se * np.sqrt(n)
+        z = float(ndtri(conf))
+        pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / np.maximum(n + k, 1.0), 1e-12))
+        p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
+        gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
+        value = np.where((k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
+        j = int(np.argmax(value))
+        return (idx[j], float(value[j])) if value[j] > 0 else (None, 0.0)
 
     # ----- recommend --------------------------------------------------------------------------------
     def recommend(self) -> Recommendation:
