@@ -84,13 +84,15 @@ class CBOSettings:
 
 class PointEstimates(NamedTuple):
     """Per measured point: row index, mean log objective, mean log constraint/threshold, the standard
-    error of that mean, and P(feasible) (clipped to the latency-trend bounds when they are used)."""
+    error of that mean, P(feasible) (clipped to the latency-trend bounds when they are used) and the
+    number of measurements."""
 
     idx: list[int]
     lobj: np.ndarray
     lcon: np.ndarray
     se: np.ndarray
     p: np.ndarray
+    n: np.ndarray
 
 
 class ConstrainedBO(Optimizer):
@@ -228,7 +230,7 @@ class ConstrainedBO(Optimizer):
         lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
         n = np.array([len(by_point[i]) for i in idx], dtype=float)
         se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
-        est = PointEstimates(idx, lobj, lcon, se, ndtr(-lcon / se))
+        est = PointEstimates(idx, lobj, lcon, se, ndtr(-lcon / se), n)
         if self._use_trends:
             lower, upper = self._trend_bounds(np.asarray(idx), est)
             est = est._replace(p=np.minimum(np.maximum(est.p, lower), upper))
@@ -237,7 +239,7 @@ class ConstrainedBO(Optimizer):
     def _trend_bounds(self, points: np.ndarray, est: PointEstimates | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points (``est``,
         default: the current estimates) and the knobs' latency trends (see ``CBOSettings.monotone_slack``)."""
-        idx, _, lcon, se, _ = est if est is not None else self._point_estimates()
+        idx, _, lcon, se, _, _ = est if est is not None else self._point_estimates()
         slack = math.log1p(self.settings.monotone_slack or 0.0)
         p_up, p_lo = ndtr((slack - lcon) / se), ndtr((-slack - lcon) / se)
         lower, upper = np.zeros(len(points)), np.ones(len(points))
@@ -306,7 +308,7 @@ class ConstrainedBO(Optimizer):
         pick = int(left[best])
         if late and self.settings.recheck_compete:
             # both are expected relative improvements of the recommendation: re-measure when that pays more
-            recheck, value = self._recheck_value(remaining)
+            recheck, value = self._recheck_value(remaining, est)
             if recheck is not None and math.log(value) > self.last_acq_value:
                 return recheck
         if (
@@ -333,9 +335,9 @@ class ConstrainedBO(Optimizer):
         j, _ = self._recheck_value(remaining)
         return j
 
-    def _recheck_value(self, remaining: int | None = None) -> tuple[int | None, float]:
+    def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None) -> tuple[int | None, float]:
         """A measured point worth re-measuring and the value of doing so (an expected relative saving on
-        the recommendation's objective), or (None, 0.0).
+        the recommendation's objective), or (None, 0.0). ``est``: the current point estimates, if at hand.
 
         Candidates: points better than the current recommendation whose feasibility is uncertain
         (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
@@ -345,20 +347,16 @@ class ConstrainedBO(Optimizer):
         normal around the current mean with variance sd^2 (1/n - 1/(n+k)). The most valuable wins;
         a point just under the threshold beats a cheaper one that is most likely infeasible.
         """
-        idx, lobj, lcon, se, p = self._point_estimates()
+        idx, lobj, lcon, se, p, n = est if est is not None else self._point_estimates()
         conf = self.settings.confidence
         sure = p >= conf
         rec_lobj = float(lobj[sure].min()) if sure.any() else math.inf
-        counts = dict.fromkeys(idx, 0)
-        for o in self.observations:
-            counts[o.index] += 1
-        n = np.array([counts[i] for i in idx], dtype=float)
         k = np.maximum(self.settings.max_repeats - n, 0.0)
         if remaining is not None:
             k = np.minimum(k, max(remaining, 0))
         sd = se * np.sqrt(n)
         z = float(ndtri(conf))
-        pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / np.maximum(n + k, 1.0), 1e-12))
+        pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / (n + k), 1e-12))
         p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
         gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
         value = np.where((k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
@@ -369,7 +367,7 @@ class ConstrainedBO(Optimizer):
     def recommend(self) -> Recommendation:
         if len(self.observations) < 2:
             return super().recommend()
-        idx, lobj, lcon, _, p = self._point_estimates()
+        idx, lobj, lcon, _, p, _ = self._point_estimates()
         conf = self.settings.confidence
         ok = np.flatnonzero(p >= conf)
         if len(ok) == 0:
