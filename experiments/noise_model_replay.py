@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from polythrottle.devices.base import Device  # noqa: E402
 from polythrottle.devices.replay import ReplayTable  # noqa: E402
+from polythrottle.identity import DeviceIdentity  # noqa: E402
 from polythrottle.measurement import Measurement  # noqa: E402
 from polythrottle.optim.cbo import CBOSettings, ConstrainedBO  # noqa: E402
 from polythrottle.space import Config, Value  # noqa: E402
@@ -49,6 +50,9 @@ class LiveLikeReplay(Device):
     def __init__(self, table: ReplayTable, reported_se: Mapping[tuple, tuple[float, float]], seed: int) -> None:
         self.table, self.se, self.rng = table, reported_se, np.random.default_rng(seed)
         self._cfg: Config | None = None
+
+    def identity(self) -> DeviceIdentity:
+        return DeviceIdentity("replay", "", "")
 
     def space(self):
         return self.table.space

@@ -5,11 +5,10 @@ Python API (see ``polythrottle.api``): ``open_device``, ``tune``, ``retune``, ``
 training-framework callbacks in ``polythrottle.integrations``.
 """
 
-__version__ = "0.1.0"
-
-from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune  # noqa: E402
-from polythrottle.history import HistoryKey, HistoryStore  # noqa: E402
-from polythrottle.tuner import TuneResult  # noqa: E402
+from polythrottle._version import __version__
+from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune
+from polythrottle.history import HistoryKey, HistoryStore
+from polythrottle.tuner import TuneResult
 
 __all__ = [
     "HistoryKey",

@@ -24,7 +24,7 @@ from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.history import HistoryStore, default_history_path
-from polythrottle.history_tune import device_identity, run_tune
+from polythrottle.history_tune import run_tune
 from polythrottle.space import Config, Value
 from polythrottle.tuner import OnRecord, TuneResult
 
@@ -121,7 +121,6 @@ def tune(
     model_files: Sequence[str | os.PathLike[str]] | None = None,
     model: object | None = None,
     warm_start: bool = True,
-    device_id: str | None = None,
     on_record: OnRecord | None = None,
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
@@ -139,9 +138,7 @@ def tune(
     try:
         dev = open_device(device, workload=workload) if isinstance(device, str) else device
         try:
-            ident = device_id or device_identity(device if isinstance(device, str) else dev.info().name)
-            return run_tune(dev, slo_ms, budget, store=store, device_id=ident, workload=workload or "",
-                            model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
+            return run_tune(dev, slo_ms, budget, store=store, model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
                             baseline=baseline, seed=seed, on_record=on_record)
         finally:
             if owned:

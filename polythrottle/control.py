@@ -2,7 +2,8 @@
 
 Request: ``{"command": "model-updated", ...fields}`` + newline over a Unix stream socket; the daemon
 answers one line ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket path is
-``$POLYTHROTTLE_SOCKET`` or ``/run/polythrottle/control.sock`` unless given.
+``polythrottle.paths.socket_path`` unless given (``$POLYTHROTTLE_SOCKET``, else the system socket
+``/run/polythrottle/control.sock`` as root or when it exists, else the user's runtime directory).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from polythrottle import paths
 from polythrottle.errors import PolyThrottleError
 
-DEFAULT_SOCKET = "/run/polythrottle/control.sock"
+DEFAULT_SOCKET = str(paths.SYSTEM_SOCKET)
 
 
 class DaemonError(PolyThrottleError):
@@ -23,7 +25,8 @@ class DaemonError(PolyThrottleError):
 
 
 def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
-    return Path(path or os.environ.get("POLYTHROTTLE_SOCKET") or DEFAULT_SOCKET)
+    """``path``, else the default control socket (``polythrottle.paths.socket_path``)."""
+    return paths.socket_path(path)
 
 
 def send_command(command: str, path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0,

@@ -43,6 +43,10 @@ class UnsupportedError(DeviceError):
     exit_code = 5
 
 
+class DeviceNotFoundError(UnsupportedError):
+    """No such device on this machine (no Jetson board, no NVIDIA GPU at that index). Exit 5."""
+
+
 class NoFeasibleConfigError(PolyThrottleError):
     """No measured configuration met the latency SLO. Exit 3."""
 

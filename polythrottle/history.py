@@ -1,6 +1,6 @@
 """The history store: every measurement of every tune, persisted in SQLite (standard library ``sqlite3``).
 
-Rows are keyed by a ``HistoryKey`` (device, profile, workload, knob-space fingerprint) plus a model
+Rows are keyed by a ``HistoryKey`` (device identity, workload, knob-space fingerprint) plus a model
 version (a fingerprint of the weights or a user-given string), so a re-tune after a model update can
 start from what was learned on the previous version (see ``polythrottle.optim.warm_start``).
 
@@ -28,7 +28,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,11 @@ from typing import Any
 from polythrottle.errors import BadInputError
 from polythrottle.space import Config, SearchSpace, Value
 
-SCHEMA_VERSION = 1
-"""Version this code writes. Older versions are migrated on open; newer ones are refused."""
+SCHEMA_VERSION = 2
+"""Version this code writes. Older versions are migrated on open; newer ones are refused.
+v2 (PolyThrottle 0.2): the key is (device, workload, space); ``device`` is the device identity's
+``kind:board`` (``polythrottle.identity``) and each tune records its ``unit``; v1 keys are mapped in place
+(see ``_migrate_v2``)."""
 
 APPLICATION_ID = 0x50544854  # "PTHT": marks the file as a PolyThrottle history database
 
@@ -83,8 +86,33 @@ CREATE TABLE measurements (
 CREATE INDEX measurements_by_tune ON measurements (tune_id);
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
-"""``_MIGRATIONS[v]`` upgrades a database from version v-1 to v."""
+def _legacy_device(device: str, profile: str) -> tuple[str, str]:
+    """A v1 key's device (the spec as a face gave it) -> (v2 device, unit). ``nvml:N`` cannot be mapped to
+    a GPU (an index is not an identity) and stays as it was: such tunes are kept but not found by new keys."""
+    scheme = device.partition(":")[0].partition("@")[0].strip().lower()
+    if scheme == "sim":
+        name = profile or Path(device.partition(":")[2].partition("?")[0]).stem
+        return (f"sim:{name}", "0") if name else (device, "")
+    if scheme == "replay":
+        return "replay", ""
+    if scheme == "jetson" and profile:
+        return f"jetson:{profile}", ""
+    return device, ""
+
+
+def _migrate_v2(c: sqlite3.Connection) -> None:
+    """v1 -> v2: the ``unit`` column; keys mapped from the spec a face was given to the device identity."""
+    c.execute("ALTER TABLE tunes ADD COLUMN unit TEXT NOT NULL DEFAULT ''")
+    rows = c.execute("SELECT id, device, profile FROM tunes").fetchall()
+    for tune_id, device, profile in rows:
+        new, unit = _legacy_device(str(device), str(profile or ""))
+        c.execute("UPDATE tunes SET device = ?, profile = '', unit = ? WHERE id = ?", (new, unit, tune_id))
+    c.execute("DROP INDEX IF EXISTS tunes_by_key")
+    c.execute("CREATE INDEX tunes_by_key ON tunes (device, workload, space, model_version)")
+
+
+_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {1: _SCHEMA_V1, 2: _migrate_v2}
+"""``_MIGRATIONS[v]`` upgrades a database from version v-1 to v (SQL statements, or a function)."""
 
 
 class HistoryError(BadInputError):
@@ -93,15 +121,15 @@ class HistoryError(BadInputError):
 
 @dataclass(frozen=True)
 class HistoryKey:
-    """What makes measurements comparable, apart from the model version.
+    """What makes measurements comparable, apart from the model version and the unit.
 
-    device: the device identity (e.g. ``sim:jetson-agx-orin``, ``nvml:0``, ``replay``).
-    profile: the board profile or GPU name ("" if none). workload: the workload name ("" if none).
-    space: fingerprint of the tuned knob space (``space_fingerprint``).
+    device: the device identity's ``kind:board`` (``sim:jetson-agx-orin``, ``jetson:jetson-agx-orin``,
+    ``nvml:nvidia-h200``, ``replay``; see ``polythrottle.identity``). workload: the workload's name
+    ("" if none). space: fingerprint of the tuned knob space and the fixed knobs (``space_fingerprint``).
+    Build it with ``polythrottle.identity.history_key``.
     """
 
     device: str
-    profile: str
     workload: str
     space: str
 
@@ -121,6 +149,7 @@ class StoredMeasurement:
     energy_rel_std: float | None = None
     latency_rel_std: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +166,7 @@ class StoredBest:
     measurements: int
     baseline_energy_j: float | None = None
     warm_from: str | None = None
+    unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,16 +189,10 @@ def space_fingerprint(space: SearchSpace, fixed: Mapping[str, Value] | None = No
 
 
 def default_history_path(state_dir: Path | None = None) -> Path:
-    """``STATE_DIR/history.sqlite``; the state dir is ``$POLYTHROTTLE_STATE_DIR``, else
-    ``$XDG_STATE_HOME/polythrottle``, else ``~/.local/state/polythrottle``."""
-    if state_dir is None:
-        env = os.environ.get("POLYTHROTTLE_STATE_DIR")
-        if env:
-            state_dir = Path(env)
-        else:
-            base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            state_dir = Path(base) / "polythrottle"
-    return Path(state_dir).expanduser() / DEFAULT_FILENAME
+    """The default history database, ``STATE_DIR/history.sqlite`` (``polythrottle.paths``)."""
+    from polythrottle.paths import default_history
+
+    return Path(default_history(state_dir)).expanduser()
 
 
 def _json(value: Any) -> str:
@@ -265,7 +289,11 @@ class HistoryStore:
                 # Re-read under the write lock: another process may have migrated meanwhile.
                 version = c.execute("PRAGMA user_version").fetchone()[0]
                 for v in range(version + 1, SCHEMA_VERSION + 1):
-                    for stmt in _MIGRATIONS[v].split(";"):
+                    step = _MIGRATIONS[v]
+                    if callable(step):
+                        step(c)
+                        continue
+                    for stmt in step.split(";"):
                         if stmt.strip():
                             c.execute(stmt)
                 c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -289,7 +317,7 @@ class HistoryStore:
 
     # ----- writes -----------------------------------------------------------------------------
     _TUNE_COLUMNS = (
-        "device", "profile", "workload", "space", "model_version", "slo_ms", "optimizer", "knobs", "warm_from",
+        "device", "profile", "unit", "workload", "space", "model_version", "slo_ms", "optimizer", "knobs", "warm_from",
         "status", "started_at", "finished_at", "best_config", "best_energy_j", "best_latency_ms",
         "baseline_energy_j", "stop_reason",
     )
@@ -308,9 +336,9 @@ class HistoryStore:
 
     @staticmethod
     def _tune_row(key: HistoryKey, model_version: str, slo_ms: float, optimizer: str, knobs: Sequence[str],
-                  warm_from: str | None) -> dict[str, Any]:
+                  warm_from: str | None, unit: str = "") -> dict[str, Any]:
         return {
-            "device": key.device, "profile": key.profile, "workload": key.workload, "space": key.space,
+            "device": key.device, "profile": "", "unit": unit, "workload": key.workload, "space": key.space,
             "model_version": model_version, "slo_ms": float(slo_ms), "optimizer": optimizer,
             "knobs": _json(list(knobs)), "warm_from": warm_from, "status": "running", "started_at": time.time(),
         }
@@ -338,9 +366,11 @@ class HistoryStore:
         optimizer: str,
         knobs: Sequence[str],
         warm_from: str | None = None,
+        unit: str = "",
     ) -> int:
-        """Start a tune (status ``running``); returns its id for ``add_measurement``/``finish_tune``."""
-        row = self._tune_row(key, model_version, slo_ms, optimizer, knobs, warm_from)
+        """Start a tune (status ``running``) on ``unit`` of the key's device; returns its id for
+        ``add_measurement``/``finish_tune``."""
+        row = self._tune_row(key, model_version, slo_ms, optimizer, knobs, warm_from, unit)
         with self._errors("begin tune"), self._transaction() as c:
             return self._insert(c, "tunes", self._TUNE_COLUMNS, row)
 
@@ -384,9 +414,11 @@ class HistoryStore:
                  stop_reason, tune_id),
             )
 
-    def record_tune(self, key: HistoryKey, model_version: str, result: Any, *, warm_from: str | None = None) -> int:
+    def record_tune(self, key: HistoryKey, model_version: str, result: Any, *, warm_from: str | None = None,
+                    unit: str = "") -> int:
         """Persist a finished ``polythrottle.tuner.TuneResult`` (all its measurements) in one transaction."""
-        row = self._tune_row(key, model_version, result.slo_ms, result.optimizer, result.tuned_knobs, warm_from)
+        row = self._tune_row(key, model_version, result.slo_ms, result.optimizer, result.tuned_knobs, warm_from,
+                             unit)
         best = result.best
         row.update(
             status="done", finished_at=time.time(), stop_reason=result.stop_reason,
@@ -408,8 +440,8 @@ class HistoryStore:
     @staticmethod
     def _key_where(key: HistoryKey) -> tuple[str, tuple[str, ...]]:
         return (
-            "t.device = ? AND t.profile = ? AND t.workload = ? AND t.space = ?",
-            (key.device, key.profile, key.workload, key.space),
+            "t.device = ? AND t.workload = ? AND t.space = ?",
+            (key.device, key.workload, key.space),
         )
 
     def observations(self, key: HistoryKey, *, model_version: str | None = None) -> list[StoredMeasurement]:
@@ -420,7 +452,7 @@ class HistoryStore:
             params = (*params, model_version)
         with self._errors("read measurements"):
             rows = self._conn.execute(
-                "SELECT m.*, t.model_version FROM measurements m JOIN tunes t ON t.id = m.tune_id"
+                "SELECT m.*, t.model_version, t.unit FROM measurements m JOIN tunes t ON t.id = m.tune_id"
                 f" WHERE {where} ORDER BY m.id",
                 params,
             ).fetchall()
@@ -430,6 +462,7 @@ class HistoryStore:
                     config=json.loads(r["config"]), energy_j=r["energy_j"], latency_ms=r["latency_ms"],
                     role=r["role"], measured_at=r["measured_at"], energy_rel_std=r["energy_rel_std"],
                     latency_rel_std=r["latency_rel_std"], extra=json.loads(r["extra"]) if r["extra"] else {},
+                    unit=r["unit"],
                 )
                 for r in rows
             ]
@@ -453,7 +486,7 @@ class HistoryStore:
                 tune_id=r["id"], model_version=r["model_version"], slo_ms=r["slo_ms"],
                 config=json.loads(r["best_config"]), energy_j=r["best_energy_j"], latency_ms=r["best_latency_ms"],
                 finished_at=r["finished_at"], measurements=r["n"], baseline_energy_j=r["baseline_energy_j"],
-                warm_from=r["warm_from"],
+                warm_from=r["warm_from"], unit=r["unit"],
             )
         return None
 

@@ -10,24 +10,17 @@ the ``cbo`` optimizer, the prior is the stored measurements of this model versio
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from polythrottle.devices.base import Device
-from polythrottle.history import HistoryKey, HistoryStore, space_fingerprint
+from polythrottle.history import HistoryKey, HistoryStore
+from polythrottle.identity import history_key
 from polythrottle.space import Value
 from polythrottle.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
 DEFAULT_MODEL_VERSION = "unversioned"
 SIMULATED_SCHEMES = ("replay", "sim")
-
-
-def device_identity(spec: str) -> str:
-    """The device part of a history key: the spec, except ``replay`` for any replayed table (so a table
-    measured for a new model version can be re-tuned warm from an older table's history)."""
-    scheme = spec.partition(":")[0].strip().lower()
-    return "replay" if scheme == "replay" else spec.strip()
 
 
 def is_simulated(spec: str) -> bool:
@@ -49,10 +42,12 @@ class WarmStartInfo:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def history_key(tuner: Tuner, device_id: str, *, workload: str = "", profile: str = "") -> HistoryKey:
-    """The key of ``tuner``'s tuned space (tuned knobs and their values, the fixed knobs' values)."""
+def tune_key(tuner: Tuner, device: Device) -> HistoryKey:
+    """The history key of ``tuner``'s tuned space on ``device``: the device's identity and workload, the tuned
+    knobs and their values, the fixed knobs' values (``polythrottle.identity.history_key``). Every face
+    (CLI, Python API, daemon) takes its key from here."""
     fixed = {n: v for n, v in tuner.baseline_config.items() if n not in tuner.tuned_knobs}
-    return HistoryKey(device_id, profile, workload, space_fingerprint(tuner.space, fixed))
+    return history_key(device.identity(), device.workload_name, tuner.space, fixed)
 
 
 def run_tune(
@@ -61,9 +56,6 @@ def run_tune(
     budget: int = 20,
     *,
     store: HistoryStore | None,
-    device_id: str,
-    workload: str = "",
-    profile: str | None = None,
     model_version: str | None = None,
     warm_start: bool = True,
     optimizer: str = "cbo",
@@ -78,14 +70,14 @@ def run_tune(
     ``WarmStartInfo`` dict, or None for a cold start). Raises what ``Tuner`` raises and HistoryError.
     """
     tuner = Tuner(device, slo_ms, budget, optimizer=optimizer, knobs=knobs, baseline=baseline, seed=seed)
+    identity = device.identity()
     if store is None:
-        return tuner.run(on_record)
+        result = tuner.run(on_record)
+        result.extra["device_identity"] = asdict(identity)
+        return result
     version = model_version or DEFAULT_MODEL_VERSION
-    if profile is None:
-        profile = device.info().details.get("profile", "")
-        if profile.endswith((".yaml", ".yml")):  # a profile file: its name, not where it is installed
-            profile = Path(profile).stem
-    key = history_key(tuner, device_id, workload=workload, profile=profile)
+    key = tune_key(tuner, device)
+    unit = identity.unit
 
     warm: WarmStartInfo | None = None
     if warm_start and optimizer == "cbo":
@@ -103,7 +95,7 @@ def run_tune(
                 warm = WarmStartInfo(source, len(prior))
 
     tune_id = store.begin_tune(key, version, slo_ms=slo_ms, optimizer=tuner.optimizer.name,
-                               knobs=tuner.tuned_knobs, warm_from=warm.from_version if warm else None)
+                               knobs=tuner.tuned_knobs, warm_from=warm.from_version if warm else None, unit=unit)
 
     def record(r: TuneRecord) -> None:
         m = r.measurement
@@ -132,6 +124,7 @@ def run_tune(
         warm = WarmStartInfo(warm.from_version, warm.prior_measurements, round(opt.shift[0], 4),
                              round(opt.shift[1], 4), opt.fallback_reason)
     result.extra.update(
+        device_identity=asdict(identity),
         model_version=version,
         history_tune_id=tune_id,
         warm_start=None if warm is None else warm.to_dict(),
@@ -139,4 +132,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "device_identity", "history_key", "is_simulated", "run_tune"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "is_simulated", "run_tune", "tune_key"]

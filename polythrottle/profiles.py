@@ -1,4 +1,6 @@
-"""Device profiles: one YAML per board under ``device_profiles/``, loaded and validated here.
+"""Device profiles: one YAML per board, shipped in the package (``polythrottle/device_profiles``, the
+repository's ``device_profiles/``), loaded and validated here. ``$POLYTHROTTLE_PROFILE_DIR`` adds a
+directory of your own, searched first (a profile there of the same name replaces the built-in one).
 
 A profile holds the facts about one board that the hardware backend and the digital twin need.
 Facts that are not known are listed in ``unknown`` (or carry a ``note``) instead of being invented.
@@ -62,6 +64,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +72,15 @@ import yaml
 
 from polythrottle.errors import ProfileError
 
-PROFILE_DIR = Path(os.environ.get("POLYTHROTTLE_PROFILE_DIR") or Path(__file__).resolve().parent.parent / "device_profiles")
-"""Where the built-in profiles live: the repository's ``device_profiles/`` (env POLYTHROTTLE_PROFILE_DIR)."""
+PROFILE_ENV = "POLYTHROTTLE_PROFILE_DIR"
+PROFILE_DIR = Path(str(resources.files("polythrottle").joinpath("device_profiles")))
+"""The built-in profiles: package data (in a checkout, a link to the repository's ``device_profiles/``)."""
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are searched, in order: ``$POLYTHROTTLE_PROFILE_DIR`` (if set), then the built-in ones."""
+    user = os.environ.get(PROFILE_ENV, "").strip()
+    return ([Path(user).expanduser()] if user else []) + [PROFILE_DIR]
 
 SCHEMA_VERSION = 1
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
@@ -481,9 +491,17 @@ def parse_profile(data: Any, path: Path) -> DeviceProfile:
 
 # ----- public API --------------------------------------------------------------------------------
 def list_profiles(directory: Path | None = None) -> list[str]:
-    """Names of the built-in profiles (file stems under ``device_profiles/``), sorted."""
-    d = directory or PROFILE_DIR
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    """Names of the profiles (file stems) in ``directory``, default every directory of ``profile_dirs()``, sorted."""
+    dirs = [directory] if directory is not None else profile_dirs()
+    return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def _named_profile(name: str) -> Path | None:
+    for d in profile_dirs():
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -496,10 +514,11 @@ def profile_path(name_or_path: str | Path) -> Path:
         if not p.is_file():
             raise ProfileError(f"profile file {p} not found")
         return p
-    builtin = PROFILE_DIR / f"{text}.yaml"
-    if not builtin.is_file():
-        raise ProfileError(f"unknown profile {text!r}; expected one of: {', '.join(list_profiles())} or a .yaml path")
-    return builtin
+    found = _named_profile(text)
+    if found is None:
+        known = ", ".join(list_profiles()) or f"(none: no profiles in {', '.join(map(str, profile_dirs()))})"
+        raise ProfileError(f"unknown profile {text!r}; expected one of: {known} or a .yaml path")
+    return found
 
 
 _CACHE: dict[tuple[Path, float], DeviceProfile] = {}
@@ -545,8 +564,10 @@ def match_model(model: str, directory: Path | None = None) -> DeviceProfile | No
     want = _clean_model(model)
     if not want:
         return None
-    d = directory or PROFILE_DIR
-    profiles = [load_profile(d / f"{n}.yaml") for n in list_profiles(d)]
+    if directory is not None:
+        profiles = [load_profile(directory / f"{n}.yaml") for n in list_profiles(directory)]
+    else:
+        profiles = [load_profile(n) for n in list_profiles()]
     for p in profiles:
         if want in p.models:
             return p

@@ -29,22 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.errors import DeviceError, PermissionDeniedError
+from polythrottle.paths import state_dir
 
-STATE_ENV = "POLYTHROTTLE_STATE_DIR"
-ROOT_STATE_DIR = Path("/var/lib/polythrottle")
 FORMAT_VERSION = 1
 
 
 def default_state_dir() -> Path:
-    """``$POLYTHROTTLE_STATE_DIR``, else /var/lib/polythrottle as root, else the XDG state dir."""
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env).expanduser()
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return ROOT_STATE_DIR
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
-    return base / "polythrottle"
+    """The state directory (``polythrottle.paths.state_dir``): ``$POLYTHROTTLE_STATE_DIR``, else
+    /var/lib/polythrottle as root, else the XDG state dir."""
+    return state_dir()
 
 
 def _file_stem(device_id: str) -> str:

@@ -195,7 +195,7 @@ class Tuner:
             role = "recheck" if index in self.optimizer.measured else "explore"
             self._tell(index, self._measure(self.full_config(index), propose_s, role))
             if self.optimizer.stop_reason:
-                stop_reason = self.optimizer.stop_reason
+                stop_reason = f"{self.optimizer.stop_reason} (after {len(self.history)} measurements)"
                 break
         return self._result(stop_reason)
 

@@ -254,8 +254,8 @@ def test_systemd_unit_verifies(tmp_path):
     exe = tmp_path / "polythrottle"
     exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m polythrottle \"$@\"\n")
     exe.chmod(0o755)
-    unit = subprocess.run(["bash", str(ROOT / "scripts" / "install-service.sh"), "--exe", str(exe), "--print-unit"],
-                          capture_output=True, text=True, check=True).stdout
+    unit = subprocess.run([sys.executable, "-m", "polythrottle", "install-service", "--exe", str(exe), "--print-unit"],
+                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert f"ExecStart={exe} daemon --config /etc/polythrottle/daemon.yaml" in unit
     path = tmp_path / "polythrottle.service"
     path.write_text(unit)
@@ -269,7 +269,7 @@ def test_systemd_unit_verifies(tmp_path):
 
 # ----- the daemon without torch (random search): waiting for a model, infeasible SLO --------------
 def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
-    from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
+    from tests.daemon_helpers import DaemonProcess, NotifyListener, write_config
 
     model = tmp_path / "model.bin"
     fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],

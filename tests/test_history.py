@@ -24,7 +24,7 @@ from polythrottle.history import (
 from polythrottle.space import Knob, SearchSpace
 from tests.conftest import ROOT, run_cli
 
-KEY = HistoryKey("sim:jetson-agx-orin", "jetson-agx-orin", "efficientnet-b0", "abc")
+KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
 
 
 def _fill(store: HistoryStore, version: str, n: int = 3, slo_ms: float = 50.0) -> int:
@@ -55,7 +55,7 @@ def test_round_trip_and_versions(tmp_path: Path) -> None:
         assert best is not None and best.config == {"gpu_mhz": 200.0} and best.measurements == 2
         assert s.best(KEY, model_version="v2", slo_ms=50.0) is None  # a best found for another SLO
         assert s.best(KEY, model_version="v3") is None
-        other = HistoryKey(KEY.device, KEY.profile, "bert-base", KEY.space)
+        other = HistoryKey(KEY.device, "bert-base", KEY.space)
         assert s.observations(other) == [] and s.model_versions(other) == []
         assert s.integrity_check() == "ok"
         assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -121,7 +121,7 @@ _WRITER = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from polythrottle.history import HistoryKey, HistoryStore
     s = HistoryStore(sys.argv[1])
-    key = HistoryKey("d", "p", "w", "s")
+    key = HistoryKey("d", "w", "s")
     tid = s.begin_tune(key, "v1", slo_ms=10, optimizer="cbo", knobs=["k"])
     i = 0
     while True:
@@ -149,7 +149,7 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     with HistoryStore(path) as s:
         assert s.integrity_check() == "ok"
-        steps = [o.step for o in s.observations(HistoryKey("d", "p", "w", "s"))]
+        steps = [o.step for o in s.observations(HistoryKey("d", "w", "s"))]
     assert steps[: committed + 1] == list(range(committed + 1))  # every committed row, in order
     assert len(steps) >= committed + 1
 
@@ -182,3 +182,39 @@ def test_fingerprints(tmp_path: Path) -> None:
 
     with pytest.raises(BadInputError, match="not found"):
         fingerprint_files([tmp_path / "missing.pt"])
+
+
+def test_a_v1_history_upgrades_in_place_to_identity_keys(tmp_path: Path) -> None:
+    """A file written by PolyThrottle 0.1 (keys = the spec a face was given) keeps working: its keys are
+    mapped to device identities, so a new tune finds the old measurements."""
+    import sqlite3
+
+    from polythrottle.history import _SCHEMA_V1, APPLICATION_ID
+
+    path = tmp_path / "old.sqlite"
+    c = sqlite3.connect(path)
+    c.executescript(_SCHEMA_V1)
+    c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    c.execute("PRAGMA user_version = 1")
+    rows = [("sim:./profiles/jetson-agx-orin.yaml?gpu=range", "", "efficientnet-b0"),
+            ("jetson", "jetson-tx2", "torchvision:resnet50"), ("nvml:0", "", "builtin:mlp"), ("replay", "", "")]
+    for i, (device, profile, workload) in enumerate(rows, start=1):
+        c.execute("INSERT INTO tunes (id, device, profile, workload, space, model_version, slo_ms, optimizer, knobs,"
+                  " status, started_at, finished_at, best_config, best_energy_j, best_latency_ms)"
+                  " VALUES (?, ?, ?, ?, 's', 'v1', 10, 'cbo', '[]', 'done', 1, 2, '{\"a\": 1}', 0.5, 5)",
+                  (i, device, profile, workload))
+        c.execute("INSERT INTO measurements (tune_id, step, config, energy_j, latency_ms, role, measured_at)"
+                  " VALUES (?, 0, '{\"a\": 1}', 0.5, 5, 'baseline', 1)", (i,))
+    c.commit()
+    c.close()
+    with HistoryStore(path) as s:
+        assert s.schema_version == 2
+        found = {k.device: (s.best(k, model_version="v1"), s.observations(k)) for k in [
+            HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "s"),
+            HistoryKey("jetson:jetson-tx2", "torchvision:resnet50", "s"),
+            HistoryKey("nvml:0", "builtin:mlp", "s"),  # an index is no identity: kept as it was
+            HistoryKey("replay", "", "s"),
+        ]}
+    for device, (best, obs) in found.items():
+        assert best is not None and best.energy_j == 0.5 and len(obs) == 1, device
+    assert found["sim:jetson-agx-orin"][1][0].unit == "0" and found["jetson:jetson-tx2"][1][0].unit == ""

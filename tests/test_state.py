@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from polythrottle.errors import DeviceError
-from polythrottle.state import ROOT_STATE_DIR, StateStore, default_state_dir
+from polythrottle.paths import SYSTEM_STATE_DIR as ROOT_STATE_DIR
+from polythrottle.state import StateStore, default_state_dir
 
 
 def test_default_dir_env_root_and_xdg(monkeypatch, tmp_path):

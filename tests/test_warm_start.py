@@ -138,7 +138,7 @@ def test_cli_records_history_and_warm_starts_after_update(tmp_path: Path, capsys
     assert second["optimizer"] == "warm-cbo" and second["best"] is not None
     with HistoryStore(db) as s:
         versions = {}
-        for key_row in s._conn.execute("SELECT DISTINCT device, profile, workload, space FROM tunes"):
+        for key_row in s._conn.execute("SELECT DISTINCT device, workload, space FROM tunes"):
             from polythrottle.history import HistoryKey
 
             key = HistoryKey(*key_row)
@@ -165,8 +165,9 @@ def test_cli_model_file_fingerprint_and_bad_combinations(tmp_path: Path, capsys,
 
 
 def test_default_history_is_best_effort(tmp_path: Path, monkeypatch, capsys, small_table: Path) -> None:
-    from polythrottle.cli.history_args import open_history
     import argparse
+
+    from polythrottle.cli.history_args import open_history
 
     bad = tmp_path / "state"
     bad.mkdir()

@@ -1,5 +1,5 @@
-"""Command line: ``polythrottle SUBCOMMAND``. Each subcommand lives in its own module here and
-exposes ``register(subparsers)``; modules are discovered, so adding a command touches no other file.
+"""Command line: ``polythrottle COMMAND``. Each command lives in its own module here and exposes
+``register(subparsers)``; ``COMMANDS`` lists them in the order ``--help`` shows them.
 
 Errors a user can cause print one line to stderr and exit non-zero (see ``polythrottle.errors``).
 """
@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import signal
 import sys
 from collections.abc import Sequence
 
+from polythrottle._version import __version__
 from polythrottle.errors import BadInputError, PolyThrottleError
 
-_HELPER_MODULES = {"common"}
+DESCRIPTION = (
+    "Lowest energy per inference under a latency SLO on NVIDIA Jetsons and GPUs: constrained Bayesian "
+    "optimization of GPU, memory and CPU clocks and software knobs."
+)
+COMMANDS = ("tune", "profile", "apply", "restore", "devices", "daemon", "status", "notify", "install-service")
+"""Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
+EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
+          "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
+          "130/143 interrupted by SIGINT/SIGTERM (settings restored)")
 
 
 class Terminated(KeyboardInterrupt):
@@ -32,16 +40,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="polythrottle", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="polythrottle", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"polythrottle {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name in _HELPER_MODULES or mod.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
-        if hasattr(module, "register"):
-            module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
     return parser
 
 
@@ -76,4 +81,4 @@ def run() -> None:
     sys.exit(main())
 
 
-__all__ = ["BadInputError", "build_parser", "main", "run"]
+__all__ = ["COMMANDS", "BadInputError", "build_parser", "main", "run"]

@@ -11,6 +11,7 @@ from typing import Any
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError
+from polythrottle.history_tune import is_simulated
 from polythrottle.space import parse_assignments
 
 
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.set) == bool(args.config):
         raise BadInputError("give --set KNOB=VALUE (one or more) or --config RESULT.json")
     config: dict[str, Any] = parse_assignments(args.set) if args.set else config_from_result(args.config)
+    if is_simulated(args.device):
+        raise BadInputError(f"{args.device} is simulated: it has no hardware settings to apply "
+                            "(apply works on jetson and nvml devices; `tune` tunes simulated ones)")
     device = open_device(args.device, device_options(args))
     if not device.info().touches_hardware:
         raise BadInputError(f"device {args.device} has no hardware settings to apply")

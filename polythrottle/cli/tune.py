@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from polythrottle.history_tune import run_tune
     from polythrottle.report import print_result, tune_progress  # rich rendering only when needed
-    from polythrottle.history_tune import device_identity, run_tune
 
     if not args.slo_ms > 0:
         raise BadInputError(f"--slo-ms must be positive, got {args.slo_ms}")
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     device = open_device(args.device, device_options(args))
     keep = False
     try:
-        tune_args = dict(store=store, device_id=device_identity(args.device), workload=args.workload or "",
-                         model_version=model_version, warm_start=not args.no_warm_start,
+        tune_args = dict(store=store, model_version=model_version, warm_start=not args.no_warm_start,
                          optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
         if args.json or not console.is_terminal:
             result = run_tune(device, args.slo_ms, args.budget, **tune_args)

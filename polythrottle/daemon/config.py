@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from polythrottle import paths
 from polythrottle.errors import BadInputError
 
 DEFAULT_SOCKET = Path("/run/polythrottle/control.sock")
+"""The system socket; the default for a config without ``socket`` is ``polythrottle.paths.socket_path()``."""
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9347
 DEFAULT_CARBON_G_PER_KWH = 481.0
@@ -64,21 +66,18 @@ class DaemonConfig:
     model_version: str | None = None
     watch_interval_s: float = 2.0
     monitor_interval_s: float = 30.0
-    socket: Path = DEFAULT_SOCKET
+    socket: Path = field(default_factory=paths.socket_path)
     socket_group: str | None = None
     metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
     carbon_intensity_g_per_kwh: float = DEFAULT_CARBON_G_PER_KWH
 
     def resolved_state_dir(self) -> Path:
-        """``state_dir``, else ``$POLYTHROTTLE_STATE_DIR``, else the default of the saved-originals store."""
-        if self.state_dir is not None:
-            return self.state_dir
-        from polythrottle.state import default_state_dir
-
-        return default_state_dir()
+        """``state_dir``, else the default state directory (``polythrottle.paths.state_dir``)."""
+        return paths.state_dir(self.state_dir)
 
     def history_path(self) -> Path:
-        return self.history if self.history is not None else self.resolved_state_dir() / "history.sqlite"
+        """``history``, else the default history database (``polythrottle.paths.default_history``)."""
+        return self.history if self.history is not None else Path(paths.default_history(self.state_dir))
 
     def same_device(self, other: DaemonConfig) -> bool:
         """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
@@ -226,7 +225,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         model_version=model_version,
         watch_interval_s=r.get("watch_interval_s", _number(0, strict=True), 2.0),
         monitor_interval_s=r.get("monitor_interval_s", _number(0), 30.0),
-        socket=r.path_field("socket", DEFAULT_SOCKET) or DEFAULT_SOCKET,
+        socket=r.path_field("socket") or paths.socket_path(),
         socket_group=r.get("socket_group", _str),
         metrics=metrics,
         carbon_intensity_g_per_kwh=r.get("carbon_intensity_g_per_kwh", _number(0), DEFAULT_CARBON_G_PER_KWH),

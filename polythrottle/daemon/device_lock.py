@@ -13,11 +13,12 @@ import threading
 from collections.abc import Mapping
 
 from polythrottle.devices.base import Device, DeviceInfo
+from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, SearchSpace, Value
 
 
-class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Cancelled(Exception):
     """A device call was refused because the daemon is stopping or reloading."""
 
 
@@ -35,6 +36,13 @@ class LockedDevice(Device):
     def _check(self) -> None:
         if self.closed or any(e.is_set() for e in self.cancel):
             raise Cancelled()
+
+    def identity(self) -> DeviceIdentity:
+        return self.device.identity()
+
+    @property
+    def workload_name(self) -> str:
+        return self.device.workload_name
 
     def space(self) -> SearchSpace:
         return self.device.space()

@@ -102,6 +102,15 @@ class DaemonMetrics:
         elif phase != "serving":
             self._last_serving = None
 
+    def show_current(self, energy_j: float, latency_ms: float, power_w: float | None = None) -> None:
+        """Set the energy/latency/power gauges to the applied config's numbers (its tune's or stored
+        estimate) without counting a measurement, so ``/metrics`` and ``status`` agree after an apply."""
+        self.energy.set(energy_j)
+        self.latency.set(latency_ms / 1000.0)
+        self.co2_per_inference.set(co2_grams(energy_j, self.carbon_g_per_kwh))
+        if power_w is not None:
+            self.power.set(power_w)
+
     def set_applied(self, config: Mapping[str, Value] | None) -> None:
         """The config now applied (None: the device's own settings, nothing applied by us)."""
         for labels in self._knob_labels:

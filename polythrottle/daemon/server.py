@@ -61,7 +61,7 @@ class _RequestHandler(socketserver.StreamRequestHandler):
                 reply = self.server.dispatch(decode_request(line))
             except PolyThrottleError as e:
                 reply = {"ok": False, "error": str(e)}
-            except Exception as e:  # a bug must not kill the server thread; say what happened
+            except Exception as e:  # noqa: BLE001 - a bug must not kill the server thread; say what happened
                 print(f"polythrottle: error: control request failed: {type(e).__name__}: {e}", file=sys.stderr)
                 reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
         with contextlib.suppress(OSError):

@@ -45,7 +45,7 @@ from polythrottle.devices import DeviceOptions, open_device
 from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, HistoryStore
-from polythrottle.history_tune import DEFAULT_MODEL_VERSION, device_identity, history_key, run_tune
+from polythrottle.history_tune import DEFAULT_MODEL_VERSION, run_tune, tune_key
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config
 from polythrottle.tuner import Tuner, TuneRecord, TuneResult
@@ -82,8 +82,6 @@ class Prepared:
 
     config: DaemonConfig
     device: LockedDevice
-    device_id: str
-    profile: str
     key: HistoryKey
     tuned_knobs: list[str]
 
@@ -125,14 +123,25 @@ def prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...] = (),
     try:
         tuner = Tuner(device, cfg.slo_ms, cfg.budget, optimizer="random", knobs=cfg.knobs,
                       baseline=cfg.baseline, seed=cfg.seed)  # validation only; "random" imports no torch
-        device_id = device_identity(cfg.device)
-        profile = device.info().details.get("profile", "")
-        key = history_key(tuner, device_id, workload=cfg.workload or "", profile=profile)
+        key = tune_key(tuner, device)
     except BaseException:
         if opened:
             device.close()
         raise
-    return Prepared(cfg, device, device_id, profile, key, list(tuner.tuned_knobs))
+    return Prepared(cfg, device, key, list(tuner.tuned_knobs))
+
+
+def check_config(path: str | os.PathLike[str]) -> str:
+    """``daemon --check``: validate the config file, its model files, and open the device with it (nothing
+    is written). Returns the one-line summary; raises ConfigError / BadInputError / DeviceError."""
+    cfg = load_config(path)
+    missing = [str(f) for f in cfg.model_files if not f.exists()]
+    if missing:
+        raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")
+    prepared = prepare(cfg)
+    prepared.device.close()
+    return (f"{cfg.path}: OK (device {prepared.device.identity().describe()}, knobs "
+            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket})")
 
 
 def measurement_dict(m: Measurement, slo_ms: float, carbon_g_per_kwh: float) -> dict[str, Any]:
@@ -404,6 +413,7 @@ class Daemon:
                                    "meets_slo": best.latency_ms <= cfg.slo_ms, "measured_at": best.finished_at,
                                    "co2_per_inference_g": co2_grams(best.energy_j, cfg.carbon_intensity_g_per_kwh)})
                 self.metrics.set_applied(config)
+                self.metrics.show_current(best.energy_j, best.latency_ms)
                 log.info("%s: applied the stored best config of model %s (tune %d): %s", reason, version,
                          best.tune_id, config)
                 self.notifier.status(self._status_line())
@@ -445,8 +455,7 @@ class Daemon:
 
         outcome = "failed"
         try:
-            result = run_tune(p.device, cfg.slo_ms, budget, store=self._store, device_id=p.device_id,
-                              workload=cfg.workload or "", profile=p.profile, model_version=version,
+            result = run_tune(p.device, cfg.slo_ms, budget, store=self._store, model_version=version,
                               warm_start=True, optimizer=cfg.optimizer, knobs=cfg.knobs, baseline=cfg.baseline,
                               seed=cfg.seed, on_record=on_record)
             outcome = "feasible" if result.best is not None else "infeasible"
@@ -491,6 +500,7 @@ class Daemon:
             self._set(state="serving", last_tune=summary, tuning=None, model_version=version, applied=config,
                       applied_source="tune", current=cur, last_error=None, tunes=self.snap.tunes + 1)
             self.metrics.set_applied(config)
+            self.metrics.show_current(result.best.energy_j, result.best.latency_ms)
             log.info("%s tune done: %d measurements, saving %.1f%%, applied %s", kind, len(result.history),
                      result.saving_pct or 0.0, config)
         self.notifier.status(self._status_line())
@@ -676,4 +686,4 @@ def setup_logging(debug: bool = False) -> None:
     log.propagate = False
 
 
-__all__ = ["COMMANDS", "Daemon", "device_options", "prepare", "setup_logging"]
+__all__ = ["COMMANDS", "Daemon", "check_config", "device_options", "prepare", "setup_logging"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, SearchSpace, Value
 
@@ -46,6 +47,15 @@ class Device(ABC):
     Subclasses must validate a config fully before writing anything, record original hardware
     values before the first write, and put them back in ``restore()``. ``close()`` restores.
     """
+
+    @abstractmethod
+    def identity(self) -> DeviceIdentity:
+        """Who this device is (kind, board, unit); the history key is built from it."""
+
+    @property
+    def workload_name(self) -> str:
+        """The canonical name of the workload this device measures (``""`` if none): part of the history key."""
+        return ""
 
     @abstractmethod
     def space(self) -> SearchSpace:

@@ -24,7 +24,7 @@ from typing import Any
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
-from polythrottle.devices.jetson_layout import JetsonLayout, detect_layout, find_gpu_devfreq
+from polythrottle.devices.jetson_layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
     BadInputError,
@@ -33,6 +33,7 @@ from polythrottle.errors import (
     UnknownKnobError,
     UnsupportedError,
 )
+from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
 from polythrottle.state import StateStore
@@ -133,6 +134,14 @@ class JetsonDevice(Device):
         return [k for c in self.controls.values() for k in c.knobs] + list(self.unavailable)
 
     # ----- Device API ---------------------------------------------------------------------------
+    def identity(self) -> DeviceIdentity:
+        """The board profile and the board's serial number (``""`` where the device tree has none)."""
+        return DeviceIdentity("jetson", self.layout.profile, read_serial(self.io) or "")
+
+    @property
+    def workload_name(self) -> str:
+        return self._live.spec.name if self._live is not None else ""
+
     def attach_workload(self, spec: str) -> None:
         """Measure workload ``spec`` (``builtin:NAME``, ``torchvision:NAME``, ``module:function``) with
         the measurement harness and board energy (INA3221, else jtop). Adds its software knobs."""
@@ -215,7 +224,7 @@ class JetsonDevice(Device):
         if not plans:
             return
         # 2. permission, before the first write
-        for c, _, writes in plans:
+        for _control, _, writes in plans:
             for w in writes:
                 if not self.io.writable(w.path):
                     raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
@@ -234,7 +243,7 @@ class JetsonDevice(Device):
             # 4. write, rolling back this apply on the first failure
             done: list[Write] = []
             try:
-                for c, _, writes in plans:
+                for _control, _, writes in plans:
                     for w in writes:
                         self.io.write(w.path, w.value)
                         done.append(w)

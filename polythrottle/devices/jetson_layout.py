@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polythrottle.clocks.emc import EmcProtocol
-from polythrottle.errors import DeviceError
+from polythrottle.errors import DeviceError, DeviceNotFoundError
 from polythrottle.sysfs import SysfsIO
 
 MODEL_PATH = "/proc/device-tree/model"
+SERIAL_PATH = "/proc/device-tree/serial-number"
 CPU_ROOT = "/sys/devices/system/cpu"
 DEVFREQ_CLASS = "/sys/class/devfreq"
 GPU_OF_NAMES = ("ga10b", "gv11b", "gp10b", "gm20b", "gb10b", "gpu")
@@ -99,6 +100,16 @@ def read_model(io: SysfsIO) -> str | None:
         return None
 
 
+def read_serial(io: SysfsIO) -> str | None:
+    """``/proc/device-tree/serial-number`` (NULs stripped), or None where there is none or it is unreadable."""
+    if not io.is_file(SERIAL_PATH):
+        return None
+    try:
+        return io.read(SERIAL_PATH) or None
+    except DeviceError:
+        return None
+
+
 def find_gpu_devfreq(io: SysfsIO) -> str | None:
     """The devfreq directory of an integrated GPU found through ``/sys/class/devfreq``, or None."""
     for entry in io.listdir(DEVFREQ_CLASS):
@@ -127,12 +138,12 @@ def detect_layout(io: SysfsIO, forced: str = "") -> tuple[JetsonLayout, str | No
         return profile_layout(forced), model
     where = "" if io.is_real_root else f" under {io.root}"
     if model is None:
-        raise DeviceError(f"no Jetson found: {MODEL_PATH} does not exist{where}")
+        raise DeviceNotFoundError(f"no Jetson found: {MODEL_PATH} does not exist{where}")
     from polythrottle.profiles import list_profiles, match_model
 
     profile = match_model(model)
     if profile is None:
-        raise DeviceError(
+        raise DeviceNotFoundError(
             f"no Jetson found: board model {model!r} matches no profile; force one with "
             f"jetson:PROFILE ({', '.join(list_profiles())})"
         )

@@ -42,6 +42,7 @@ from polythrottle.energy.combined import CombinedMeter
 from polythrottle.energy.nvml import NvmlEnergyMeter, NvmlPowerMeter, nvml_reason
 from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, UnsupportedError
 from polythrottle.harness import HarnessSettings, measure
+from polythrottle.identity import DeviceIdentity, slug
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
 from polythrottle.state import StateStore
@@ -309,6 +310,14 @@ class NvmlDevice(Device):
         return space
 
     # ----- Device API ---------------------------------------------------------------------------
+    def identity(self) -> DeviceIdentity:
+        """The GPU's product name (slugged) and its UUID (not its index, which CUDA_VISIBLE_DEVICES changes)."""
+        return DeviceIdentity("nvml", slug(self.gpu_name), self.uuid)
+
+    @property
+    def workload_name(self) -> str:
+        return self._live.spec.name if self._live is not None else ""
+
     def space(self) -> SearchSpace:
         if self._space is None:
             why = "; ".join(f"{k.name}: {k.reason}" for k in self.knob_status if not k.available)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polythrottle.devices.base import Device
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, UnsupportedError
 
 SCHEMES: dict[str, str] = {
     "replay": "polythrottle.devices.replay",
@@ -19,6 +19,10 @@ SCHEMES: dict[str, str] = {
     "jetson": "polythrottle.devices.jetson",
     "nvml": "polythrottle.devices.nvml",
 }
+
+
+OPTIONAL_LIBRARIES: dict[str, tuple[str, str]] = {"pynvml": ("nvidia-ml-py", "nvml")}
+"""Import name -> (distribution, polythrottle extra) of the libraries only some device kinds need."""
 
 
 @dataclass(frozen=True)
@@ -64,5 +68,10 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("polythrottle"):
             raise BadInputError(f"device kind {scheme!r} is not available in this build") from None
-        raise
+        extra = OPTIONAL_LIBRARIES.get(e.name or "")
+        if extra is None:
+            raise
+        raise UnsupportedError(
+            f"{scheme} devices need {extra[0]}, which is not installed: pip install 'polythrottle[{extra[1]}]'"
+        ) from None
     return module.open_device(arg, options)

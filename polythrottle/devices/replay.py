@@ -18,6 +18,7 @@ import numpy as np
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import BadInputError, DeviceError
+from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
 
@@ -184,6 +185,10 @@ class ReplayDevice(Device):
         self.noise = noise
         self._rng = np.random.default_rng(seed)
         self._applied: int | None = None
+
+    def identity(self) -> DeviceIdentity:
+        """Every replayed table is one device (board and unit unknown)."""
+        return DeviceIdentity("replay", "", "")
 
     def space(self) -> SearchSpace:
         return self.table.space

@@ -19,6 +19,7 @@ from polythrottle.devices.base import DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.replay import ReplayDevice, ReplayTable
 from polythrottle.errors import BadInputError
+from polythrottle.identity import DeviceIdentity
 from polythrottle.profiles import load_profile
 from polythrottle.space import Config, Knob, SearchSpace
 from polythrottle.twin.model import BoardParams, Outcome, Workload, board_from_profile, evaluate
@@ -79,6 +80,14 @@ class SimDevice(ReplayDevice):
              "power_w": out.power_w},
         )
         super().__init__(table, noise=noise, seed=seed)
+
+    def identity(self) -> DeviceIdentity:
+        """The board profile's name (however the profile was given) and the twin unit."""
+        return DeviceIdentity("sim", self.profile.name, "0")
+
+    @property
+    def workload_name(self) -> str:
+        return self.workload.name
 
     def default_config(self) -> Config:
         """Highest clocks (range mode: the full GPU range, as the board ships), smallest batch,

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from polythrottle.errors import ProfileError
 from polythrottle.profiles import DeviceProfile, FieldReader
 
 PRECISIONS = ("fp16", "fp32", "native")

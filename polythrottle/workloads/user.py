@@ -19,9 +19,11 @@ def load(spec: str) -> WorkloadSpec:
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name:
         raise BadInputError(f"workload {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    name = spec
     try:
         if target.endswith(".py"):
             path = Path(target).expanduser()
+            name = f"{path.resolve()}:{func_name}"  # one name whatever the working directory
             if not path.is_file():
                 raise BadInputError(f"workload {spec!r}: file {path} not found")
             mod_spec = importlib.util.spec_from_file_location(f"_polythrottle_workload_{path.stem}", path)
@@ -37,4 +39,4 @@ def load(spec: str) -> WorkloadSpec:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise BadInputError(f"workload {spec!r}: {target} has no function {func_name!r}")
-    return coerce_spec(func(), spec)
+    return coerce_spec(func(), name)
