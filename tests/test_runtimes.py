@@ -249,3 +249,20 @@ def test_import_and_help_load_no_runtime():
                        check=False)
     assert r.returncode == 0, r.stderr
     assert "--slo-metric {ttft,tpot,batch}" in r.stdout
+
+
+def test_jetson_tunes_an_onnx_model_the_same_way(tmp_path, monkeypatch, models, capsys):
+    from tests import fake_jetson as fj
+
+    root = tmp_path / "root"
+    fj.build(root, "agx-orin-jp5")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.sysfs.IO_CLASS", fj.FakeKernelIO)
+    rc = main(["tune", "--device", "jetson", "--no-clock-control", "--workload", f"onnx:{models['fp32']}?batch_sizes=1,2",
+               "--slo-ms", "10000", "--budget", "2", "--seed", "0", "--window-s", "0.05", "--repeats", "1", "--json",
+               "--state-dir", str(tmp_path / "s"), "--no-history"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["knobs"] == ["batch_size"] and res["feasible"]
+    assert res["device_info"]["details"]["onnx provider"] == "CPUExecutionProvider"
+    assert not fj.write_log(root)
