@@ -18,7 +18,9 @@ Knobs (only values the device supports are offered): ``batch_size``; ``precision
 ``kv_cache``: ``dynamic`` (transformers' DynamicCache), ``static`` (a StaticCache, eager; offered if
 the model generates with one) and ``static_graphs`` (a StaticCache with the forward pass compiled by
 transformers' automatic ``torch.compile``, mode "reduce-overhead", i.e. CUDA graphs: CUDA only, needs
-triton; a config's first batch compiles, which takes tens of seconds).
+triton; a config's first batch compiles, which takes tens of seconds; a config where torch skips the
+CUDA graphs fails with the reason instead of being measured without them. Each precision and batch
+size may need its own compiled graph: keep ``torch._dynamo.config.recompile_limit`` above their number).
 
 Measured for each batch (one ``generate`` call), from the times tokens reach the host (a streamer):
 ``ttft`` = time to the first generated token (the prompt's prefill included), ``tpot`` = (time of the
@@ -265,6 +267,16 @@ def _generate(model: Any, ids: Any, new_tokens: int, kv_cache: str, streamer: An
         return model.generate(ids, **kwargs)
 
 
+def _cudagraph_skips() -> int:
+    """How many graphs torch.compile has declined to capture as CUDA graphs in this process."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # noqa: BLE001 - a torch without the counter: nothing to compare
+        return 0
+
+
 _TIMER: Any = None
 
 
@@ -321,9 +333,13 @@ class LlmRunner:
             gen = torch.Generator().manual_seed(0)
             self.ids = torch.randint(0, workload.vocab_size, (self.batch_size, workload.prompt_tokens),
                                      generator=gen).to(workload.device)
+            skips = _cudagraph_skips()
             for _ in range(3 if self.kv_cache == "static_graphs" else 1):  # compile, record, replay
                 self.run_batch()
             self.synchronize()
+            if self.kv_cache == "static_graphs" and _cudagraph_skips() > skips:
+                raise DeviceError(f"{self.describe()}: torch.compile skipped the CUDA graphs (its "
+                                  "'skipping cudagraphs' warning says why)")
         except DeviceError:
             self.close()
             raise
