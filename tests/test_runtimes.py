@@ -80,6 +80,66 @@ def knobs_of(dev: NvmlDevice) -> dict[str, tuple]:
     return {k.name: k.values for k in dev.space().knobs}
 
 
+# ----- the harness: a runner's own latencies and items per batch (fake clock and meter) ---------------
+class _Clock:
+    t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Generation:
+    """Each batch: 4 sequences x 5 tokens in 50 ms; first token after 10 ms, then one every 10 ms."""
+
+    batch_size, items_per_batch, item_name = 4, 20, "token"
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+
+    def run_batch(self) -> None:
+        self.clock.t += 0.050
+        self.batch_latencies_s = {"ttft": [0.010], "tpot": [0.010], "itl": [0.010] * 4}
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _Meter:
+    name = "fake"
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+
+    def begin(self) -> None:
+        self.t0 = self.clock()
+
+    def end(self):
+        from polythrottle.energy.base import EnergyWindow
+
+        return EnergyWindow(200.0 * (self.clock() - self.t0), self.clock() - self.t0, 2)
+
+
+@pytest.mark.parametrize("metric, latency_ms", [("batch", 50.0), ("ttft", 10.0), ("tpot", 10.0)])
+def test_harness_counts_items_and_bounds_the_chosen_latency(metric, latency_ms):
+    from polythrottle.errors import DeviceError
+    from polythrottle.harness import measure
+
+    clock = _Clock()
+    wl = _Generation(clock)
+    wl.slo_metric = metric
+    s = HarnessSettings(window_s=1.0, warmup_s=0.0, warmup_batches=1, repeats=2)
+    m = measure(wl, _Meter(clock), s, clock=clock)
+    assert m.energy_j == pytest.approx(200.0 * 0.050 / 20)  # J per token: 200 W x 50 ms over 20 tokens
+    assert m.throughput_ips == pytest.approx(20 / 0.050) and m.extra["batch_size"] == 4
+    assert m.latency_ms == pytest.approx(latency_ms)
+    assert m.extra["slo_metric"] == metric and m.extra["energy_per"] == "token" and m.extra["items_per_batch"] == 20
+    assert m.extra["latencies_ms"]["batch_p99"] == pytest.approx(50.0)
+    assert m.extra["latencies_ms"]["itl_p50"] == pytest.approx(10.0)
+    wl.slo_metric = "e2e"
+    with pytest.raises(DeviceError, match="reported no 'e2e' latencies"):
+        measure(wl, _Meter(clock), s, clock=clock)
+
+
 # ----- onnx: ---------------------------------------------------------------------------------------
 def test_onnx_precision_variants_and_dynamic_batch_tune(gpu, tmp_path, models):
     spec = f"onnx:fp32={models['fp32']},fp16={models['fp16']}?batch_sizes=1,4"
@@ -197,7 +257,7 @@ def test_slo_metric_chooses_the_tuned_latency(gpu, tmp_path, metric, key):
 
 def test_cli_tune_llm_json_has_every_latency(gpu, tmp_path, capsys):
     rc = main(["tune", "--device", "nvml:0", "--no-clock-control", "--workload", LLM, "--slo-metric", "ttft",
-               "--knobs", "batch_size,kv_cache", "--slo-ms", "10000", "--budget", "3", "--seed", "0",
+               "--knobs", "batch_size,kv_cache", "--slo-ms", "10000", "--budget", "3", "--seed", "0", "--optimizer", "random",
                "--window-s", "0.01", "--repeats", "2", "--json", "--state-dir", str(tmp_path / "s"), "--no-history"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
