@@ -40,14 +40,18 @@ def open_device(
     no_clock_control: bool = False,
     state_dir: str | os.PathLike[str] | None = None,
     percentile: float = 99.0,
+    slo_metric: str | None = None,
 ) -> Device:
     """Open ``replay:TABLE.csv``, ``sim:PROFILE``, ``jetson[:PROFILE]`` or ``nvml[:INDEX]``.
 
-    The device restores every hardware value it changed on ``close()`` (also a context manager).
-    Raises BadInputError for an unknown device or bad argument, DeviceError if it cannot be opened.
+    slo_metric: live workloads: the latency the SLO bounds, "batch", "ttft" or "tpot" (None: the
+    workload's default, tpot for ``llm:`` workloads). The device restores every hardware value it
+    changed on ``close()`` (also a context manager). Raises BadInputError for an unknown device or
+    bad argument, DeviceError if it cannot be opened.
     """
     opts = DeviceOptions(workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
-                         state_dir=None if state_dir is None else Path(state_dir), percentile=percentile)
+                         state_dir=None if state_dir is None else Path(state_dir), percentile=percentile,
+                         slo_metric=slo_metric)
     return _open_device(spec, opts)
 
 
@@ -122,6 +126,7 @@ def tune(
     model: object | None = None,
     warm_start: bool = True,
     on_record: OnRecord | None = None,
+    slo_metric: str | None = None,
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
@@ -130,13 +135,20 @@ def tune(
     database path, True (``STATE_DIR/history.sqlite``) or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
-    measurements of this version or the previous one. Raises BadInputError, DeviceError, HistoryError.
+    measurements of this version or the previous one. slo_metric: which latency ``slo_ms`` bounds
+    ("batch", "ttft", "tpot"; see ``open_device``); with an open device it must be the one the device
+    was opened with. Raises BadInputError, DeviceError, HistoryError.
     """
     version = model_version_of(model_version, model_files, model)
+    if slo_metric is not None and not isinstance(device, str):
+        opened = device.info().details.get("slo metric", "batch")
+        if opened != slo_metric:
+            raise BadInputError(f"slo_metric={slo_metric}: the device was opened to bound {opened}; "
+                                f"pass slo_metric to open_device")
     store, close_store = _store(history, state_dir)
     owned = isinstance(device, str)
     try:
-        dev = open_device(device, workload=workload) if isinstance(device, str) else device
+        dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
         try:
             return run_tune(dev, slo_ms, budget, store=store, model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
                             baseline=baseline, seed=seed, on_record=on_record)

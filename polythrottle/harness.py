@@ -5,13 +5,15 @@ window, batches run back to back, each timed from launch to completion (the work
 CUDA workloads synchronise the device, CPU ones need not). The meter is read only at window
 boundaries (never polled per batch). Results:
 
-- energy_j: mean over windows of window energy / inferences in the window (J per inference);
-- latency_ms: the ``percentile`` of every batch latency of every window (ms per batch);
+- energy_j: mean over windows of window energy / inferences in the window (J per inference; J per
+  item for runners that count items, e.g. generated tokens, see ``Runnable``);
+- latency_ms: the ``percentile`` of every batch latency of every window (ms per batch), or of the
+  runner's own samples of its ``slo_metric`` (e.g. time per output token);
 - energy_rel_std / latency_rel_std: relative standard error of those two estimates over windows
   (std over windows / mean / sqrt(windows)): the noise of the reported value, which the optimizer
   uses as observation noise. ``extra`` holds the raw per-window spread and the per-window values.
 
-The harness knows nothing of NVML, sysfs or torch: it takes a meter and a workload.
+The harness knows nothing of NVML, sysfs, torch or ONNX Runtime: it takes a meter and a workload.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ from polythrottle.measurement import Measurement
 
 
 class Runnable(Protocol):
-    """What the harness measures. ``run_batch`` may be asynchronous; ``synchronize`` waits for it."""
+    """What the harness measures. ``run_batch`` may be asynchronous; ``synchronize`` waits for it.
+
+    Optional attributes (read with ``getattr``; absent = the default):
+    - ``items_per_batch`` (int, default ``batch_size``): what energy and throughput are counted per,
+      e.g. the tokens one ``run_batch`` generates; ``item_name`` (default "inference") names it.
+    - ``batch_latencies_s`` (mapping of metric name -> latencies in seconds): the runner's own
+      timings of the batch it just ran (e.g. ``{"ttft": [...], "tpot": [...]}``), read after each
+      batch; every metric gets percentiles in ``extra["latencies_ms"]``.
+    - ``slo_metric`` (default "batch"): the latency reported as ``latency_ms``: "batch" is the
+      harness's own per-batch timing, any other name one of ``batch_latencies_s``.
+    """
 
     batch_size: int
 
@@ -75,6 +87,8 @@ class Window:
     inferences: int
     busy_s: float
     latencies_s: np.ndarray
+    samples_s: dict[str, np.ndarray] | None = None  # the runner's own latency samples, by metric
+    batch_size: int | None = None  # None: inferences // batches
 
     @property
     def energy_per_inference_j(self) -> float:
@@ -84,7 +98,8 @@ class Window:
 Clock = Callable[[], float]
 
 
-def _run_until(workload: Runnable, seconds: float, min_batches: int, clock: Clock) -> list[float]:
+def _run_until(workload: Runnable, seconds: float, min_batches: int, clock: Clock,
+               samples: dict[str, list[float]] | None = None) -> list[float]:
     lat: list[float] = []
     start = clock()
     while len(lat) < min_batches or clock() - start < seconds:
@@ -92,6 +107,9 @@ def _run_until(workload: Runnable, seconds: float, min_batches: int, clock: Cloc
         workload.run_batch()
         workload.synchronize()
         lat.append(clock() - t0)
+        if samples is not None:
+            for name, values in (getattr(workload, "batch_latencies_s", None) or {}).items():
+                samples.setdefault(name, []).extend(float(v) for v in values)
     return lat
 
 
@@ -106,14 +124,17 @@ def measure_window(
 ) -> Window:
     """One metered window. Raises CounterResetError if the meter's counter was reset during it."""
     workload.synchronize()
+    samples: dict[str, list[float]] = {}
     meter.begin()
     t0 = clock()
-    lat = _run_until(workload, settings.window_s, settings.min_batches, clock)
+    lat = _run_until(workload, settings.window_s, settings.min_batches, clock, samples)
     busy = clock() - t0
     ew = meter.end()
     if not (ew.energy_j > 0 and math.isfinite(ew.energy_j)):
         raise DeviceError(f"meter {meter.name} read {ew.energy_j} J over {ew.duration_s:.3f} s")
-    return Window(ew, len(lat), len(lat) * workload.batch_size, busy, np.asarray(lat))
+    items = int(getattr(workload, "items_per_batch", None) or workload.batch_size)
+    return Window(ew, len(lat), len(lat) * items, busy, np.asarray(lat),
+                  {k: np.asarray(v) for k, v in samples.items()} or None, workload.batch_size)
 
 
 def _rel_std(x: np.ndarray) -> float:
@@ -141,16 +162,29 @@ def measure(
             retries += 1
             if retries > settings.max_window_retries:
                 raise
-    return summarize(windows, settings, duration_s=clock() - t_start, counter_resets=retries)
+    return summarize(windows, settings, duration_s=clock() - t_start, counter_resets=retries,
+                     slo_metric=str(getattr(workload, "slo_metric", None) or "batch"),
+                     item_name=str(getattr(workload, "item_name", None) or "inference"))
+
+
+def _metric_latencies_s(w: Window, metric: str) -> np.ndarray:
+    if metric == "batch":
+        return w.latencies_s
+    if not w.samples_s or metric not in w.samples_s or len(w.samples_s[metric]) == 0:
+        have = ", ".join(["batch", *sorted(w.samples_s or {})])
+        raise DeviceError(f"the workload reported no {metric!r} latencies (it reports: {have})")
+    return w.samples_s[metric]
 
 
 def summarize(windows: list[Window], settings: HarnessSettings, duration_s: float,
-              counter_resets: int = 0) -> Measurement:
-    """Combine windows into one Measurement (energy mean, pooled latency percentile, standard errors)."""
+              counter_resets: int = 0, slo_metric: str = "batch", item_name: str = "inference") -> Measurement:
+    """Combine windows into one Measurement (energy mean, pooled latency percentile, standard errors).
+    ``slo_metric``: the latency reported as ``latency_ms`` ("batch" or a metric of the windows' samples)."""
     e = np.array([w.energy_per_inference_j for w in windows])
     p = settings.percentile
-    lat_all = np.concatenate([w.latencies_s for w in windows]) * 1e3
-    lat_w = np.array([np.percentile(w.latencies_s * 1e3, p) for w in windows])
+    per_window = [_metric_latencies_s(w, slo_metric) * 1e3 for w in windows]
+    lat_all = np.concatenate(per_window)
+    lat_w = np.array([np.percentile(x, p) for x in per_window])
     n = len(windows)
     inferences = sum(w.inferences for w in windows)
     busy = sum(w.busy_s for w in windows)
@@ -159,7 +193,7 @@ def summarize(windows: list[Window], settings: HarnessSettings, duration_s: floa
     extra: dict[str, object] = {
         "windows": n,
         "batches": int(sum(w.batches for w in windows)),
-        "batch_size": windows[0].inferences // windows[0].batches,
+        "batch_size": windows[0].batch_size or windows[0].inferences // windows[0].batches,
         "percentile": p,
         "latency_mean_ms": float(lat_all.mean()),
         "latency_p50_ms": float(np.percentile(lat_all, 50)),
@@ -168,6 +202,10 @@ def summarize(windows: list[Window], settings: HarnessSettings, duration_s: floa
         "energy_per_window_j": [float(x) for x in e],
         "latency_per_window_ms": [float(x) for x in lat_w],
     }
+    if any(w.samples_s for w in windows) or slo_metric != "batch":
+        extra.update(slo_metric=slo_metric, energy_per=item_name,
+                     items_per_batch=windows[0].inferences // windows[0].batches,
+                     latencies_ms=_latency_table(windows, p))
     if counter_resets:
         extra["counter_resets"] = counter_resets
     details: dict[str, list[float]] = {}
@@ -186,3 +224,21 @@ def summarize(windows: list[Window], settings: HarnessSettings, duration_s: floa
         latency_rel_std=_rel_std(lat_w) / math.sqrt(n) if n > 1 else None,
         extra=extra,
     )
+
+
+def _latency_table(windows: list[Window], percentile: float) -> dict[str, float]:
+    """Mean, p50 and ``percentile`` (ms) of every latency metric of the windows, batch included:
+    ``{"batch_mean": .., "batch_p50": .., "batch_p99": .., "ttft_mean": .., ...}``."""
+    metrics: dict[str, list[np.ndarray]] = {"batch": [w.latencies_s for w in windows]}
+    for w in windows:
+        for k, v in (w.samples_s or {}).items():
+            metrics.setdefault(k, []).append(v)
+    out: dict[str, float] = {}
+    for k, parts in metrics.items():
+        x = np.concatenate(parts) * 1e3
+        if len(x) == 0:
+            continue
+        out[f"{k}_mean"] = float(x.mean())
+        out[f"{k}_p50"] = float(np.percentile(x, 50))
+        out[f"{k}_p{percentile:g}"] = float(np.percentile(x, percentile))
+    return out

@@ -10,10 +10,14 @@ from typing import Any
 class Measurement:
     """Energy and latency of inference under one applied configuration.
 
-    energy_j: energy per inference (joules). latency_ms: the latency the SLO is judged on (ms; the
-    mean batch latency for replayed tables, a percentile for live workloads). Optional fields are None
-    where the source does not provide them. ``energy_rel_std``/``latency_rel_std`` are the relative
-    spread over repeats (None: unknown), used by the optimizer as a noise estimate.
+    energy_j: energy per inference (joules; per generated token for ``llm:`` workloads, as
+    ``extra["energy_per"]`` says). latency_ms: the latency the SLO is judged on (ms; the mean batch
+    latency for replayed tables, a percentile for live workloads: of the batch latency, or of the
+    ``extra["slo_metric"]`` the workload reports, e.g. time per output token). Live workloads that
+    time more than batches put every metric's mean/p50/percentile in ``extra["latencies_ms"]``
+    (e.g. ``ttft_p99``, ``tpot_p50``). throughput_ips: inferences (tokens) per second. Optional
+    fields are None where the source does not provide them. ``energy_rel_std``/``latency_rel_std``
+    are the relative spread over repeats (None: unknown), used by the optimizer as a noise estimate.
     """
 
     energy_j: float

@@ -27,6 +27,9 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                        help="live workloads: seconds per metered window (default 2)")
         p.add_argument("--repeats", type=int, default=None,
                        help="live workloads: metered windows per measurement (default 3)")
+        p.add_argument("--slo-metric", choices=("ttft", "tpot", "batch"), default=None,
+                       help="live workloads: the latency the SLO bounds: time to first token, time per output "
+                            "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
 
 
 def device_options(args: argparse.Namespace) -> DeviceOptions:
@@ -51,6 +54,7 @@ def device_options(args: argparse.Namespace) -> DeviceOptions:
         percentile=pct,
         window_s=window_s,
         repeats=repeats,
+        slo_metric=getattr(args, "slo_metric", None),
     )
 
 

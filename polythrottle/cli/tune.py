@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -15,6 +16,9 @@ from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError
 from polythrottle.optim import OPTIMIZERS
 from polythrottle.space import parse_assignments
+
+if TYPE_CHECKING:
+    from polythrottle.tuner import TuneResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to FILE")
     add_history_args(p)
     p.set_defaults(func=run)
+
+
+def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None:
+    """Live workloads that time more than batches (llm: ttft/tpot): each history row gets every metric's
+    statistics (``latencies_ms``), the payload the SLO metric and what energy is counted per."""
+    for row, rec in zip(payload["history"], result.history):
+        extra = rec.measurement.extra
+        if "latencies_ms" in extra:
+            row["latencies_ms"] = extra["latencies_ms"]
+            payload.setdefault("slo_metric", extra.get("slo_metric"))
+            payload.setdefault("energy_per", extra.get("energy_per"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
+        _add_workload_latencies(payload, result)
         info = device.info()
         payload["device_info"] = {"name": info.name, "details": info.details,
                                   "knobs": [{"name": k.name, "available": k.available, "reason": k.reason}

@@ -59,6 +59,7 @@ class DaemonConfig:
     percentile: float = 99.0
     window_s: float | None = None
     repeats: int | None = None
+    slo_metric: str | None = None  # ttft | tpot | batch (None: the workload's default)
     no_clock_control: bool = False
     state_dir: Path | None = None
     history: Path | None = None
@@ -82,7 +83,7 @@ class DaemonConfig:
     def same_device(self, other: DaemonConfig) -> bool:
         """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
         keys = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
-                "state_dir")
+                "state_dir", "slo_metric")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
@@ -113,6 +114,15 @@ def _int(lo: int) -> Callable[[Any], int]:
         if v < lo:
             raise ValueError(f"must be >= {lo}, got {v}")
         return v
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {v!r}")
+        return str(v)
 
     return parse
 
@@ -218,6 +228,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         percentile=r.get("percentile", _number(0, strict=True, hi=100), 99.0),
         window_s=r.get("window_s", _number(0, strict=True)),
         repeats=r.get("repeats", _int(1)),
+        slo_metric=r.get("slo_metric", _choice("ttft", "tpot", "batch")),
         no_clock_control=r.get("no_clock_control", _bool, False),
         state_dir=r.path_field("state_dir"),
         history=r.path_field("history"),

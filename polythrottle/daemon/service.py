@@ -109,7 +109,7 @@ def device_options(cfg: DaemonConfig) -> DeviceOptions:
     names = {f.name for f in dataclasses.fields(DeviceOptions)}
     values = {"workload": cfg.workload, "noise": cfg.noise, "seed": cfg.seed, "no_clock_control": cfg.no_clock_control,
               "state_dir": cfg.resolved_state_dir(), "percentile": cfg.percentile, "window_s": cfg.window_s,
-              "repeats": cfg.repeats}
+              "repeats": cfg.repeats, "slo_metric": getattr(cfg, "slo_metric", None)}
     return DeviceOptions(**{k: v for k, v in values.items() if k in names})
 
 

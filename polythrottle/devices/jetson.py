@@ -156,8 +156,9 @@ class JetsonDevice(Device):
         self._meter = self._open_meter()
         import torch
 
-        self._live = LiveWorkload(workload, "cuda" if torch.cuda.is_available() else "cpu")
         o = self.options
+        self._live = LiveWorkload(workload, "cuda" if torch.cuda.is_available() else "cpu",
+                                  slo_metric=getattr(o, "slo_metric", None))
         self.harness = HarnessSettings(window_s=o.window_s or HarnessSettings.window_s, percentile=o.percentile,
                                        repeats=getattr(o, "repeats", None) or HarnessSettings.repeats)
 
@@ -451,6 +452,7 @@ class JetsonDevice(Device):
         if self._live is not None:
             details["workload"] = self._live.spec.name
             details["energy"] = f"{self._meter.name} every {self._meter.sampler.period_s * 1000:g} ms"
+            details.update(self._live.details())
         return DeviceInfo(
             name=f"jetson:{self.layout.profile}",
             kind="jetson",

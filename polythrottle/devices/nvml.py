@@ -11,7 +11,7 @@ driver's reason, and tuning goes on over the rest):
   frequencies and the files are writable (root).
 Whether a knob works is probed once at open with a write that changes nothing (locking the full
 supported range, then resetting; setting the current power limit). Setting clocks needs root.
-Software knobs: see ``polythrottle.workloads.runner``.
+Software knobs: see ``polythrottle.workloads.runner`` (and ``onnx_runtime``/``llm`` for those workloads).
 
 Originals are recorded in the state store before the first write (NVML cannot read a lock: the
 original of a locked clock is "reset", i.e. unlocked) and put back on close, on SIGTERM/Ctrl-C
@@ -173,7 +173,7 @@ class NvmlDevice(Device):
         if spec is not None:
             self.meter = self._open_meter(rapl_root)
             dev = torch_device if torch_device is not None else cuda_device_for(self.uuid, index)
-            self._live = LiveWorkload(spec, dev)
+            self._live = LiveWorkload(spec, dev, slo_metric=getattr(self.options, "slo_metric", None))
             self.knob_status += self._live.knob_status
         self._space = self._build_space()
 
@@ -436,6 +436,7 @@ class NvmlDevice(Device):
         if self._live is not None:
             details["workload"] = self._live.spec.name
             details["torch device"] = str(self._live.device)
+            details.update(self._live.details())
         return DeviceInfo(name=f"nvml:{getattr(self, 'index', '?')}", kind="nvml", details=details,
                           knobs=list(self.knob_status), touches_hardware=bool(self.hw))
 

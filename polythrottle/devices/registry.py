@@ -35,6 +35,8 @@ class DeviceOptions:
     percentile: latency percentile the SLO is judged on, for live workloads.
     window_s / repeats: live workloads: seconds per metered window and windows per measurement
     (None: the harness defaults, 2 s x 3).
+    slo_metric: live workloads: the latency the SLO bounds: "batch", "ttft" or "tpot" (the last two
+    for ``llm:`` workloads); None: the workload's default (tpot for llm:, batch otherwise).
     """
 
     workload: str | None = None
@@ -45,6 +47,10 @@ class DeviceOptions:
     percentile: float = 99.0
     window_s: float | None = None
     repeats: int | None = None
+    slo_metric: str | None = None
+
+
+LIVE_ONLY_METRICS = ("ttft", "tpot")
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -63,6 +69,11 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
         raise BadInputError(
             f"unknown device {spec!r}; expected one of: " + ", ".join(f"{s}:..." for s in SCHEMES)
         )
+    metric = getattr(options, "slo_metric", None)
+    if metric is not None and metric not in ("batch", *LIVE_ONLY_METRICS):
+        raise BadInputError(f"--slo-metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")
+    if metric in LIVE_ONLY_METRICS and scheme in ("sim", "replay"):
+        raise BadInputError(f"--slo-metric {metric} applies to live workloads (nvml, jetson), not to {scheme} devices")
     try:
         module = importlib.import_module(SCHEMES[scheme])
     except ModuleNotFoundError as e:
