@@ -43,6 +43,12 @@ class UnsupportedError(DeviceError):
     exit_code = 5
 
 
+class MissingDependencyError(PolyThrottleError):
+    """An optional dependency (an extra, e.g. ``polythrottle[plot]``) is not installed. Exit 5."""
+
+    exit_code = 5
+
+
 class NoFeasibleConfigError(PolyThrottleError):
     """No measured configuration met the latency SLO. Exit 3."""
 
