@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from polythrottle.carbon import resolve as resolve_carbon
+from polythrottle.carbon import tune_extra
 from polythrottle.devices import DeviceOptions
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
@@ -123,6 +125,8 @@ def tune(
     warm_start: bool = True,
     device_id: str | None = None,
     on_record: OnRecord | None = None,
+    carbon_country: str | None = None,
+    carbon_intensity_g_per_kwh: float | None = None,
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
@@ -131,8 +135,12 @@ def tune(
     database path, True (``STATE_DIR/history.sqlite``) or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
-    measurements of this version or the previous one. Raises BadInputError, DeviceError, HistoryError.
+    measurements of this version or the previous one. ``result.extra`` holds ``carbon`` (the grid
+    intensity: ``carbon_intensity_g_per_kwh`` if given, else ``carbon_country``'s (ISO3) from the packaged
+    dataset, else the world average) and ``co2_g_per_inference`` of the baseline and the pick.
+    Raises BadInputError, DeviceError, HistoryError.
     """
+    carbon = resolve_carbon(carbon_country, carbon_intensity_g_per_kwh)  # a bad country fails before tuning
     version = model_version_of(model_version, model_files, model)
     store, close_store = _store(history, state_dir)
     owned = isinstance(device, str)
@@ -140,9 +148,11 @@ def tune(
         dev = open_device(device, workload=workload) if isinstance(device, str) else device
         try:
             ident = device_id or device_identity(device if isinstance(device, str) else dev.info().name)
-            return run_tune(dev, slo_ms, budget, store=store, device_id=ident, workload=workload or "",
-                            model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
-                            baseline=baseline, seed=seed, on_record=on_record)
+            result = run_tune(dev, slo_ms, budget, store=store, device_id=ident, workload=workload or "",
+                              model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
+                              baseline=baseline, seed=seed, on_record=on_record)
+            result.extra.update(tune_extra(carbon, result))
+            return result
         finally:
             if owned:
                 dev.close()
@@ -160,6 +170,7 @@ def retune(
     model_version: str | None = None,
     model_files: Sequence[str | os.PathLike[str]] | None = None,
     model: object | None = None,
+    carbon_country: str | None = None,
     **kwargs: object,
 ) -> TuneResult:
     """Re-tune after a model update, warm-started from the history of the previous model version.
@@ -173,7 +184,8 @@ def retune(
     if history is None or history is False:
         raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
     return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,
-                model_files=model_files, model=model, warm_start=True, **kwargs)  # type: ignore[arg-type]
+                model_files=model_files, model=model, warm_start=True, carbon_country=carbon_country,
+                **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["applied", "apply", "model_version_of", "open_device", "restore", "retune", "tune"]

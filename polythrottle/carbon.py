@@ -51,16 +51,16 @@ class CarbonIntensity:
                 "source": self.source}
 
     def describe(self) -> str:
-        """One short phrase: ``FRA 56 g/kWh (2023, Our World in Data ...)``."""
-        where = self.country or ("world average" if self.source != GIVEN_SOURCE else "given")
-        when = f"{self.year}, " if self.year else ""
-        return f"{where} {self.intensity_g_per_kwh:.4g} g/kWh ({when}{self.source})"
+        """One short phrase: ``56.04 g/kWh (FRA, 2023; Our World in Data ...)``."""
+        where = ", ".join(x for x in (self.country or ("" if self.source == GIVEN_SOURCE else "world"),
+                                      str(self.year or "")) if x)
+        return f"{self.intensity_g_per_kwh:.4g} g/kWh ({where + '; ' if where else ''}{self.source})"
 
 
 GIVEN_SOURCE = "given"
 WORLD_AVERAGE = CarbonIntensity(
     country=None, intensity_g_per_kwh=481.0, year=2023,
-    source="Ember, world average emission intensity of electricity generation (2024 data release)",
+    source="Ember, global average (2024 data release)",
 )
 """The default: 481 gCO2/kWh, the 2023 world average published by Ember."""
 

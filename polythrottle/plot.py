@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.errors import BadInputError, MissingDependencyError
-from polythrottle.tune_trace import ConfigStats, TuneTrace, config_key
+from polythrottle.tune_trace import TuneTrace, config_key, short_device
 
 KINDS = ("both", "convergence", "tradeoff")
 FORMATS = (".png", ".svg", ".pdf")
@@ -37,17 +37,9 @@ def require_matplotlib() -> Any:
     return figure
 
 
-def _short_device(device: str) -> str:
-    """``replay:/long/path/table.csv`` -> ``replay:table.csv``."""
-    scheme, sep, rest = device.partition(":")
-    if sep and scheme == "replay":
-        return f"replay:{Path(rest).name}"
-    return device
-
-
 def context_line(trace: TuneTrace) -> str:
     """``device · workload · SLO 100 ms · 20 measurements (cbo)``: what every figure is about."""
-    parts = [_short_device(trace.device) or "device ?"]
+    parts = [short_device(trace.device) or "device ?"]
     if trace.workload:
         parts.append(trace.workload)
     parts.append(f"SLO {trace.slo_ms:g} ms")
@@ -108,14 +100,14 @@ def draw_convergence(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tupl
     pts = trace.points
     n = list(range(1, len(pts) + 1))
     groups = {
-        ("baseline", True): dict(marker="*", s=160, color=BASE, label="baseline"),
-        ("baseline", False): dict(marker="*", s=160, color=OVER, label="baseline, over SLO"),
-        ("explore", True): dict(marker="o", s=42, color=MEETS, label="new config, latency met SLO"),
-        ("explore", False): dict(marker="X", s=52, color=OVER, label="new config, over SLO"),
-        ("recheck", True): dict(marker="D", s=46, facecolors="none", edgecolors=MEETS, linewidths=1.5,
-                                label="recheck (same config again), met SLO"),
-        ("recheck", False): dict(marker="D", s=46, facecolors="none", edgecolors=OVER, linewidths=1.5,
-                                 label="recheck (same config again), over SLO"),
+        ("baseline", True): {"marker": "*", "s": 160, "color": BASE, "label": "baseline"},
+        ("baseline", False): {"marker": "*", "s": 160, "color": OVER, "label": "baseline, over SLO"},
+        ("explore", True): {"marker": "o", "s": 42, "color": MEETS, "label": "new config, latency met SLO"},
+        ("explore", False): {"marker": "X", "s": 52, "color": OVER, "label": "new config, over SLO"},
+        ("recheck", True): {"marker": "D", "s": 46, "facecolors": "none", "edgecolors": MEETS, "linewidths": 1.5,
+                            "label": "recheck (same config again), met SLO"},
+        ("recheck", False): {"marker": "D", "s": 46, "facecolors": "none", "edgecolors": OVER, "linewidths": 1.5,
+                             "label": "recheck (same config again), over SLO"},
     }
     for (role, ok), style in groups.items():
         sel = [(i, p.energy_j) for i, p in zip(n, pts)
@@ -167,8 +159,8 @@ def _place(ax: Any, renderer: Any, labels: list[_Label], avoid: list[tuple[float
                 lab.text, xy=lab.xy, xytext=(dx, dy), textcoords="offset points", fontsize=8.5, color=lab.color,
                 fontweight="bold", ha="left" if dx > 0 else "right" if dx < 0 else "center",
                 va="bottom" if dy > 0 else "top" if dy < 0 else "center", zorder=5,
-                bbox=dict(boxstyle="round,pad=0.3", fc="white", ec=lab.color, lw=0.8, alpha=0.92),
-                arrowprops=dict(arrowstyle="-", color=lab.color, lw=0.9, shrinkB=6),
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": lab.color, "lw": 0.8, "alpha": 0.92},
+                arrowprops={"arrowstyle": "-", "color": lab.color, "lw": 0.9, "shrinkB": 6},
             )
             ann.set_in_layout(False)
             ann.update_positions(renderer)  # Text's own extent (not the arrow's) needs the positions first
@@ -197,8 +189,8 @@ def draw_tradeoff(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[f
     if raw:
         ax.scatter([p.latency_ms for p in raw], [p.energy_j for p in raw], s=10, color="#999999", alpha=0.6,
                    zorder=2, label="single measurements of re-measured configs")
-    for ok, style in ((True, dict(marker="o", s=44, color=MEETS, label="config, mean latency meets SLO")),
-                      (False, dict(marker="X", s=52, color=OVER, label="config, mean latency over SLO"))):
+    for ok, style in ((True, {"marker": "o", "s": 44, "color": MEETS, "label": "config, mean latency meets SLO"}),
+                      (False, {"marker": "X", "s": 52, "color": OVER, "label": "config, mean latency over SLO"})):
         sel = [s for s in stats if s.feasible == ok]
         if sel:
             ax.scatter([s.latency_ms for s in sel], [s.energy_j for s in sel], zorder=3, **style)

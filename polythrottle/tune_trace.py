@@ -41,6 +41,14 @@ class ConfigStats:
     feasible: bool
 
 
+def short_device(device: str) -> str:
+    """``replay:/long/path/table.csv`` -> ``replay:table.csv``; other specs as they are."""
+    scheme, sep, rest = device.partition(":")
+    if sep and scheme == "replay":
+        return f"replay:{Path(rest).name}"
+    return device
+
+
 def config_key(config: Mapping[str, Any]) -> str:
     return json.dumps({k: config[k] for k in sorted(config)}, sort_keys=True, default=str)
 
@@ -175,4 +183,4 @@ def _check(points: Sequence[TracePoint], slo_ms: float, name: str) -> None:
             raise BadInputError(f"{name}: measurement {p.step} has energy_j={p.energy_j}, latency_ms={p.latency_ms}")
 
 
-__all__ = ["ConfigStats", "TracePoint", "TuneTrace", "config_key"]
+__all__ = ["ConfigStats", "TracePoint", "TuneTrace", "config_key", "short_device"]
