@@ -46,7 +46,7 @@ def _clip(text: str, width: int) -> str:
 
 
 class LiveView:
-    """Prints a header, then one line per measurement (``on_record``), each at most ``console.width`` wide.
+    """Prints a header and one line per measurement (``on_record``), each at most ``console.width`` wide.
 
     knobs: the tuned knobs (their values make the config column; None: every knob of the first config).
     """
@@ -68,22 +68,18 @@ class LiveView:
         self.console.print(escape(text), style=style, highlight=False, soft_wrap=True)
 
     def header(self) -> None:
-        knobs = self.knobs or []
+        """The title, the knobs of the config column and the column heads (before the first line)."""
         where = f"{short_device(self.trace.device)}: " if self.trace.device else ""
         self._print(_clip(f"Tuning {where}SLO {self.trace.slo_ms:g} ms, budget {self.budget} measurements",
                           self.width), "bold")
-        if knobs:
-            self._columns()
-
-    def _columns(self) -> None:
         self._print(_clip("config = " + "/".join(self.knobs or []), self.width))
         self._print(self._line([*_HEADS, "config"]), "dim")
 
     def on_record(self, r: TuneRecord) -> None:
         """Print the line of measurement ``r`` (the TuneRecord callback of ``Tuner.run``)."""
-        if self.knobs is None:
-            self.knobs = list(r.config)
-            self._columns()
+        if not self.trace.points:  # printed now, so that bad input fails with one line and no header
+            self.knobs = self.knobs or list(r.config)
+            self.header()
         m = r.measurement
         self.trace.add(TracePoint(r.step, r.config, m.energy_j, m.latency_ms, r.role))
         best = self.trace.best()
@@ -104,7 +100,7 @@ def result_table(result: TuneResult, carbon: CarbonIntensity | None = None) -> T
     t.add_column("baseline", justify="right")
     cols = [result.baseline]
     if result.best is not None:
-        t.add_column("pick", justify="right", style="bold green")
+        t.add_column("best", justify="right", style="bold green")
         cols.append(result.best)
     for k in result.baseline.config:
         tuned = k in result.tuned_knobs

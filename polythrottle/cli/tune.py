@@ -63,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
                          optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
         live = None if args.quiet else LiveView(Console(stderr=True), args.slo_ms, args.budget,
                                                  device=args.device, knobs=knobs)
-        if live is not None:
-            live.header()
         result = run_tune(device, args.slo_ms, args.budget, on_record=live.on_record if live else None,
                           **tune_args)
         result.extra.update(tune_extra(carbon, result))
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if result.best is None:
-        if args.json:
+        if args.json or args.quiet:
             print(
                 f"polythrottle: no config met the {args.slo_ms:g} ms SLO; lowest latency seen "
                 f"{result.lowest_latency_ms:.4g} ms",
