@@ -144,14 +144,15 @@ def draw_convergence(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tupl
     return labels, [(i, p.energy_j) for i, p in zip(n, pts)] + list(zip(xs, ys))
 
 
-def _place(ax: Any, renderer: Any, labels: list[_Label], avoid: list[tuple[float, float]]) -> None:
-    """Annotate each label at the offset whose text box covers the fewest ``avoid`` points and earlier
-    labels and stays inside the axes (first such offset in ``_OFFSETS`` order)."""
+def _place(ax: Any, renderer: Any, labels: list[_Label], avoid: list[tuple[float, float]],
+           taken: list[Any] | None = None) -> None:
+    """Annotate each label at the offset whose text box covers the fewest ``avoid`` points, earlier labels
+    and ``taken`` boxes (display units) and stays inside the axes (first such offset in ``_OFFSETS`` order)."""
     from matplotlib.text import Text
 
     pts = ax.transData.transform(avoid) if avoid else []
     frame = ax.get_window_extent(renderer)
-    taken: list[Any] = []
+    taken = list(taken or [])
     for lab in labels:
         best: tuple[float, Any] | None = None
         for rank, (dx, dy) in enumerate(_OFFSETS):
@@ -179,26 +180,81 @@ def _place(ax: Any, renderer: Any, labels: list[_Label], avoid: list[tuple[float
         taken.append(Text.get_window_extent(best[1], renderer).padded(5))
 
 
-def draw_tradeoff(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[float, float]]]:
-    """Energy against latency per measured config; SLO; measured Pareto front; baseline and pick.
-    Returns the labels still to place and the data points they should not hide."""
-    labels: list[_Label] = []
+def _draw_configs(ax: Any, trace: TuneTrace, small: bool = False) -> None:
+    """Measured configs (means; single measurements of repeated ones), the Pareto front, the SLO line and
+    the pick's ring: what the trade-off plot and its zoom share."""
+    k = 0.6 if small else 1.0
     stats = trace.config_stats()
     repeated = {config_key(s.config) for s in stats if s.measurements > 1}
     raw = [p for p in trace.points if config_key(p.config) in repeated]
     if raw:
-        ax.scatter([p.latency_ms for p in raw], [p.energy_j for p in raw], s=10, color="#999999", alpha=0.6,
+        ax.scatter([p.latency_ms for p in raw], [p.energy_j for p in raw], s=10 * k, color="#999999", alpha=0.6,
                    zorder=2, label="single measurements of re-measured configs")
-    for ok, style in ((True, {"marker": "o", "s": 44, "color": MEETS, "label": "config, mean latency meets SLO"}),
-                      (False, {"marker": "X", "s": 52, "color": OVER, "label": "config, mean latency over SLO"})):
+    for ok, style in ((True, {"marker": "o", "s": 44 * k, "color": MEETS, "label": "config, mean latency meets SLO"}),
+                      (False, {"marker": "X", "s": 52 * k, "color": OVER, "label": "config, mean latency over SLO"})):
         sel = [s for s in stats if s.feasible == ok]
         if sel:
             ax.scatter([s.latency_ms for s in sel], [s.energy_j for s in sel], zorder=3, **style)
     front = trace.pareto_front()
     if len(front) > 1:
-        ax.step([s.latency_ms for s in front], [s.energy_j for s in front], where="post", color=FRONT, lw=1.6,
-                zorder=2, label="measured Pareto front")
-    ax.axvline(trace.slo_ms, color=OVER, ls="--", lw=1.3, zorder=1, label=f"SLO {trace.slo_ms:g} ms")
+        ax.step([s.latency_ms for s in front], [s.energy_j for s in front], where="post", color=FRONT,
+                lw=1.6 * k, zorder=2, label="measured Pareto front")
+    ax.axvline(trace.slo_ms, color=OVER, ls="--", lw=1.3 * k, zorder=1, label=f"SLO {trace.slo_ms:g} ms")
+    pick = trace.stats_of(trace.pick)
+    if pick is not None:
+        ax.scatter([pick.latency_ms], [pick.energy_j], marker="o", s=210 * k, facecolors="none", edgecolors=BEST,
+                   linewidths=2.2 * k, zorder=4, label="pick (recommended config)")
+
+
+def _zoom(ax: Any, trace: TuneTrace, renderer: Any) -> Any:
+    """When the cheap configs near the SLO (latency from SLO/1.5 to 1.3 x SLO, energy within 25% of the
+    lowest there) are squeezed together by a wide latency axis, a zoomed inset of them in the corner of the
+    plot that hides the fewest points; returns its window extent (None: no inset)."""
+    near = [s for s in trace.config_stats() if trace.slo_ms / 1.5 <= s.latency_ms <= trace.slo_ms * 1.3]
+    lat = [p.latency_ms for p in trace.points]
+    if len(near) < 3 or max(lat) / min(lat) < 20:
+        return None
+    cap = 1.25 * min(s.energy_j for s in near)
+    near = [s for s in near if s.energy_j <= cap]
+    if len(near) < 3:
+        return None
+    x0, x1 = min(min(s.latency_ms for s in near), trace.slo_ms), max(max(s.latency_ms for s in near), trace.slo_ms)
+    y0, y1 = min(s.energy_j for s in near), max(s.energy_j for s in near)
+    raw = [p for p in trace.points if x0 <= p.latency_ms <= x1 and p.energy_j <= cap]
+    y0, y1 = min([y0, *(p.energy_j for p in raw)]), max([y1, *(p.energy_j for p in raw)])
+    dx, dy = (x1 - x0) * 0.08 or x0 * 0.02, (y1 - y0) * 0.12 or y0 * 0.02
+    window = (x0 - dx, x1 + dx, y0 - dy, y1 + dy)
+    pts = ax.transData.transform([(p.latency_ms, p.energy_j) for p in trace.points])
+    region = ax.transData.transform([(window[0], window[2]), (window[1], window[3])])
+    frame = ax.get_window_extent(renderer)
+    best = None
+    for bounds in ([0.57, 0.57, 0.4, 0.38], [0.57, 0.05, 0.4, 0.38], [0.04, 0.57, 0.4, 0.38], [0.04, 0.05, 0.4, 0.38]):
+        bx0, by0 = frame.x0 + bounds[0] * frame.width, frame.y0 + bounds[1] * frame.height
+        bx1, by1 = bx0 + bounds[2] * frame.width, by0 + bounds[3] * frame.height
+        hidden = sum(1 for x, y in pts if bx0 <= x <= bx1 and by0 <= y <= by1)
+        covers = not (region[1][0] < bx0 or region[0][0] > bx1 or region[1][1] < by0 or region[0][1] > by1)
+        score = hidden + 100 * covers
+        if best is None or score < best[0]:
+            best = (score, bounds)
+    assert best is not None
+    ins = ax.inset_axes(best[1])
+    _draw_configs(ins, trace, small=True)
+    ins.set_xlim(window[0], window[1])
+    ins.set_ylim(window[2], window[3])
+    ins.tick_params(labelsize=7)
+    ins.set_title(f"zoom: near the SLO ({trace.slo_ms:g} ms)", fontsize=8)
+    ins.grid(True, alpha=0.3)
+    ins.set_facecolor("white")
+    ax.indicate_inset_zoom(ins, edgecolor="#444444")
+    return ins.get_window_extent(renderer).padded(30)  # tick labels and title around it
+
+
+def draw_tradeoff(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[float, float]]]:
+    """Energy against latency per measured config; SLO; measured Pareto front; baseline and pick.
+    Returns the labels still to place and the data points they should not hide."""
+    labels: list[_Label] = []
+    stats = trace.config_stats()
+    _draw_configs(ax, trace)
     lat = [p.latency_ms for p in trace.points]
     energy = [p.energy_j for p in trace.points]
     _log_if_wide(ax, "x", lat, 10.0)
@@ -219,8 +275,6 @@ def draw_tradeoff(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[f
         if base is not None:
             text += f"\n{100 * (base.energy_j - pick.energy_j) / base.energy_j:.1f}% less energy"
         labels.insert(0, _Label((pick.latency_ms, pick.energy_j), text, BEST))
-        ax.scatter([pick.latency_ms], [pick.energy_j], marker="o", s=210, facecolors="none", edgecolors=BEST,
-                   linewidths=2.2, zorder=4, label="pick (recommended config)")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("energy per inference (J)")
     ax.set_title("Energy vs latency of every measured config")
@@ -254,8 +308,10 @@ def render(trace: TuneTrace, out: str | Path, kind: str = "both") -> Path:
         title = title[:cut] + "\n" + title[cut + 3:]
     fig.suptitle(title, fontsize=12, fontweight="bold")
     canvas.draw()  # lay the figure out, so labels are placed where they will be drawn
-    for ax, (labels, avoid) in drawn:
-        _place(ax, canvas.get_renderer(), labels, avoid)
+    renderer = canvas.get_renderer()
+    for (ax, (labels, avoid)), panel in zip(drawn, panels):
+        inset = _zoom(ax, trace, renderer) if panel == "tradeoff" else None
+        _place(ax, renderer, labels, avoid, [inset] if inset is not None else None)
     try:
         fig.savefig(out, dpi=130)
     except OSError as e:

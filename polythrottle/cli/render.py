@@ -70,7 +70,7 @@ class LiveView:
     def header(self) -> None:
         """The title, the knobs of the config column and the column heads (before the first line)."""
         where = f"{short_device(self.trace.device)}: " if self.trace.device else ""
-        self._print(_clip(f"Tuning {where}SLO {self.trace.slo_ms:g} ms, budget {self.budget} measurements",
+        self._print(_clip(f"Tuning {where}SLO {self.trace.slo_ms:g} ms, budget {self.budget}",
                           self.width), "bold")
         self._print(_clip("config = " + "/".join(self.knobs or []), self.width))
         self._print(self._line([*_HEADS, "config"]), "dim")
