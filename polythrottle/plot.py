@@ -51,6 +51,11 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _versus(saving_pct: float) -> str:
+    """``40.1% less`` / ``3.2% more`` (a baseline over the SLO can be cheaper than the pick)."""
+    return f"{saving_pct:.1f}% less" if saving_pct >= 0 else f"{-saving_pct:.1f}% more"
+
+
 def config_label(trace: TuneTrace, config: Any, sep: str = ", ") -> str:
     """The tuned knobs' values of ``config``: ``gpu_mhz=1236.75, batch_size=6``."""
     return sep.join(f"{k}={_fmt(config[k])}" for k in trace.tuned_knobs() if k in config)
@@ -84,13 +89,12 @@ class _Label:
     xy: tuple[float, float]
     text: str
     color: str
-    boxed: bool = True
 
 
 # offsets (points) tried for a label, in order of preference
-_OFFSETS = [(dx, dy) for r in (1.0, 1.8, 2.8) for dx, dy in
-            ((22, 30), (-22, -30), (22, -30), (-22, 30), (34, 0), (-34, 0), (0, 40), (0, -40))
-            for dx, dy in [(dx * r, dy * r)]]
+_OFFSETS = [(dx * r, dy * r) for r in (1.0, 1.8, 2.8)
+            for dx, dy in ((22.0, 30.0), (-22.0, -30.0), (22.0, -30.0), (-22.0, 30.0), (34.0, 0.0), (-34.0, 0.0),
+                           (0.0, 40.0), (0.0, -40.0))]
 
 
 def draw_convergence(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[float, float]]]:
@@ -129,8 +133,10 @@ def draw_convergence(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tupl
         final = trace.best()
         if final is not None and base_stats is not None:
             saving = 100 * (base_stats.energy_j - final.energy_j) / base_stats.energy_j
-            labels.append(_Label((n[-1], ys[-1]), f"best {final.energy_j:.4g} J\n{saving:.1f}% less than baseline",
+            labels.append(_Label((n[-1], ys[-1]), f"best {final.energy_j:.4g} J\n{_versus(saving)} than baseline",
                                  BEST))
+    else:
+        ax.plot([], [], " ", label="no config's mean latency met the SLO")
     _log_if_wide(ax, "y", [p.energy_j for p in pts], 4.0)
     ax.set_xlim(0.3, n[-1] + 0.7)
     ax.set_xlabel("measurement number")
@@ -141,7 +147,7 @@ def draw_convergence(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tupl
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
     _legend_below(ax)
-    return labels, [(i, p.energy_j) for i, p in zip(n, pts)] + list(zip(xs, ys))
+    return labels, [(float(i), p.energy_j) for i, p in zip(n, pts)] + [(float(x), y) for x, y in zip(xs, ys)]
 
 
 def _place(ax: Any, renderer: Any, labels: list[_Label], avoid: list[tuple[float, float]],
@@ -273,7 +279,7 @@ def draw_tradeoff(ax: Any, trace: TuneTrace) -> tuple[list[_Label], list[tuple[f
     if pick is not None:
         text = "pick\n" + config_label(trace, pick.config, "\n") + f"\n{pick.energy_j:.4g} J, {pick.latency_ms:.4g} ms"
         if base is not None:
-            text += f"\n{100 * (base.energy_j - pick.energy_j) / base.energy_j:.1f}% less energy"
+            text += f"\n{_versus(100 * (base.energy_j - pick.energy_j) / base.energy_j)} energy"
         labels.insert(0, _Label((pick.latency_ms, pick.energy_j), text, BEST))
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("energy per inference (J)")

@@ -88,7 +88,7 @@ class LiveView:
         best_text = "-" if best is None else f"{best.energy_j:.4g}" + ("*" if improved else " ")
         ok = m.latency_ms <= self.trace.slo_ms
         cells = [str(r.step + 1), r.role, _num(m.energy_j), _num(m.latency_ms), "ok" if ok else "over",
-                 best_text, "/".join(fmt_value(r.config.get(k)) for k in self.knobs)]
+                 best_text, "/".join(fmt_value(r.config.get(k)) for k in self.knobs or [])]
         self._print(self._line(cells), None if ok else "red")
 
 
