@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from polythrottle.carbon import resolve as resolve_carbon
+from polythrottle.carbon import tune_extra
 from polythrottle.devices import DeviceOptions
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
@@ -127,6 +129,8 @@ def tune(
     warm_start: bool = True,
     on_record: OnRecord | None = None,
     slo_metric: str | None = None,
+    carbon_country: str | None = None,
+    carbon_intensity_g_per_kwh: float | None = None,
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
@@ -137,8 +141,11 @@ def tune(
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
     measurements of this version or the previous one. slo_metric: which latency ``slo_ms`` bounds
     ("batch", "ttft", "tpot"; see ``open_device``); with an open device it must be the one the device
-    was opened with. Raises BadInputError, DeviceError, HistoryError.
+    was opened with. ``result.extra`` holds ``carbon`` (the grid intensity: ``carbon_intensity_g_per_kwh``
+    if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
+    ``co2_g_per_inference`` of the baseline and the pick. Raises BadInputError, DeviceError, HistoryError.
     """
+    carbon = resolve_carbon(carbon_country, carbon_intensity_g_per_kwh)  # a bad country fails before tuning
     version = model_version_of(model_version, model_files, model)
     if slo_metric is not None and not isinstance(device, str):
         opened = device.info().details.get("slo metric", "batch")
@@ -150,8 +157,10 @@ def tune(
     try:
         dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
         try:
-            return run_tune(dev, slo_ms, budget, store=store, model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
-                            baseline=baseline, seed=seed, on_record=on_record)
+            result = run_tune(dev, slo_ms, budget, store=store, model_version=version, warm_start=warm_start,
+                              optimizer=optimizer, knobs=knobs, baseline=baseline, seed=seed, on_record=on_record)
+            result.extra.update(tune_extra(carbon, result))
+            return result
         finally:
             if owned:
                 dev.close()
@@ -169,6 +178,7 @@ def retune(
     model_version: str | None = None,
     model_files: Sequence[str | os.PathLike[str]] | None = None,
     model: object | None = None,
+    carbon_country: str | None = None,
     **kwargs: object,
 ) -> TuneResult:
     """Re-tune after a model update, warm-started from the history of the previous model version.
@@ -182,7 +192,8 @@ def retune(
     if history is None or history is False:
         raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
     return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,
-                model_files=model_files, model=model, warm_start=True, **kwargs)  # type: ignore[arg-type]
+                model_files=model_files, model=model, warm_start=True, carbon_country=carbon_country,
+                **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["applied", "apply", "model_version_of", "open_device", "restore", "retune", "tune"]

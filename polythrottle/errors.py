@@ -47,6 +47,12 @@ class DeviceNotFoundError(UnsupportedError):
     """No such device on this machine (no Jetson board, no NVIDIA GPU at that index). Exit 5."""
 
 
+class MissingDependencyError(PolyThrottleError):
+    """An optional dependency (an extra, e.g. ``polythrottle[plot]``) is not installed. Exit 5."""
+
+    exit_code = 5
+
+
 class NoFeasibleConfigError(PolyThrottleError):
     """No measured configuration met the latency SLO. Exit 3."""
 

@@ -18,6 +18,8 @@ Small API (used by the tune CLI, the Python API and the daemon)::
     store.best(key, model_version="v2", slo_ms=50)        # -> StoredBest | None
     store.observations(key, model_version="v1")           # -> list[StoredMeasurement]
     store.model_versions(key)                             # -> list[VersionSummary], oldest first
+    store.tune(tune_id)                                   # -> StoredTune (None: the latest tune)
+    store.tune_measurements(tune_id)                      # -> list[StoredMeasurement], in order
 """
 
 from __future__ import annotations
@@ -167,6 +169,28 @@ class StoredBest:
     baseline_energy_j: float | None = None
     warm_from: str | None = None
     unit: str = ""
+
+
+@dataclass(frozen=True)
+class StoredTune:
+    """One stored tune: its key, model version, SLO and outcome (``best_*`` None when nothing was
+    feasible or the tune did not finish). ``status``: running | done | failed."""
+
+    tune_id: int
+    key: HistoryKey
+    model_version: str
+    slo_ms: float
+    optimizer: str
+    knobs: list[str]
+    status: str
+    started_at: float
+    finished_at: float | None = None
+    best_config: Config | None = None
+    best_energy_j: float | None = None
+    best_latency_ms: float | None = None
+    baseline_energy_j: float | None = None
+    stop_reason: str = ""
+    warm_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -467,6 +491,43 @@ class HistoryStore:
                 for r in rows
             ]
 
+    def tune(self, tune_id: int | None = None) -> StoredTune:
+        """The tune ``tune_id`` (None: the most recently started one). Raises HistoryError if there is none."""
+        with self._errors("read tune"):
+            if tune_id is None:
+                r = self._conn.execute("SELECT * FROM tunes ORDER BY started_at DESC, id DESC LIMIT 1").fetchone()
+            else:
+                r = self._conn.execute("SELECT * FROM tunes WHERE id = ?", (int(tune_id),)).fetchone()
+        if r is None:
+            raise HistoryError(f"history database {self.path} has no tunes" if tune_id is None
+                               else f"history database {self.path} has no tune {tune_id}")
+        return StoredTune(
+            tune_id=r["id"], key=HistoryKey(r["device"], r["workload"], r["space"]),
+            model_version=r["model_version"], slo_ms=r["slo_ms"], optimizer=r["optimizer"],
+            knobs=json.loads(r["knobs"]), status=r["status"], started_at=r["started_at"],
+            finished_at=r["finished_at"], best_config=json.loads(r["best_config"]) if r["best_config"] else None,
+            best_energy_j=r["best_energy_j"], best_latency_ms=r["best_latency_ms"],
+            baseline_energy_j=r["baseline_energy_j"], stop_reason=r["stop_reason"] or "", warm_from=r["warm_from"],
+        )
+
+    def tune_measurements(self, tune_id: int) -> list[StoredMeasurement]:
+        """The measurements of tune ``tune_id`` in the order they were made (empty if it has none)."""
+        with self._errors("read measurements"):
+            rows = self._conn.execute(
+                "SELECT m.*, t.model_version FROM measurements m JOIN tunes t ON t.id = m.tune_id"
+                " WHERE m.tune_id = ? ORDER BY m.step, m.id",
+                (int(tune_id),),
+            ).fetchall()
+        return [
+            StoredMeasurement(
+                tune_id=r["tune_id"], model_version=r["model_version"], step=r["step"],
+                config=json.loads(r["config"]), energy_j=r["energy_j"], latency_ms=r["latency_ms"],
+                role=r["role"], measured_at=r["measured_at"], energy_rel_std=r["energy_rel_std"],
+                latency_rel_std=r["latency_rel_std"], extra=json.loads(r["extra"]) if r["extra"] else {},
+            )
+            for r in rows
+        ]
+
     def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None) -> StoredBest | None:
         """The recommendation of the latest finished tune of ``key``/``model_version`` (for ``slo_ms``
         when given) that found a feasible config; None if there is none."""
@@ -522,6 +583,7 @@ __all__ = [
     "HistoryStore",
     "StoredBest",
     "StoredMeasurement",
+    "StoredTune",
     "VersionSummary",
     "default_history_path",
     "space_fingerprint",

@@ -11,6 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI it starts) gets its own state directory: nothing leaks between tests or
+    from the machine's own ~/.local/state or /var/lib/polythrottle."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(state))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state / "xdg"))
+    monkeypatch.delenv("POLYTHROTTLE_HISTORY_URL", raising=False)
+    monkeypatch.delenv("POLYTHROTTLE_SOCKET", raising=False)
+
+
 @pytest.fixture
 def xavier_table() -> Path:
     if not SHARED_TABLE.is_file():

@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from polythrottle.carbon import WORLD_AVERAGE
 from polythrottle.control import DaemonError
 from polythrottle.daemon.statefile import read_state
 from polythrottle.fingerprint import fingerprint_files
@@ -73,7 +74,9 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         s = d.wait(lambda s: s["current"] and s["current"].get("power_w"), 10, "a serving measurement")
         text = urllib.request.urlopen(s["metrics_url"], timeout=10).read().decode()
         assert f'polythrottle_knob_value{{knob="gpu_mhz"}} {float(s["applied"]["gpu_mhz"])}' in text
-        assert "polythrottle_co2_per_inference_grams" in text and "polythrottle_grid_carbon_intensity_grams_per_kwh 481.0" in text
+        world = f'{{country="",source="{WORLD_AVERAGE.source}",year="2023"}} 481.0'
+        assert "polythrottle_co2_per_inference_grams" in text
+        assert "polythrottle_grid_carbon_intensity_grams_per_kwh" + world in text
         assert 'polythrottle_tunes_total{kind="initial",outcome="feasible"} 1.0' in text
 
         # bad requests get clear errors; the daemon keeps running
@@ -93,6 +96,10 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         d.proc.send_signal(signal.SIGHUP)
         s = d.wait(lambda s: s["carbon_intensity_g_per_kwh"] == 100 and s["state"] == "serving", 30, "the reload")
         assert s["tunes"] == 1 and s["applied_source"] == "history"  # same key: the stored best, no tune
+        assert s["carbon"] == {"country": None, "intensity_g_per_kwh": 100, "year": None, "source": "given"}
+        text = urllib.request.urlopen(s["metrics_url"], timeout=10).read().decode()
+        assert 'polythrottle_grid_carbon_intensity_grams_per_kwh{country="",source="given",year=""} 100.0' in text
+        assert world not in text  # the old intensity's series is gone
         assert notify.seen("RELOADING", "1")
 
         # a model-file change: warm-started re-tune with at most 5 new measurements

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apply", action="store_true", help="leave the best config applied instead of restoring")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to FILE")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing while tuning and no final table (errors still go to stderr)")
+    p.add_argument("--carbon-country", default=None, metavar="ISO3",
+                   help="grid carbon intensity of this country (ISO 3166-1 alpha-3, e.g. FRA) for the CO2 "
+                        "estimate (default: world average)")
+    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="grid carbon intensity in gCO2/kWh; overrides --carbon-country's dataset value")
     add_history_args(p)
     p.set_defaults(func=run)
 
@@ -49,8 +56,9 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from polythrottle.carbon import resolve, tune_extra
+    from polythrottle.cli.render import LiveView, print_result  # rich rendering only when needed
     from polythrottle.history_tune import run_tune
-    from polythrottle.report import print_result, tune_progress  # rich rendering only when needed
 
     if not args.slo_ms > 0:
         raise BadInputError(f"--slo-ms must be positive, got {args.slo_ms}")
@@ -60,18 +68,18 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f"unknown optimizer {args.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
     knobs = parse_knob_list(args.knobs)
     baseline = parse_assignments(args.baseline)
-    console = Console(stderr=True)
+    carbon = resolve(args.carbon_country, args.carbon_intensity)
     store, model_version = open_history(args)
     device = open_device(args.device, device_options(args))
     keep = False
     try:
         tune_args = dict(store=store, model_version=model_version, warm_start=not args.no_warm_start,
                          optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
-        if args.json or not console.is_terminal:
-            result = run_tune(device, args.slo_ms, args.budget, **tune_args)
-        else:
-            with tune_progress(console, args.budget, args.slo_ms) as on_record:
-                result = run_tune(device, args.slo_ms, args.budget, on_record=on_record, **tune_args)
+        live = None if args.quiet else LiveView(Console(stderr=True), args.slo_ms, args.budget,
+                                                 device=args.device, knobs=knobs)
+        result = run_tune(device, args.slo_ms, args.budget, on_record=live.on_record if live else None,
+                          **tune_args)
+        result.extra.update(tune_extra(carbon, result))
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
@@ -90,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")
-        else:
-            console_out = Console() if sys.stdout.isatty() else Console(width=160)
-            print_result(result, console_out)
+        elif not args.quiet:
+            console_out = Console()
+            print_result(result, console_out, carbon)
             warm = result.extra.get("warm_start")
             if warm:
                 console_out.print(
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if result.best is None:
-        if args.json:
+        if args.json or args.quiet:
             print(
                 f"polythrottle: no config met the {args.slo_ms:g} ms SLO; lowest latency seen "
                 f"{result.lowest_latency_ms:.4g} ms",

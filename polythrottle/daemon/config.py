@@ -18,15 +18,18 @@ from typing import Any
 import yaml
 
 from polythrottle import paths
+from polythrottle.carbon import WORLD_AVERAGE, CarbonIntensity
+from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.errors import BadInputError
 
 DEFAULT_SOCKET = Path("/run/polythrottle/control.sock")
 """The system socket; the default for a config without ``socket`` is ``polythrottle.paths.socket_path()``."""
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9347
-DEFAULT_CARBON_G_PER_KWH = 481.0
+DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 """Global average carbon intensity of electricity generation in 2023, 481 gCO2/kWh (Ember,
-"Electricity generation emission intensity", 2024 data release). Set your grid's value."""
+"Electricity generation emission intensity", 2024 data release). Set your grid's value, or your
+country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
 
 
 class ConfigError(BadInputError):
@@ -71,6 +74,14 @@ class DaemonConfig:
     socket_group: str | None = None
     metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
     carbon_intensity_g_per_kwh: float = DEFAULT_CARBON_G_PER_KWH
+    carbon_country: str | None = None
+    carbon: CarbonIntensity = WORLD_AVERAGE
+    """The intensity in use with its country, year and source (from the two fields above; not a YAML field)."""
+
+    def __post_init__(self) -> None:
+        if self.carbon.intensity_g_per_kwh != self.carbon_intensity_g_per_kwh:  # built in code with a value
+            object.__setattr__(self, "carbon", CarbonIntensity(self.carbon_country, self.carbon_intensity_g_per_kwh,
+                                                               None, "given"))
 
     def resolved_state_dir(self) -> Path:
         """``state_dir``, else the default state directory (``polythrottle.paths.state_dir``)."""
@@ -186,7 +197,7 @@ class _Reader:
                 raise ConfigError(f"{self.path}: {self.prefix}unknown field {key!r}{hint}")
 
 
-FIELDS = {f.name for f in fields(DaemonConfig)} - {"path"}
+FIELDS = {f.name for f in fields(DaemonConfig)} - {"path", "carbon"}
 
 
 def parse_config(raw: Any, path: Path) -> DaemonConfig:
@@ -213,6 +224,11 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         raise r.error("model_version", "give model_files or model_version, not both")
     metrics = _metrics(path, raw.get("metrics", {}))
     seed = r.get("seed", _int(0))
+    carbon_country = r.get("carbon_country", _str)
+    try:
+        carbon = resolve_carbon(carbon_country, r.get("carbon_intensity_g_per_kwh", _number(0)))
+    except BadInputError as e:
+        raise r.error("carbon_country", str(e)) from None
     return DaemonConfig(
         path=path,
         device=r.get("device", _str, required=True),
@@ -239,7 +255,9 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         socket=r.path_field("socket") or paths.socket_path(),
         socket_group=r.get("socket_group", _str),
         metrics=metrics,
-        carbon_intensity_g_per_kwh=r.get("carbon_intensity_g_per_kwh", _number(0), DEFAULT_CARBON_G_PER_KWH),
+        carbon_intensity_g_per_kwh=carbon.intensity_g_per_kwh,
+        carbon_country=carbon.country,
+        carbon=carbon,
     )
 
 

@@ -177,7 +177,7 @@ class Daemon:
         self._restore_failed = False
         self.snap = Snapshot()
         self.prepared: Prepared | None = None
-        self.metrics = DaemonMetrics(config.slo_ms, config.carbon_intensity_g_per_kwh, config.monitor_interval_s)
+        self.metrics = DaemonMetrics(config.slo_ms, config.carbon, config.monitor_interval_s)
         self.metrics_port: int | None = None
         self.server: ControlServer | None = None
         self._ready_sent = False
@@ -553,6 +553,7 @@ class Daemon:
         self.prepared = prepared
         self.config = new
         self.metrics.set_slo(new.slo_ms)
+        self.metrics.set_carbon(new.carbon)
         self.metrics.set_applied(None)
         self._set(applied=None, applied_source=None, model_version=None, state="starting")
         self._set_watch(new)
@@ -642,6 +643,7 @@ class Daemon:
             "metrics_url": f"http://{cfg.metrics.address}:{self.metrics_port}/metrics"
             if cfg.metrics is not None and self.metrics_port else None,
             "carbon_intensity_g_per_kwh": cfg.carbon_intensity_g_per_kwh,
+            "carbon": cfg.carbon.to_dict(),
             "started_at": self.started_at,
             "uptime_s": round(time.time() - self.started_at, 3),
             "updated_at": time.time(),
