@@ -269,7 +269,7 @@ def test_systemd_unit_verifies(tmp_path):
 
 # ----- the daemon without torch (random search): waiting for a model, infeasible SLO --------------
 def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
-    from tests.daemon_helpers import DaemonProcess, NotifyListener, write_config
+    from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
 
     model = tmp_path / "model.bin"
     fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],
@@ -282,7 +282,7 @@ def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
     try:
         s = d.wait(lambda s: s["state"] == "waiting", 30, "the daemon to wait for its model file")
         assert "model.bin not found" in s["last_error"] and s["applied"] is None
-        assert notify.seen("READY", "1")  # up and answering, nothing applied
+        wait_for(lambda: notify.seen("READY", "1"), 30, "READY=1 (up and answering, nothing applied)")
         model.write_bytes(b"v1")
         s = d.wait(lambda s: s["state"] == "serving", 30, "a tune once the model file appeared")
         assert s["last_tune"]["measurements"] == 3 and s["last_error"] is None
