@@ -528,12 +528,17 @@ class HistoryStore:
             for r in rows
         ]
 
-    def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None) -> StoredBest | None:
+    def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None,
+             unit: str | None = None) -> StoredBest | None:
         """The recommendation of the latest finished tune of ``key``/``model_version`` (for ``slo_ms``
-        when given) that found a feasible config; None if there is none."""
+        when given; of ``unit`` or of no recorded unit, when given) that found a feasible config; None if
+        there is none."""
         where, params = self._key_where(key)
         where += " AND t.model_version = ? AND t.status = 'done' AND t.best_config IS NOT NULL"
         params = (*params, model_version)
+        if unit is not None:
+            where += " AND t.unit IN (?, '')"
+            params = (*params, unit)
         with self._errors("read best"):
             rows = self._conn.execute(
                 "SELECT t.*, (SELECT COUNT(*) FROM measurements m WHERE m.tune_id = t.id) AS n"

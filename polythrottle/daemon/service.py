@@ -399,7 +399,7 @@ class Daemon:
         if not force and version == self.snap.model_version and self.snap.applied is not None:
             log.info("%s: model %s unchanged; nothing to do", reason, version)
             return
-        best = self._store.best(p.key, model_version=version, slo_ms=cfg.slo_ms)
+        best = self._store.best(p.key, model_version=version, slo_ms=cfg.slo_ms, unit=p.device.identity().unit)
         if best is not None:
             try:
                 config = self._full_config(best.config)

@@ -2,7 +2,9 @@
 
 ``PROFILE`` is a built-in profile name (``jetson-agx-orin``) or a path to a profile YAML. Append
 ``?gpu=range`` to tune the GPU devfreq range (``gpu_min_mhz``/``gpu_max_mhz``, governor in between)
-instead of a locked clock (``gpu_mhz``). ``--workload`` picks the workload (required). Knobs:
+instead of a locked clock (``gpu_mhz``), and ``?unit=N`` for unit N of the board: the twin with a seeded
+manufacturing spread (``polythrottle.twin.units``; unit 0, the default, is the nominal board). Options
+combine: ``sim:jetson-orin-nano?unit=3&gpu=range``. ``--workload`` picks the workload (required). Knobs:
 GPU clock(s), ``emc_mhz``, ``cpu_mhz`` (the profile's ``sim.cpu_mhz`` subset), ``batch_size``,
 ``precision``. The whole space is evaluated once when opened; measurements are the noise-free
 values times ``1 + noise * N(0, 1)`` (independently for energy and latency, seeded), exactly as
@@ -23,6 +25,7 @@ from polythrottle.identity import DeviceIdentity
 from polythrottle.profiles import load_profile
 from polythrottle.space import Config, Knob, SearchSpace
 from polythrottle.twin.model import BoardParams, Outcome, Workload, board_from_profile, evaluate
+from polythrottle.twin.units import unit_board
 
 GPU_MODES = ("locked", "range")
 
@@ -59,11 +62,12 @@ class SimDevice(ReplayDevice):
     """A board's twin for one workload; measurements are the model's values with optional noise."""
 
     def __init__(self, profile: str, workload: str, *, gpu_mode: str = "locked", noise: float = 0.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, unit: int = 0) -> None:
         if gpu_mode not in GPU_MODES:
             raise BadInputError(f"sim device: gpu mode must be one of {', '.join(GPU_MODES)}, got {gpu_mode!r}")
         self.profile = load_profile(profile)
-        self.board = board_from_profile(self.profile)
+        self.unit = unit
+        self.board = unit_board(board_from_profile(self.profile), unit)
         if workload not in self.board.workloads:
             raise BadInputError(
                 f"unknown workload {workload!r} for sim:{self.profile.name}; expected one of: "
@@ -83,7 +87,7 @@ class SimDevice(ReplayDevice):
 
     def identity(self) -> DeviceIdentity:
         """The board profile's name (however the profile was given) and the twin unit."""
-        return DeviceIdentity("sim", self.profile.name, "0")
+        return DeviceIdentity("sim", self.profile.name, str(self.unit))
 
     @property
     def workload_name(self) -> str:
@@ -110,6 +114,7 @@ class SimDevice(ReplayDevice):
                 "profile": str(self.profile.path),
                 "workload": self.workload.name,
                 "gpu": self.gpu_mode,
+                "unit": str(self.unit),
                 "points": str(len(self.table.space)),
                 "noise": str(self.noise),
             },
@@ -117,26 +122,35 @@ class SimDevice(ReplayDevice):
         )
 
 
-def parse_spec(arg: str) -> tuple[str, str]:
-    """``"jetson-tx2?gpu=range"`` -> ``("jetson-tx2", "range")``."""
+MAX_UNIT = 1_000_000
+
+
+def parse_spec(arg: str) -> tuple[str, str, int]:
+    """``"jetson-tx2?gpu=range&unit=3"`` -> ``("jetson-tx2", "range", 3)``."""
     name, _, query = arg.partition("?")
-    mode = "locked"
+    mode, unit = "locked", 0
     if query:
         params = parse_qs(query, keep_blank_values=True)
-        unknown = sorted(set(params) - {"gpu"})
+        unknown = sorted(set(params) - {"gpu", "unit"})
         if unknown:
-            raise BadInputError(f"sim device: unknown option {unknown[0]!r} in {arg!r}; expected gpu=locked|range")
-        mode = params["gpu"][-1]
-    return name, mode
+            raise BadInputError(f"sim device: unknown option {unknown[0][:40]!r}; expected gpu=locked|range, unit=N")
+        if "gpu" in params:
+            mode = params["gpu"][-1]
+        if "unit" in params:
+            text = params["unit"][-1]
+            if not text.isdigit() or int(text) > MAX_UNIT:
+                raise BadInputError(f"sim device: unit must be an integer from 0 to {MAX_UNIT}, got {text[:40]!r}")
+            unit = int(text)
+    return name, mode, unit
 
 
 def open_device(arg: str, options: DeviceOptions) -> SimDevice:
     if not arg:
         raise BadInputError("sim device needs a profile: sim:PROFILE (e.g. sim:jetson-agx-orin)")
-    name, mode = parse_spec(arg)
+    name, mode, unit = parse_spec(arg)
     if not options.workload:
         prof = board_from_profile(load_profile(name))
         raise BadInputError(
             f"sim:{name} needs --workload; one of: {', '.join(sorted(prof.workloads))}"
         )
-    return SimDevice(name, options.workload, gpu_mode=mode, noise=options.noise, seed=options.seed)
+    return SimDevice(name, options.workload, gpu_mode=mode, noise=options.noise, seed=options.seed, unit=unit)
