@@ -16,9 +16,9 @@ from typing import Any
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.history import HistoryKey, HistoryStore, StoredMeasurement
+from polythrottle.identity import history_key
 from polythrottle.optim.base import Observation
 from polythrottle.optim.pooled_prior import MAX_SPREAD, pool
-from polythrottle.identity import history_key
 from polythrottle.space import Value
 from polythrottle.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
