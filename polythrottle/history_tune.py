@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from polythrottle.devices.base import Device
-from polythrottle.history import HistoryKey, HistoryStore, space_fingerprint
+from polythrottle.history import HistoryKey, space_fingerprint
 from polythrottle.space import Value
 from polythrottle.tuner import OnRecord, Tuner, TuneRecord, TuneResult
+
+if TYPE_CHECKING:
+    from polythrottle.history.protocol import History
 
 DEFAULT_MODEL_VERSION = "unversioned"
 SIMULATED_SCHEMES = ("replay", "sim")
@@ -49,10 +52,27 @@ class WarmStartInfo:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+def key_device(device_id: str, profile: str) -> str:
+    """The key's device (contract: ``DeviceIdentity.device``) from a device spec and its board profile.
+    Interim, until ``polythrottle.identity`` (#13) replaces it: ``sim:...`` -> ``sim:PROFILE``,
+    ``jetson...`` -> ``jetson:PROFILE`` when the profile is known, ``replay``, else the spec."""
+    scheme = device_id.partition(":")[0].strip().lower()
+    if scheme == "sim":
+        return "sim:" + (profile or PurePosixPath(device_id.partition(":")[2].split("?", 1)[0]).stem)
+    if scheme == "jetson" and profile:
+        return f"jetson:{profile}"
+    return "replay" if scheme == "replay" else device_id
+
+
+def default_unit(device_id: str) -> str:
+    """The unit id when nothing better is known (interim, until #13): sim -> "0", else "" (unknown)."""
+    return "0" if device_id.partition(":")[0].strip().lower() == "sim" else ""
+
+
 def history_key(tuner: Tuner, device_id: str, *, workload: str = "", profile: str = "") -> HistoryKey:
     """The key of ``tuner``'s tuned space (tuned knobs and their values, the fixed knobs' values)."""
     fixed = {n: v for n, v in tuner.baseline_config.items() if n not in tuner.tuned_knobs}
-    return HistoryKey(device_id, profile, workload, space_fingerprint(tuner.space, fixed))
+    return HistoryKey(key_device(device_id, profile), workload, space_fingerprint(tuner.space, fixed))
 
 
 def run_tune(
@@ -60,7 +80,7 @@ def run_tune(
     slo_ms: float,
     budget: int = 20,
     *,
-    store: HistoryStore | None,
+    store: History | None,
     device_id: str,
     workload: str = "",
     profile: str | None = None,
@@ -71,11 +91,14 @@ def run_tune(
     baseline: Mapping[str, Value | str] | None = None,
     seed: int | None = None,
     on_record: OnRecord | None = None,
+    unit: str | None = None,
 ) -> TuneResult:
     """Tune ``device`` (see ``Tuner``), recording into ``store`` (None: no history, a plain tune).
 
     ``result.extra`` gains ``model_version``, ``history_tune_id`` and ``warm_start`` (a
-    ``WarmStartInfo`` dict, or None for a cold start). Raises what ``Tuner`` raises and HistoryError.
+    ``WarmStartInfo`` dict, or None for a cold start). unit: recorded with the tune (None:
+    ``default_unit(device_id)``); the warm start reads this unit's own history.
+    Raises what ``Tuner`` raises and HistoryError.
     """
     tuner = Tuner(device, slo_ms, budget, optimizer=optimizer, knobs=knobs, baseline=baseline, seed=seed)
     if store is None:
@@ -86,14 +109,19 @@ def run_tune(
         if profile.endswith((".yaml", ".yml")):  # a profile file: its name, not where it is installed
             profile = Path(profile).stem
     key = history_key(tuner, device_id, workload=workload, profile=profile)
+    unit = default_unit(device_id) if unit is None else unit
 
     warm: WarmStartInfo | None = None
     if warm_start and optimizer == "cbo":
-        source = version if store.observations(key, model_version=version) else store.previous_version(key, version)
+        own = store.observations(key, model_version=version, unit=unit)
+        source = version if own else store.previous_version(key, version, unit=unit)
         if source is not None:
-            from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior  # imports torch
+            from polythrottle.optim.warm_start import (  # imports torch
+                WarmStartBO,
+                configs_to_prior,
+            )
 
-            stored = store.observations(key, model_version=source)
+            stored = own if source == version else store.observations(key, model_version=source, unit=unit)
             prior = configs_to_prior(
                 tuner.space,
                 [({n: m.config.get(n) for n in tuner.tuned_knobs}, m.energy_j, m.latency_ms) for m in stored],
@@ -103,7 +131,7 @@ def run_tune(
                 warm = WarmStartInfo(source, len(prior))
 
     tune_id = store.begin_tune(key, version, slo_ms=slo_ms, optimizer=tuner.optimizer.name,
-                               knobs=tuner.tuned_knobs, warm_from=warm.from_version if warm else None)
+                               knobs=tuner.tuned_knobs, warm_from=warm.from_version if warm else None, unit=unit)
 
     def record(r: TuneRecord) -> None:
         m = r.measurement
@@ -139,4 +167,5 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "device_identity", "history_key", "is_simulated", "run_tune"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "default_unit", "device_identity", "history_key", "is_simulated",
+           "key_device", "run_tune"]
