@@ -13,6 +13,7 @@ from polythrottle.history_tune import is_simulated
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History
+    from polythrottle.history.store import HistoryStore
 
 
 def add_history_args(p: argparse.ArgumentParser) -> None:
@@ -59,4 +60,20 @@ def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
         return None, version
 
 
-__all__ = ["add_history_args", "open_history"]
+def add_history_location(p: argparse.ArgumentParser) -> None:
+    """--history URL for commands that read a history (``history``, ``fleet``)."""
+    p.add_argument("--history", default=None, metavar="URL",
+                   help="history: a SQLite path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                        "(default $POLYTHROTTLE_HISTORY_URL, else STATE_DIR/history.sqlite)")
+    p.add_argument("--state-dir", type=Path, default=None, help="state directory of the default history")
+
+
+def open_for_reading(args: argparse.Namespace) -> HistoryStore:
+    """The history named by --history (or the default), opened without creating a missing SQLite file.
+    Raises HistoryError (exit 2) or HistoryUnavailable (exit 6, server out of reach)."""
+    from polythrottle.history import HistoryStore, default_history
+
+    return HistoryStore(args.history or default_history(args.state_dir), create=False)
+
+
+__all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history"]
