@@ -45,6 +45,11 @@ def make_engine(target: HistoryTarget, timeout_s: float) -> sa.Engine:
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
         return engine
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise HistoryError(f"history database {target.display}: PostgreSQL needs psycopg 3 "
+                           "(pip install 'polythrottle[fleet]')") from None
     return sa.create_engine(
         target.url,
         pool_pre_ping=True,
