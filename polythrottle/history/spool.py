@@ -74,6 +74,7 @@ class SpooledHistory:
         self._last_try = -float("inf")
         self.last_error: str | None = None
         self.uploaded = 0  # measurements uploaded from the spool by this object
+        self.spooled = 0  # measurements this object wrote to the spool (the remote did not answer)
         self._connect()
 
     # ----- plumbing ---------------------------------------------------------------------------
@@ -172,11 +173,15 @@ class SpooledHistory:
         if self._ready():
             assert self._remote is not None
             try:
-                t.remote_id = self._remote.merge([t.row], rows)[t.row.client_id]
+                if rows and t.remote_id is not None:  # the tune is there: only the measurements
+                    self._remote.merge([], rows, tune_ids={t.row.client_id: t.remote_id})
+                else:
+                    t.remote_id = self._remote.merge([t.row], rows)[t.row.client_id]
                 return
             except HistoryUnavailable as e:
                 self._offline(e)
         self._spool_store().merge([t.row], rows)
+        self.spooled += len(rows)
 
     # ----- writes -----------------------------------------------------------------------------
     def begin_tune(self, key: HistoryKey, model_version: str, *, slo_ms: float, optimizer: str,

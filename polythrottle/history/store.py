@@ -240,12 +240,15 @@ class HistoryStore:
             conn.execute(stmt, values)
         return len(rows)
 
-    def merge(self, tune_rows: Sequence[TuneRow], measurement_rows: Sequence[MeasurementRow] = ()) -> dict[str, int]:
+    def merge(self, tune_rows: Sequence[TuneRow], measurement_rows: Sequence[MeasurementRow] = (),
+              tune_ids: Mapping[str, int] | None = None) -> dict[str, int]:
         """Store tunes and measurements made elsewhere (a spool, another file) in one transaction,
         each exactly once by client id; returns {tune client_id: id here}. A tune already here keeps
-        its identity and gets the given finish state unless it is finished already."""
+        its identity and gets the given finish state unless it is finished already. ``tune_ids``:
+        ids here of tunes known to exist (their measurements need no look-up)."""
         def run(conn: sa.Connection) -> dict[str, int]:
-            ids = self._upsert_tunes(conn, list(tune_rows))
+            ids = dict(tune_ids or {})
+            ids.update(self._upsert_tunes(conn, list(tune_rows)))
             self._insert_measurements(conn, list(measurement_rows), ids)
             return ids
 
