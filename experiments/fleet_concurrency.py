@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polythrottle.history import HistoryKey, HistoryStore, open_history  # noqa: E402
+from polythrottle.history import HistoryError, HistoryKey, HistoryStore, open_history  # noqa: E402
 from tests.pg import PgCluster, pg_available  # noqa: E402
 
 KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "bench")
@@ -54,29 +54,36 @@ def _writer(idx: int, target: str, spool_dir: str, tunes: int, measurements: int
         time.sleep(0.001)
     unit = f"u{idx:02d}"
     lat: list[tuple[str, float]] = []
-    first = time.time()
+    errors: list[str] = []
     t0 = time.perf_counter()
-    h = open_history(target, spool_dir=spool_dir, retry_s=retry_s, timeout_s=5.0)
+    h = open_history(target, spool_dir=spool_dir, retry_s=retry_s)  # default timeouts (10 s)
     open_s = time.perf_counter() - t0
+    first = time.time()
     made: list[str] = []
 
-    def timed(kind: str, fn, *a, **kw):  # noqa: ANN001, ANN202
+    def timed(kind: str, fn: Any, *a: Any, **kw: Any) -> Any:
         t = time.perf_counter()
-        r = fn(*a, **kw)
+        try:
+            r = fn(*a, **kw)
+        except HistoryError as e:  # counted, not fatal: the run goes on (a tune would stop here)
+            errors.append(str(e))
+            return None
         lat.append((kind, time.perf_counter() - t))
-        return r
+        return r if r is not None else True
 
     for t in range(tunes):
         cid = f"{unit}-t{t}"
         tid = timed("begin", h.begin_tune, KEY, "v1", slo_ms=30.0, optimizer="cbo", knobs=["gpu_mhz", "emc_mhz"],
                     unit=unit, client_id=cid)
+        if tid is None:
+            continue
         for i in range(measurements):
             if pace_s:
                 time.sleep(pace_s)
             cfg = {"gpu_mhz": 300.0 + 100 * (i % 8), "emc_mhz": 2133.0, "batch_size": 1 + i % 4}
-            timed("measure", h.add_measurement, tid, step=i, config=cfg, energy_j=0.2 + 0.01 * i + 0.001 * idx,
-                  latency_ms=10.0 + i, role="baseline" if i == 0 else "explore", energy_rel_std=0.01)
-            made.append(f"{cid}:{i}")
+            if timed("measure", h.add_measurement, tid, step=i, config=cfg, energy_j=0.2 + 0.01 * i + 0.001 * idx,
+                     latency_ms=10.0 + i, role="baseline" if i == 0 else "explore", energy_rel_std=0.01):
+                made.append(f"{cid}:{i}")
         timed("finish", h.finish_tune, tid, best_config={"gpu_mhz": 600.0}, best_energy_j=0.25, best_latency_ms=20.0,
               baseline_energy_j=0.3, stop_reason="budget")
     last = time.time()
@@ -85,7 +92,7 @@ def _writer(idx: int, target: str, spool_dir: str, tunes: int, measurements: int
         if not h.sync():
             time.sleep(0.1)
         syncs += 1
-    doc = {"unit": unit, "first": first, "last": last, "open_s": open_s, "lat": lat, "made": made,
+    doc = {"unit": unit, "first": first, "last": last, "open_s": open_s, "lat": lat, "made": made, "errors": errors,
            "spooled": getattr(h, "spooled", 0), "uploaded": getattr(h, "uploaded", 0),
            "pending": getattr(h, "pending", lambda: 0)()}
     h.close()
@@ -96,6 +103,7 @@ def _run(target: str, workdir: Path, args: argparse.Namespace, *, pace_s: float 
          during: Any = None) -> dict[str, Any]:
     """All writers at once against ``target``; ``during(start_at)`` runs in this process meanwhile."""
     HistoryStore(target).close()  # schema created before the clock starts
+    load_before = os.getloadavg()[0]
     ctx = multiprocessing.get_context("fork")  # writers inherit the imports: no interpreter start-up
     start_at = time.time() + 1.0
     procs = []
@@ -119,20 +127,35 @@ def _run(target: str, workdir: Path, args: argparse.Namespace, *, pace_s: float 
     counts = Counter(m.client_id for m in mrows)
     made = [cid for d in docs for cid in d["made"]]
     expected = set(made)
-    lat = [x for d in docs for k, x in d["lat"]]
+    lat = [x for d in docs for k, x in d["lat"]]  # successful write calls
     mlat = [x for d in docs for k, x in d["lat"] if k == "measure"]
     window = max(d["last"] for d in docs) - min(d["first"] for d in docs)
     return {
+        "load_avg_1min_before": load_before,
         "rows": len(mrows), "expected_rows": len(made), "tunes": len(trows),
+        "write_errors": sum(len(d["errors"]) for d in docs),
+        "first_error": next((e for d in docs for e in d["errors"]), None),
         "lost": len(expected - set(counts)), "doubled": sum(c - 1 for c in counts.values() if c > 1),
         "foreign": len(set(counts) - expected), "unfinished_tunes": sum(1 for t in trows if t.status != "done"),
         "window_s": window, "writes": len(lat), "writes_per_s": len(lat) / window, "rows_per_s": len(made) / window,
+        "open_s_max": max(d["open_s"] for d in docs),
         "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * _pct(lat, 99),
+        **{f"{kind}_p50_ms": 1000 * statistics.median(xs) for kind, xs in _by_kind(docs).items()},
+        **{f"{kind}_p99_ms": 1000 * _pct(xs, 99) for kind, xs in _by_kind(docs).items()},
+        "load_avg_1min_after": os.getloadavg()[0],
         "measure_p99_ms": 1000 * _pct(mlat, 99), "max_ms": 1000 * max(lat),
         "open_s_median": statistics.median(d["open_s"] for d in docs),
         "spooled": sum(d["spooled"] for d in docs), "uploaded": sum(d["uploaded"] for d in docs),
         "pending": sum(d["pending"] for d in docs),
     }
+
+
+def _by_kind(docs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for d in docs:
+        for kind, x in d["lat"]:
+            out.setdefault(kind, []).append(x)
+    return out
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -221,11 +244,16 @@ def _markdown(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]
         "",
         f"Part 1: {args.writers} writer processes at once, each {args.tunes} tunes x {args.measurements} measurements "
         f"({n} measurement rows, {args.writers * args.tunes * (args.measurements + 2)} write calls per run), no pause "
-        "between writes; one transaction per write. Median over runs, each run's value in brackets.",
+        "between writes; one transaction per write; default timeouts (a SQLite writer waits 10 s for the lock, then "
+        "the write fails with `locked`: counted as a failed write, the run goes on). The window runs from the first "
+        "write to the last (opening is not in it). Rows acknowledged: writes that returned; lost: acknowledged rows "
+        "missing, doubled: rows stored twice, both by client id, summed over runs. Median over runs, each run's value "
+        "in brackets.",
         "",
-        "| backend | rows written / expected | lost | doubled | writes/s | rows/s | p50 write ms | p99 write ms | "
-        "p99 add_measurement ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | rows written / acknowledged | lost | doubled | failed writes | writes/s | rows/s | "
+        "add_measurement p50 / p99 ms | begin_tune p99 ms | finish_tune p99 ms | all writes p99 ms | "
+        "open p50 s | load avg before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, label in (("postgresql", "PostgreSQL 15 (1 server)"), ("sqlite", "SQLite file (WAL, sync FULL)")):
         rs = results[backend]
@@ -236,9 +264,11 @@ def _markdown(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]
             return f"{_med(rs, k):{fmt}} [{', '.join(format(r[k], fmt) for r in rs)}]"
 
         lines.append(f"| {label} | {' / '.join(str(x) for x in (_med(rs, 'rows'), _med(rs, 'expected_rows')))} | "
-                     f"{sum(r['lost'] for r in rs)} | {sum(r['doubled'] for r in rs)} | {cell('writes_per_s')} | "
-                     f"{cell('rows_per_s')} | {cell('p50_ms', '.1f')} | {cell('p99_ms', '.1f')} | "
-                     f"{cell('measure_p99_ms', '.1f')} | {cell('max_ms', '.0f')} |")
+                     f"{sum(r['lost'] for r in rs)} | {sum(r['doubled'] for r in rs)} | "
+                     f"{sum(r['write_errors'] for r in rs)} | {cell('writes_per_s')} | {cell('rows_per_s')} | "
+                     f"{_med(rs, 'measure_p50_ms'):.1f} / {cell('measure_p99_ms')} | {cell('begin_p99_ms')} | "
+                     f"{cell('finish_p99_ms')} | {cell('p99_ms')} | {_med(rs, 'open_s_median'):.1f} | "
+                     f"{_med(rs, 'load_avg_1min_before'):.1f} / {_med(rs, 'load_avg_1min_after'):.1f} |")
     rs = results["cutoff"]
     if rs:
         lines += [
@@ -247,14 +277,15 @@ def _markdown(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]
             f"the server stopped {args.cut_after_s:g} s after the start and started {args.down_s:g} s later "
             f"(units retry every {args.retry_s:g} s). Lost and doubled are summed over runs.",
             "",
-            "| run | stopped at s | back at s | measurements spooled | uploaded from spools | rows / expected | "
-            "lost | doubled | unfinished tunes | left in spools |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| run | stopped at s | back at s | measurements spooled | uploaded from spools | rows / acknowledged | "
+            "lost | doubled | failed writes | unfinished tunes | left in spools | add_measurement p99 ms | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for i, r in enumerate(rs):
             lines.append(f"| {i} | {r['stopped_at_s']:.1f} | {r['started_at_s']:.1f} | {r['spooled']} | {r['uploaded']} "
-                         f"| {r['rows']} / {r['expected_rows']} | {r['lost']} | {r['doubled']} | "
-                         f"{r['unfinished_tunes']} | {r['pending']} |")
+                         f"| {r['rows']} / {r['expected_rows']} | {r['lost']} | {r['doubled']} | {r['write_errors']} | "
+                         f"{r['unfinished_tunes']} | {r['pending']} | {r['measure_p99_ms']:.0f} | "
+                         f"{r['load_avg_1min_before']:.1f} |")
     lines.append("")
     return "\n".join(lines)
 

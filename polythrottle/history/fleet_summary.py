@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ def fleet_summary(store: HistoryStore) -> list[FleetGroup]:
               .where(tunes.c.status == "done", tunes.c.best_config.is_not(None))
               .group_by(*group_cols, tunes.c.best_config))
 
-    def read(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
+    def read(conn: sa.Connection) -> tuple[Sequence[Any], Sequence[Any]]:
         return conn.execute(q_groups).all(), conn.execute(q_best).all()
 
     groups, bests = store.read("fleet summary", read)

@@ -16,7 +16,9 @@ from polythrottle.space import Value
 
 
 class History(Protocol):
-    url: Any  # where it is, password masked
+    @property
+    def url(self) -> str:  # where it is, password masked
+        ...
 
     def begin_tune(self, key: HistoryKey, model_version: str, *, slo_ms: float, optimizer: str,
                    knobs: Sequence[str], warm_from: str | None = None, unit: str = "",

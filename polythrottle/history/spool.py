@@ -13,7 +13,7 @@ Tune ids: a tune begun while the remote answered has the remote's id; one begun 
 negative id, valid for this object only (also after the upload).
 
 The spool file is ``spool_dir/history-spool-<hash of the URL without password>.sqlite`` (one per
-remote; several processes may share it).
+remote; several processes may share it), created at open.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class SpooledHistory:
         self.last_error: str | None = None
         self.uploaded = 0  # measurements uploaded from the spool by this object
         self.spooled = 0  # measurements this object wrote to the spool (the remote did not answer)
+        self._spool_store()  # now: an unusable state dir fails at start, and an outage costs no schema set-up
         self._connect()
 
     # ----- plumbing ---------------------------------------------------------------------------

@@ -450,7 +450,7 @@ class HistoryStore:
         """Every key with at least one tune, sorted."""
         q = sa.select(tunes.c.device, tunes.c.workload, tunes.c.space).distinct()
         rows = self._run("read keys", lambda c: c.execute(q).all(), write=False)
-        return sorted(HistoryKey(*r) for r in rows)
+        return sorted((HistoryKey(*r) for r in rows), key=lambda k: (k.device, k.workload, k.space))
 
     @staticmethod
     def _filters(device: str | None, workload: str | None, model_version: str | None,
@@ -461,7 +461,7 @@ class HistoryStore:
         return sa.and_(sa.true(), *conds)
 
     @staticmethod
-    def _stored_tune(r: Mapping[str, Any]) -> StoredTune:
+    def _stored_tune(r: Any) -> StoredTune:
         return StoredTune(
             id=r["id"], client_id=r["client_id"], key=HistoryKey(r["device"], r["workload"], r["space"]),
             model_version=r["model_version"], unit=r["unit"], slo_ms=r["slo_ms"], optimizer=r["optimizer"],
@@ -488,7 +488,7 @@ class HistoryStore:
         n = (sa.select(sa.func.count()).select_from(measurements).where(measurements.c.tune_id == tunes.c.id)
              .scalar_subquery())
 
-        def run(conn: sa.Connection) -> tuple[Any, list[Any]] | None:
+        def run(conn: sa.Connection) -> tuple[Any, Sequence[Any]] | None:
             t = conn.execute(sa.select(tunes, n.label("n")).where(tunes.c.id == tune_id)).mappings().first()
             if t is None:
                 return None
@@ -520,7 +520,7 @@ class HistoryStore:
                            tunes.c.unit, tunes.c.slo_ms)
                  .join(tunes, tunes.c.id == measurements.c.tune_id)
                  .where(where, measurements.c.id > last).order_by(measurements.c.id).limit(page))
-            rows = self._run("export", lambda c, q=q: c.execute(q).mappings().all(), write=False)
+            rows: Sequence[Any] = self._run("export", _fetch_all(q), write=False)
             for r in rows:
                 yield ExportedMeasurement(
                     tune_id=r["tune_id"], measurement_id=r["client_id"], device=r["device"],
@@ -539,6 +539,13 @@ class HistoryStore:
             return "ok"
         return str(self._run("integrity check", lambda c: c.exec_driver_sql("PRAGMA integrity_check").scalar(),
                              write=False))
+
+
+def _fetch_all(q: sa.Select[Any]) -> Callable[[sa.Connection], Sequence[Any]]:
+    def run(conn: sa.Connection) -> Sequence[Any]:
+        return conn.execute(q).mappings().all()
+
+    return run
 
 
 __all__ = ["HistoryStore"]
