@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def pg_cluster():
 
     reason = pg_available()
     if reason:
+        if os.environ.get("POLYTHROTTLE_REQUIRE_PG"):  # CI: the PostgreSQL tests must run, not skip
+            pytest.fail(f"POLYTHROTTLE_REQUIRE_PG is set but {reason}", pytrace=False)
         pytest.skip(reason)
     cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
     try:

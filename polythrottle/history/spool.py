@@ -134,8 +134,11 @@ class SpooledHistory:
         if not trows and not mrows:
             return
         ids = self._remote.merge(trows, mrows)
-        spool.forget([m.client_id for m in mrows], [t.client_id for t in trows])
         self.uploaded += len(mrows)
+        try:
+            spool.forget([m.client_id for m in mrows], [t.client_id for t in trows])
+        except HistoryError as e:  # uploaded but still spooled: the next upload repeats it, storing nothing twice
+            self.last_error = str(e)
         for t in self._tunes.values():
             if t.remote_id is None and t.row.client_id in ids:
                 t.remote_id = ids[t.row.client_id]
