@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polythrottle.history import HistoryError, HistoryKey, HistoryStore, open_history  # noqa: E402
-from tests.pg import PgCluster, pg_available  # noqa: E402
+from polythrottle.history import HistoryError, HistoryKey, HistoryStore, open_history
+from tests.pg import PgCluster, pg_available
 
 KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "bench")
 
@@ -237,22 +237,22 @@ def _markdown(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]
     lines = [
         "# Fleet history: concurrent writers and a database outage (issue 17, storage)",
         "",
-        f"Command: `nice -n 10 python experiments/fleet_concurrency.py --writers {args.writers} --tunes {args.tunes} "
+        (f"Command: `nice -n 10 python experiments/fleet_concurrency.py --writers {args.writers} --tunes {args.tunes} "
         f"--measurements {args.measurements} --repeats {args.repeats} --pace-s {args.pace_s} --cut-after-s "
         f"{args.cut_after_s} --down-s {args.down_s} --retry-s {args.retry_s} --out {args.out}` at {commit}; "
-        f"{os.cpu_count()} CPU cores shared by the server, the writers and other jobs.",
+        f"{os.cpu_count()} CPU cores shared by the server, the writers and other jobs."),
         "",
-        f"Part 1: {args.writers} writer processes at once, each {args.tunes} tunes x {args.measurements} measurements "
+        (f"Part 1: {args.writers} writer processes at once, each {args.tunes} tunes x {args.measurements} measurements "
         f"({n} measurement rows, {args.writers * args.tunes * (args.measurements + 2)} write calls per run), no pause "
         "between writes; one transaction per write; default timeouts (a SQLite writer waits 10 s for the lock, then "
         "the write fails with `locked`: counted as a failed write, the run goes on). The window runs from the first "
         "write to the last (opening is not in it). Rows acknowledged: writes that returned; lost: acknowledged rows "
         "missing, doubled: rows stored twice, both by client id, summed over runs. Median over runs, each run's value "
-        "in brackets.",
+        "in brackets."),
         "",
-        "| backend | rows written / acknowledged | lost | doubled | failed writes | writes/s | rows/s | "
+        ("| backend | rows written / acknowledged | lost | doubled | failed writes | writes/s | rows/s | "
         "add_measurement p50 / p99 ms | begin_tune p99 ms | finish_tune p99 ms | all writes p99 ms | "
-        "open p50 s | load avg before / after |",
+        "open p50 s | load avg before / after |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for backend, label in (("postgresql", "PostgreSQL 15 (1 server)"), ("sqlite", "SQLite file (WAL, sync FULL)")):
@@ -273,12 +273,12 @@ def _markdown(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]
     if rs:
         lines += [
             "",
-            f"Part 2: the same {args.writers} units on PostgreSQL, {args.pace_s:g} s between a unit's measurements; "
+            (f"Part 2: the same {args.writers} units on PostgreSQL, {args.pace_s:g} s between a unit's measurements; "
             f"the server stopped {args.cut_after_s:g} s after the start and started {args.down_s:g} s later "
-            f"(units retry every {args.retry_s:g} s). Lost and doubled are summed over runs.",
+            f"(units retry every {args.retry_s:g} s). Lost and doubled are summed over runs."),
             "",
-            "| run | stopped at s | back at s | measurements spooled | uploaded from spools | rows / acknowledged | "
-            "lost | doubled | failed writes | unfinished tunes | left in spools | add_measurement p99 ms | load avg |",
+            ("| run | stopped at s | back at s | measurements spooled | uploaded from spools | rows / acknowledged | "
+            "lost | doubled | failed writes | unfinished tunes | left in spools | add_measurement p99 ms | load avg |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for i, r in enumerate(rs):

@@ -10,6 +10,7 @@ import pytest
 from polythrottle.devices import DeviceOptions, open_device
 from polythrottle.history import HistoryKey, HistoryStore, SpooledHistory
 from polythrottle.history_tune import run_tune
+from polythrottle.tuner import TuneRecord
 
 KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
 
@@ -60,7 +61,7 @@ def test_server_stopped_mid_tune_every_measurement_synced_once(pg_url: str, rest
     dev = open_device("sim:jetson-agx-orin", DeviceOptions(workload="efficientnet-b0", noise=0.02, seed=3))
     events: list[str] = []
 
-    def outage(rec) -> None:  # noqa: ANN001
+    def outage(rec: TuneRecord) -> None:
         if rec.step == 3:
             restart.stop()  # the database goes away mid-tune
             events.append("stopped")

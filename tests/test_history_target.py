@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from polythrottle.history import HistoryError, HistoryStore, HistoryUnavailable, mask, open_history, parse_target
+from polythrottle.history import (
+    HistoryError,
+    HistoryStore,
+    HistoryUnavailable,
+    mask,
+    open_history,
+    parse_target,
+)
 from tests.conftest import run_cli
 from tests.pg import PASSWORD
 

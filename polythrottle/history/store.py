@@ -27,6 +27,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -79,12 +80,12 @@ class HistoryStore:
         self.target = target if isinstance(target, HistoryTarget) else parse_target(target)
         self.timeout_s = float(timeout_s)
         self._tune_cids: dict[int, str] = {}
-        user_version = self._prepare_sqlite_file(create) if self.target.is_sqlite else 0
+        if self.target.is_sqlite:
+            self._prepare_sqlite_file(create)
         self._engine = make_engine(self.target, timeout_s)
         self._writer = writer(self._engine)
         try:
-            if self.target.is_sqlite:
-                user_version = self._check_sqlite()
+            user_version = self._check_sqlite() if self.target.is_sqlite else 0
             ensure_schema(self._engine, self._writer, self.target, user_version)
         except BaseException as e:
             self._engine.dispose()
@@ -99,7 +100,7 @@ class HistoryStore:
         return self.target.display
 
     @property
-    def path(self) -> os.PathLike[str] | None:
+    def path(self) -> Path | None:
         """The SQLite file (None for PostgreSQL)."""
         return self.target.path
 
@@ -110,7 +111,7 @@ class HistoryStore:
     def __repr__(self) -> str:
         return f"HistoryStore({self.url!r})"
 
-    def _prepare_sqlite_file(self, create: bool) -> int:
+    def _prepare_sqlite_file(self, create: bool) -> None:
         path = self.target.path
         assert path is not None
         if path.exists() and not path.is_file():
@@ -122,7 +123,6 @@ class HistoryStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise HistoryError(f"history database {path}: cannot create its directory ({e.strerror})") from None
-        return 0
 
     def _check_sqlite(self) -> int:
         """Refuse a file that is not ours, newer or corrupt; switch on WAL. Returns its user_version."""
