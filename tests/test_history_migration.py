@@ -5,17 +5,14 @@ backends; the revision list matches the shipped scripts; concurrent openers migr
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from polythrottle.history import SCHEMA_VERSION, HistoryKey, HistoryStore
 from polythrottle.history.version import KNOWN_REVISIONS
-from tests.conftest import ROOT
 
 # The v1 schema, verbatim from polythrottle/history.py before the history package (PRAGMA user_version = 1).
 V1_DDL = """
@@ -176,14 +173,10 @@ def test_known_revisions_match_the_shipped_scripts() -> None:
     assert tuple(chain) == KNOWN_REVISIONS and int(chain[-1]) == SCHEMA_VERSION
 
 
-_OPENER = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {root!r})
+def _open_close(target: str) -> None:
     from polythrottle.history import open_history
-    open_history(sys.argv[1]).close()
-    """
-)
+
+    open_history(target).close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite-v1", "postgresql"])
@@ -193,12 +186,13 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path, backend: str, reque
     else:
         target = str(tmp_path / "h.sqlite")
         write_v1(Path(target))
-    script = tmp_path / "open.py"
-    script.write_text(_OPENER.format(root=str(ROOT)))
-    procs = [subprocess.Popen([sys.executable, str(script), target], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, errors
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_open_close, args=(target,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 4
     with HistoryStore(target) as s:
         assert s.schema_version == SCHEMA_VERSION
         assert len(s.tunes()) == (len(LEGACY) if backend == "sqlite-v1" else 0)
