@@ -6,9 +6,26 @@ training-framework callbacks in ``polythrottle.integrations``.
 """
 
 from polythrottle._version import __version__
-from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune
-from polythrottle.history import HistoryKey, HistoryStore
+from polythrottle.api import (
+    applied,
+    apply,
+    model_version_of,
+    open_device,
+    restore,
+    retune,
+    tune,
+)
+from polythrottle.history import HistoryKey
 from polythrottle.tuner import TuneResult
+
+
+def __getattr__(name: str) -> object:
+    if name in ("HistoryStore", "open_history"):  # loads SQLAlchemy: only when used
+        from polythrottle import history
+
+        return getattr(history, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HistoryKey",
@@ -19,6 +36,7 @@ __all__ = [
     "apply",
     "model_version_of",
     "open_device",
+    "open_history",
     "restore",
     "retune",
     "tune",

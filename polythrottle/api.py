@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.carbon import tune_extra
@@ -25,12 +26,14 @@ from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
-from polythrottle.history import HistoryStore, default_history_path
 from polythrottle.history_tune import run_tune
 from polythrottle.space import Config, Value
 from polythrottle.tuner import OnRecord, TuneResult
 
-HistoryArg = HistoryStore | str | os.PathLike[str] | bool | None
+if TYPE_CHECKING:
+    from polythrottle.history.protocol import History
+
+HistoryArg: TypeAlias = "History | str | os.PathLike[str] | bool | None"
 
 
 def open_device(
@@ -100,15 +103,21 @@ def model_version_of(model_version: str | None = None, model_files: Sequence[str
     return None
 
 
-def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tuple[HistoryStore | None, bool]:
-    """(store, whether we opened it and must close it)."""
+def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tuple[History | None, bool]:
+    """(store, whether we opened it and must close it). A PostgreSQL URL gets a spool in the state dir."""
     if history is None or history is False:
         return None, False
-    if isinstance(history, HistoryStore):
-        return history, False
-    if history is True:
-        return HistoryStore(default_history_path(None if state_dir is None else Path(state_dir))), True
-    return HistoryStore(history), True
+    if history is True or isinstance(history, (str, os.PathLike)):
+        from polythrottle.history import (
+            default_history,
+            default_history_path,
+            open_history,
+        )
+
+        sd = None if state_dir is None else Path(state_dir)
+        target = default_history(sd) if history is True else history
+        return open_history(target, spool_dir=default_history_path(sd).parent), True
+    return history, False
 
 
 def tune(
@@ -135,8 +144,9 @@ def tune(
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
     device: an open Device (left open, its best config NOT applied: use ``apply``/``applied``) or a
-    spec (opened with ``workload``, closed and restored afterwards). history: a ``HistoryStore``, a
-    database path, True (``STATE_DIR/history.sqlite``) or None (no history). With a history every
+    spec (opened with ``workload``, closed and restored afterwards). history: a store (``open_history``),
+    a path or URL, True (``default_history()``: ``$POLYTHROTTLE_HISTORY_URL`` or ``STATE_DIR/history.sqlite``)
+    or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
     measurements of this version or the previous one. slo_metric: which latency ``slo_ms`` bounds

@@ -163,12 +163,21 @@ class TuneTrace:
 
     @classmethod
     def from_history(cls, store: Any, tune_id: int | None = None) -> TuneTrace:
-        """Tune ``tune_id`` (None: the latest) of a ``HistoryStore``, through its public ``tune`` and
-        ``tune_measurements``. Raises HistoryError (no such tune) or BadInputError (no measurements)."""
-        tune = store.tune(tune_id)
-        ms = store.tune_measurements(tune.tune_id)
+        """Tune ``tune_id`` (None: the latest) of a history store, through its public ``tunes`` and ``tune``.
+        Raises HistoryError (no such tune) or BadInputError (no measurements)."""
+        from polythrottle.history import HistoryError
+
+        if tune_id is None:
+            latest = store.tunes(limit=1)
+            if not latest:
+                raise HistoryError(f"history {store}: no tune stored yet")
+            tune_id = latest[0].id
+        got = store.tune(tune_id)
+        if got is None:
+            raise HistoryError(f"history {store} has no tune {tune_id}")
+        tune, ms = got
         points = [TracePoint(m.step, dict(m.config), m.energy_j, m.latency_ms, m.role) for m in ms]
-        _check(points, tune.slo_ms, f"tune {tune.tune_id}")
+        _check(points, tune.slo_ms, f"tune {tune.id}")
         return cls(slo_ms=tune.slo_ms, points=points, device=tune.key.device, workload=tune.key.workload,
                    knobs=list(tune.knobs), pick=tune.best_config, optimizer=tune.optimizer)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,32 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
         cwd=cwd or ROOT,
         timeout=timeout,
     )
+
+
+# ----- PostgreSQL (a private cluster per test session; see tests/pg.py) -----------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL 15 server for the session (skipped only when its binaries are absent)."""
+    from tests.pg import PgCluster, pg_available
+
+    reason = pg_available()
+    if reason:
+        if os.environ.get("POLYTHROTTLE_REQUIRE_PG"):  # CI: the PostgreSQL tests must run, not skip
+            pytest.fail(f"POLYTHROTTLE_REQUIRE_PG is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request) -> str:
+    """A fresh database in the session's cluster; its URL (with the password)."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{id(request) % 100000}"
+    if not pg_cluster.running():
+        pg_cluster.start()
+    return pg_cluster.create_database(name)

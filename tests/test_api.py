@@ -32,9 +32,8 @@ def test_tune_apply_restore_and_retune(small_table: Path, tmp_path: Path) -> Non
 
 
 def _only_key(store: pt.HistoryStore) -> pt.HistoryKey:
-    rows = store._conn.execute("SELECT DISTINCT device, workload, space FROM tunes").fetchall()
-    assert len(rows) == 1
-    return pt.HistoryKey(*rows[0])
+    (key,) = store.keys()
+    return key
 
 
 class RecordingDevice:

@@ -39,7 +39,7 @@ def test_config_defaults_and_relative_paths(tmp_path):
     cfg = load_config(write(tmp_path, GOOD + "model_files: [m.bin]\nstate_dir: st\nknobs: gpu_mhz,emc_mhz\n"))
     assert cfg.slo_ms == 25.0 and cfg.budget == 15 and cfg.retune_budget == 5
     assert cfg.model_files == [tmp_path / "m.bin"] and cfg.state_dir == tmp_path / "st"
-    assert cfg.history_path() == tmp_path / "st" / "history.sqlite"
+    assert cfg.history_path() == str(tmp_path / "st" / "history.sqlite")
     assert cfg.knobs == ["gpu_mhz", "emc_mhz"]
     assert cfg.carbon_intensity_g_per_kwh == DEFAULT_CARBON_G_PER_KWH
     assert cfg.metrics is not None and cfg.metrics.address == "127.0.0.1"

@@ -72,9 +72,9 @@ def test_plot_from_history_by_tune_id(small_table, tmp_path, capsys):
     assert main([*base, "--slo-ms", "80", "--no-warm-start"]) == 0
     capsys.readouterr()
     with HistoryStore(db) as store:
-        tune = store.tune(first)
-        assert tune.slo_ms == 50 and tune.key.device == "replay" and len(store.tune_measurements(first)) == 4
-        assert store.tune().slo_ms == 80  # the latest
+        tune, measurements = store.tune(first)
+        assert tune.slo_ms == 50 and tune.key.device == "replay" and len(measurements) == 4
+        assert store.tunes(limit=1)[0].slo_ms == 80  # the latest
     out = tmp_path / "t.png"
     assert main(["plot", "--history", str(db), "--tune", str(first), "--out", str(out), "--kind", "tradeoff"]) == 0
     assert out.stat().st_size > 20_000
@@ -88,7 +88,7 @@ def test_plot_from_history_by_tune_id(small_table, tmp_path, capsys):
     (["{missing}"], "result file not found"),
     (["{notjson}"], "not JSON"),
     (["{notresult}"], "not a PolyThrottle tune result"),
-    (["--history", "{missing}"], "not found"),
+    (["--history", "{missing}"], "no history database at"),
     (["--history", "{db}", "--tune", "7"], "has no tune 7"),
 ])
 def test_bad_input_one_line_exit_2(result_file, tmp_path, capsys, args, message):

@@ -138,10 +138,7 @@ def test_cli_records_history_and_warm_starts_after_update(tmp_path: Path, capsys
     assert second["optimizer"] == "warm-cbo" and second["best"] is not None
     with HistoryStore(db) as s:
         versions = {}
-        for key_row in s._conn.execute("SELECT DISTINCT device, workload, space FROM tunes"):
-            from polythrottle.history import HistoryKey
-
-            key = HistoryKey(*key_row)
+        for key in s.keys():
             versions = {v.model_version: v.measurements for v in s.model_versions(key)}
             best = s.best(key, model_version="v2", slo_ms=SLO)
         assert versions == {"v1": first["measurements"], "v2": second["measurements"]}

@@ -19,7 +19,8 @@ DESCRIPTION = (
     "Lowest energy per inference under a latency SLO on NVIDIA Jetsons and GPUs: constrained Bayesian "
     "optimization of GPU, memory and CPU clocks and software knobs."
 )
-COMMANDS = ("tune", "profile", "apply", "restore", "plot", "devices", "daemon", "status", "notify", "install-service")
+COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "devices", "daemon", "status", "notify",
+            "install-service")
 """Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
 EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
           "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "

@@ -51,14 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if args.result is not None:
         trace = TuneTrace.load_result(args.result)
     else:
-        from polythrottle.history import HistoryStore
+        from polythrottle.history import open_history
 
-        path = Path(args.history).expanduser()
-        if not path.is_file():  # opening would create an empty database
-            raise BadInputError(f"history database {path} not found")
-        with HistoryStore(path) as store:
-            tune_id = args.tune if args.tune is not None else store.tune().tune_id
-            trace = TuneTrace.from_history(store, tune_id)
+        with open_history(args.history, create=False) as store:  # a missing file is refused, not created
+            trace = TuneTrace.from_history(store, args.tune)
+            tune_id = args.tune if args.tune is not None else store.tunes(limit=1)[0].id
     out = render(trace, args.out or _default_out(args, tune_id), args.kind)
     print(f"wrote {out}")
     return 0

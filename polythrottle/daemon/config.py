@@ -65,7 +65,7 @@ class DaemonConfig:
     slo_metric: str | None = None  # ttft | tpot | batch (None: the workload's default)
     no_clock_control: bool = False
     state_dir: Path | None = None
-    history: Path | None = None
+    history: str | None = None
     model_files: list[Path] = field(default_factory=list)
     model_version: str | None = None
     watch_interval_s: float = 2.0
@@ -87,9 +87,9 @@ class DaemonConfig:
         """``state_dir``, else the default state directory (``polythrottle.paths.state_dir``)."""
         return paths.state_dir(self.state_dir)
 
-    def history_path(self) -> Path:
-        """``history``, else the default history database (``polythrottle.paths.default_history``)."""
-        return self.history if self.history is not None else Path(paths.default_history(self.state_dir))
+    def history_path(self) -> str:
+        """``history`` (a path or a URL), else the default history (``polythrottle.paths.default_history``)."""
+        return self.history if self.history is not None else paths.default_history(self.state_dir)
 
     def same_device(self, other: DaemonConfig) -> bool:
         """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
@@ -247,7 +247,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         slo_metric=r.get("slo_metric", _choice("ttft", "tpot", "batch")),
         no_clock_control=r.get("no_clock_control", _bool, False),
         state_dir=r.path_field("state_dir"),
-        history=r.path_field("history"),
+        history=_history_field(r),
         model_files=model_files,
         model_version=model_version,
         watch_interval_s=r.get("watch_interval_s", _number(0, strict=True), 2.0),
@@ -259,6 +259,15 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         carbon_country=carbon.country,
         carbon=carbon,
     )
+
+
+def _history_field(r: _Reader) -> str | None:
+    """A URL (``postgresql://``, ``sqlite:///``) as written; a plain path relative to the config's directory."""
+    text = r.get("history", _str)
+    if text is None or "://" in text:
+        return text
+    path = r.path_field("history")
+    return None if path is None else str(path)
 
 
 def _metrics(path: Path, raw: Any) -> MetricsConfig | None:

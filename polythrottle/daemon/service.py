@@ -44,7 +44,7 @@ from polythrottle.daemon.watcher import ModelWatcher
 from polythrottle.devices import DeviceOptions, open_device
 from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.history import HistoryKey, HistoryStore
+from polythrottle.history import HistoryKey, HistoryStore, open_history
 from polythrottle.history_tune import DEFAULT_MODEL_VERSION, run_tune, tune_key
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config
@@ -191,7 +191,7 @@ class Daemon:
         """Everything that can refuse to start: device, knobs, history, metrics port, socket."""
         cfg = self.config
         self.prepared = prepare(cfg, (self._stop, self._cancel))
-        HistoryStore(cfg.history_path()).close()  # corrupt or unwritable history: refuse now
+        open_history(cfg.history_path(), spool_dir=cfg.resolved_state_dir()).close()  # corrupt, unwritable: refuse now
         if cfg.metrics is not None:
             try:
                 self.metrics_port = self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
@@ -301,7 +301,7 @@ class Daemon:
 
     def _worker(self) -> None:
         try:
-            self._store = HistoryStore(self.config.history_path())
+            self._store = open_history(self.config.history_path(), spool_dir=self.config.resolved_state_dir())
             next_serve = time.monotonic()
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
