@@ -9,7 +9,7 @@ from polythrottle.cli import main
 @pytest.fixture
 def one_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv("POLYTHROTTLE_ROOT", "/")
-    monkeypatch.setattr("polythrottle.devices.jetson_layout.MODEL_PATH", "/nonexistent/model")
+    monkeypatch.setattr("polythrottle.boards.layout.MODEL_PATH", "/nonexistent/model")
     calls = []
 
     def not_supported(h):
