@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import polythrottle as pt
-from polythrottle.profiles import PROFILE_DIR
+from polythrottle.boards.profiles import PROFILE_DIR
 from tests.conftest import run_cli
 from tests.daemon_helpers import DaemonProcess, NotifyListener, write_config
 

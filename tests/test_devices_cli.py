@@ -11,7 +11,7 @@ from polythrottle.cli import main
 @pytest.fixture
 def one_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv("POLYTHROTTLE_ROOT", "/")
-    monkeypatch.setattr("polythrottle.devices.jetson_layout.MODEL_PATH", "/nonexistent/model")
+    monkeypatch.setattr("polythrottle.boards.layout.MODEL_PATH", "/nonexistent/model")
     calls = []
 
     def not_supported(h):
@@ -40,7 +40,7 @@ def test_devices_without_jetson_lists_the_gpu(one_gpu, capsys):
 
 
 def test_devices_lists_the_simulated_boards_and_their_workloads(one_gpu, capsys):
-    from polythrottle.profiles import list_profiles
+    from polythrottle.boards.profiles import list_profiles
 
     assert main(["devices"]) == 0
     out = capsys.readouterr().out

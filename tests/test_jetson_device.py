@@ -124,8 +124,8 @@ def test_unavailable_knobs_say_why(tmp_path, monkeypatch):
 
 
 def test_every_profile_gives_a_usable_layout():
-    from polythrottle.devices.jetson_layout import profile_layout
-    from polythrottle.profiles import list_profiles
+    from polythrottle.boards.layout import profile_layout
+    from polythrottle.boards.profiles import list_profiles
 
     names = list_profiles()
     assert {"jetson-agx-orin", "jetson-xavier-nx", "jetson-tx2", "jetson-nano"} <= set(names)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import polythrottle
-from polythrottle.profiles import PROFILE_DIR, list_profiles, load_profile
+from polythrottle.boards.profiles import PROFILE_DIR, list_profiles, load_profile
 from tests.conftest import ROOT, run_cli
 
 

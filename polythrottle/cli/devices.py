@@ -11,7 +11,7 @@ from pathlib import Path
 from polythrottle.devices import DeviceInfo, DeviceOptions, KnobStatus
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
-from polythrottle.profiles import list_profiles, load_profile
+from polythrottle.boards.profiles import list_profiles, load_profile
 from polythrottle.sysfs import fs_root, is_root_user
 
 
@@ -94,7 +94,7 @@ def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
 
 def sim_boards() -> list[DeviceInfo]:
     """Every board profile's twin (``sim:NAME``) and its workloads; a broken profile says why."""
-    from polythrottle.twin.model import board_from_profile
+    from polythrottle.twin.params import board_from_profile
 
     out = []
     for name in list_profiles():

@@ -66,8 +66,8 @@ def unit_text(exe: Path) -> str:
 
 def detect_device() -> str | None:
     """``jetson`` when the device tree names a board a profile matches, else None."""
-    from polythrottle.devices.jetson_layout import read_model
-    from polythrottle.profiles import match_model
+    from polythrottle.boards.layout import read_model
+    from polythrottle.boards.profiles import match_model
     from polythrottle.sysfs import open_io
 
     model = read_model(open_io())

@@ -21,10 +21,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
-from polythrottle.devices.jetson_layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
     BadInputError,

@@ -17,14 +17,15 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from polythrottle.boards.profiles import load_profile
 from polythrottle.devices.base import DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.replay import ReplayDevice, ReplayTable
 from polythrottle.errors import BadInputError
 from polythrottle.identity import DeviceIdentity
-from polythrottle.profiles import load_profile
 from polythrottle.space import Config, Knob, SearchSpace
-from polythrottle.twin.model import BoardParams, Outcome, Workload, board_from_profile, evaluate
+from polythrottle.twin.model import Outcome, evaluate
+from polythrottle.twin.params import BoardParams, Workload, board_from_profile
 from polythrottle.twin.units import unit_board
 
 GPU_MODES = ("locked", "range")

@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from polythrottle.twin.model import BoardParams
+from polythrottle.twin.params import BoardParams
 
 SIGMA: dict[str, float] = {
     "static_w": 0.05,
@@ -66,12 +66,13 @@ def unit_board(board: BoardParams, unit: int) -> BoardParams:
     gpu = board.gpu
     v_max = gpu.v_max * f["gpu.v_max"]
     v_min = min(gpu.v_min * f["gpu.v_min"], v_max)
-    gpu = replace(gpu, leak_w=gpu.leak_w * f["gpu.leak_w"], dyn_w=gpu.dyn_w * f["gpu.dyn_w"], v_max=v_max,
-                  v_min=v_min, v_knee_mhz=gpu.v_knee_mhz * f["gpu.v_knee_mhz"])
-    emc = replace(board.emc, efficiency=min(board.emc.efficiency * f["emc.efficiency"], 1.0),
-                  w_per_ghz=board.emc.w_per_ghz * f["emc.w_per_ghz"], j_per_gb=board.emc.j_per_gb * f["emc.j_per_gb"])
-    cpu = replace(board.cpu, dyn_w=board.cpu.dyn_w * f["cpu.dyn_w"])
-    workloads = {name: replace(w, compute_eff=min(w.compute_eff * f["workload.compute_eff"], 1.0))
+    gpu = gpu.model_copy(update={"leak_w": gpu.leak_w * f["gpu.leak_w"], "dyn_w": gpu.dyn_w * f["gpu.dyn_w"],
+                                 "v_max": v_max, "v_min": v_min, "v_knee_mhz": gpu.v_knee_mhz * f["gpu.v_knee_mhz"]})
+    emc = board.emc.model_copy(update={"efficiency": min(board.emc.efficiency * f["emc.efficiency"], 1.0),
+                                       "w_per_ghz": board.emc.w_per_ghz * f["emc.w_per_ghz"],
+                                       "j_per_gb": board.emc.j_per_gb * f["emc.j_per_gb"]})
+    cpu = board.cpu.model_copy(update={"dyn_w": board.cpu.dyn_w * f["cpu.dyn_w"]})
+    workloads = {name: w.model_copy(update={"compute_eff": min(w.compute_eff * f["workload.compute_eff"], 1.0)})
                  for name, w in board.workloads.items()}
     return replace(board, static_w=board.static_w * f["static_w"], gpu=gpu, emc=emc, cpu=cpu, workloads=workloads)
 

@@ -1,7 +1,7 @@
 """Where a Jetson's clocks and power monitors live: the board is detected, its profile turned into paths.
 
 The board is identified from ``/proc/device-tree/model`` and matched to a profile under
-``device_profiles/`` (``polythrottle.profiles.match_model``); ``jetson:PROFILE`` forces one. The
+``device_profiles/`` (``polythrottle.boards.profiles.match_model``); ``jetson:PROFILE`` forces one. The
 profile gives candidate paths per L4T generation, units, the EMC protocol, fallback steps and the
 rails that make up board power; the first candidate that exists under the filesystem root is used,
 and the GPU falls back to a ``/sys/class/devfreq`` entry whose ``of_node`` names a GPU.
@@ -10,8 +10,9 @@ and the GPU falls back to a ``/sys/class/devfreq`` entry whose ``of_node`` names
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from polythrottle.boards.profiles import list_profiles, load_profile, match_model
+from polythrottle.boards.schema import ClockSpec, DeviceProfile
 from polythrottle.clocks.emc import EmcProtocol
 from polythrottle.errors import DeviceError, DeviceNotFoundError
 from polythrottle.sysfs import SysfsIO
@@ -45,7 +46,7 @@ class JetsonLayout:
     board_rails: tuple[str, ...] = ()
 
 
-def _emc_protocols(ctl: Any) -> tuple[EmcProtocol, ...]:
+def _emc_protocols(ctl: ClockSpec) -> tuple[EmcProtocol, ...]:
     out = []
     for v in ctl.variants:
         d = v.path.rstrip("/")
@@ -67,8 +68,8 @@ def _emc_protocols(ctl: Any) -> tuple[EmcProtocol, ...]:
     return tuple(out)
 
 
-def layout_from_profile(profile: Any) -> JetsonLayout:
-    """A JetsonLayout from a ``polythrottle.profiles.DeviceProfile``."""
+def layout_from_profile(profile: DeviceProfile) -> JetsonLayout:
+    """A JetsonLayout from a board profile."""
     gpu = profile.control_for("gpu_mhz")
     emc = profile.control_for("emc_mhz") if "emc_mhz" in profile.knobs else None
     cpu = profile.control_for("cpu_mhz") if "cpu_mhz" in profile.knobs else None
@@ -122,8 +123,6 @@ def find_gpu_devfreq(io: SysfsIO) -> str | None:
 
 def profile_layout(name: str) -> JetsonLayout:
     """The layout of built-in profile (or YAML path) ``name``. Raises ProfileError (exit 2)."""
-    from polythrottle.profiles import load_profile
-
     return layout_from_profile(load_profile(name))
 
 
@@ -139,8 +138,6 @@ def detect_layout(io: SysfsIO, forced: str = "") -> tuple[JetsonLayout, str | No
     where = "" if io.is_real_root else f" under {io.root}"
     if model is None:
         raise DeviceNotFoundError(f"no Jetson found: {MODEL_PATH} does not exist{where}")
-    from polythrottle.profiles import list_profiles, match_model
-
     profile = match_model(model)
     if profile is None:
         raise DeviceNotFoundError(
