@@ -8,10 +8,10 @@ import importlib
 import json
 from pathlib import Path
 
+from polythrottle.boards.profiles import list_profiles, load_profile
 from polythrottle.devices import DeviceInfo, DeviceOptions, KnobStatus
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
-from polythrottle.boards.profiles import list_profiles, load_profile
 from polythrottle.sysfs import fs_root, is_root_user
 
 
