@@ -15,7 +15,8 @@ from typing import Any
 
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
-from polythrottle.history import HistoryKey, HistoryStore, StoredMeasurement
+from polythrottle.history import HistoryKey, StoredMeasurement
+from polythrottle.history.protocol import History
 from polythrottle.identity import history_key
 from polythrottle.optim.base import Observation
 from polythrottle.optim.pooled_prior import MAX_SPREAD, pool
@@ -72,7 +73,7 @@ def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner) -> list[tup
     return out
 
 
-def choose_prior(store: HistoryStore, key: HistoryKey, version: str, unit: str,
+def choose_prior(store: History, key: HistoryKey, version: str, unit: str,
                  tuner: Tuner) -> tuple[list[Observation], WarmStartInfo] | None:
     """The prior of a warm start, in this order: this unit's measurements of this model version (a repeated
     tune), other units' of this version (the fleet), this unit's of the most recently tuned other version,
@@ -102,7 +103,7 @@ def run_tune(
     slo_ms: float,
     budget: int = 20,
     *,
-    store: HistoryStore | None,
+    store: History | None,
     model_version: str | None = None,
     warm_start: bool = True,
     optimizer: str = "cbo",

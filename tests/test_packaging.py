@@ -77,3 +77,13 @@ def test_install_service_sets_the_device_of_a_new_config(tmp_path: Path) -> None
     text = config_text("nvml:0", "torchvision:resnet50")
     doc = yaml.safe_load(text)
     assert doc["device"] == "nvml:0" and doc["workload"] == "torchvision:resnet50" and doc["slo_ms"] == 25
+
+
+def test_import_and_help_load_no_heavy_library() -> None:
+    """``import polythrottle`` and ``polythrottle --help`` stay fast: torch, SQLAlchemy, pydantic-backed
+    schemas, onnxruntime and transformers load only when used."""
+    code = ("import sys, polythrottle\nfrom polythrottle.cli import build_parser\nbuild_parser().format_help()\n"
+            "heavy = [m for m in ('torch', 'sqlalchemy', 'alembic', 'onnxruntime', 'transformers', 'matplotlib', "
+            "'botorch') if m in sys.modules]\nassert not heavy, heavy")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
