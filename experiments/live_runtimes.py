@@ -452,6 +452,18 @@ def report_workload(name: str, title: str, unit: str, d: dict, tune_path: Path, 
         if opt is not None:
             lines.append(f"- Table's best feasible: {fmt_cfg(opt['config'])}: {opt['energy_j'] * 1e3:.4g} mJ/{per} "
                          f"({1 / opt['energy_j']:.4g} {unit}/J), {opt['latency_ms']:.4g} ms.")
+            near = [h for h in t.get("history", []) if (r := key.get(json.dumps(h["config"], sort_keys=True)))
+                    and r["latency_ms"] <= s and r["energy_j"] <= 1.05 * opt["energy_j"]]
+            if near:
+                lines.append(f"- Measurements until the tune measured a config within 5% of the table's best "
+                             f"feasible (baseline = 1): {near[0]['step'] + 1}.")
+            again = [h["latency_ms"] for h in t.get("history", []) if h["config"] == opt["config"]]
+            if again:
+                over = sum(x > s for x in again)
+                lines.append(f"- The table's best feasible as the tune measured it: {len(again)} time(s), latency "
+                             + ", ".join(f"{x:.4g}" for x in again) + f" ms: over the SLO in {over} of them"
+                             + (" (its feasibility could not be confirmed at the tuner's 97.5% confidence, so the "
+                                "tune recommends a config it can confirm)" if over else "") + ".")
         best = t.get("best")
         if best is None:
             lines.append("- The tune found no feasible config.")
