@@ -48,18 +48,21 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("give --set KNOB=VALUE (one or more) or --config RESULT.json")
     config: dict[str, Any] = parse_assignments(args.set) if args.set else config_from_result(args.config)
     device = open_device(args.device, device_options(args))
-    if not device.info().touches_hardware:
-        raise BadInputError(f"device {args.device} has no hardware settings to apply")
-    hardware = getattr(device, "hardware_knobs", None)
-    if args.config and hardware is not None:
-        skipped = {k: v for k, v in config.items() if k not in hardware}
-        config = {k: v for k, v in config.items() if k in hardware}
-        for k, v in skipped.items():
-            print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
-        if not config:
-            raise BadInputError(f"--config {args.config}: no hardware knob to apply")
-    device.apply(config)
-    device.keep()  # no close(): the settings stay; the originals stay saved for `restore`
+    try:
+        if not device.info().touches_hardware:
+            raise BadInputError(f"device {args.device} has no hardware settings to apply")
+        hardware = getattr(device, "hardware_knobs", None)
+        if args.config and hardware is not None:
+            skipped = {k: v for k, v in config.items() if k not in hardware}
+            config = {k: v for k, v in config.items() if k in hardware}
+            for k, v in skipped.items():
+                print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
+            if not config:
+                raise BadInputError(f"--config {args.config}: no hardware knob to apply")
+        device.keep()  # what this apply sets stays set; the originals stay saved for `restore`
+        device.apply(config)  # a failed or interrupted apply rolls back what it wrote
+    finally:
+        device.close()  # restores only what an apply that did not complete left behind
     writes = getattr(device, "last_writes", [])
     print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for w in writes:
