@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import DeviceError, PermissionDeniedError, brief
+from polythrottle.errors import DeviceBusyError, DeviceError, PermissionDeniedError, brief
 
 STATE_ENV = "POLYTHROTTLE_STATE_DIR"
 ROOT_STATE_DIR = Path("/var/lib/polythrottle")
@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 MAX_KEY_CHARS = 4096
 MAX_VALUE_CHARS = 256
 MAX_ENTRIES = 4096
+LOCK_TIMEOUT_S = 30.0
 
 
 class SavedStateError(DeviceError):
@@ -184,7 +185,7 @@ class StateStore:
         except PermissionError:
             raise PermissionDeniedError(f"cannot open {lock_path}: permission denied") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._acquire(fd, device_id)
             self._held[device_id] = (fd, 1)
             try:
                 yield
@@ -194,6 +195,22 @@ class StateStore:
         finally:
             os.close(fd)
 
+    def _acquire(self, fd: int, device_id: str) -> None:
+        """flock ``fd``, waiting at most ``LOCK_TIMEOUT_S`` (a writer holds it for milliseconds; one stuck
+        in a kernel write must not hang every later command). Raises DeviceBusyError."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DeviceBusyError(
+                        f"the saved originals of {device_id} in {self.directory} have been locked by another "
+                        f"process for {LOCK_TIMEOUT_S:g} s; is a polythrottle command stuck?"
+                    ) from None
+                time.sleep(0.02)
+
     def load(self, device_id: str) -> SavedState | None:
         """The saved state of ``device_id``, or None. Raises SavedStateError (exit 2) if the file is
         unreadable, malformed or of another format, PermissionDeniedError if it cannot be read."""
@@ -201,7 +218,7 @@ class StateStore:
         try:
             with path.open("rb") as f:
                 data = f.read(MAX_ENTRIES * (MAX_KEY_CHARS + MAX_VALUE_CHARS) + 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except PermissionError:
             raise PermissionDeniedError(f"cannot read saved originals {path}: permission denied") from None

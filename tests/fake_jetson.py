@@ -21,7 +21,9 @@ Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a te
   errno name such as ``EINVAL`` (the write is refused: the kernel refusing midway).
 
 ``fake:NAME`` workloads (``install()``) measure without torch: a no-op batch and a meter whose energy
-follows the clocks in the tree, so a jetson ``tune`` or daemon runs in a fraction of a second.
+follows the clocks in the tree, so a jetson ``tune`` or daemon runs in a fraction of a second. A hook
+``{"measure": N, "do": "block"}`` holds the N-th measurement of the tree (counted from 0 in
+``ROOT/.fake_kernel.measures``) until ``release_measure(root, N)``: a tune in progress, outside any write.
 
 Run the CLI against a tree in a separate process with the double installed::
 
@@ -260,9 +262,11 @@ def set_rules(root: Path, *, deny: list[str] | None = None, fail: dict[str, str]
     (fault hooks at the n-th write; see the module docstring). Resets the write counter."""
     (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}, "hooks": hooks or []}))
     (root / ".fake_kernel.count").write_text("0")
+    (root / ".fake_kernel.measures").write_text("0")
     for p in root.glob(".fake_kernel.release.*"):
         p.unlink()
     (root / ".fake_kernel.blocked").unlink(missing_ok=True)
+    (root / ".fake_kernel.measure_blocked").unlink(missing_ok=True)
 
 
 def blocked(root: Path) -> list[int]:
@@ -274,6 +278,35 @@ def blocked(root: Path) -> list[int]:
 def release(root: Path, at: int) -> None:
     """Let the writer blocked at write ``at`` go on."""
     (root / f".fake_kernel.release.{at}").write_text("")
+
+
+def measures_blocked(root: Path) -> list[int]:
+    p = root / ".fake_kernel.measure_blocked"
+    return [int(x) for x in p.read_text().split()] if p.exists() else []
+
+
+def release_measure(root: Path, at: int) -> None:
+    (root / f".fake_kernel.release.m{at}").write_text("")
+
+
+def _count(path: Path) -> int:
+    """Increment the counter file ``path``; returns its value before (serialised across processes)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        n = int(os.read(fd, 64) or 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(n + 1).encode())
+    finally:
+        os.close(fd)
+    return n
+
+
+def _wait_for(gate: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def writes_attempted(root: Path) -> int:
@@ -370,20 +403,11 @@ class FakeKernelIO(sysfs.SysfsIO):
 
     def _next_index(self) -> int:
         """This write's index in the tree (0, 1, ...), counted across processes."""
-        fd = os.open(self.root / ".fake_kernel.count", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            n = int(os.read(fd, 64) or 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, str(n + 1).encode())
-        finally:
-            os.close(fd)
-        return n
+        return _count(self.root / ".fake_kernel.count")
 
     def _hooks(self, rules: dict, index: int, when: str, local: Path) -> None:
         for h in rules.get("hooks", []):
-            if h["at"] != index or h.get("when", "before") != when:
+            if h.get("at") != index or h.get("when", "before") != when:
                 continue
             do = h["do"]
             if do in ("SIGINT", "SIGTERM", "SIGHUP"):
@@ -391,10 +415,7 @@ class FakeKernelIO(sysfs.SysfsIO):
             elif do == "block":
                 with open(self.root / ".fake_kernel.blocked", "a") as f:
                     f.write(f"{index}\n")
-                gate = self.root / f".fake_kernel.release.{index}"
-                deadline = time.monotonic() + float(h.get("timeout_s", 60))
-                while not gate.exists() and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                _wait_for(self.root / f".fake_kernel.release.{index}", float(h.get("timeout_s", 60)))
             else:
                 code = getattr(errno, do)
                 raise OSError(code, os.strerror(code), str(local))
@@ -480,6 +501,14 @@ class _FakeMeter:
         self.sampler = type("Sampler", (), {"period_s": 0.02})()
 
     def begin(self) -> None:
+        root = self.device.io.root
+        rules = json.loads((root / ".fake_kernel.json").read_text()) if (root / ".fake_kernel.json").exists() else {}
+        n = _count(root / ".fake_kernel.measures")
+        for h in rules.get("hooks", []):
+            if h.get("measure") == n and h.get("do") == "block":
+                with open(root / ".fake_kernel.measure_blocked", "a") as f:
+                    f.write(f"{n}\n")
+                _wait_for(root / f".fake_kernel.release.m{n}", float(h.get("timeout_s", 60)))
         self.t0 = time.perf_counter()
 
     def end(self):

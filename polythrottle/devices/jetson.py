@@ -337,11 +337,16 @@ class JetsonDevice(Device):
         could not be put back."""
         failed: list[str] = []
         for c, before, _ in reversed(plans):
-            try:
-                current = c.read_state()
-            except DeviceError:
-                current = {}  # unreadable: write every value back
-            failed += self._write_best_effort(c.writes(before, current))
+            bad: list[str] = []
+            for _attempt in range(2):  # a write refused once (a transient error) is tried again
+                try:
+                    current = c.read_state()
+                except DeviceError:
+                    current = {}  # unreadable: write every value back
+                bad = self._write_best_effort(c.writes(before, current))
+                if not bad:
+                    break
+            failed += bad
         return failed
 
     def _write_best_effort(self, writes: list[Write]) -> list[str]:

@@ -149,6 +149,18 @@ def wait_blocked(b: Board, at: int, proc: subprocess.Popen, timeout: float = 30)
         time.sleep(0.01)
 
 
+def wait_measuring(b: Board, at: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Until ``proc`` is held in its ``at``-th measurement (a ``{"measure": at, "do": "block"}`` hook)."""
+    deadline = time.monotonic() + timeout
+    while at not in fj.measures_blocked(b.root):
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"exited {proc.returncode} before measurement {at}: {err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no measurement {at} within {timeout} s")
+        time.sleep(0.01)
+
+
 def finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
