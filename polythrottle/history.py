@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.space import Config, SearchSpace, Value
 
 SCHEMA_VERSION = 1
@@ -180,6 +180,58 @@ def _opt_float(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+class _Row:
+    """Checks the values of one stored row (a tampered database must give one line, not a traceback)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+
+    def bad(self, column: str, value: Any, expected: str) -> HistoryError:
+        return HistoryError(f"history database {self.path}: {self.what}: {column} is {brief(value, 40)}, not "
+                            f"{expected}; the database was changed by hand: move it away to start a new history")
+
+    def number(self, column: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.bad(column, value, "a finite number")
+        return float(value)
+
+    def positive(self, column: str, value: Any) -> float:
+        x = self.number(column, value)
+        if x <= 0:
+            raise self.bad(column, value, "a positive number")
+        return x
+
+    def optional(self, column: str, value: Any) -> float | None:
+        return None if value is None else self.number(column, value)
+
+    def integer(self, column: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.bad(column, value, "an integer")
+        return value
+
+    def text(self, column: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.bad(column, value, "text")
+        return value
+
+    def mapping(self, column: str, value: Any) -> dict[str, Any]:
+        try:
+            x = json.loads(value) if isinstance(value, str) else None
+        except (ValueError, RecursionError):
+            x = None
+        if not isinstance(x, dict):
+            raise self.bad(column, value, "a JSON object")
+        return x
+
+    def config(self, column: str, value: Any) -> Config:
+        x = self.mapping(column, value)
+        for k, v in x.items():
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)) or (
+                    isinstance(v, float) and not math.isfinite(v)):
+                raise self.bad(f"{column}.{brief(k, 30)}", v, "a knob value")
+        return x
 
 
 class HistoryStore:
@@ -413,7 +465,8 @@ class HistoryStore:
         )
 
     def observations(self, key: HistoryKey, *, model_version: str | None = None) -> list[StoredMeasurement]:
-        """Every stored measurement for ``key`` (of one model version, or of all), oldest first."""
+        """Every stored measurement for ``key`` (of one model version, or of all), oldest first. Raises
+        HistoryError (one line) naming a row whose values are of the wrong type (a tampered database)."""
         where, params = self._key_where(key)
         if model_version is not None:
             where += " AND t.model_version = ?"
@@ -424,19 +477,24 @@ class HistoryStore:
                 f" WHERE {where} ORDER BY m.id",
                 params,
             ).fetchall()
-            return [
-                StoredMeasurement(
-                    tune_id=r["tune_id"], model_version=r["model_version"], step=r["step"],
-                    config=json.loads(r["config"]), energy_j=r["energy_j"], latency_ms=r["latency_ms"],
-                    role=r["role"], measured_at=r["measured_at"], energy_rel_std=r["energy_rel_std"],
-                    latency_rel_std=r["latency_rel_std"], extra=json.loads(r["extra"]) if r["extra"] else {},
-                )
-                for r in rows
-            ]
+        out = []
+        for r in rows:
+            row = _Row(self.path, f"measurement {r['id']}")
+            out.append(StoredMeasurement(
+                tune_id=r["tune_id"], model_version=row.text("model_version", r["model_version"]),
+                step=row.integer("step", r["step"]), config=row.config("config", r["config"]),
+                energy_j=row.positive("energy_j", r["energy_j"]), latency_ms=row.positive("latency_ms", r["latency_ms"]),
+                role=row.text("role", r["role"]), measured_at=row.number("measured_at", r["measured_at"]),
+                energy_rel_std=row.optional("energy_rel_std", r["energy_rel_std"]),
+                latency_rel_std=row.optional("latency_rel_std", r["latency_rel_std"]),
+                extra=row.mapping("extra", r["extra"]) if r["extra"] else {},
+            ))
+        return out
 
     def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None) -> StoredBest | None:
         """The recommendation of the latest finished tune of ``key``/``model_version`` (for ``slo_ms``
-        when given) that found a feasible config; None if there is none."""
+        when given) that found a feasible config; None if there is none. Raises HistoryError (one
+        line) for a row of the wrong types."""
         where, params = self._key_where(key)
         where += " AND t.model_version = ? AND t.status = 'done' AND t.best_config IS NOT NULL"
         params = (*params, model_version)
@@ -447,13 +505,19 @@ class HistoryStore:
                 params,
             ).fetchall()
         for r in rows:
-            if slo_ms is not None and not math.isclose(r["slo_ms"], slo_ms, rel_tol=1e-9):
+            row = _Row(self.path, f"tune {r['id']}")
+            stored_slo = row.positive("slo_ms", r["slo_ms"])
+            if slo_ms is not None and not math.isclose(stored_slo, slo_ms, rel_tol=1e-9):
                 continue
+            baseline = r["baseline_energy_j"]
             return StoredBest(
-                tune_id=r["id"], model_version=r["model_version"], slo_ms=r["slo_ms"],
-                config=json.loads(r["best_config"]), energy_j=r["best_energy_j"], latency_ms=r["best_latency_ms"],
-                finished_at=r["finished_at"], measurements=r["n"], baseline_energy_j=r["baseline_energy_j"],
-                warm_from=r["warm_from"],
+                tune_id=r["id"], model_version=row.text("model_version", r["model_version"]), slo_ms=stored_slo,
+                config=row.config("best_config", r["best_config"]),
+                energy_j=row.positive("best_energy_j", r["best_energy_j"]),
+                latency_ms=row.positive("best_latency_ms", r["best_latency_ms"]),
+                finished_at=row.number("finished_at", r["finished_at"]), measurements=r["n"],
+                baseline_energy_j=None if baseline is None else row.positive("baseline_energy_j", baseline),
+                warm_from=None if r["warm_from"] is None else row.text("warm_from", r["warm_from"]),
             )
         return None
 
@@ -468,7 +532,12 @@ class HistoryStore:
                 " GROUP BY t.model_version ORDER BY last, t.model_version",
                 params,
             ).fetchall()
-        return [VersionSummary(r["v"], r["tunes"], r["n"], r["last"]) for r in rows]
+        out = []
+        for r in rows:
+            row = _Row(self.path, f"model version {brief(r['v'], 40)}")
+            out.append(VersionSummary(row.text("model_version", r["v"]), r["tunes"], r["n"],
+                                      row.number("measured_at", r["last"])))
+        return out
 
     def previous_version(self, key: HistoryKey, current: str) -> str | None:
         """The most recently tuned model version other than ``current`` (None if there is none)."""

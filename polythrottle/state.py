@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 MAX_KEY_CHARS = 4096
 MAX_VALUE_CHARS = 256
 MAX_ENTRIES = 4096
+MAX_FILE_BYTES = 1 << 20
 LOCK_TIMEOUT_S = 30.0
 
 
@@ -144,6 +145,31 @@ def _parse_state(raw: Any, path: Path, device_id: str) -> SavedState:
     )
 
 
+def owner_alive(pid: int, started: Any = None) -> bool:
+    """Whether process ``pid`` exists and, when ``started`` (its start time, ``process_start``) was
+    recorded, is still the same process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    if started is None:
+        return True
+    now = process_start(pid)
+    return now is None or now == started
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (``/proc/PID/stat``), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class StateStore:
     """Saved originals of every device, in ``directory`` (see the module docstring for the default)."""
 
@@ -217,13 +243,15 @@ class StateStore:
         path = self.path(device_id)
         try:
             with path.open("rb") as f:
-                data = f.read(MAX_ENTRIES * (MAX_KEY_CHARS + MAX_VALUE_CHARS) + 1)
+                data = f.read(MAX_FILE_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except PermissionError:
             raise PermissionDeniedError(f"cannot read saved originals {path}: permission denied") from None
         except OSError as e:
             raise SavedStateError(f"saved originals {path} are unreadable ({e.strerror}); restore by hand") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise SavedStateError(f"saved originals {path} are larger than {MAX_FILE_BYTES >> 20} MiB; restore by hand")
         try:
             raw = json.loads(data)
         except (ValueError, RecursionError) as e:

@@ -23,12 +23,12 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from polythrottle import interrupts
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.jetson_layout import JetsonLayout, detect_layout, find_gpu_devfreq
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle import interrupts
 from polythrottle.errors import (
     BadInputError,
     DeviceBusyError,
@@ -40,7 +40,7 @@ from polythrottle.errors import (
 )
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
-from polythrottle.state import SavedStateError, StateStore
+from polythrottle.state import SavedStateError, StateStore, owner_alive, process_start
 from polythrottle.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
@@ -292,14 +292,17 @@ class JetsonDevice(Device):
         if kept or owner == os.getpid():
             self._prior_meta = {"kept": kept, "pid": owner or 0}
             return
-        self._check_not_busy(owner)
-        print(f"polythrottle: warning: restoring {len(state.originals)} setting(s) left by a run that did "
+        self._check_not_busy(owner, state.meta.get("started"))
+        values = self._checked_originals(state.originals)  # a tampered file is refused before the warning
+        print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
               f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
-        self._restore_saved_locked(state.originals)
+        self._restore_saved_locked(values)
         self._prior_meta = {}
 
-    def _check_not_busy(self, owner: int | None) -> None:
-        if owner is not None and owner != os.getpid() and _alive(owner):
+    def _check_not_busy(self, owner: int | None, started: Any = None) -> None:
+        """DeviceBusyError if ``owner`` is another live process (the same one that saved the originals:
+        a pid reused by an unrelated process since, whose start time differs, does not count)."""
+        if owner is not None and owner != os.getpid() and owner_alive(owner, started):
             raise DeviceBusyError(
                 f"another polythrottle process (pid {owner}) is changing the settings of {self.device_id}; "
                 "wait for it to finish or stop it (it restores them when it stops)"
@@ -311,7 +314,8 @@ class JetsonDevice(Device):
             return
         with interrupts.deferred(), self.store.lock(self.device_id):
             if self.store.originals(self.device_id):
-                self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid()})
+                self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
+                                                             "started": process_start(os.getpid())})
             self._session_before.clear()
             self._session_new.clear()
             self._prior_meta = None
@@ -390,7 +394,7 @@ class JetsonDevice(Device):
         if not self._session_before:
             return
         with interrupts.deferred(), self.store.lock(self.device_id):
-            restored, failed = self._put_back(self._session_before)
+            _, failed = self._put_back(self._session_before)
             self.store.forget(self.device_id, [k for k in self._session_new if k not in failed])
             self._session_before = {p: v for p, v in self._session_before.items() if p in failed}
             self._session_new &= set(failed)
@@ -416,7 +420,7 @@ class JetsonDevice(Device):
             if state is None or not state.originals:
                 return []
             if state.meta.get("kept") is not True:
-                self._check_not_busy(_pid(state.meta.get("pid")))
+                self._check_not_busy(_pid(state.meta.get("pid")), state.meta.get("started"))
             return self._restore_saved_locked(state.originals)
 
     def _restore_saved_locked(self, saved: Mapping[str, Any]) -> list[str]:
@@ -523,7 +527,7 @@ class JetsonDevice(Device):
     # ----- reporting ----------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {"profile": self.layout.profile, "model": self.model or "", "root": str(self.io.root),
-                "pid": os.getpid(), "kept": False}
+                "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
 
     def current(self) -> dict[str, float]:
         """Current knob values (MHz) as the kernel files say."""
@@ -593,16 +597,6 @@ _INT_TEXT = re.compile(r"-?\d{1,20}")
 def _pid(value: Any) -> int | None:
     """A saved owner pid, or None when it is missing or not a positive integer (tampered)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _jtop_status() -> tuple[bool, str]:

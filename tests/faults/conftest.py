@@ -142,7 +142,7 @@ def wait_blocked(b: Board, at: int, proc: subprocess.Popen, timeout: float = 30)
     deadline = time.monotonic() + timeout
     while at not in fj.blocked(b.root):
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             raise AssertionError(f"exited {proc.returncode} before write {at}: {err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no write {at} within {timeout} s")
@@ -154,7 +154,7 @@ def wait_measuring(b: Board, at: int, proc: subprocess.Popen, timeout: float = 3
     deadline = time.monotonic() + timeout
     while at not in fj.measures_blocked(b.root):
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             raise AssertionError(f"exited {proc.returncode} before measurement {at}: {err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no measurement {at} within {timeout} s")
