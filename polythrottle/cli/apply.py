@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief, clip
 from polythrottle.space import parse_assignments
 
 
@@ -30,8 +31,9 @@ def config_from_result(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BadInputError(f"--config {path} not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInputError(f"--config {path}: not a JSON result ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else clip(str(e), 100)
+        raise BadInputError(f"--config {path}: not a JSON result ({why})") from None
     if isinstance(data, dict) and "best" in data:
         if not data["best"]:
             raise BadInputError(f"--config {path}: the tune found no feasible config (best is null)")
@@ -40,6 +42,9 @@ def config_from_result(path: Path) -> dict[str, Any]:
         cfg = data.get("config") if isinstance(data, dict) else None
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"--config {path}: expected a tune result with best.config")
+    for k, v in cfg.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or isinstance(v, float) and not math.isfinite(v):
+            raise BadInputError(f"--config {path}: {brief(k, 40)}={brief(v, 40)} is not a knob value")
     return cfg
 
 

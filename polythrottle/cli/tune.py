@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from polythrottle.cli.common import add_device_args, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f"unknown optimizer {args.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
     knobs = parse_knob_list(args.knobs)
     baseline = parse_assignments(args.baseline)
+    check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
     console = Console(stderr=True)
     store, model_version = open_history(args)
     device = open_device(args.device, device_options(args))
@@ -67,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
                                             for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
-            device.keep()
-            keep = True
             payload["applied"] = result.best.config
         if args.out:
-            args.out.write_text(json.dumps(payload, indent=2) + "\n")
+            write_output(args.out, json.dumps(payload, indent=2) + "\n")
+        if args.apply and result.best is not None:
+            device.keep()  # only once the result is saved: a failure before leaves nothing applied
+            keep = True
         if args.json:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")

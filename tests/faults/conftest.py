@@ -98,7 +98,7 @@ def last_line(err: str) -> str:
 
 
 @pytest.fixture
-def cli_inproc(monkeypatch, capsys):
+def cli_inproc(monkeypatch, capsys, tmp_path):
     """``run(board, *args) -> (exit code, stdout, stderr)``: the CLI in this process, kernel double installed.
 
     Signal handlers are checked to be put back as they were (the CLI is also a library entry point)."""
@@ -112,6 +112,9 @@ def cli_inproc(monkeypatch, capsys):
         if b is not None:
             monkeypatch.setenv("POLYTHROTTLE_ROOT", str(b.root))
             monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(b.state))
+        else:  # never the user's own state directory or board
+            monkeypatch.setenv("POLYTHROTTLE_ROOT", str(tmp_path / "no-board"))
+            monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
         capsys.readouterr()
         try:
             rc = main(list(args))
