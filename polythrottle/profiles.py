@@ -67,7 +67,8 @@ from typing import Any
 
 import yaml
 
-from polythrottle.errors import ProfileError
+from polythrottle import safe_yaml
+from polythrottle.errors import ProfileError, brief, clip
 
 PROFILE_DIR = Path(os.environ.get("POLYTHROTTLE_PROFILE_DIR") or Path(__file__).resolve().parent.parent / "device_profiles")
 """Where the built-in profiles live: the repository's ``device_profiles/`` (env POLYTHROTTLE_PROFILE_DIR)."""
@@ -232,17 +233,17 @@ class FieldReader:
 
     def string(self) -> str:
         if not isinstance(self.value, str) or not self.value.strip():
-            raise self.fail(f"expected a non-empty string, got {self.value!r}")
+            raise self.fail(f"expected a non-empty string, got {brief(self.value, 60)}")
         return self.value.strip()
 
     def integer(self) -> int:
         if not isinstance(self.value, int) or isinstance(self.value, bool):
-            raise self.fail(f"expected an integer, got {self.value!r}")
+            raise self.fail(f"expected an integer, got {brief(self.value, 60)}")
         return self.value
 
     def number(self) -> float:
         if not isinstance(self.value, (int, float)) or isinstance(self.value, bool) or not math.isfinite(self.value):
-            raise self.fail(f"expected a number, got {self.value!r}")
+            raise self.fail(f"expected a number, got {brief(self.value, 60)}")
         return float(self.value)
 
     def items(self) -> Iterator[FieldReader]:
@@ -299,7 +300,7 @@ def _jetpacks(node: FieldReader) -> tuple[int, ...]:
 def _choice(node: FieldReader, choices: tuple[str, ...]) -> str:
     s = node.string()
     if s not in choices:
-        raise node.fail(f"{s!r} is not one of: {', '.join(choices)}")
+        raise node.fail(f"{brief(s, 60)} is not one of: {', '.join(choices)}")
     return s
 
 
@@ -310,7 +311,7 @@ def _control(name: str, node: FieldReader) -> ClockControl:
         v.unknown_keys({"path", "jetpack", "note"})
         path = v.get("path").string()  # type: ignore[union-attr]
         if not path.startswith("/"):
-            raise v.child("path").fail(f"expected an absolute path, got {path!r}")
+            raise v.child("path").fail(f"expected an absolute path, got {brief(path, 60)}")
         variants.append(PathVariant(path, _jetpacks(v.get("jetpack")), v.opt_str("note")))  # type: ignore[arg-type]
     if not variants:
         raise node.child("variants").fail("at least one path variant is needed")
@@ -370,11 +371,11 @@ def _power(node: FieldReader) -> PowerSpec:
         n.unknown_keys({"name", "address", "channel", "note"})
         name = n.get("name").string()  # type: ignore[union-attr]
         if name in seen:
-            raise n.child("name").fail(f"duplicate rail {name!r}")
+            raise n.child("name").fail(f"duplicate rail {brief(name, 60)}")
         seen.add(name)
         addr = n.get("address").string()  # type: ignore[union-attr]
         if not re.fullmatch(r"0x4[0-3]", addr):
-            raise n.child("address").fail(f"expected an INA3221 I2C address 0x40-0x43, got {addr!r}")
+            raise n.child("address").fail(f"expected an INA3221 I2C address 0x40-0x43, got {brief(addr, 60)}")
         ch = n.get("channel").integer()  # type: ignore[union-attr]
         if ch not in (1, 2, 3):
             raise n.child("channel").fail(f"expected channel 1, 2 or 3, got {ch}")
@@ -385,7 +386,7 @@ def _power(node: FieldReader) -> PowerSpec:
         raise bp.fail("at least one rail is needed")  # type: ignore[union-attr]
     for r in board:
         if r not in seen:
-            raise bp.fail(f"rail {r!r} is not listed in power.rails")  # type: ignore[union-attr]
+            raise bp.fail(f"rail {brief(r, 60)} is not listed in power.rails")  # type: ignore[union-attr]
     return PowerSpec(
         sensor=node.get("sensor").string(),  # type: ignore[union-attr]
         interfaces=tuple(interfaces),
@@ -404,7 +405,7 @@ def _sim_tree(node: FieldReader) -> dict[str, Any]:
         if isinstance(v, Mapping):
             for k in v:
                 if not isinstance(k, str):
-                    raise n.fail(f"keys must be strings, got {k!r}")
+                    raise n.fail(f"keys must be strings, got {brief(k, 60)}")
                 walk(n.child(k))
         elif isinstance(v, list):
             for c in n.items():
@@ -414,7 +415,7 @@ def _sim_tree(node: FieldReader) -> dict[str, Any]:
         elif isinstance(v, (int, float)):
             n.number()
         elif not isinstance(v, str):
-            raise n.fail(f"unsupported value {v!r}")
+            raise n.fail(f"unsupported value {brief(v, 60)}")
 
     node.mapping()
     walk(node)
@@ -437,9 +438,9 @@ def parse_profile(data: Any, path: Path) -> DeviceProfile:
         raise root.child("schema_version").fail(f"unsupported version {version}; expected {SCHEMA_VERSION}")
     name = root.get("name").string()  # type: ignore[union-attr]
     if not _NAME_RE.match(name):
-        raise root.child("name").fail(f"{name!r} is not a valid profile name (lowercase, digits, -_.)")
+        raise root.child("name").fail(f"{brief(name, 60)} is not a valid profile name (lowercase, digits, -_.)")
     if path.suffix in (".yaml", ".yml") and path.stem != name:
-        raise root.child("name").fail(f"{name!r} does not match the file name {path.name!r}")
+        raise root.child("name").fail(f"{brief(name, 60)} does not match the file name {brief(path.name, 60)}")
     models = root.get("models").strings()  # type: ignore[union-attr]
     if not models:
         raise root.child("models").fail("at least one /proc/device-tree/model string is needed")
@@ -458,7 +459,7 @@ def parse_profile(data: Any, path: Path) -> DeviceProfile:
         kn.unknown_keys({"steps", "control", "note"})
         ctl = kn.get("control").string()  # type: ignore[union-attr]
         if ctl not in control:
-            raise kn.child("control").fail(f"no control entry {ctl!r} (have: {', '.join(control) or 'none'})")
+            raise kn.child("control").fail(f"no control entry {brief(ctl, 60)} (have: {', '.join(control) or 'none'})")
         knobs[kname] = KnobSpec(kname, _steps(kn.get("steps")), ctl, kn.opt_str("note"))  # type: ignore[arg-type]
     if "gpu_mhz" not in knobs:
         raise knode.child_missing("gpu_mhz")  # type: ignore[union-attr]
@@ -498,7 +499,9 @@ def profile_path(name_or_path: str | Path) -> Path:
         return p
     builtin = PROFILE_DIR / f"{text}.yaml"
     if not builtin.is_file():
-        raise ProfileError(f"unknown profile {text!r}; expected one of: {', '.join(list_profiles())} or a .yaml path")
+        raise ProfileError(
+            f"unknown profile {brief(text, 60)}; expected one of: {', '.join(list_profiles())} or a .yaml path"
+        )
     return builtin
 
 
@@ -519,12 +522,12 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     except (OSError, UnicodeDecodeError) as e:
         raise ProfileError(f"profile {path}: cannot read ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
-        raise ProfileError(f"profile {path}: invalid YAML{where}: {problem}") from None
+        raise ProfileError(f"profile {path}: invalid YAML{where}: {clip(problem, 120)}") from None
     if data is None:
         raise ProfileError(f"profile {path}: file is empty")
     prof = parse_profile(data, path)

@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif failed:
             message = (message + "; " if message else "error: ") + f"COULD NOT RESTORE: {'; '.join(failed)}"
             code = code or 1
-        if message:
-            print(f"polythrottle: {message}", file=sys.stderr)
+        if message:  # one line, bounded whatever a file or a device said
+            print(f"polythrottle: {clip(message, 1000)}", file=sys.stderr)
         return code
 
 

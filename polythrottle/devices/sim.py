@@ -18,7 +18,7 @@ import numpy as np
 from polythrottle.devices.base import DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.replay import ReplayDevice, ReplayTable
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.profiles import load_profile
 from polythrottle.space import Config, Knob, SearchSpace
 from polythrottle.twin.model import BoardParams, Outcome, Workload, board_from_profile, evaluate
@@ -65,7 +65,7 @@ class SimDevice(ReplayDevice):
         self.board = board_from_profile(self.profile)
         if workload not in self.board.workloads:
             raise BadInputError(
-                f"unknown workload {workload!r} for sim:{self.profile.name}; expected one of: "
+                f"unknown workload {brief(workload, 60)} for sim:{self.profile.name}; expected one of: "
                 + ", ".join(sorted(self.board.workloads))
             )
         self.workload = self.board.workloads[workload]
@@ -116,7 +116,7 @@ def parse_spec(arg: str) -> tuple[str, str]:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - {"gpu"})
         if unknown:
-            raise BadInputError(f"sim device: unknown option {unknown[0]!r} in {arg!r}; expected gpu=locked|range")
+            raise BadInputError(f"sim device: unknown option {brief(unknown[0], 60)} in {brief(arg, 60)}; expected gpu=locked|range")
         mode = params["gpu"][-1]
     return name, mode
 

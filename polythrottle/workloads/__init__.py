@@ -6,7 +6,7 @@ anything else of the form ``MODULE:FUNCTION`` / ``FILE.py:FUNCTION`` (a user's w
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.workloads.base import WorkloadSpec
 
 
@@ -14,7 +14,7 @@ def load_workload(spec: str | None) -> WorkloadSpec:
     """Raises BadInputError for a malformed or unknown spec, UnsupportedError if torchvision is missing."""
     if not spec or ":" not in spec:
         raise BadInputError(
-            f"--workload {spec!r}: expected builtin:NAME, torchvision:NAME or MODULE:FUNCTION"
+            f"--workload {brief(spec, 60)}: expected builtin:NAME, torchvision:NAME or MODULE:FUNCTION"
         )
     scheme, _, arg = spec.partition(":")
     if scheme == "builtin":
