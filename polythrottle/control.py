@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,22 @@ def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 def send_command(command: str, path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0,
                  **fields: Any) -> dict[str, Any]:
-    """Send ``command`` with ``fields`` to the daemon; return its reply. Raises DaemonError."""
+    """Send ``command`` with ``fields`` to the daemon; return its reply. A ``busy`` answer (every handler
+    taken) is retried until ``timeout_s``. Raises DaemonError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = _send_once(command, path, max(deadline - time.monotonic(), 0.1), fields)
+        busy = not reply.get("ok", False) and str(reply.get("error", "")).startswith("busy:")
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if not reply.get("ok", False):
+        raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}")
+    return reply
+
+
+def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: float,
+               fields: dict[str, Any]) -> dict[str, Any]:
     where = socket_path(path)
     request = json.dumps({"command": command, **fields}, default=str) + "\n"
     try:
@@ -54,8 +70,6 @@ def send_command(command: str, path: str | os.PathLike[str] | None = None, *, ti
         raise DaemonError(f"daemon at {where} sent a malformed reply") from None
     if not isinstance(reply, dict):
         raise DaemonError(f"daemon at {where} sent no reply")
-    if not reply.get("ok", False):
-        raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}")
     return reply
 
 

@@ -20,7 +20,7 @@ Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a te
   ``ROOT/.fake_kernel.release.N`` exists: a slow write another process can signal meanwhile) or an
   errno name such as ``EINVAL`` (the write is refused: the kernel refusing midway).
 
-``fake:NAME`` workloads (``install()``) measure without torch: a no-op batch and a meter whose energy
+``builtin:fake`` workloads (``install()``) measure without torch: a no-op batch and a meter whose energy
 follows the clocks in the tree, so a jetson ``tune`` or daemon runs in a fraction of a second. A hook
 ``{"measure": N, "do": "block"}`` holds the N-th measurement of the tree (counted from 0 in
 ``ROOT/.fake_kernel.measures``) until ``release_measure(root, N)``: a tune in progress, outside any write.
@@ -458,7 +458,7 @@ class FakeKernelIO(sysfs.SysfsIO):
             f.write(f"{board} {text.strip()}\n")
 
 
-# ----- a torch-free workload: ``fake:NAME`` -----------------------------------------------------------
+# ----- a torch-free workload: ``builtin:fake`` -----------------------------------------------------------
 class _FakeRunner:
     batch_size = 1
 
@@ -530,7 +530,7 @@ def _install_fake_workload() -> None:
         return
 
     def attach_workload(self, spec: str) -> None:
-        if not spec.startswith("fake:"):
+        if not spec.startswith("builtin:fake"):
             return original(self, spec)
         self._live = _FakeLive(spec)
         self._meter = _FakeMeter(self)
@@ -541,7 +541,7 @@ def _install_fake_workload() -> None:
 
 
 def install() -> None:
-    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process; ``fake:`` workloads measure
+    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads measure
     without torch."""
     sysfs.IO_CLASS = FakeKernelIO
     _install_fake_workload()

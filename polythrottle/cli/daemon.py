@@ -17,13 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from polythrottle.daemon.config import load_config
     from polythrottle.daemon.service import Daemon, prepare, setup_logging
+    from polythrottle.daemon.trust import is_user_workload
 
     config = load_config(args.config)
-    if args.check:
-        prepared = prepare(config)
+    if args.check:  # writes nothing, and imports no workload code it would run
+        prepared = prepare(config, import_workload=False)
         prepared.device.close()
+        unchecked = ""
+        if is_user_workload(config.workload):
+            rest = [k for k in config.knobs or [] if k not in prepared.tuned_knobs]
+            unchecked = (f"; workload {config.workload} found, not imported"
+                         + (f" (knobs {', '.join(rest)} not checked)" if rest else ""))
         print(f"{config.path}: OK (device {config.device}, knobs {', '.join(prepared.tuned_knobs)}, "
-              f"SLO {config.slo_ms:g} ms, socket {config.socket})")
+              f"SLO {config.slo_ms:g} ms, socket {config.socket}{unchecked})")
         return 0
     setup_logging(getattr(args, "debug", False))
     return Daemon(config).run()

@@ -209,7 +209,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         path=path,
         device=r.get("device", _str, required=True),
         slo_ms=r.get("slo_ms", _number(0, strict=True), required=True),
-        workload=r.get("workload", _str),
+        workload=_workload(r.get("workload", _str), path),
         knobs=r.get("knobs", _str_list),
         baseline=r.get("baseline", _mapping, {}),
         budget=budget,
@@ -232,6 +232,18 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         metrics=metrics,
         carbon_intensity_g_per_kwh=r.get("carbon_intensity_g_per_kwh", _number(0), DEFAULT_CARBON_G_PER_KWH),
     )
+
+
+def _workload(spec: str | None, path: Path) -> str | None:
+    """``FILE.py:FUNCTION`` with a relative FILE resolves against the config's directory (never the
+    daemon's working directory)."""
+    if spec is None or ":" not in spec:
+        return spec
+    target, _, func = spec.rpartition(":")
+    if not target.endswith(".py"):
+        return spec
+    f = Path(os.path.expandvars(target)).expanduser()
+    return f"{f if f.is_absolute() else (path.parent / f).resolve()}:{func}"
 
 
 def _metrics(path: Path, raw: Any) -> MetricsConfig | None:

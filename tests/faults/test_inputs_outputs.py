@@ -52,7 +52,7 @@ def test_tune_apply_out_ok_keeps_and_restore_undoes(board, cli_inproc, tmp_path)
 
 @pytest.mark.parametrize("device", ["sim", "jetson"])
 def test_profile_out_missing_dir_is_refused_first(board, cli_inproc, tmp_path, device):
-    dev = SIM if device == "sim" else ["--device", "jetson", "--workload", "fake:mlp"]
+    dev = SIM if device == "sim" else ["--device", "jetson", "--workload", "builtin:fake"]
     rc, _, err = cli_inproc(board, "profile", *dev, "--knobs", "gpu_mhz", "--out", str(tmp_path / "no" / "t.csv"))
     assert rc == 2 and "--out" in one_line(err)
     assert fj.writes_attempted(board.root) == 0

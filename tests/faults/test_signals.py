@@ -28,7 +28,7 @@ from tests.faults.conftest import (
     wait_blocked,
 )
 
-TUNE = ["tune", "--device", "jetson", "--workload", "fake:mlp", "--slo-ms", "1000", "--knobs",
+TUNE = ["tune", "--device", "jetson", "--workload", "builtin:fake", "--slo-ms", "1000", "--knobs",
         "gpu_mhz,emc_mhz,cpu_mhz", "--budget", "3", "--optimizer", "random", "--seed", "0", "--json",
         "--no-history"]
 TUNE_WRITES = 23  # baseline 5 + two candidates x 9 (see test_tune_scenario_is_as_assumed)
