@@ -23,6 +23,10 @@ class DaemonError(PolyThrottleError):
     """The daemon could not be reached, or answered with an error."""
 
 
+class _Busy(Exception):  # noqa: N818 - internal: retried, never raised to callers
+    pass
+
+
 def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get("POLYTHROTTLE_SOCKET") or DEFAULT_SOCKET)
 
@@ -33,7 +37,10 @@ def send_command(command: str, path: str | os.PathLike[str] | None = None, *, ti
     taken) is retried until ``timeout_s``. Raises DaemonError."""
     deadline = time.monotonic() + timeout_s
     while True:
-        reply = _send_once(command, path, max(deadline - time.monotonic(), 0.1), fields)
+        try:
+            reply = _send_once(command, path, max(deadline - time.monotonic(), 0.1), fields)
+        except _Busy as e:  # the listen backlog is full (a flood of connections): like a busy answer
+            reply = {"ok": False, "error": f"busy: {e}"}
         busy = not reply.get("ok", False) and str(reply.get("error", "")).startswith("busy:")
         if not busy or time.monotonic() > deadline:
             break
@@ -51,13 +58,21 @@ def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: flo
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout_s)
             s.connect(str(where))
-            s.sendall(request.encode())
+            try:
+                s.sendall(request.encode())
+            except (BrokenPipeError, ConnectionResetError):  # answered without reading (busy): read why
+                pass
             buf = b""
             while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    break
                 if not chunk:
                     break
                 buf += chunk
+    except BlockingIOError:
+        raise _Busy(f"daemon control socket {where} is not accepting connections now") from None
     except FileNotFoundError:
         raise DaemonError(f"no daemon control socket at {where}") from None
     except PermissionError:

@@ -106,7 +106,7 @@ def _send(sock: socket.socket, reply: dict[str, Any], timeout_s: float) -> None:
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
-    request_queue_size = 128  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
+    request_queue_size = 256  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
     dispatch: Handler
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
