@@ -518,7 +518,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     if key in _CACHE:
         return _CACHE[key]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
     except (OSError, UnicodeDecodeError) as e:
         raise ProfileError(f"profile {path}: cannot read ({e})") from None
     try:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-MAX_BYTES = 1 << 20
+MAX_BYTES = 256 << 10
 MAX_DEPTH = 50
 MAX_NODES = 20_000
 
@@ -70,22 +70,23 @@ def _check_expanded(root: Node) -> None:
     Raises YamlLimitError for a cycle, depth over MAX_DEPTH or more than MAX_NODES nodes."""
     sizes: dict[int, int] = {}
     on_path: set[int] = set()
-    stack: list[tuple[Node, int]] = [(root, 0)]  # (node, index of the next child to visit)
+    # (node, its children, index of the next child to visit)
+    stack: list[tuple[Node, list[Node], int]] = [(root, _children(root), 0)]
+    on_path.add(id(root))
     while stack:
-        node, i = stack[-1]
-        if i == 0:
-            if id(node) in on_path:
-                raise YamlLimitError("an alias refers to the node that contains it", node.start_mark)
-            if len(stack) > MAX_DEPTH:
-                raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
-                                     node.start_mark)
-            on_path.add(id(node))
-        kids = _children(node)
-        while i < len(kids) and id(kids[i]) in sizes:  # already sized (a shared node): count it again
+        node, kids, i = stack[-1]
+        while i < len(kids) and id(kids[i]) in sizes:  # already sized (a shared node): counted again below
             i += 1
         if i < len(kids):
-            stack[-1] = (node, i + 1)
-            stack.append((kids[i], 0))
+            child = kids[i]
+            stack[-1] = (node, kids, i + 1)
+            if id(child) in on_path:
+                raise YamlLimitError("an alias refers to the node that contains it", child.start_mark)
+            if len(stack) >= MAX_DEPTH:
+                raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                                     child.start_mark)
+            on_path.add(id(child))
+            stack.append((child, _children(child), 0))
             continue
         stack.pop()
         on_path.discard(id(node))
@@ -96,11 +97,19 @@ def _check_expanded(root: Node) -> None:
         sizes[id(node)] = total
 
 
+def read_text(path: Any) -> str:
+    """The text of ``path`` (UTF-8), reading at most ``MAX_BYTES`` + 1 bytes (a larger file is refused by
+    ``load`` without ever being held whole). Raises OSError, UnicodeDecodeError."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    return data.decode("utf-8") if len(data) <= MAX_BYTES else data[:MAX_BYTES].decode("utf-8", "replace") + "\n#"
+
+
 def load(text: str) -> Any:
     """Parse one YAML document from ``text`` safely and within the limits above. Raises yaml.YAMLError
     (YamlLimitError for a limit)."""
     if len(text) > MAX_BYTES:
-        raise YamlLimitError(f"larger than {MAX_BYTES >> 20} MiB")
+        raise YamlLimitError(f"larger than {MAX_BYTES >> 10} KiB")
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()
@@ -110,4 +119,4 @@ def load(text: str) -> Any:
         loader.dispose()
 
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlLimitError", "load"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlLimitError", "load", "read_text"]

@@ -265,7 +265,7 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     """Read and validate the config file at ``path``. Raises ConfigError (one line: file, field, problem)."""
     p = Path(path).expanduser().resolve()
     try:
-        text = p.read_text()
+        text = safe_yaml.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except IsADirectoryError:

@@ -418,9 +418,11 @@ class Daemon:
             version = version or (fingerprint_files(files) if files else self._model_version(cfg))
         except BadInputError as e:
             log.warning("%s; waiting for it (nothing applied)", e)
-            self._set(state="waiting", last_error=str(e))
+            with self._lock:
+                self.snap.state, self.snap.last_error = "waiting", str(e)
             if not self._ready_sent:
-                self._ready()
+                self._ready()  # READY before `status` can say "waiting"
+            self._write_state()
             return
         if not force and version == self.snap.model_version and self.snap.applied is not None:
             log.info("%s: model %s unchanged; nothing to do", reason, version)

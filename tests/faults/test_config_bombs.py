@@ -57,8 +57,8 @@ BOMBS = {
 LONG = {
     "long-string-value": GOOD.replace("slo_ms: 25", "slo_ms: '" + "9" * 100_000 + "'"),
     "long-unknown-field": GOOD + "y" * 100_000 + ": 1\n",
-    "many-unknown-fields": GOOD + "".join(f"f{i}: {i}\n" for i in range(20_000)),
-    "long-list": GOOD + "knobs: [" + ", ".join(["gpu_mhz"] * 20_000) + "]\n",
+    "many-unknown-fields": GOOD + "".join(f"f{i}: {i}\n" for i in range(11_000)),
+    "long-list": GOOD + "knobs: [" + ", ".join(["gpu_mhz"] * 21_000) + "]\n",
     "nested-value": GOOD.replace("slo_ms: 25", "slo_ms: " + "[" * 40 + "1" + "]" * 40),
 }
 
