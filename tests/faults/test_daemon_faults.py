@@ -284,3 +284,43 @@ def test_a_reload_to_an_untrusted_workload_is_refused(board, tmp_path):
         assert not marker.exists()
     finally:
         run.stop_and_check()
+
+
+# ----- signals to the daemon at a write, in a measurement, and twice during its final restore -------------------
+@pytest.mark.parametrize("sig, at", [("SIGTERM", 0), ("SIGINT", 3), ("SIGTERM", 7), ("SIGINT", 12)])
+def test_signal_while_a_write_is_slow(board, tmp_path, sig, at):
+    fj.set_rules(board.root, hooks=[{"at": at, "when": "before", "do": "block"}])
+    run = Running(board, tmp_path)
+    try:
+        wait_for(lambda: at in fj.blocked(board.root), 30, f"write {at}", run.d.proc, run.d.log)
+        run.d.proc.send_signal(getattr(signal, sig))
+        fj.release(board.root, at)
+    finally:
+        run.stop_and_check()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_during_a_measurement_of_the_tune(board, tmp_path, sig):
+    fj.set_rules(board.root, hooks=[{"measure": 2, "do": "block"}])
+    run = Running(board, tmp_path)
+    try:
+        tuning_held(run)
+        run.d.proc.send_signal(getattr(signal, sig))
+        fj.release_measure(board.root, 2)
+    finally:
+        run.stop_and_check()
+
+
+def test_two_signals_during_the_final_restore(board, tmp_path):
+    run = Running(board, tmp_path)
+    try:
+        run.wait(lambda s: s["state"] == "serving", "the daemon to serve")
+        fj.set_rules(board.root, hooks=[{"at": 2, "when": "before", "do": "block"}])  # counts from 0 again
+        run.d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: 2 in fj.blocked(board.root), 30, "the restore's third write", run.d.proc, run.d.log)
+        run.d.proc.send_signal(signal.SIGINT)
+        run.d.proc.send_signal(signal.SIGTERM)
+        fj.release(board.root, 2)
+    finally:
+        run.stop_and_check()
+    assert fj.writes_attempted(board.root) > 3
