@@ -483,7 +483,8 @@ class HistoryStore:
             out.append(StoredMeasurement(
                 tune_id=r["tune_id"], model_version=row.text("model_version", r["model_version"]),
                 step=row.integer("step", r["step"]), config=row.config("config", r["config"]),
-                energy_j=row.positive("energy_j", r["energy_j"]), latency_ms=row.positive("latency_ms", r["latency_ms"]),
+                energy_j=row.positive("energy_j", r["energy_j"]),
+                latency_ms=row.positive("latency_ms", r["latency_ms"]),
                 role=row.text("role", r["role"]), measured_at=row.number("measured_at", r["measured_at"]),
                 energy_rel_std=row.optional("energy_rel_std", r["energy_rel_std"]),
                 latency_rel_std=row.optional("latency_rel_std", r["latency_rel_std"]),

@@ -223,5 +223,5 @@ def reset() -> None:
     _kept.clear()
 
 
-__all__ = ["SIGNALS", "Terminated", "changed", "clean", "command_signals", "deferred", "exit_code_of", "ignore_further", "kept",
-           "raise_terminated", "reset", "settle", "signum_of", "verb_of"]
+__all__ = ["SIGNALS", "Terminated", "changed", "clean", "command_signals", "deferred", "exit_code_of",
+           "ignore_further", "kept", "raise_terminated", "reset", "settle", "signum_of", "verb_of"]

@@ -92,7 +92,9 @@ class Knob:
             for i, v in enumerate(self.values):
                 if v == value or str(v) == str(value):
                     return i
-        raise InvalidValueError(f"{self.name}={clip(str(value), 60)} is not a valid step; valid: {self.describe_values()}")
+        raise InvalidValueError(
+            f"{self.name}={clip(str(value), 60)} is not a valid step; valid: {self.describe_values()}"
+        )
 
     def parse(self, text: Value | str) -> Value:
         """The knob's own value for ``text`` (e.g. "1377" -> 1377.0)."""

@@ -171,7 +171,7 @@ class Tuner:
         if not _is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
             raise BadInputError(f"--slo-ms must be a positive number, got {brief(slo_ms, 40)}")
         if not _is_int(budget) or budget < 2:
-            raise BadInputError(f"--budget must be an integer of at least 2 (baseline + one try), got {brief(budget, 40)}")
+            raise BadInputError(f"--budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
         check_seed(seed)
         knobs = knob_names(knobs)
         if baseline is not None and not isinstance(baseline, Mapping):
@@ -180,7 +180,9 @@ class Tuner:
             from polythrottle.optim import OPTIMIZERS
 
             if optimizer not in OPTIMIZERS:
-                raise BadInputError(f"unknown optimizer {brief(optimizer, 40)}; expected one of: {', '.join(OPTIMIZERS)}")
+                raise BadInputError(
+                    f"unknown optimizer {brief(optimizer, 40)}; expected one of: {', '.join(OPTIMIZERS)}"
+                )
         elif not callable(optimizer):
             raise BadInputError(f"optimizer must be a name or a factory, got {brief(optimizer, 40)}")
         self.device = device

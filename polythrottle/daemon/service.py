@@ -40,9 +40,9 @@ from polythrottle.daemon.metrics import DaemonMetrics, co2_grams, power_of
 from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
 from polythrottle.daemon.server import ControlServer
 from polythrottle.daemon.statefile import pid_alive, read_state, write_state
+from polythrottle.daemon.trust import check_workload, configured_model_file, is_user_workload
 from polythrottle.daemon.watcher import ModelWatcher
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.daemon.trust import check_workload, configured_model_file, is_user_workload
 from polythrottle.errors import BadInputError, PolyThrottleError, brief, clip
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, HistoryStore

@@ -7,11 +7,16 @@ cpufreq policy's scaling_min_freq = scaling_max_freq, in kHz). Every path is rea
 
 Safety, in this order on every ``apply``: values are validated against the steps the kernel reports
 (the profile's list for EMC) and nothing is written if any is invalid (InvalidValueError, exit 2);
-write permission is checked (PermissionDeniedError, exit 4, "needs root"); the original values of
-every file of each touched clock are saved in the state directory (kept from the first apply, never
-overwritten); then the writes go in an order the kernel accepts; a write that fails rolls back what
-this apply had written. ``restore()`` (called by ``close()``) puts back what this process changed;
-``restore_saved()`` (``polythrottle restore``) puts back the saved originals, also after a crash.
+write permission is checked (PermissionDeniedError, exit 4, "needs root"); under the state lock, the
+saved originals are checked (a live process holding unkept changes: DeviceBusyError; a dead one's
+leftovers: restored first); the original values of every file of each touched clock are saved (kept
+from the first apply, never overwritten); then the writes go in an order the kernel accepts. On ANY
+exception during the writes (a refused write, KeyboardInterrupt, SystemExit) the files are put back to
+their values before this apply, judged from what they say now, before the exception goes on.
+``restore()`` (called by ``close()``) puts back what this process changed; ``restore_saved()``
+(``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
+known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
+the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.interrupts``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from polythrottle.state import SavedStateError, StateStore, owner_alive, process
 from polythrottle.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
+Plan = tuple[ClockControl, dict[str, str], list[Write]]
+"""One clock's part of an apply: the control, its files before (path -> text), the ordered writes."""
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
 
 
@@ -224,9 +231,9 @@ class JetsonDevice(Device):
             if plans:
                 self._write_plans(plans)
 
-    def _plan(self, by_control: Mapping[str, Mapping[str, Value]]) -> list[tuple[ClockControl, dict[str, str], list[Write]]]:
+    def _plan(self, by_control: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
         """(control, its files now, ordered writes) for every control that changes. Raises InvalidValueError."""
-        plans: list[tuple[ClockControl, dict[str, str], list[Write]]] = []
+        plans: list[Plan] = []
         for name, settings in by_control.items():
             c = self.controls[name]
             before = c.read_state()

@@ -116,7 +116,9 @@ def parse_spec(arg: str) -> tuple[str, str]:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - {"gpu"})
         if unknown:
-            raise BadInputError(f"sim device: unknown option {brief(unknown[0], 60)} in {brief(arg, 60)}; expected gpu=locked|range")
+            raise BadInputError(
+                f"sim device: unknown option {brief(unknown[0], 60)} in {brief(arg, 60)}; expected gpu=locked|range"
+            )
         mode = params["gpu"][-1]
     return name, mode
 

@@ -184,7 +184,8 @@ def test_a_tampered_state_file_does_not_stop_the_daemon(board, tmp_path, case):
 
 
 # ----- workloads the daemon must not execute (or, under --check, import) ----------------------------------------
-MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('imported')\n\ndef make():\n    raise SystemExit(9)\n"
+MARKER_CODE = ("import pathlib\npathlib.Path({marker!r}).write_text('imported')\n\n"
+               "def make():\n    raise SystemExit(9)\n")
 
 
 def workload_file(path: Path, marker: Path, mode: int = 0o644) -> Path:

@@ -147,7 +147,8 @@ def test_a_state_file_linked_to_a_secret_does_not_print_it(board, cli_inproc, se
     assert fj.writes_attempted(board.root) == 0
 
 
-@pytest.mark.parametrize("meta", [{"pid": "not-a-pid"}, {"pid": -1}, {"pid": [1]}, {}, {"kept": "yes", "pid": 999_999_999},
+@pytest.mark.parametrize("meta", [{"pid": "not-a-pid"}, {"pid": -1}, {"pid": [1]}, {},
+                                  {"kept": "yes", "pid": 999_999_999},
                                   {"pid": 1, "started": -5}])  # the last: a live pid, but not the process that saved
 def test_an_unknown_owner_counts_as_a_crash_and_is_restored_first(board, cli_inproc, meta):
     """A legit leftover whose owner cannot be known: restored (checked) before the next apply."""
