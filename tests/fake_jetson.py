@@ -521,7 +521,7 @@ class _FakeMeter:
         pass
 
 
-def _install_fake_workload() -> None:
+def _install_fake_workload(put) -> None:
     from polythrottle.devices import jetson
     from polythrottle.harness import HarnessSettings
 
@@ -537,14 +537,15 @@ def _install_fake_workload() -> None:
         self.harness = HarnessSettings(window_s=0.001, warmup_s=0.0, warmup_batches=0, repeats=1, min_batches=1)
 
     attach_workload._fake = True  # type: ignore[attr-defined]
-    jetson.JetsonDevice.attach_workload = attach_workload  # type: ignore[method-assign]
+    put(jetson.JetsonDevice, "attach_workload", attach_workload)
 
 
-def install() -> None:
-    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads measure
-    without torch."""
-    sysfs.IO_CLASS = FakeKernelIO
-    _install_fake_workload()
+def install(setattr_fn=None) -> None:
+    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads
+    measure without torch. ``setattr_fn``: e.g. pytest's ``monkeypatch.setattr``, to undo it after a test."""
+    put = setattr_fn or setattr
+    put(sysfs, "IO_CLASS", FakeKernelIO)
+    _install_fake_workload(put)
 
 
 def main(argv: list[str] | None = None) -> int:

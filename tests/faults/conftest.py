@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from polythrottle import sysfs
 from tests import fake_jetson as fj
 from tests.conftest import ROOT
 
@@ -104,8 +103,7 @@ def cli_inproc(monkeypatch, capsys, tmp_path):
     Signal handlers are checked to be put back as they were (the CLI is also a library entry point)."""
     from polythrottle.cli import main
 
-    fj.install()
-    monkeypatch.setattr(sysfs, "IO_CLASS", fj.FakeKernelIO)
+    fj.install(monkeypatch.setattr)  # undone after the test
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
     def run(b: Board | None, *args: str) -> tuple[int, str, str]:
