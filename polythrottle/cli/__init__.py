@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code, message = e.exit_code, f"error: {e}"
             except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the command's finally blocks ran
                 code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+            except SystemExit as e:  # e.g. a user's workload calling sys.exit(): settle what it left
+                code = e.code if isinstance(e.code, int) and e.code else 1
+                message = f"error: the command exited early (sys.exit({clip(str(e.code), 60)}))"
             except Exception as e:
                 if args.debug:
                     raise
