@@ -537,12 +537,13 @@ class JetsonDevice(Device):
                 "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
 
     def current(self) -> dict[str, float]:
-        """Current knob values (MHz) as the kernel files say."""
+        """Current knob values (MHz) as the kernel files say (a clock whose files are unreadable or hold
+        no number just now is left out)."""
         out: dict[str, float] = {}
         for c in self.controls.values():
             try:
                 out.update(c.current_mhz())
-            except DeviceError:
+            except (DeviceError, ValueError, KeyError):
                 continue
         return out
 
