@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from unittest.mock import patch
 
 import pytest
 
@@ -25,13 +26,23 @@ POLICY0 = "/sys/devices/system/cpu/cpufreq/policy0"
 LEGIT = {f"{GPU}/min_freq": "114750000", f"{GPU}/max_freq": "1300500000"}
 
 
+def saved_path(board):
+    """Where the device keeps its saved originals, as the device itself says (``store.path(device_id)``)."""
+    import polythrottle as pt
+
+    with patch.dict(os.environ, {"POLYTHROTTLE_ROOT": str(board.root)}):
+        dev = pt.open_device("jetson", state_dir=board.state)
+    return dev.device_id, dev.store.path(dev.device_id)
+
+
 def write_state(board, originals, **top) -> None:
-    doc = {"format": 1, "device": f"jetson@{board.root}", "originals": originals,
+    """A saved-originals file as a crashed run (a dead owner) leaves it, with ``originals`` and ``top``."""
+    device_id, path = saved_path(board)
+    doc = {"format": 1, "device": device_id, "originals": originals,
            "meta": {"pid": 999_999_999, "kept": False}, "created": 0.0, "updated": 0.0, "pid": 0}
     doc.update(top)
-    board.state.mkdir(parents=True, exist_ok=True)
-    text = doc if isinstance(doc, str) else json.dumps(doc)
-    (board.state / f"jetson_{str(board.root).strip('/').replace('/', '_')}.json").write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
 
 
 def state_file(board):
@@ -128,7 +139,6 @@ def test_restore_refuses_a_malformed_file(board, cli_inproc, case):
 @pytest.mark.parametrize("text", ["{not json", "[" * 200_000, "\x00\xff" * 10, json.dumps([1, 2]),
                                   '{"originals": {}' + " " * 3_000_000 + "}"])
 def test_restore_refuses_a_file_that_is_not_json(board, cli_inproc, text):
-    board.state.mkdir(parents=True)
     write_state(board, LEGIT)
     state_file(board).write_text(text)
     rc, _, err = cli_inproc(board, "restore", "--device", "jetson")
@@ -206,7 +216,7 @@ def test_nvml_refuses_tampered_originals(gpu, tmp_path, case):
     from polythrottle.errors import BadInputError, DeviceError
     from polythrottle.state import StateStore
 
-    store = StateStore(tmp_path / "state")
+    store = StateStore(tmp_path / "state")  # the public store API: as a crashed run would have left it
     store.record("nvml:GPU-00000000-1111-2222-3333-444444444444", NVML_BAD[case], meta={"pid": 999_999_999})
     with pytest.raises((BadInputError, DeviceError)) as e:
         open_nvml(tmp_path)
@@ -299,7 +309,6 @@ def test_state_dir_env_is_not_trusted_for_other_devices(board, cli_inproc, tmp_p
     write_state(board, LEGIT)
     other = tmp_path / "other-root"
     fj.build(other, "agx-orin-jp5")
-    os.environ.pop("POLYTHROTTLE_STATE_DIR_UNUSED", None)
     b2 = type(board)(other, board.state, board.board, board.original)
     rc, out, _ = cli_inproc(b2, "restore", "--device", "jetson")
     assert rc == 0 and "nothing to restore" in out
