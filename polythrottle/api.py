@@ -63,6 +63,8 @@ def open_device(
 def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
     """Validate ``config`` fully, then set it; returns the normalized config. Nothing is written when
     validation fails (BadInputError)."""
+    if not isinstance(config, Mapping):
+        raise BadInputError(f"a config is a mapping of knob: value, got {type(config).__name__}")
     full = dict(device.default_config())
     full.update(config)
     normalized = device.space().normalize(full)

@@ -8,7 +8,10 @@ key (a sysfs path, an NVML setting name, ...) to its original value. Rules:
 - writes are atomic (temporary file, fsync, rename, fsync of the directory), so a crash or a power
   cut leaves either the old or the new file, never a torn one;
 - ``lock(device_id)`` is an exclusive ``flock`` so two processes never interleave their writes;
-- ``restore`` in any later process (after a crash too) reads the file and puts the values back.
+- ``restore`` in any later process (after a crash too) reads the file and puts the values back;
+- the file is data, not a capability: ``load`` checks its structure and types (a malformed, tampered
+  or newer-format file raises ``SavedStateError``, one line, exit 2), and each device checks every
+  entry against the settings it can own before writing any of them.
 
 State directory: ``--state-dir``, else ``$POLYTHROTTLE_STATE_DIR``, else ``/var/lib/polythrottle``
 when running as root, else ``$XDG_STATE_HOME/polythrottle`` (``~/.local/state/polythrottle``).
@@ -28,10 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import DeviceError, PermissionDeniedError
+from polythrottle.errors import DeviceBusyError, DeviceError, PermissionDeniedError, brief
 from polythrottle.paths import state_dir
 
 FORMAT_VERSION = 1
+MAX_KEY_CHARS = 4096
+MAX_VALUE_CHARS = 256
+MAX_ENTRIES = 4096
+MAX_FILE_BYTES = 1 << 20
+LOCK_TIMEOUT_S = 30.0
+
+
+class SavedStateError(DeviceError):
+    """The saved-originals file is unreadable, malformed, tampered with or of an unknown format. Exit 2:
+    nothing is written; restore by hand or remove the file."""
+
+    exit_code = 2
 
 
 def default_state_dir() -> Path:
@@ -66,6 +81,86 @@ class SavedState:
             "updated": self.updated,
             "pid": self.pid,
         }
+
+
+def _bad(path: Path, problem: str) -> SavedStateError:
+    return SavedStateError(f"saved originals {path} are malformed ({problem}); restore by hand or remove the file")
+
+
+def _number(raw: dict[str, Any], key: str, path: Path, kind: type = float) -> Any:
+    v = raw.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int):
+        raise _bad(path, f"{key!r} must be {'a number' if kind is float else 'an integer'}, got {brief(v, 40)}")
+    return kind(v)
+
+
+def _value_ok(v: Any) -> bool:
+    if isinstance(v, bool) or v is None:
+        return False
+    if isinstance(v, str):
+        return len(v) <= MAX_VALUE_CHARS
+    if isinstance(v, (int, float)):
+        return True
+    return isinstance(v, list) and len(v) <= 16 and all(_value_ok(x) and not isinstance(x, list) for x in v)
+
+
+def _parse_state(raw: Any, path: Path, device_id: str) -> SavedState:
+    """Check the structure and types of a parsed saved-originals file. Raises SavedStateError."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("originals"), dict):
+        raise _bad(path, "no 'originals' object")
+    fmt = raw.get("format", FORMAT_VERSION)
+    if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
+        raise SavedStateError(f"saved originals {path} have format {brief(fmt, 20)}; this PolyThrottle reads "
+                              f"format {FORMAT_VERSION}: restore by hand or with the version that wrote them")
+    device = raw.get("device", device_id)
+    if not isinstance(device, str):
+        raise _bad(path, f"'device' must be a string, got {brief(device, 40)}")
+    if device != device_id:
+        raise SavedStateError(f"saved originals {path} belong to {brief(device, 60)}, not {device_id!r}")
+    originals = raw["originals"]
+    if len(originals) > MAX_ENTRIES:
+        raise _bad(path, f"{len(originals)} entries")
+    for k, v in originals.items():
+        if len(k) > MAX_KEY_CHARS or not k:
+            raise _bad(path, f"entry {brief(k, 60)} is not a setting name")
+        if not _value_ok(v):
+            raise _bad(path, f"entry {brief(k, 60)} has the value {brief(v, 40)}")
+    meta = raw.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise _bad(path, f"'meta' must be an object, got {brief(meta, 40)}")
+    return SavedState(
+        device_id=device,
+        originals=dict(originals),
+        meta=dict(meta),
+        created=_number(raw, "created", path),
+        updated=_number(raw, "updated", path),
+        pid=_number(raw, "pid", path, int),
+    )
+
+
+def owner_alive(pid: int, started: Any = None) -> bool:
+    """Whether process ``pid`` exists and, when ``started`` (its start time, ``process_start``) was
+    recorded, is still the same process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    if started is None:
+        return True
+    now = process_start(pid)
+    return now is None or now == started
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (``/proc/PID/stat``), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class StateStore:
@@ -109,7 +204,7 @@ class StateStore:
         except PermissionError:
             raise PermissionDeniedError(f"cannot open {lock_path}: permission denied") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._acquire(fd, device_id)
             self._held[device_id] = (fd, 1)
             try:
                 yield
@@ -119,29 +214,43 @@ class StateStore:
         finally:
             os.close(fd)
 
+    def _acquire(self, fd: int, device_id: str) -> None:
+        """flock ``fd``, waiting at most ``LOCK_TIMEOUT_S`` (a writer holds it for milliseconds; one stuck
+        in a kernel write must not hang every later command). Raises DeviceBusyError."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DeviceBusyError(
+                        f"the saved originals of {device_id} in {self.directory} have been locked by another "
+                        f"process for {LOCK_TIMEOUT_S:g} s; is a polythrottle command stuck?"
+                    ) from None
+                time.sleep(0.02)
+
     def load(self, device_id: str) -> SavedState | None:
-        """The saved state of ``device_id``, or None. Raises DeviceError if the file is unreadable."""
+        """The saved state of ``device_id``, or None. Raises SavedStateError (exit 2) if the file is
+        unreadable, malformed or of another format, PermissionDeniedError if it cannot be read."""
         path = self.path(device_id)
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
+            with path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except PermissionError:
             raise PermissionDeniedError(f"cannot read saved originals {path}: permission denied") from None
-        except (OSError, ValueError) as e:
-            raise DeviceError(f"saved originals {path} are unreadable ({e}); restore by hand") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("originals"), dict):
-            raise DeviceError(f"saved originals {path} are malformed (no 'originals' object)")
-        if raw.get("device", device_id) != device_id:
-            raise DeviceError(f"saved originals {path} belong to {raw['device']!r}, not {device_id!r}")
-        return SavedState(
-            device_id=str(raw.get("device", device_id)),
-            originals=dict(raw["originals"]),
-            meta=dict(raw.get("meta") or {}),
-            created=float(raw.get("created", 0.0)),
-            updated=float(raw.get("updated", 0.0)),
-            pid=int(raw.get("pid", 0)),
-        )
+        except OSError as e:
+            raise SavedStateError(f"saved originals {path} are unreadable ({e.strerror}); restore by hand") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise SavedStateError(f"saved originals {path} are larger than {MAX_FILE_BYTES >> 20} MiB; restore by hand")
+        try:
+            raw = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            reason = "not JSON" if isinstance(e, RecursionError) else brief(str(e), 60)
+            raise SavedStateError(f"saved originals {path} are unreadable ({reason}); restore by hand") from None
+        return _parse_state(raw, path, device_id)
 
     def _save(self, state: SavedState) -> None:
         self._ensure_dir()

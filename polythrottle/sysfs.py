@@ -14,7 +14,7 @@ import glob
 import os
 from pathlib import Path
 
-from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, brief
 
 ROOT_ENV = "POLYTHROTTLE_ROOT"
 
@@ -112,7 +112,7 @@ class SysfsIO:
         try:
             return int(text.split()[0])
         except (ValueError, IndexError):
-            raise DeviceError(f"{board_path}: expected an integer, read {text!r}") from None
+            raise DeviceError(f"{board_path}: expected an integer, read {brief(text, 60)}") from None
 
     def read_ints(self, board_path: str) -> list[int]:
         """Whitespace-separated integers (e.g. ``available_frequencies``)."""
@@ -120,7 +120,7 @@ class SysfsIO:
         try:
             return [int(t) for t in text.split()]
         except ValueError:
-            raise DeviceError(f"{board_path}: expected integers, read {text!r}") from None
+            raise DeviceError(f"{board_path}: expected integers, read {brief(text, 60)}") from None
 
     def writable(self, board_path: str) -> bool:
         """Whether a write would pass the permission check (root passes DAC checks)."""

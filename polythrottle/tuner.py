@@ -7,6 +7,7 @@ worth it, and reports the recommendation and its saving against the baseline.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from polythrottle.devices.base import Device
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.measurement import Measurement
 from polythrottle.optim import Observation, Optimizer, make_optimizer
 from polythrottle.space import Config, SearchSpace, Value
@@ -116,6 +117,36 @@ class TuneResult:
 
 
 OnRecord = Callable[[TuneRecord], None]
+MAX_SEED = 2**32 - 1
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_seed(seed: Any) -> None:
+    """BadInputError unless ``seed`` is None or an integer in [0, 2**32 - 1] (what every RNG accepts)."""
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
+        raise BadInputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
+
+
+def knob_names(knobs: Any) -> list[str] | None:
+    """``knobs`` as a list of names: a list/tuple of names, or one string ``"a,b"``; None for all.
+    Raises BadInputError for anything else (a number, an empty string, a name that is not a string)."""
+    if knobs is None:
+        return None
+    if isinstance(knobs, str):
+        names = [n.strip() for n in knobs.split(",") if n.strip()]
+        if not names:
+            raise BadInputError(f"knobs is empty: {brief(knobs, 40)}")
+        return names
+    if not isinstance(knobs, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in knobs):
+        raise BadInputError(f"knobs must be a list of knob names or one string 'a,b', got {brief(knobs, 60)}")
+    return [n.strip() for n in knobs] or None
 
 
 class Tuner:
@@ -137,10 +168,23 @@ class Tuner:
         baseline: Mapping[str, Value | str] | None = None,
         seed: int | None = None,
     ) -> None:
-        if not slo_ms > 0 or not np.isfinite(slo_ms):
-            raise BadInputError(f"--slo-ms must be a positive number, got {slo_ms}")
-        if budget < 2:
-            raise BadInputError(f"--budget must be at least 2 (baseline + one try), got {budget}")
+        if not _is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
+            raise BadInputError(f"--slo-ms must be a positive number, got {brief(slo_ms, 40)}")
+        if not _is_int(budget) or budget < 2:
+            raise BadInputError(f"--budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
+        check_seed(seed)
+        knobs = knob_names(knobs)
+        if baseline is not None and not isinstance(baseline, Mapping):
+            raise BadInputError(f"baseline must be a mapping of knob: value, got {brief(baseline, 60)}")
+        if isinstance(optimizer, str):
+            from polythrottle.optim import OPTIMIZERS
+
+            if optimizer not in OPTIMIZERS:
+                raise BadInputError(
+                    f"unknown optimizer {brief(optimizer, 40)}; expected one of: {', '.join(OPTIMIZERS)}"
+                )
+        elif not callable(optimizer):
+            raise BadInputError(f"optimizer must be a name or a factory, got {brief(optimizer, 40)}")
         self.device = device
         self.slo_ms = float(slo_ms)
         self.budget = int(budget)

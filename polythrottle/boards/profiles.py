@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from polythrottle import safe_yaml
 from polythrottle.boards.schema import DeviceProfile
 from polythrottle.boards.validation import validate
-from polythrottle.errors import ProfileError
+from polythrottle.errors import ProfileError, brief, clip
 
 PROFILE_ENV = "POLYTHROTTLE_PROFILE_DIR"
 PROFILE_DIR = Path(str(resources.files("polythrottle").joinpath("device_profiles")))
@@ -57,7 +58,7 @@ def profile_path(name_or_path: str | Path) -> Path:
     found = _named_profile(text)
     if found is None:
         known = ", ".join(list_profiles()) or f"(none: no profiles in {', '.join(map(str, profile_dirs()))})"
-        raise ProfileError(f"unknown profile {text!r}; expected one of: {known} or a .yaml path")
+        raise ProfileError(f"unknown profile {brief(text, 60)}; expected one of: {known} or a .yaml path")
     return found
 
 
@@ -80,16 +81,16 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     if key in _CACHE:
         return _CACHE[key]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
     except (OSError, UnicodeDecodeError) as e:
-        raise ProfileError(f"profile {path}: cannot read ({e})") from None
+        raise ProfileError(f"profile {path}: cannot read ({clip(str(e), 120)})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
-        raise ProfileError(f"profile {path}: invalid YAML{where}: {problem}") from None
+        raise ProfileError(f"profile {path}: invalid YAML{where}: {clip(problem, 120)}") from None
     if data is None:
         raise ProfileError(f"profile {path}: file is empty")
     prof = parse_profile(data, path)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
 
+from polythrottle import interrupts
 from polythrottle._version import __version__
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.errors import BadInputError, PolyThrottleError, clip
+from polythrottle.interrupts import Terminated
 
 DESCRIPTION = (
     "Lowest energy per inference under a latency SLO on NVIDIA Jetsons and GPUs: constrained Bayesian "
@@ -24,15 +25,9 @@ COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "
 """Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
 EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
           "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
-          "130/143 interrupted by SIGINT/SIGTERM (settings restored)")
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGTERM so that ``finally``/``with`` blocks restore hardware."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+          "6 the history server cannot be reached; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
+          "(after the settings are back)")
+_on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and want SIGTERM to restore it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,34 +47,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``polythrottle`` console script. Returns the exit code."""
+    """Entry point of the ``polythrottle`` console script. Returns the exit code.
+
+    Exit codes: 0 done; 1 device error; 2 bad input; 3 nothing met the SLO; 4 permission denied;
+    5 unsupported; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
+    command changed are back. Each error is one line on stderr, never a traceback (``--debug`` shows it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(signal, "SIGTERM"):
+    interrupts.reset()
+    with interrupts.command_signals():
         try:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:  # not the main thread (e.g. called from a library)
-            pass
-    try:
-        return int(args.func(args) or 0)
-    except PolyThrottleError as e:
-        print(f"polythrottle: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except Terminated:
-        print("polythrottle: terminated (settings restored)", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("polythrottle: interrupted (settings restored)", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"polythrottle: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+            try:
+                code, message = int(args.func(args) or 0), ""
+            except PolyThrottleError as e:
+                code, message = e.exit_code, f"error: {e}"
+            except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the command's finally blocks ran
+                code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+            except SystemExit as e:  # e.g. a user's workload calling sys.exit(): settle what it left
+                code = e.code if isinstance(e.code, int) and e.code else 1
+                message = f"error: the command exited early (sys.exit({clip(str(e.code), 60)}))"
+            except Exception as e:
+                if args.debug:
+                    raise
+                code, message = 1, f"error: {type(e).__name__}: {clip(str(e))}"
+            finally:
+                interrupts.ignore_further()  # from here on a signal is recorded, not raised
+        except KeyboardInterrupt as e:  # the first signal landed between the command and the line above
+            code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+        failed, kept = interrupts.settle()  # a command that stopped early must not leave a setting changed
+        if code >= 128:
+            if failed:
+                message += f"; COULD NOT RESTORE: {'; '.join(failed)}"
+            elif kept:
+                message += " (the applied settings stay; `polythrottle restore` puts the originals back)"
+            else:
+                message += " (settings restored)"
+        elif failed:
+            message = (message + "; " if message else "error: ") + f"COULD NOT RESTORE: {'; '.join(failed)}"
+            code = code or 1
+        if message:  # one line, bounded whatever a file or a device said
+            print(f"polythrottle: {clip(message, 1000)}", file=sys.stderr)
+        return code
 
 
 def run() -> None:
     sys.exit(main())
 
 
-__all__ = ["COMMANDS", "BadInputError", "build_parser", "main", "run"]
+__all__ = ["COMMANDS", "BadInputError", "Terminated", "build_parser", "main", "run"]

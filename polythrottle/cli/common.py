@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from polythrottle.devices import DeviceOptions
@@ -65,3 +68,47 @@ def parse_knob_list(text: str | None) -> list[str] | None:
     if not names:
         raise BadInputError("--knobs is empty")
     return names
+
+
+def check_output(path: Path | None, flag: str = "--out") -> None:
+    """Refuse an output file that cannot be written, before any work (and any hardware write) starts:
+    its directory must exist and be writable, and it must not be a directory. Raises BadInputError."""
+    if path is None:
+        return
+    if not str(path).strip() or path.is_dir():
+        raise BadInputError(f"{flag} {path}: is a directory, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise BadInputError(f"{flag} {path}: not writable (permission denied)")
+        return
+    parent = path.parent
+    if not parent.exists():
+        raise BadInputError(f"{flag} {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise BadInputError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{flag} {path}: cannot create files in {parent} (permission denied)")
+
+
+def write_output(path: Path, text: str, flag: str = "--out") -> None:
+    """Write ``text`` to ``path``: a regular file is replaced atomically (a temporary file renamed over it,
+    so a failure never leaves half a result); anything else (``/dev/stdout``) is written in place.
+    Raises BadInputError (exit 2) naming the file and the reason."""
+    try:
+        if path.exists() and not path.is_file():
+            with path.open("w") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise BadInputError(f"{flag} {path}: cannot write ({e.strerror or e})") from None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from polythrottle.cli.common import add_device_args, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knob_list(args.knobs)
     baseline = parse_assignments(args.baseline)
     carbon = resolve(args.carbon_country, args.carbon_intensity)
+    check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
     store, model_version = open_history(args)
     device = open_device(args.device, device_options(args))
     keep = False
@@ -90,11 +91,12 @@ def run(args: argparse.Namespace) -> int:
                                             for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
-            device.keep()
-            keep = True
             payload["applied"] = result.best.config
         if args.out:
-            args.out.write_text(json.dumps(payload, indent=2) + "\n")
+            write_output(args.out, json.dumps(payload, indent=2) + "\n")
+        if args.apply and result.best is not None:
+            device.keep()  # only once the result is saved: a failure before leaves nothing applied
+            keep = True
         if args.json:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from polythrottle import paths
+from polythrottle import paths, safe_yaml
 from polythrottle.carbon import WORLD_AVERAGE, CarbonIntensity
 from polythrottle.carbon import resolve as resolve_carbon
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief, clip
 
 DEFAULT_SOCKET = Path("/run/polythrottle/control.sock")
 """The system socket; the default for a config without ``socket`` is ``polythrottle.paths.socket_path()``."""
@@ -101,18 +101,18 @@ class DaemonConfig:
 # ----- field parsers: value -> parsed value, raising ValueError with the problem ----------------------------
 def _str(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"must be a non-empty string, got {v!r}")
+        raise ValueError(f"must be a non-empty string, got {brief(v, 60)}")
     return v.strip()
 
 
 def _number(lo: float | None = None, *, strict: bool = False, hi: float | None = None) -> Callable[[Any], float]:
     def parse(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"must be a number, got {v!r}")
+            raise ValueError(f"must be a number, got {brief(v, 60)}")
         if lo is not None and (v <= lo if strict else v < lo):
-            raise ValueError(f"must be {'>' if strict else '>='} {lo:g}, got {v!r}")
+            raise ValueError(f"must be {'>' if strict else '>='} {lo:g}, got {brief(v, 60)}")
         if hi is not None and v > hi:
-            raise ValueError(f"must be <= {hi:g}, got {v!r}")
+            raise ValueError(f"must be <= {hi:g}, got {brief(v, 60)}")
         return float(v)
 
     return parse
@@ -121,7 +121,7 @@ def _number(lo: float | None = None, *, strict: bool = False, hi: float | None =
 def _int(lo: int) -> Callable[[Any], int]:
     def parse(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"must be an integer, got {v!r}")
+            raise ValueError(f"must be an integer, got {brief(v, 60)}")
         if v < lo:
             raise ValueError(f"must be >= {lo}, got {v}")
         return v
@@ -140,26 +140,26 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
+        raise ValueError(f"must be true or false, got {brief(v, 60)}")
     return v
 
 
 def _str_list(v: Any) -> list[str]:
     items = [s.strip() for s in v.split(",")] if isinstance(v, str) else v
     if not isinstance(items, list) or not items or not all(isinstance(s, str) and s.strip() for s in items):
-        raise ValueError(f"must be a non-empty list of names, got {v!r}")
+        raise ValueError(f"must be a non-empty list of names, got {brief(v, 60)}")
     names = [s.strip() for s in items]
     if len(set(names)) != len(names):
-        raise ValueError(f"lists a name twice: {', '.join(names)}")
+        raise ValueError(f"lists a name twice: {clip(', '.join(names), 120)}")
     return names
 
 
 def _mapping(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise ValueError(f"must be a mapping of knob: value, got {v!r}")
+        raise ValueError(f"must be a mapping of knob: value, got {brief(v, 60)}")
     for k, x in v.items():
         if not isinstance(x, str | int | float) or isinstance(x, bool):
-            raise ValueError(f"value of {k!r} must be a number or a name, got {x!r}")
+            raise ValueError(f"value of {brief(k, 60)} must be a number or a name, got {brief(x, 60)}")
     return dict(v)
 
 
@@ -194,7 +194,7 @@ class _Reader:
             if key not in known:
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(sorted(known))}"
-                raise ConfigError(f"{self.path}: {self.prefix}unknown field {key!r}{hint}")
+                raise ConfigError(f"{self.path}: {self.prefix}unknown field {brief(key, 60)}{hint}")
 
 
 FIELDS = {f.name for f in fields(DaemonConfig)} - {"path", "carbon"}
@@ -215,7 +215,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
     from polythrottle.optim import OPTIMIZERS
 
     if optimizer not in OPTIMIZERS:
-        raise r.error("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        raise r.error("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {brief(optimizer, 60)}")
     model_files = [Path(p) for p in (r.get("model_files", _str_list) or [])]
     model_files = [p if p.is_absolute() else (path.parent / p).resolve() for p in
                    (Path(os.path.expandvars(str(p))).expanduser() for p in model_files)]
@@ -233,7 +233,7 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         path=path,
         device=r.get("device", _str, required=True),
         slo_ms=r.get("slo_ms", _number(0, strict=True), required=True),
-        workload=r.get("workload", _str),
+        workload=_workload(r.get("workload", _str), path),
         knobs=r.get("knobs", _str_list),
         baseline=r.get("baseline", _mapping, {}),
         budget=budget,
@@ -270,13 +270,25 @@ def _history_field(r: _Reader) -> str | None:
     return None if path is None else str(path)
 
 
+def _workload(spec: str | None, path: Path) -> str | None:
+    """``FILE.py:FUNCTION`` with a relative FILE resolves against the config's directory (never the
+    daemon's working directory)."""
+    if spec is None or ":" not in spec:
+        return spec
+    target, _, func = spec.rpartition(":")
+    if not target.endswith(".py"):
+        return spec
+    f = Path(os.path.expandvars(target)).expanduser()
+    return f"{f if f.is_absolute() else (path.parent / f).resolve()}:{func}"
+
+
 def _metrics(path: Path, raw: Any) -> MetricsConfig | None:
     if raw is False or raw is None:
         return None
     if raw is True:
         return MetricsConfig()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: metrics: must be false or a mapping (address, port), got {raw!r}")
+        raise ConfigError(f"{path}: metrics: must be false or a mapping (address, port), got {brief(raw, 60)}")
     r = _Reader(path, raw, "metrics.")
     r.check_unknown({"address", "port"})
     port = r.get("port", _int(0), DEFAULT_METRICS_PORT)
@@ -289,7 +301,7 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     """Read and validate the config file at ``path``. Raises ConfigError (one line: file, field, problem)."""
     p = Path(path).expanduser().resolve()
     try:
-        text = p.read_text()
+        text = safe_yaml.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except IsADirectoryError:
@@ -299,12 +311,12 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read the config file ({e})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_yaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["?"])[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {clip(problem, 120)}") from None
     return parse_config(raw, p)
 
 

@@ -3,9 +3,12 @@
 Protocol (the client is ``polythrottle.control``): the client sends one line
 ``{"command": NAME, ...fields}``; the daemon answers one line ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "..."}`` and closes. Requests that are not JSON objects, too long
-(> 64 KiB), or name an unknown command get an error answer; the daemon keeps running.
-Each connection is served in its own short-lived thread, so a slow client blocks nobody, and the
-handler never touches the device (it reads the daemon's status snapshot or queues work).
+(> 64 KiB), nested too deeply, or name an unknown command get an error answer; the daemon keeps running.
+Each connection is served in its own short-lived thread, at most ``MAX_CLIENTS`` at once (one more is
+answered ``busy`` at once; ``send_command`` retries), and the whole request must arrive within
+``REQUEST_DEADLINE_S`` (a deadline for the request, not per read: a client sending one byte every few
+seconds is cut off like one sending nothing). The handler never touches the device (it reads the
+daemon's status snapshot or queues work).
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.errors import BadInputError, PolyThrottleError, clip
 
 MAX_REQUEST_BYTES = 64 * 1024
+REQUEST_DEADLINE_S = 5.0
+MAX_CLIENTS = 32
 SOCKET_MODE = 0o660
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -34,7 +40,7 @@ def decode_request(line: bytes) -> dict[str, Any]:
     """Parse one request line. Raises BadInputError with the reason."""
     try:
         req = json.loads(line.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BadInputError("request is not a JSON object on one line, e.g. {\"command\": \"status\"}") from None
     if not isinstance(req, dict):
         raise BadInputError("request must be a JSON object with a \"command\" field")
@@ -43,35 +49,86 @@ def decode_request(line: bytes) -> dict[str, Any]:
     return req
 
 
-class _RequestHandler(socketserver.StreamRequestHandler):
-    timeout = 5.0
+def _read_request(sock: socket.socket, deadline: float) -> tuple[bytes | None, str]:
+    """One line from ``sock`` before ``deadline`` (monotonic). Returns (line, "") or (None, the error)."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, f"request not complete within {REQUEST_DEADLINE_S:g} s"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return None, f"request not complete within {REQUEST_DEADLINE_S:g} s"
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST_BYTES:
+            return None, f"request longer than {MAX_REQUEST_BYTES} bytes"
+    line = buf.split(b"\n", 1)[0]
+    if len(line) > MAX_REQUEST_BYTES:
+        return None, f"request longer than {MAX_REQUEST_BYTES} bytes"
+    return line, ""
+
+
+class _RequestHandler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
+        sock: socket.socket = self.request
+        deadline = time.monotonic() + REQUEST_DEADLINE_S
         try:
-            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            line, problem = _read_request(sock, deadline)
         except OSError:
             return
-        if not line.strip():
-            reply: dict[str, Any] = {"ok": False, "error": "empty request"}
-        elif len(line) > MAX_REQUEST_BYTES:
-            reply = {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"}
+        if problem:
+            reply: dict[str, Any] = {"ok": False, "error": problem}
+        elif not line or not line.strip():
+            reply = {"ok": False, "error": "empty request"}
         else:
             try:
                 reply = self.server.dispatch(decode_request(line))
             except PolyThrottleError as e:
-                reply = {"ok": False, "error": str(e)}
+                reply = {"ok": False, "error": clip(str(e), 1000)}
             except Exception as e:  # noqa: BLE001 - a bug must not kill the server thread; say what happened
-                print(f"polythrottle: error: control request failed: {type(e).__name__}: {e}", file=sys.stderr)
-                reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-        with contextlib.suppress(OSError):
-            self.wfile.write((json.dumps(reply, default=str) + "\n").encode())
+                print(f"polythrottle: error: control request failed: {type(e).__name__}: {clip(str(e))}",
+                      file=sys.stderr)
+                reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {clip(str(e))}"}
+        _send(sock, reply, max(deadline - time.monotonic(), 1.0))
+
+
+def _send(sock: socket.socket, reply: dict[str, Any], timeout_s: float) -> None:
+    with contextlib.suppress(OSError):
+        sock.settimeout(timeout_s)
+        sock.sendall((json.dumps(reply, default=str) + "\n").encode())
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
-    request_queue_size = 128  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
+    request_queue_size = 256  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
     dispatch: Handler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # every handler busy: answer at once, keep no thread
+            _send(request, {"ok": False, "error": f"busy: {MAX_CLIENTS} requests in progress; try again"}, 0.2)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class ControlServer:
@@ -140,4 +197,4 @@ class ControlServer:
                 self.path.unlink()
 
 
-__all__ = ["MAX_REQUEST_BYTES", "SOCKET_MODE", "ControlServer", "decode_request"]
+__all__ = ["MAX_CLIENTS", "MAX_REQUEST_BYTES", "REQUEST_DEADLINE_S", "SOCKET_MODE", "ControlServer", "decode_request"]

@@ -40,9 +40,10 @@ from polythrottle.daemon.metrics import DaemonMetrics, co2_grams, power_of
 from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
 from polythrottle.daemon.server import ControlServer
 from polythrottle.daemon.statefile import pid_alive, read_state, write_state
+from polythrottle.daemon.trust import check_workload, configured_model_file, is_user_workload
 from polythrottle.daemon.watcher import ModelWatcher
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.errors import BadInputError, PolyThrottleError, brief, clip
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, HistoryStore, open_history
 from polythrottle.history_tune import DEFAULT_MODEL_VERSION, run_tune, tune_key
@@ -53,6 +54,7 @@ from polythrottle.tuner import Tuner, TuneRecord, TuneResult
 log = logging.getLogger("polythrottle.daemon")
 
 COMMANDS = ("status", "model-updated", "reload")
+MAX_VERSION_CHARS = 200
 STOP_TIMEOUT_S = 20.0
 HEARTBEAT_S = 5.0
 """The idle worker wakes at least this often (its heartbeat)."""
@@ -114,15 +116,27 @@ def device_options(cfg: DaemonConfig) -> DeviceOptions:
 
 
 def prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...] = (),
-            device: LockedDevice | None = None) -> Prepared:
+            device: LockedDevice | None = None, *, import_workload: bool = True) -> Prepared:
     """Open (or reuse) the device for ``cfg`` and validate knobs, baseline and SLO against it. Writes
-    nothing. Raises BadInputError (bad device, workload, knob, value) or DeviceError."""
+    nothing. ``import_workload=False`` (``daemon --check``): a user's workload file is checked, not
+    imported, and the knobs only it would offer are not checked. Raises BadInputError (bad device,
+    workload, knob, value, an untrusted workload file) or DeviceError."""
+    check_workload(cfg)
+    skip = not import_workload and is_user_workload(cfg.workload)
     opened = device is None
     if device is None:
-        device = LockedDevice(open_device(cfg.device, device_options(cfg)), *cancel)
+        opts = device_options(cfg)
+        if skip:
+            opts = dataclasses.replace(opts, workload=None)
+        device = LockedDevice(open_device(cfg.device, opts), *cancel)
     try:
-        tuner = Tuner(device, cfg.slo_ms, cfg.budget, optimizer="random", knobs=cfg.knobs,
-                      baseline=cfg.baseline, seed=cfg.seed)  # validation only; "random" imports no torch
+        knobs, baseline = cfg.knobs, cfg.baseline
+        if skip:
+            offered = set(device.space().names)
+            knobs = [k for k in knobs if k in offered] if knobs else None
+            baseline = {k: v for k, v in baseline.items() if k in offered}
+        tuner = Tuner(device, cfg.slo_ms, cfg.budget, optimizer="random", knobs=knobs or None,
+                      baseline=baseline, seed=cfg.seed)  # validation only; "random" imports no torch
         key = tune_key(tuner, device)
     except BaseException:
         if opened:
@@ -138,10 +152,24 @@ def check_config(path: str | os.PathLike[str]) -> str:
     missing = [str(f) for f in cfg.model_files if not f.exists()]
     if missing:
         raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, import_workload=False)  # writes nothing, and imports no workload code it would run
     prepared.device.close()
+    unchecked = ""
+    if is_user_workload(cfg.workload):
+        rest = [k for k in cfg.knobs or [] if k not in prepared.tuned_knobs]
+        unchecked = (f"; workload {cfg.workload} found, not imported"
+                     + (f" (knobs {', '.join(rest)} not checked)" if rest else ""))
     return (f"{cfg.path}: OK (device {prepared.device.identity().describe()}, knobs "
-            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket})")
+            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket}{unchecked})")
+
+
+def _small_config(value: Any) -> dict[str, Any] | None:
+    """A config read back from the state file, if it looks like one (else None: it is only reported)."""
+    if not isinstance(value, dict) or len(value) > 64:
+        return None
+    ok = all(isinstance(k, str) and len(k) <= 64 and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+             and len(str(v)) <= 64 for k, v in value.items())
+    return dict(value) if ok else None
 
 
 def measurement_dict(m: Measurement, slo_ms: float, carbon_g_per_kwh: float) -> dict[str, Any]:
@@ -185,6 +213,7 @@ class Daemon:
         self._watch_paths: list[Any] = []
         self._store: HistoryStore | None = None
         self.heartbeat = time.monotonic()
+        self._interrupted: Job | None = None  # a job a reload cancelled: resumed if the reload is refused
 
     # ----- start-up (main thread) ----------------------------------------------------------------
     def open(self) -> None:
@@ -236,8 +265,12 @@ class Daemon:
                 self._hup = False
                 try:
                     self.reload("SIGHUP")
-                except ConfigError as e:
+                except PolyThrottleError as e:  # the running config, and any tune under way, go on untouched
                     log.error("reload refused, keeping the running config: %s", e)
+                    self._set(last_error=f"reload refused: {e}")
+                except Exception as e:
+                    log.exception("reload failed unexpectedly; keeping the running config")
+                    self._set(last_error=f"reload refused: {type(e).__name__}: {clip(str(e), 200)}")
             now = time.monotonic()
             if self._watcher is not None and now >= next_watch:
                 next_watch = now + self.config.watch_interval_s
@@ -318,8 +351,12 @@ class Daemon:
                 self._cancel.clear()  # a cancel meant for the job before this one
                 try:
                     self._run_job(job)
+                    if job.kind != "reload":
+                        self._interrupted = None
                 except Cancelled:
                     log.info("%s interrupted", job.kind)
+                    if job.kind != "reload":
+                        self._interrupted = job
                 except PolyThrottleError as e:
                     if job.kind == "start" and not self._ready_sent:
                         self._fatal = e
@@ -363,14 +400,17 @@ class Daemon:
     def _recover(self) -> None:
         """Restore whatever a previous run left applied (saved originals of a crashed process)."""
         assert self.prepared is not None
-        prev = read_state(self.config.resolved_state_dir())
+        prev = read_state(self.config.resolved_state_dir())  # a file anyone tampered with is only a hint
         # with no_clock_control nothing may be written, restores included (`polythrottle restore` can)
         restored = [] if self.config.no_clock_control else self.prepared.device.restore_saved()
-        crashed = (prev is not None and prev.get("state") not in (None, "stopped")
-                   and prev.get("pid") != os.getpid() and not pid_alive(int(prev.get("pid") or 0)))
+        raw_pid = prev.get("pid") if prev is not None else None
+        pid = raw_pid if isinstance(raw_pid, int) and not isinstance(raw_pid, bool) and raw_pid > 0 else None
+        crashed = (prev is not None and prev.get("state") != "stopped" and pid != os.getpid()
+                   and (pid is None or not pid_alive(pid)))
         if restored or crashed:
-            info = {"pid": prev.get("pid") if crashed and prev else None, "restored": restored,
-                    "left_applied": prev.get("applied") if crashed and prev else None}
+            left = prev.get("applied") if crashed and prev is not None else None
+            info = {"pid": pid if crashed else None, "restored": restored,
+                    "left_applied": _small_config(left)}
             log.warning("a previous run did not stop cleanly (pid %s); restored %d saved setting(s)",
                         info["pid"], len(restored))
             self._set(recovered=info)
@@ -392,9 +432,11 @@ class Daemon:
             version = version or (fingerprint_files(files) if files else self._model_version(cfg))
         except BadInputError as e:
             log.warning("%s; waiting for it (nothing applied)", e)
-            self._set(state="waiting", last_error=str(e))
+            with self._lock:
+                self.snap.state, self.snap.last_error = "waiting", str(e)
             if not self._ready_sent:
-                self._ready()
+                self._ready()  # READY before `status` can say "waiting"
+            self._write_state()
             return
         if not force and version == self.snap.model_version and self.snap.applied is not None:
             log.info("%s: model %s unchanged; nothing to do", reason, version)
@@ -528,8 +570,14 @@ class Daemon:
 
     # ----- reload --------------------------------------------------------------------------------
     def reload(self, why: str) -> int:
-        """Re-read the config file; queue the switch. Raises ConfigError (the running config stays)."""
+        """Re-read the config file and check it (against the running device when it names the same one),
+        then queue the switch. Raises ConfigError or another PolyThrottleError: the running config, and a
+        tune under way, are left exactly as they are."""
         new = load_config(self.config.path)
+        check_workload(new)
+        old = self.prepared
+        if old is not None and new.same_device(old.config):
+            prepare(new, (self._stop, self._cancel), old.device)  # validation only; writes nothing
         log.info("reloading %s (%s)", new.path, why)
         self._cancel.set()  # a tune in progress is moot under a new config
         return self.enqueue("reload", why, config=new)
@@ -544,9 +592,17 @@ class Daemon:
             prepared = prepare(new, (self._stop, self._cancel), old.device if same else None)
         except PolyThrottleError as e:
             log.error("reload refused, keeping the running config: %s", e)
+            interrupted, self._interrupted = self._interrupted, None
+            if interrupted is not None:  # the reload cancelled it: put the device back, then resume
+                log.info("resuming the %s job the refused reload interrupted", interrupted.kind)
+                old.device.restore()
+                self._set(applied=None, applied_source=None, tuning=None)
+                self.metrics.set_applied(None)
+                self._bring_up(f"reload refused; resuming ({interrupted.reason})", force=True)
             self._set(last_error=f"reload refused: {e}")
             self.notifier.send(READY=1, STATUS=self._status_line())
             return
+        self._interrupted = None
         old.device.restore()
         if not same:
             old.device.close()
@@ -658,10 +714,17 @@ class Daemon:
             version = req.get("model_version")
             if version is not None and (not isinstance(version, str) or not version.strip()):
                 raise BadInputError("model_version must be a non-empty string")
+            if version is not None and (len(version) > MAX_VERSION_CHARS or not version.isprintable()):
+                raise BadInputError(f"model_version must be at most {MAX_VERSION_CHARS} printable characters")
             files = req.get("model_files")
-            if files is not None and (not isinstance(files, list) or not files
-                                      or not all(isinstance(f, str) for f in files)):
+            if files is not None and (not isinstance(files, list) or not files or len(files) > 1024
+                                      or not all(isinstance(f, str) and 0 < len(f) <= 4096 for f in files)):
                 raise BadInputError("model_files must be a non-empty list of paths")
+            if files is not None:  # a client may say which of the configured files changed, never name others
+                files = [str(configured_model_file(f, self.config.model_files)) for f in files]
+            force = req.get("force", False)
+            if not isinstance(force, bool):
+                raise BadInputError(f"force must be true or false, got {brief(force, 20)}")
             if version is None:  # the worker hashes the files (large models take a while); check them now
                 paths = [Path(f) for f in files] if files else self.config.model_files
                 missing = [str(f) for f in paths if not f.exists()]
@@ -669,13 +732,12 @@ class Daemon:
                     raise BadInputError(f"model file {missing[0]} not found")
                 if not paths and not self.config.model_version:
                     raise BadInputError("no model_files in the daemon config; send a model_version")
-            force = bool(req.get("force", False))
             job = self.enqueue("model", "model-updated request", model_version=version,
                                model_files=None if version else files, force=force)
             return {"ok": True, "queued": "model", "job": job, "model_version": version}
         if cmd == "reload":
             return {"ok": True, "queued": "reload", "job": self.reload("reload request")}
-        raise BadInputError(f"unknown command {cmd!r}; expected one of: {', '.join(COMMANDS)}")
+        raise BadInputError(f"unknown command {brief(cmd, 40)}; expected one of: {', '.join(COMMANDS)}")
 
 
 def setup_logging(debug: bool = False) -> None:

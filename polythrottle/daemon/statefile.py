@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FILENAME = "state.json"
+MAX_BYTES = 1 << 20
 
 
 def state_path(state_dir: Path) -> Path:
@@ -44,8 +45,9 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> None:
 def read_state(state_dir: Path) -> dict[str, Any] | None:
     """The last state written, or None if there is none or it is unreadable."""
     try:
-        data = json.loads(state_path(state_dir).read_text())
-    except (OSError, ValueError):
+        with state_path(state_dir).open("rb") as f:
+            data = json.loads(f.read(MAX_BYTES + 1) or b"null")
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

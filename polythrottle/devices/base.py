@@ -45,7 +45,9 @@ class Device(ABC):
     """A device that can be set to a config and measured under it.
 
     Subclasses must validate a config fully before writing anything, record original hardware
-    values before the first write, and put them back in ``restore()``. ``close()`` restores.
+    values before the first write, roll an apply back on any exception (KeyboardInterrupt and
+    SystemExit included), and put the originals back in ``restore()`` with signals deferred
+    (``polythrottle.interrupts.deferred``). ``close()`` restores.
     """
 
     @abstractmethod
@@ -77,8 +79,9 @@ class Device(ABC):
         """Put back every hardware value changed since open. Default: nothing to restore."""
 
     def keep(self) -> None:
-        """Leave the applied settings in place on close (``apply``, ``tune --apply``); the saved
-        originals stay for ``restore``. Default: nothing to do."""
+        """Leave the applied settings, and those a later ``apply`` sets, in place on close (``apply``
+        calls it first, ``tune --apply`` once the result is saved); the saved originals stay for
+        ``restore``. An apply that fails or is interrupted is still rolled back. Default: nothing to do."""
 
     def restore_saved(self) -> list[str]:
         """Put back every original value saved in the state directory, also those left by a process

@@ -7,20 +7,28 @@ cpufreq policy's scaling_min_freq = scaling_max_freq, in kHz). Every path is rea
 
 Safety, in this order on every ``apply``: values are validated against the steps the kernel reports
 (the profile's list for EMC) and nothing is written if any is invalid (InvalidValueError, exit 2);
-write permission is checked (PermissionDeniedError, exit 4, "needs root"); the original values of
-every file of each touched clock are saved in the state directory (kept from the first apply, never
-overwritten); then the writes go in an order the kernel accepts; a write that fails rolls back what
-this apply had written. ``restore()`` (called by ``close()``) puts back what this process changed;
-``restore_saved()`` (``polythrottle restore``) puts back the saved originals, also after a crash.
+write permission is checked (PermissionDeniedError, exit 4, "needs root"); under the state lock, the
+saved originals are checked (a live process holding unkept changes: DeviceBusyError; a dead one's
+leftovers: restored first); the original values of every file of each touched clock are saved (kept
+from the first apply, never overwritten); then the writes go in an order the kernel accepts. On ANY
+exception during the writes (a refused write, KeyboardInterrupt, SystemExit) the files are put back to
+their values before this apply, judged from what they say now, before the exception goes on.
+``restore()`` (called by ``close()``) puts back what this process changed; ``restore_saved()``
+(``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
+known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
+the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.interrupts``).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from polythrottle import interrupts
 from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
@@ -28,18 +36,22 @@ from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
     BadInputError,
+    DeviceBusyError,
     DeviceError,
     PermissionDeniedError,
     UnknownKnobError,
     UnsupportedError,
+    brief,
 )
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
-from polythrottle.state import StateStore
+from polythrottle.state import SavedStateError, StateStore, owner_alive, process_start
 from polythrottle.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
+Plan = tuple[ClockControl, dict[str, str], list[Write]]
+"""One clock's part of an apply: the control, its files before (path -> text), the ordered writes."""
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
 
 
@@ -73,6 +85,7 @@ class JetsonDevice(Device):
         self._session_before: dict[str, str] = {}  # path -> value before this process first wrote it
         self._session_new: set[str] = set()  # keys this process added to the saved originals
         self._prior_meta: dict[str, Any] | None = None  # the store's owner before this session
+        self._keep_mode = False  # keep(): what is applied stays applied
         self.last_writes: list[Write] = []
         self._meter: Any = None
         self._live: Any = None
@@ -214,84 +227,147 @@ class JetsonDevice(Device):
                 raise BadInputError(f"--no-clock-control: refusing to set {knob}")
             c = self._control_of(knob)
             by_control.setdefault(c.name, {})[knob] = value
-        # 1. validate everything, plan every write (nothing written yet)
-        plans: list[tuple[ClockControl, dict[str, str], list[Write]]] = []
+        # 1. validate everything and check permission (nothing written, nothing saved yet)
+        plans = self._plan(by_control)
+        if not plans:
+            return
+        for _control, _, writes in plans:
+            for w in writes:
+                if not self.io.writable(w.path):
+                    raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
+        with self.store.lock(self.device_id):
+            self._claim()  # may restore a crashed run's leftovers: plan again from what the files say now
+            plans = self._plan(by_control)
+            if plans:
+                self._write_plans(plans)
+
+    def _plan(self, by_control: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
+        """(control, its files now, ordered writes) for every control that changes. Raises InvalidValueError."""
+        plans: list[Plan] = []
         for name, settings in by_control.items():
             c = self.controls[name]
             before = c.read_state()
             writes = c.writes(c.target(settings, before), before)
             if writes:
                 plans.append((c, before, writes))
-        if not plans:
-            return
-        # 2. permission, before the first write
-        for _control, _, writes in plans:
-            for w in writes:
-                if not self.io.writable(w.path):
-                    raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
-        with self.store.lock(self.device_id):
-            if self._prior_meta is None:
-                self._start_session()
-                if self._prior_meta is None:  # leftovers of a crashed run were just restored: re-plan
-                    self._prior_meta = {}
-                    return self._apply_clocks(config)
-            # 3. originals, before the first write (a later apply never overwrites them)
-            originals = {p: v for c, before, _ in plans for p, v in before.items()}
-            new = self.store.record(self.device_id, originals, meta=self._meta())
-            self._session_new.update(new)  # before writing: an interrupt mid-write still gets restored
-            for p, v in originals.items():
-                self._session_before.setdefault(p, v)
-            # 4. write, rolling back this apply on the first failure
-            done: list[Write] = []
-            try:
-                for _control, _, writes in plans:
-                    for w in writes:
-                        self.io.write(w.path, w.value)
-                        done.append(w)
-            except (DeviceError, OSError) as e:
-                failed = self._rollback(plans, done)
-                if not failed:
-                    self.store.forget(self.device_id, new)
-                    self._session_new.difference_update(new)
-                    msg = f"; rolled back the {len(done)} value(s) already written" if done else ""
-                else:
-                    msg = f"; ROLLBACK FAILED for {', '.join(failed)}: run `polythrottle restore --device jetson`"
-                if isinstance(e, DeviceError):
-                    raise type(e)(f"{e}{msg}") from None
-                raise DeviceError(f"{e}{msg}") from None
-            self.last_writes = done
+        return plans
 
-    def _start_session(self) -> None:
-        """Before this process first writes: settings a crashed run left behind (saved originals whose
-        owner is dead and did not ask to keep them) are restored first, with a warning, so this
-        session never takes a crash's low clocks for the board's own. Sets ``_prior_meta`` otherwise."""
+    def _write_plans(self, plans: list[tuple[ClockControl, dict[str, str], list[Write]]]) -> None:
+        """Save the originals, then write; on ANY exception (device error, KeyboardInterrupt, SystemExit)
+        put back what this apply wrote before passing it on. Called under the store lock."""
+        originals = {p: v for c, before, _ in plans for p, v in before.items()}
+        with interrupts.deferred():  # the originals are saved whole before the first write, or not at all
+            new = self.store.record(self.device_id, originals, meta=self._meta())
+            self._session_new.update(new)
+            added = [p for p in originals if p not in self._session_before]
+            for p in added:
+                self._session_before[p] = originals[p]
+            interrupts.changed(self)
+        done: list[Write] = []
+        try:
+            for _, _, writes in plans:
+                for w in writes:
+                    self.io.write(w.path, w.value)
+                    done.append(w)
+        except BaseException as e:
+            with interrupts.deferred():  # a second signal cannot cut the rollback short
+                failed = self._rollback(plans)
+                back = [k for k in new if k not in failed]
+                self.store.forget(self.device_id, back)
+                self._session_new.difference_update(back)
+                for p in added:
+                    if p not in failed:
+                        self._session_before.pop(p, None)
+                if not self._session_before:
+                    self._end_session()
+            if not isinstance(e, (DeviceError, OSError)):
+                raise  # interrupts and bugs pass on as they are; what could not be put back stays tracked
+            if not failed:
+                msg = f"; rolled back the {len(done)} value(s) already written" if done else ""
+            else:
+                msg = f"; ROLLBACK FAILED for {', '.join(failed)}: run `polythrottle restore --device jetson`"
+            if isinstance(e, DeviceError):
+                raise type(e)(f"{e}{msg}") from None
+            raise DeviceError(f"{e}{msg}") from None
+        self.last_writes = done
+        if self._keep_mode:
+            self._seal()
+
+    def _claim(self) -> None:
+        """Under the store lock, before this object's first write of a session: settings a crashed run
+        left behind (saved originals whose owner is dead and did not keep them) are restored first,
+        with a warning, so this session never takes a crash's clocks for the board's own; a live
+        process that holds unkept changes (a tune, the daemon) makes this one refuse (DeviceBusyError)."""
+        if self._prior_meta is not None:
+            return
         state = self.store.load(self.device_id)
         if state is None or not state.originals:
             self._prior_meta = {}
             return
-        owner = state.meta.get("pid")
-        if not state.meta.get("kept") and isinstance(owner, int) and owner != os.getpid() and not _alive(owner):
-            print(f"polythrottle: warning: restoring {len(state.originals)} setting(s) left by a run that did "
-                  f"not finish (pid {owner})", file=sys.stderr)
-            self.restore_saved()
+        kept = state.meta.get("kept") is True
+        owner = _pid(state.meta.get("pid"))
+        if kept or owner == os.getpid():
+            self._prior_meta = {"kept": kept, "pid": owner or 0}
             return
-        self._prior_meta = {"kept": bool(state.meta.get("kept")), "pid": owner}
+        self._check_not_busy(owner, state.meta.get("started"))
+        values = self._checked_originals(state.originals)  # a tampered file is refused before the warning
+        print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
+              f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
+        self._restore_saved_locked(values)
+        self._prior_meta = {}
+
+    def _check_not_busy(self, owner: int | None, started: Any = None) -> None:
+        """DeviceBusyError if ``owner`` is another live process (the same one that saved the originals:
+        a pid reused by an unrelated process since, whose start time differs, does not count)."""
+        if owner is not None and owner != os.getpid() and owner_alive(owner, started):
+            raise DeviceBusyError(
+                f"another polythrottle process (pid {owner}) is changing the settings of {self.device_id}; "
+                "wait for it to finish or stop it (it restores them when it stops)"
+            )
+
+    def _seal(self) -> None:
+        """Hand what this session applied over to the saved originals as kept (see ``keep``)."""
+        if not self._session_before:
+            return
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            if self.store.originals(self.device_id):
+                self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
+                                                             "started": process_start(os.getpid())})
+            self._session_before.clear()
+            self._session_new.clear()
+            self._prior_meta = None
+            interrupts.kept(self)
+
+    def _end_session(self) -> None:
+        """Everything this session changed is back: ownership returns to whoever had it before."""
+        if self._prior_meta and self.store.originals(self.device_id):
+            self.store.record(self.device_id, {}, meta=self._prior_meta)
+        self._prior_meta = None
+        interrupts.clean(self)
 
     def keep(self) -> None:
-        """Leave what was applied in place: close() will not restore it, nor will the next run take it for
-        a crash's leftovers. ``polythrottle restore`` still puts the originals back."""
-        if self.store.originals(self.device_id):
-            self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid()})
-        self._session_before.clear()
-        self._session_new.clear()
+        """Leave what is applied, and what later ``apply`` calls set, in place: close() will not restore
+        it, nor will the next run take it for a crash's leftovers. An apply that fails or is
+        interrupted is still rolled back. ``polythrottle restore`` puts the originals back."""
+        self._keep_mode = True
+        self._seal()
 
-    def _rollback(self, plans: list[tuple[ClockControl, dict[str, str], list[Write]]], done: list[Write]) -> list[str]:
-        """Undo ``done`` (control by control, kernel order). Returns the paths that could not be put back."""
+    def _rollback(self, plans: list[tuple[ClockControl, dict[str, str], list[Write]]]) -> list[str]:
+        """Put every file of ``plans`` back to its value before this apply, judging what changed by what
+        the files say now (a write interrupted after the kernel took it counts). Returns the paths that
+        could not be put back."""
         failed: list[str] = []
         for c, before, _ in reversed(plans):
-            current = dict(before)
-            current.update({w.path: w.value for w in done if w.path in before})
-            failed += self._write_best_effort(c.writes(before, current))
+            bad: list[str] = []
+            for _attempt in range(2):  # a write refused once (a transient error) is tried again
+                try:
+                    current = c.read_state()
+                except DeviceError:
+                    current = {}  # unreadable: write every value back
+                bad = self._write_best_effort(c.writes(before, current))
+                if not bad:
+                    break
+            failed += bad
         return failed
 
     def _write_best_effort(self, writes: list[Write]) -> list[str]:
@@ -304,8 +380,8 @@ class JetsonDevice(Device):
         return failed
 
     def _put_back(self, values: Mapping[str, str]) -> tuple[list[str], list[str]]:
-        """Write ``values`` (path -> text) back, control by control in kernel order, then any other
-        path as saved. Returns (paths restored, paths that failed)."""
+        """Write ``values`` (path -> text, already checked) back, control by control in kernel order,
+        then any other path as saved. Returns (paths restored, paths that failed)."""
         restored: list[str] = []
         failed: list[str] = []
         handled: set[str] = set()
@@ -330,16 +406,17 @@ class JetsonDevice(Device):
         return restored, failed
 
     def restore(self) -> None:
-        """Put back what this process changed (values as they were when it first wrote them)."""
+        """Put back what this process changed (values as they were when it first wrote them). Signals
+        are deferred until it is done."""
         if not self._session_before:
             return
-        with self.store.lock(self.device_id):
-            restored, failed = self._put_back(self._session_before)
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            _, failed = self._put_back(self._session_before)
             self.store.forget(self.device_id, [k for k in self._session_new if k not in failed])
-            if self._prior_meta and not failed and self.store.originals(self.device_id):
-                self.store.record(self.device_id, {}, meta=self._prior_meta)  # hand ownership back
             self._session_before = {p: v for p, v in self._session_before.items() if p in failed}
             self._session_new &= set(failed)
+            if not self._session_before:
+                self._end_session()
         if failed:
             raise DeviceError(
                 f"could not restore {', '.join(failed)}; the originals stay saved in {self.store.directory}: "
@@ -347,25 +424,94 @@ class JetsonDevice(Device):
             )
 
     def restore_saved(self) -> list[str]:
-        """Put back every saved original (also after a crash) and forget them. Returns paths restored."""
+        """Put back every saved original (also after a crash) and forget them. Returns paths restored.
+
+        Every entry is checked first (a file this board's layout owns, under the root, an integer
+        value): a tampered file is refused whole (SavedStateError, exit 2) and nothing is written.
+        Refused (DeviceBusyError) while another live process holds unkept changes. Signals are
+        deferred until it is done."""
         if not self.io.writes_allowed:
             raise BadInputError("--no-clock-control: restoring would write clock settings; run without it")
-        with self.store.lock(self.device_id):
-            saved = self.store.originals(self.device_id)
-            if not saved:
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            state = self.store.load(self.device_id)
+            if state is None or not state.originals:
                 return []
-            for p in saved:
-                if self.io.exists(p) and not self.io.writable(p):
-                    raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")
-            restored, failed = self._put_back({p: str(v) for p, v in saved.items()})
-            self.store.forget(self.device_id, restored)
-            self._session_before.clear()
-            self._session_new.clear()
+            if state.meta.get("kept") is not True:
+                self._check_not_busy(_pid(state.meta.get("pid")), state.meta.get("started"))
+            return self._restore_saved_locked(state.originals)
+
+    def _restore_saved_locked(self, saved: Mapping[str, Any]) -> list[str]:
+        values = self._checked_originals(saved)
+        for p in values:
+            if self.io.exists(p) and not self.io.writable(p):
+                raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")
+        interrupts.changed(self)  # until it is done: a failure is reported, never "restored"
+        restored, failed = self._put_back(values)
+        self.store.forget(self.device_id, restored)
+        self._session_before.clear()
+        self._session_new.clear()
+        self._prior_meta = None
         if failed:
+            self._session_before.update({p: values[p] for p in failed})
             raise DeviceError(
                 f"could not restore {', '.join(failed)}; they stay saved in {self.store.path(self.device_id)}"
             )
+        interrupts.clean(self)
         return restored
+
+    def owned_files(self) -> tuple[set[str], tuple[re.Pattern[str], ...]]:
+        """Board paths a saved original may name: every file of this board's clock controls and of the
+        profile's candidate GPU/EMC paths, and the cpufreq limits of any CPU policy (an offline
+        cluster's too). Exact paths and patterns."""
+        exact = {f for c in self.controls.values() for f in c.files()}
+        gpu_min = self.layout.gpu_files.get("min", "min_freq")
+        gpu_max = self.layout.gpu_files.get("max", "max_freq")
+        for d in self.layout.gpu_dirs:
+            exact |= {f"{d}/{gpu_min}", f"{d}/{gpu_max}"}
+        for proto in self.layout.emc:
+            exact |= {proto.rate_path, proto.lock_path}
+        cpu = re.escape(self.layout.cpu_root.rstrip("/"))
+        patterns = (re.compile(rf"{cpu}/cpufreq/policy\d+/scaling_(min|max)_freq"),
+                    re.compile(rf"{cpu}/cpu\d+/cpufreq/scaling_(min|max)_freq"))
+        return exact, patterns
+
+    def _checked_originals(self, saved: Mapping[str, Any]) -> dict[str, str]:
+        """``saved`` as path -> text once every entry is known to be safe to write back; else
+        SavedStateError naming the first bad entry (nothing is written)."""
+        exact, patterns = self.owned_files()
+        where = self.store.path(self.device_id)
+
+        def owned(p: str) -> bool:
+            return p in exact or any(r.fullmatch(p) for r in patterns)
+
+        real_exact = set()
+        for f in exact:
+            try:
+                real_exact.add(self.io.resolve(f))
+            except DeviceError:
+                continue
+        out: dict[str, str] = {}
+        for p, v in saved.items():
+            what = f"saved originals {where}: entry {brief(p, 100)}"
+            if not isinstance(p, str) or not p.startswith("/") or posixpath.normpath(p) != p or "/../" in p + "/":
+                raise SavedStateError(f"{what} is not a plain absolute path; refusing to restore (nothing written)")
+            if not owned(p):
+                raise SavedStateError(f"{what} is not a clock file of {self.layout.profile}; refusing to restore "
+                                      "(nothing written)")
+            try:
+                real = self.io.resolve(p)
+            except DeviceError:
+                raise SavedStateError(f"{what} resolves outside {self.io.root}; refusing to restore "
+                                      "(nothing written)") from None
+            if real != p and real not in real_exact and not any(r.fullmatch(real) for r in patterns):
+                raise SavedStateError(f"{what} is a link to {brief(real, 100)}, not a clock file; refusing to "
+                                      "restore (nothing written)")
+            text = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+            if text is None or not _INT_TEXT.fullmatch(text.strip()):
+                raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; refusing to restore "
+                                      "(nothing written)")
+            out[p] = text.strip()
+        return out
 
     def measure(self) -> Measurement:
         """Measure the workload under the applied config (warm-up, windows, latency percentile, repeats)."""
@@ -398,15 +544,16 @@ class JetsonDevice(Device):
     # ----- reporting ----------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {"profile": self.layout.profile, "model": self.model or "", "root": str(self.io.root),
-                "pid": os.getpid(), "kept": False}
+                "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
 
     def current(self) -> dict[str, float]:
-        """Current knob values (MHz) as the kernel files say."""
+        """Current knob values (MHz) as the kernel files say (a clock whose files are unreadable or hold
+        no number just now is left out)."""
         out: dict[str, float] = {}
         for c in self.controls.values():
             try:
                 out.update(c.current_mhz())
-            except DeviceError:
+            except (DeviceError, ValueError, KeyError):
                 continue
         return out
 
@@ -463,14 +610,12 @@ class JetsonDevice(Device):
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+_INT_TEXT = re.compile(r"-?\d{1,20}")
+
+
+def _pid(value: Any) -> int | None:
+    """A saved owner pid, or None when it is missing or not a positive integer (tampered)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _jtop_status() -> tuple[bool, str]:

@@ -25,6 +25,8 @@ counter; plus CPU package energy from RAPL when it is readable (both reported in
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,19 +35,21 @@ from typing import Any
 import numpy as np
 import pynvml
 
+from polythrottle import interrupts
 from polythrottle.clocks import CpufreqControl, Write, execute_writes
+from polythrottle.clocks.cpufreq import CPU_ROOT
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.energy.base import EnergyMeter
 from polythrottle.energy.combined import CombinedMeter
 from polythrottle.energy.nvml import NvmlEnergyMeter, NvmlPowerMeter, nvml_reason
-from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, UnsupportedError, brief
 from polythrottle.harness import HarnessSettings, measure
 from polythrottle.identity import DeviceIdentity, slug
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
-from polythrottle.state import StateStore
+from polythrottle.state import SavedStateError, StateStore, process_start
 from polythrottle.sysfs import ROOT_HINT
 
 MAX_GPU_STEPS = 16
@@ -56,6 +60,11 @@ HARDWARE_KNOBS = ("gpu_mhz", "mem_mhz", "power_limit_w", "cpu_mhz")
 # Saved-originals keys and how each is put back.
 GPU_LOCK, MEM_LOCK, POWER_LIMIT = "nvml.gpu_locked_clocks", "nvml.mem_locked_clocks", "nvml.power_limit_mw"
 RESET = "reset"
+MAX_POWER_LIMIT_MW = 10_000_000  # 10 kW: far above any GPU; a larger saved value is not a power limit
+
+
+def _meta() -> dict[str, Any]:
+    return {"pid": os.getpid(), "started": process_start(os.getpid())}
 
 
 def _refusal(e: Exception) -> bool:
@@ -255,7 +264,7 @@ class NvmlDevice(Device):
         if locked:
             self.knob_status.append(KnobStatus("cpu_mhz", False, f"cannot write {locked[0]} ({ROOT_HINT})"))
             return
-        steps = [int(round(x)) for x in self.cpu.steps_mhz()]
+        steps = [round(x) for x in self.cpu.steps_mhz()]
         if len(steps) < 2:
             self.knob_status.append(KnobStatus("cpu_mhz", False, "cpufreq lists fewer than 2 frequencies"))
             return
@@ -339,19 +348,51 @@ class NvmlDevice(Device):
         return space.normalize(cfg)
 
     def apply(self, config: Mapping[str, Value]) -> None:
-        """Validate ``config`` fully, then set hardware knobs (memory clock first), then software."""
+        """Validate ``config`` fully, then set hardware knobs (memory clock first), then software. On any
+        exception (an NVML error, KeyboardInterrupt, SystemExit) the knobs this apply set are put back
+        to what they were before it, signals deferred meanwhile."""
         cfg = self.space().normalize(config)  # raises BadInputError before any write
-        for name in ("cpu_mhz", "power_limit_w", "mem_mhz", "gpu_mhz"):
-            if name in self.hw and self._applied.get(name) != cfg[name]:
-                k = self.hw[name]
-                self.store.record(self.device_id, k.originals())  # only the first value is kept
-                try:
-                    k.set(int(cfg[name]))
-                except pynvml.NVMLError as e:
-                    raise nvml_error(f"setting {name}={cfg[name]}", e) from None
-                self._applied[name] = cfg[name]
+        before = dict(self._applied)
+        touched: list[str] = []
+        try:
+            for name in ("cpu_mhz", "power_limit_w", "mem_mhz", "gpu_mhz"):
+                if name in self.hw and self._applied.get(name) != cfg[name]:
+                    k = self.hw[name]
+                    with interrupts.deferred():
+                        self.store.record(self.device_id, k.originals(), meta=_meta())  # first value kept
+                        interrupts.changed(self)
+                    touched.append(name)
+                    try:
+                        k.set(int(cfg[name]))
+                    except pynvml.NVMLError as e:
+                        raise nvml_error(f"setting {name}={cfg[name]}", e) from None
+                    self._applied[name] = cfg[name]
+        except BaseException:
+            with interrupts.deferred():
+                self._undo(touched, before)
+            raise
         if self._live is not None:
             self._live.set_config(cfg)
+        if self._keep and self._applied:
+            interrupts.kept(self)
+
+    def _undo(self, touched: list[str], before: Mapping[str, Value]) -> None:
+        """Put the knobs ``touched`` back to ``before`` (this process's earlier value) or, for a knob this
+        process had not set, to its saved original. Best effort: what fails stays saved for ``restore``."""
+        for name in reversed(touched):
+            try:
+                if name in before:
+                    self.hw[name].set(int(before[name]))
+                    self._applied[name] = before[name]
+                else:
+                    keys = list(self.hw[name].originals())
+                    saved = self.store.originals(self.device_id)
+                    self._restore_values({k: saved[k] for k in keys if k in saved})
+                    self._applied.pop(name, None)
+            except (pynvml.NVMLError, DeviceError):
+                continue
+        if not self._applied and not self.store.originals(self.device_id):
+            interrupts.clean(self)
 
     def measure(self) -> Measurement:
         if self._live is None or self.meter is None:
@@ -377,27 +418,72 @@ class NvmlDevice(Device):
         return out
 
     def restore(self) -> None:
-        """Put back every hardware setting this process (or a crashed one) changed, unless kept."""
+        """Put back every hardware setting this process (or a crashed one) changed, unless kept. Signals
+        are deferred until it is done."""
         if not self._nvml_up or not hasattr(self, "store") or self._keep:
             return
-        left = self.store.originals(self.device_id)
-        if left and self.guard.allowed:
-            self._restore_values(left)
-        self._applied.clear()
+        with interrupts.deferred():
+            left = self.store.originals(self.device_id)
+            if left and self.guard.allowed:
+                self._restore_values(left)
+            self._applied.clear()
+            interrupts.clean(self)
 
     def keep(self) -> None:
-        """Leave the applied settings on close (``tune --apply``); originals stay saved for ``restore``."""
+        """Leave the applied settings on close (``apply``, ``tune --apply``), also those a later ``apply``
+        sets; originals stay saved for ``restore``. A failed or interrupted apply is still undone."""
         self._keep = True
+        if self._applied:
+            interrupts.kept(self)
 
     def restore_saved(self) -> list[str]:
         """Put back every saved original (this run's or a crashed one's); returns what was restored.
-        Raises ClockControlDisabledError with --no-clock-control (a restore is a write)."""
-        left = self.store.originals(self.device_id)
-        if left:
-            self._restore_values(left)
+        Raises ClockControlDisabledError with --no-clock-control (a restore is a write), SavedStateError
+        (exit 2, nothing written) for a tampered entry."""
+        with interrupts.deferred():
+            left = self.store.originals(self.device_id)
+            if left:
+                self._restore_values(left)
+            interrupts.clean(self)
         return list(left)
 
+    def _checked(self, originals: Mapping[str, Any]) -> dict[str, Any]:
+        """``originals`` once every entry is a setting this device owns with a value of the right kind:
+        the three NVML settings, cpufreq limits of a CPU policy (under the root, no ``..``, no link out
+        of it). Else SavedStateError naming the entry; nothing is written."""
+        where = self.store.path(self.device_id)
+        io = self.guard.io
+        cpu = re.escape(CPU_ROOT)
+        files = (re.compile(rf"{cpu}/cpufreq/policy\d+/scaling_(min|max)_freq"),
+                 re.compile(rf"{cpu}/cpu\d+/cpufreq/scaling_(min|max)_freq"))
+        for key, value in originals.items():
+            what = f"saved originals {where}: entry {brief(key, 100)}"
+            if key.startswith("/"):
+                if posixpath.normpath(key) != key or not any(r.fullmatch(key) for r in files):
+                    raise SavedStateError(f"{what} is not a cpufreq limit; refusing to restore (nothing written)")
+                try:
+                    real = io.resolve(key)
+                except DeviceError:
+                    raise SavedStateError(f"{what} resolves outside {io.root}; refusing to restore") from None
+                if not any(r.fullmatch(real) for r in files):
+                    raise SavedStateError(f"{what} is a link to {brief(real, 100)}; refusing to restore")
+                if isinstance(value, bool) or not re.fullmatch(r"\d{1,12}", str(value).strip()):
+                    raise SavedStateError(f"{what} has the value {brief(value, 40)}; refusing to restore")
+            elif key in (GPU_LOCK, MEM_LOCK):
+                if value != RESET:
+                    raise SavedStateError(f"{what} has the value {brief(value, 40)}, not {RESET!r}; refusing "
+                                          "to restore")
+            elif key == POWER_LIMIT:
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_POWER_LIMIT_MW:
+                    raise SavedStateError(f"{what} has the value {brief(value, 40)}, not a power limit in mW; "
+                                          "refusing to restore")
+            else:
+                raise SavedStateError(f"{what} is not a setting of an NVIDIA GPU; refusing to restore "
+                                      "(nothing written)")
+        return dict(originals)
+
     def _restore_values(self, originals: Mapping[str, Any]) -> None:
+        originals = self._checked(originals)
         h, g = self.handle, self.guard
         errors = []
         files = {k: str(v) for k, v in originals.items() if k.startswith("/")}
@@ -420,7 +506,7 @@ class NvmlDevice(Device):
                 elif key == POWER_LIMIT:
                     g.nvml("nvmlDeviceSetPowerManagementLimit", h, int(value))
                 else:
-                    continue  # a key some other version wrote: leave it for that version
+                    continue
             except pynvml.NVMLError as e:
                 errors.append(f"{key}: {nvml_reason(e)}")
                 continue

@@ -17,7 +17,7 @@ import numpy as np
 
 from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.errors import BadInputError, DeviceError
+from polythrottle.errors import BadInputError, DeviceError, brief, clip
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
@@ -61,12 +61,12 @@ class ReplayTable:
         if not path.is_file():
             raise BadInputError(f"replay table {path} not found")
         try:
-            with path.open(newline="") as f:
+            with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
                 reader = csv.DictReader(f)
                 header = [h.strip() for h in (reader.fieldnames or [])]
                 raw_rows = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise BadInputError(f"replay table {path}: cannot read CSV ({e})") from None
+            raise BadInputError(f"replay table {path}: cannot read CSV ({clip(str(e), 120)})") from None
         if not header:
             raise BadInputError(f"replay table {path} is empty (no header)")
         if len(set(header)) != len(header):
@@ -91,8 +91,12 @@ class ReplayTable:
             for name in self.knob_names:
                 text = row.get(name)
                 if text is None or text == "":
-                    raise BadInputError(f"replay table {path}, line {lineno}: empty value for {name!r}")
-                vals.append(_parse_value(text))
+                    raise BadInputError(f"replay table {path}, line {lineno}: empty value for {brief(name, 40)}")
+                value = _parse_value(text)
+                if isinstance(value, float) and not math.isfinite(value) or "\x00" in text or len(text) > 200:
+                    raise BadInputError(f"replay table {path}, line {lineno}: {brief(name, 40)}={brief(text, 40)} "
+                                        "is not a knob value (a finite number or a name)")
+                vals.append(value)
             ms: list[float] = []
             for name in self.metric_names:
                 text = row.get(name)
@@ -103,10 +107,10 @@ class ReplayTable:
                     x = float(text)  # type: ignore[arg-type]
                 except (TypeError, ValueError):
                     raise BadInputError(
-                        f"replay table {path}, line {lineno}: {name}={text!r} is not a number"
+                        f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is not a number"
                     ) from None
                 if not math.isfinite(x) or (name in REQUIRED_METRICS and x <= 0) or x < 0:
-                    raise BadInputError(f"replay table {path}, line {lineno}: {name}={text!r} is out of range")
+                    raise BadInputError(f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is out of range")
                 ms.append(x)
             configs.append(tuple(vals))
             metrics.append(ms)

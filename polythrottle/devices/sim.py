@@ -21,7 +21,7 @@ from polythrottle.boards.profiles import load_profile
 from polythrottle.devices.base import DeviceInfo, KnobStatus
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.replay import ReplayDevice, ReplayTable
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.identity import DeviceIdentity
 from polythrottle.space import Config, Knob, SearchSpace
 from polythrottle.twin.model import Outcome, evaluate
@@ -71,7 +71,7 @@ class SimDevice(ReplayDevice):
         self.board = unit_board(board_from_profile(self.profile), unit)
         if workload not in self.board.workloads:
             raise BadInputError(
-                f"unknown workload {workload!r} for sim:{self.profile.name}; expected one of: "
+                f"unknown workload {brief(workload, 60)} for sim:{self.profile.name}; expected one of: "
                 + ", ".join(sorted(self.board.workloads))
             )
         self.workload = self.board.workloads[workload]
@@ -134,13 +134,13 @@ def parse_spec(arg: str) -> tuple[str, str, int]:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - {"gpu", "unit"})
         if unknown:
-            raise BadInputError(f"sim device: unknown option {unknown[0][:40]!r}; expected gpu=locked|range, unit=N")
+            raise BadInputError(f"sim device: unknown option {brief(unknown[0], 40)}; expected gpu=locked|range, unit=N")
         if "gpu" in params:
             mode = params["gpu"][-1]
         if "unit" in params:
             text = params["unit"][-1]
             if not text.isdigit() or int(text) > MAX_UNIT:
-                raise BadInputError(f"sim device: unit must be an integer from 0 to {MAX_UNIT}, got {text[:40]!r}")
+                raise BadInputError(f"sim device: unit must be an integer from 0 to {MAX_UNIT}, got {brief(text, 40)}")
             unit = int(text)
     return name, mode, unit
 

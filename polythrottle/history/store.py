@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from polythrottle.errors import brief
 from polythrottle.history.engine import make_engine, translate, writer
 from polythrottle.history.errors import HistoryError
 from polythrottle.history.migrate import ensure_schema
@@ -50,6 +51,7 @@ from polythrottle.history.records import (
     opt_float,
     to_json,
 )
+from polythrottle.history.rowcheck import RowCheck
 from polythrottle.history.schema import (
     MEASUREMENT_COLUMNS,
     TUNE_COLUMNS,
@@ -396,16 +398,19 @@ class HistoryStore:
         q = (sa.select(measurements, tunes.c.model_version, tunes.c.unit)
              .join(tunes, tunes.c.id == measurements.c.tune_id).where(where).order_by(measurements.c.id))
         rows = self._run("read measurements", lambda c: c.execute(q).mappings().all(), write=False)
-        return [
-            StoredMeasurement(
-                tune_id=r["tune_id"], model_version=r["model_version"], step=r["step"],
-                config=json.loads(r["config"]), energy_j=r["energy_j"], latency_ms=r["latency_ms"],
-                role=r["role"], measured_at=r["measured_at"], energy_rel_std=r["energy_rel_std"],
-                latency_rel_std=r["latency_rel_std"], extra=json.loads(r["extra"]) if r["extra"] else {},
-                unit=r["unit"],
-            )
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            row = RowCheck(self.url, f"measurement {r['id']}")
+            out.append(StoredMeasurement(
+                tune_id=r["tune_id"], model_version=row.text("model_version", r["model_version"]),
+                step=row.integer("step", r["step"]), config=row.config("config", r["config"]),
+                energy_j=row.positive("energy_j", r["energy_j"]), latency_ms=row.positive("latency_ms", r["latency_ms"]),
+                role=row.text("role", r["role"]), measured_at=row.number("measured_at", r["measured_at"]),
+                energy_rel_std=row.optional("energy_rel_std", r["energy_rel_std"]),
+                latency_rel_std=row.optional("latency_rel_std", r["latency_rel_std"]),
+                extra=row.mapping("extra", r["extra"]) if r["extra"] else {}, unit=row.text("unit", r["unit"]),
+            ))
+        return out
 
     def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None,
              unit: str | None = None) -> StoredBest | None:
@@ -419,13 +424,20 @@ class HistoryStore:
              .order_by(tunes.c.finished_at.desc(), tunes.c.id.desc()))
         rows = self._run("read best", lambda c: c.execute(q).mappings().all(), write=False)
         for r in rows:
-            if slo_ms is not None and not math.isclose(r["slo_ms"], slo_ms, rel_tol=1e-9):
+            row = RowCheck(self.url, f"tune {r['id']}")
+            stored_slo = row.positive("slo_ms", r["slo_ms"])
+            if slo_ms is not None and not math.isclose(stored_slo, slo_ms, rel_tol=1e-9):
                 continue
+            baseline = r["baseline_energy_j"]
             return StoredBest(
-                tune_id=r["id"], model_version=r["model_version"], slo_ms=r["slo_ms"],
-                config=json.loads(r["best_config"]), energy_j=r["best_energy_j"], latency_ms=r["best_latency_ms"],
-                finished_at=r["finished_at"], measurements=r["n"], baseline_energy_j=r["baseline_energy_j"],
-                warm_from=r["warm_from"], unit=r["unit"],
+                tune_id=r["id"], model_version=row.text("model_version", r["model_version"]), slo_ms=stored_slo,
+                config=row.config("best_config", r["best_config"]),
+                energy_j=row.positive("best_energy_j", r["best_energy_j"]),
+                latency_ms=row.positive("best_latency_ms", r["best_latency_ms"]),
+                finished_at=row.number("finished_at", r["finished_at"]), measurements=r["n"],
+                baseline_energy_j=None if baseline is None else row.positive("baseline_energy_j", baseline),
+                warm_from=None if r["warm_from"] is None else row.text("warm_from", r["warm_from"]),
+                unit=row.text("unit", r["unit"]),
             )
         return None
 
@@ -439,7 +451,11 @@ class HistoryStore:
              .where(self._key_where(key), self._unit_where(unit))
              .group_by(tunes.c.model_version).order_by(last, tunes.c.model_version))
         rows = self._run("read versions", lambda c: c.execute(q).all(), write=False)
-        return [VersionSummary(v, int(t), int(n), float(ts)) for v, t, n, ts in rows]
+        out = []
+        for v, t, n, ts in rows:
+            row = RowCheck(self.url, f"model version {brief(v, 40)}")
+            out.append(VersionSummary(row.text("model_version", v), int(t), int(n), row.number("measured_at", ts)))
+        return out
 
     def previous_version(self, key: HistoryKey, current: str, *, unit: str | None = None) -> str | None:
         """The most recently tuned model version other than ``current`` (None if there is none)."""
