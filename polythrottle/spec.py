@@ -61,9 +61,33 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
         return BadInputError(f"{field_name(name, face, source)}: unknown field")
     if err.get("type") == "missing":
         return BadInputError(f"{field_name(name, face, source)}: is required")
+    ctx = err.get("ctx") or {}
+    msg = _HOUSE_STYLE.get(str(err.get("type")), msg).format(**{k: shown(v) for k, v in ctx.items()})
     value = err.get("input")
     got = "" if value is None or isinstance(value, Mapping) else f", got {shown(value)}"
     return BadInputError(f"{field_name(name, face, source)}: {msg}{got}")
+
+
+_HOUSE_STYLE = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "string_too_short": "must not be empty",
+    "literal_error": "must be one of {expected}",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+}
+"""pydantic error types -> the project's one-line wording (``{ctx}`` values filled in, shortened)."""
 
 
 def _finite(x: float, what: str) -> float:
@@ -95,8 +119,11 @@ class TuneSpec(BaseModel):
     model_version: str | None = None
     model_files: tuple[Path, ...] = ()
     warm_start: bool = True
+    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
+    carbon_country: str | None = None
+    carbon_intensity_g_per_kwh: float | None = Field(None, ge=0)
 
-    @field_validator("slo_ms", "noise", "percentile", "window_s")
+    @field_validator("slo_ms", "noise", "percentile", "window_s", "carbon_intensity_g_per_kwh")
     @classmethod
     def _finite_numbers(cls, v: float | None) -> float | None:
         return None if v is None else _finite(v, "the value")
@@ -162,7 +189,8 @@ class TuneSpec(BaseModel):
 
         return DeviceOptions(workload=self.workload, noise=self.noise, seed=self.seed,
                              no_clock_control=self.no_clock_control, state_dir=self.state_dir,
-                             percentile=self.percentile, window_s=self.window_s, repeats=self.repeats)
+                             percentile=self.percentile, window_s=self.window_s, repeats=self.repeats,
+                             slo_metric=self.slo_metric)
 
 
 __all__ = ["Face", "TuneSpec", "field_name", "shown", "spec_error"]
