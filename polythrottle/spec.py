@@ -62,10 +62,17 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     if err.get("type") == "missing":
         return BadInputError(f"{field_name(name, face, source)}: is required")
     ctx = err.get("ctx") or {}
-    msg = _HOUSE_STYLE.get(str(err.get("type")), msg).format(**{k: shown(v) for k, v in ctx.items()})
+    msg = _HOUSE_STYLE.get(str(err.get("type")), msg).format(**{k: _ctx_text(v) for k, v in ctx.items()})
     value = err.get("input")
     got = "" if value is None or isinstance(value, Mapping) else f", got {shown(value)}"
     return BadInputError(f"{field_name(name, face, source)}: {msg}{got}")
+
+
+def _ctx_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}"
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
 _HOUSE_STYLE = {
