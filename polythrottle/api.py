@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.carbon import tune_extra
-from polythrottle.devices import DeviceOptions
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.history_tune import run_tune
 from polythrottle.space import Config, Value
+from polythrottle.spec import DeviceSpec, Face, TuneSpec
 from polythrottle.tuner import OnRecord, TuneResult
 
 if TYPE_CHECKING:
@@ -54,10 +54,14 @@ def open_device(
     changed on ``close()`` (also a context manager). Raises BadInputError for an unknown device or
     bad argument, DeviceError if it cannot be opened.
     """
-    opts = DeviceOptions(workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
-                         state_dir=None if state_dir is None else Path(state_dir), percentile=percentile,
-                         slo_metric=slo_metric)
-    return _open_device(spec, opts)
+    given = _given(device=spec, workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
+                   state_dir=state_dir, percentile=percentile, slo_metric=slo_metric)
+    return _open_device(spec, DeviceSpec.parse(given, Face.API).device_options())
+
+
+def _given(**kwargs: object) -> dict[str, object]:
+    """The keyword arguments that were given (None: the spec's default applies)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
@@ -157,8 +161,14 @@ def tune(
     if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
     ``co2_g_per_inference`` of the baseline and the pick. Raises BadInputError, DeviceError, HistoryError.
     """
-    carbon = resolve_carbon(carbon_country, carbon_intensity_g_per_kwh)  # a bad country fails before tuning
-    version = model_version_of(model_version, model_files, model)
+    spec = TuneSpec.parse({  # every argument checked, named as the keyword, before anything happens
+        "device": device if isinstance(device, str) else device.identity().device, "slo_ms": slo_ms,
+        "budget": budget, "optimizer": optimizer, "warm_start": warm_start, "baseline": baseline or {},
+        **_given(workload=workload, knobs=knobs, seed=seed, model_version=model_version, slo_metric=slo_metric,
+                 carbon_country=carbon_country, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh),
+    }, Face.API)
+    carbon = resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)  # a bad country fails first
+    version = model_version_of(spec.model_version, model_files, model)
     if slo_metric is not None and not isinstance(device, str):
         opened = device.info().details.get("slo metric", "batch")
         if opened != slo_metric:
@@ -169,8 +179,10 @@ def tune(
     try:
         dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
         try:
-            result = run_tune(dev, slo_ms, budget, store=store, model_version=version, warm_start=warm_start,
-                              optimizer=optimizer, knobs=knobs, baseline=baseline, seed=seed, on_record=on_record)
+            result = run_tune(dev, spec.slo_ms, spec.budget, store=store, model_version=version,
+                              warm_start=spec.warm_start, optimizer=spec.optimizer,
+                              knobs=list(spec.knobs) if spec.knobs else None, baseline=spec.baseline,
+                              seed=spec.seed, on_record=on_record)
             result.extra.update(tune_extra(carbon, result))
             return result
         finally:

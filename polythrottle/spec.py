@@ -55,6 +55,9 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     """The first problem of ``e`` as one line naming the field in ``face``'s terms."""
     err = e.errors()[0]
     loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]
+    if not loc:  # a rule across fields
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
     name = ".".join(loc) if loc else "spec"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
@@ -97,40 +100,84 @@ _HOUSE_STYLE = {
 """pydantic error types -> the project's one-line wording (``{ctx}`` values filled in, shortened)."""
 
 
+def _no_bool(v: Any) -> Any:
+    """True/False are not numbers here (pydantic would read True as 1)."""
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not true/false")
+    return v
+
+
 def _finite(x: float, what: str) -> float:
     if not math.isfinite(x):
         raise ValueError(f"{what} must be a finite number")
     return x
 
 
-class TuneSpec(BaseModel):
-    """Everything a tune needs; see README "Using it" for each field. Units in names."""
+class DeviceSpec(BaseModel):
+    """How to open a device: which one, what it measures and how (``profile``, ``apply``, ``restore``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     device: str = Field(min_length=1)
     workload: str | None = None
-    slo_ms: float = Field(gt=0)
-    knobs: tuple[str, ...] | None = None
-    baseline: dict[str, Scalar] = Field(default_factory=dict)
-    budget: int = Field(20, ge=2)
-    optimizer: str = "cbo"
-    seed: int | None = Field(None, ge=0)
-    noise: float = Field(0.0, ge=0)
+    noise: float = Field(0.0, ge=0, le=10)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     percentile: float = Field(99.0, gt=0, le=100)
     window_s: float | None = Field(None, gt=0)
     repeats: int | None = Field(None, ge=1)
     no_clock_control: bool = False
     state_dir: Path | None = None
+    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
+
+    @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
+    @classmethod
+    def _numbers_not_bools(cls, v: Any) -> Any:
+        return _no_bool(v)
+
+    @field_validator("noise", "percentile", "window_s")
+    @classmethod
+    def _finite_measure(cls, v: float | None) -> float | None:
+        return None if v is None else _finite(v, "the value")
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], face: Face = Face.API, source: str = "") -> Any:
+        """Validate ``data``; raises BadInputError naming the field in ``face``'s terms."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as e:
+            raise spec_error(e, face, source) from None
+
+    def device_options(self) -> Any:
+        """The ``polythrottle.devices.DeviceOptions`` this spec opens its device with."""
+        from polythrottle.devices import DeviceOptions
+
+        return DeviceOptions(workload=self.workload, noise=self.noise, seed=self.seed,
+                             no_clock_control=self.no_clock_control, state_dir=self.state_dir,
+                             percentile=self.percentile, window_s=self.window_s, repeats=self.repeats,
+                             slo_metric=self.slo_metric)
+
+
+class TuneSpec(DeviceSpec):
+    """Everything a tune needs; see README "Using it" for each field. Units in names."""
+
+    slo_ms: float = Field(gt=0)
+    knobs: tuple[str, ...] | None = None
+    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    budget: int = Field(20, ge=2)
+    optimizer: str = "cbo"
     history: str | Literal[False] | None = None
     model_version: str | None = None
     model_files: tuple[Path, ...] = ()
     warm_start: bool = True
-    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
     carbon_country: str | None = None
     carbon_intensity_g_per_kwh: float | None = Field(None, ge=0)
 
-    @field_validator("slo_ms", "noise", "percentile", "window_s", "carbon_intensity_g_per_kwh")
+    @field_validator("slo_ms", "budget", "carbon_intensity_g_per_kwh", mode="before")
+    @classmethod
+    def _tune_numbers_not_bools(cls, v: Any) -> Any:
+        return _no_bool(v)
+
+    @field_validator("slo_ms", "carbon_intensity_g_per_kwh")
     @classmethod
     def _finite_numbers(cls, v: float | None) -> float | None:
         return None if v is None else _finite(v, "the value")
@@ -182,22 +229,5 @@ class TuneSpec(BaseModel):
             raise ValueError("give model_version or model_files, not both")
         return self
 
-    @classmethod
-    def parse(cls, data: Mapping[str, Any], face: Face = Face.API, source: str = "") -> TuneSpec:
-        """Validate ``data``; raises BadInputError naming the field in ``face``'s terms."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as e:
-            raise spec_error(e, face, source) from None
 
-    def device_options(self) -> Any:
-        """The ``polythrottle.devices.DeviceOptions`` this spec opens its device with."""
-        from polythrottle.devices import DeviceOptions
-
-        return DeviceOptions(workload=self.workload, noise=self.noise, seed=self.seed,
-                             no_clock_control=self.no_clock_control, state_dir=self.state_dir,
-                             percentile=self.percentile, window_s=self.window_s, repeats=self.repeats,
-                             slo_metric=self.slo_metric)
-
-
-__all__ = ["Face", "TuneSpec", "field_name", "shown", "spec_error"]
+__all__ = ["DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]

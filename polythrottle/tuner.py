@@ -131,7 +131,7 @@ def _is_int(x: Any) -> bool:
 def check_seed(seed: Any) -> None:
     """BadInputError unless ``seed`` is None or an integer in [0, 2**32 - 1] (what every RNG accepts)."""
     if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
-        raise BadInputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
+        raise BadInputError(f"seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
 
 
 def knob_names(knobs: Any) -> list[str] | None:
@@ -169,9 +169,9 @@ class Tuner:
         seed: int | None = None,
     ) -> None:
         if not _is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
-            raise BadInputError(f"--slo-ms must be a positive number, got {brief(slo_ms, 40)}")
+            raise BadInputError(f"slo_ms must be a positive number, got {brief(slo_ms, 40)}")
         if not _is_int(budget) or budget < 2:
-            raise BadInputError(f"--budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
+            raise BadInputError(f"budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
         check_seed(seed)
         knobs = knob_names(knobs)
         if baseline is not None and not isinstance(baseline, Mapping):
@@ -196,7 +196,7 @@ class Tuner:
         self.baseline_config = self.full_space.normalize(default)
         tuned = list(knobs) if knobs else self.full_space.names
         if len(set(tuned)) != len(tuned):
-            raise BadInputError(f"--knobs lists a knob twice: {','.join(tuned)}")
+            raise BadInputError(f"knobs lists a knob twice: {','.join(tuned)}")
         self.space = self.full_space.restrict(tuned, self.baseline_config)
         self.tuned_knobs = tuned
         if isinstance(optimizer, str):

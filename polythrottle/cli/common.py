@@ -7,9 +7,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from polythrottle.devices import DeviceOptions
 from polythrottle.errors import BadInputError
+from polythrottle.space import parse_assignments
+from polythrottle.spec import DeviceSpec, Face, TuneSpec
 
 
 def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
@@ -35,30 +38,41 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                             "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
 
 
+_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
+                  "state_dir", "slo_metric")
+
+
+def _fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named arguments that were given (argparse's None means "not given": the spec's default applies)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def device_spec(args: argparse.Namespace) -> DeviceSpec:
+    """The device part of the declared spec from the arguments. Raises BadInputError naming the flag."""
+    return DeviceSpec.parse(_fields(args, _DEVICE_FIELDS), Face.CLI)
+
+
 def device_options(args: argparse.Namespace) -> DeviceOptions:
-    noise = getattr(args, "noise", 0.0)
-    if noise is not None and noise < 0:
-        raise BadInputError(f"--noise must be >= 0, got {noise}")
-    pct = getattr(args, "percentile", 99.0)
-    if not 0 < pct <= 100:
-        raise BadInputError(f"--percentile must be in (0, 100], got {pct}")
-    window_s = getattr(args, "window_s", None)
-    if window_s is not None and not window_s > 0:
-        raise BadInputError(f"--window-s must be > 0, got {window_s}")
-    repeats = getattr(args, "repeats", None)
-    if repeats is not None and repeats < 1:
-        raise BadInputError(f"--repeats must be >= 1, got {repeats}")
-    return DeviceOptions(
-        workload=getattr(args, "workload", None),
-        noise=noise or 0.0,
-        seed=getattr(args, "seed", None),
-        no_clock_control=bool(getattr(args, "no_clock_control", False)),
-        state_dir=getattr(args, "state_dir", None),
-        percentile=pct,
-        window_s=window_s,
-        repeats=repeats,
-        slo_metric=getattr(args, "slo_metric", None),
-    )
+    """How to open the device the arguments name (validated: ``device_spec``)."""
+    return device_spec(args).device_options()
+
+
+def tune_spec(args: argparse.Namespace) -> TuneSpec:
+    """The declared spec of a tune from ``tune``'s arguments. Raises BadInputError naming the flag."""
+    fields = _fields(args, (*_DEVICE_FIELDS, "slo_ms", "knobs", "budget", "optimizer", "model_version",
+                            "carbon_country"))
+    if getattr(args, "baseline", None):
+        fields["baseline"] = parse_assignments(args.baseline)
+    if getattr(args, "carbon_intensity", None) is not None:
+        fields["carbon_intensity_g_per_kwh"] = args.carbon_intensity
+    if getattr(args, "model_file", None):
+        fields["model_files"] = tuple(args.model_file)
+    if getattr(args, "no_history", False):
+        fields["history"] = False
+    elif getattr(args, "history", None) is not None:
+        fields["history"] = str(args.history)
+    fields["warm_start"] = not getattr(args, "no_warm_start", False)
+    return TuneSpec.parse(fields, Face.CLI)
 
 
 def parse_knob_list(text: str | None) -> list[str] | None:

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list, write_output
+from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
-from polythrottle.errors import BadInputError
 from polythrottle.optim import OPTIMIZERS
-from polythrottle.space import parse_assignments
 
 if TYPE_CHECKING:
     from polythrottle.tuner import TuneResult
@@ -60,25 +58,19 @@ def run(args: argparse.Namespace) -> int:
     from polythrottle.cli.render import LiveView, print_result  # rich rendering only when needed
     from polythrottle.history_tune import run_tune
 
-    if not args.slo_ms > 0:
-        raise BadInputError(f"--slo-ms must be positive, got {args.slo_ms}")
-    if args.budget < 2:
-        raise BadInputError(f"--budget must be at least 2, got {args.budget}")
-    if args.optimizer not in OPTIMIZERS:
-        raise BadInputError(f"unknown optimizer {args.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
-    knobs = parse_knob_list(args.knobs)
-    baseline = parse_assignments(args.baseline)
-    carbon = resolve(args.carbon_country, args.carbon_intensity)
+    spec = tune_spec(args)  # every argument checked before anything else happens
+    knobs = list(spec.knobs) if spec.knobs else None
+    carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
     store, model_version = open_history(args)
-    device = open_device(args.device, device_options(args))
+    device = open_device(spec.device, spec.device_options())
     keep = False
     try:
-        tune_args = dict(store=store, model_version=model_version, warm_start=not args.no_warm_start,
-                         optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
-        live = None if args.quiet else LiveView(Console(stderr=True), args.slo_ms, args.budget,
-                                                 device=args.device, knobs=knobs)
-        result = run_tune(device, args.slo_ms, args.budget, on_record=live.on_record if live else None,
+        tune_args = dict(store=store, model_version=model_version, warm_start=spec.warm_start,
+                         optimizer=spec.optimizer, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
+        live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
+                                                 device=spec.device, knobs=knobs)
+        result = run_tune(device, spec.slo_ms, spec.budget, on_record=live.on_record if live else None,
                           **tune_args)
         result.extra.update(tune_extra(carbon, result))
         payload = result.to_dict()

@@ -67,16 +67,16 @@ def check_options(o: DeviceOptions) -> None:
     from polythrottle.tuner import check_seed
 
     if not _real(o.noise) or not 0 <= o.noise <= MAX_NOISE:  # type: ignore[operator]
-        raise BadInputError(f"--noise must be a number from 0 to {MAX_NOISE:g}, got {brief(o.noise, 40)}")
+        raise BadInputError(f"noise must be a number from 0 to {MAX_NOISE:g}, got {brief(o.noise, 40)}")
     check_seed(o.seed)
     if o.workload is not None and (not isinstance(o.workload, str) or not o.workload.strip()):
-        raise BadInputError(f"--workload must be a non-empty string, got {brief(o.workload, 40)}")
+        raise BadInputError(f"workload must be a non-empty string, got {brief(o.workload, 40)}")
     if not _real(o.percentile) or not 0 < o.percentile <= 100:  # type: ignore[operator]
-        raise BadInputError(f"--percentile must be in (0, 100], got {brief(o.percentile, 40)}")
+        raise BadInputError(f"percentile must be in (0, 100], got {brief(o.percentile, 40)}")
     if o.window_s is not None and (not _real(o.window_s) or not o.window_s > 0):  # type: ignore[operator]
-        raise BadInputError(f"--window-s must be a positive number, got {brief(o.window_s, 40)}")
+        raise BadInputError(f"window_s must be a positive number, got {brief(o.window_s, 40)}")
     if o.repeats is not None and (isinstance(o.repeats, bool) or not isinstance(o.repeats, int) or o.repeats < 1):
-        raise BadInputError(f"--repeats must be an integer >= 1, got {brief(o.repeats, 40)}")
+        raise BadInputError(f"repeats must be an integer >= 1, got {brief(o.repeats, 40)}")
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -98,9 +98,9 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
         )
     metric = getattr(options, "slo_metric", None)
     if metric is not None and metric not in ("batch", *LIVE_ONLY_METRICS):
-        raise BadInputError(f"--slo-metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")
+        raise BadInputError(f"slo_metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")
     if metric in LIVE_ONLY_METRICS and scheme in ("sim", "replay"):
-        raise BadInputError(f"--slo-metric {metric} applies to live workloads (nvml, jetson), not to {scheme} devices")
+        raise BadInputError(f"slo_metric {metric} applies to live workloads (nvml, jetson), not to {scheme} devices")
     try:
         module = importlib.import_module(SCHEMES[scheme])
     except ModuleNotFoundError as e:
