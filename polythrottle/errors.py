@@ -76,6 +76,13 @@ def brief(value: object, limit: int = 80) -> str:
     return clip(text, limit)
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a library said,
+    without the stack of context lines some of them add."""
+    text = str(e).strip().splitlines()
+    return text[0].strip() if text else type(e).__name__
+
+
 def clip(text: str, limit: int = 300) -> str:
     """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
     one = " ".join(str(text).split())

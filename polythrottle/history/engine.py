@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from polythrottle.errors import first_line
 from polythrottle.history.errors import HistoryError, HistoryUnavailable
 from polythrottle.history.target import HistoryTarget
 
@@ -66,10 +67,6 @@ def writer(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0].strip() if text else type(e).__name__
-
 
 def is_disconnect(e: BaseException) -> bool:
     """Whether a PostgreSQL error means the server is out of reach (worth a retry or the spool)."""
@@ -98,7 +95,7 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
     if isinstance(e, HistoryError):
         return e
     orig = getattr(e, "orig", None) or e
-    msg = target.scrub(_first_line(orig))
+    msg = target.scrub(first_line(orig))
     where = f"history database {target.display}"
     if target.is_sqlite:
         low = msg.lower()

@@ -21,8 +21,6 @@ exit 2), never a traceback; a PostgreSQL server out of reach raises ``HistoryUna
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sqlite3
 import time
@@ -35,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from polythrottle.errors import brief
+from polythrottle.history import queries, sqlite_file
 from polythrottle.history.engine import make_engine, translate, writer
 from polythrottle.history.errors import HistoryError
 from polythrottle.history.migrate import ensure_schema
@@ -51,7 +49,6 @@ from polythrottle.history.records import (
     opt_float,
     to_json,
 )
-from polythrottle.history.rowcheck import RowCheck
 from polythrottle.history.schema import (
     MEASUREMENT_COLUMNS,
     TUNE_COLUMNS,
@@ -59,7 +56,6 @@ from polythrottle.history.schema import (
     tunes,
 )
 from polythrottle.history.target import HistoryTarget, parse_target
-from polythrottle.history.version import APPLICATION_ID, SCHEMA_VERSION
 from polythrottle.space import Value
 
 T = TypeVar("T")
@@ -83,11 +79,12 @@ class HistoryStore:
         self.timeout_s = float(timeout_s)
         self._tune_cids: dict[int, str] = {}
         if self.target.is_sqlite:
-            self._prepare_sqlite_file(create)
+            assert self.target.path is not None
+            sqlite_file.prepare(self.target.path, create)
         self._engine = make_engine(self.target, timeout_s)
         self._writer = writer(self._engine)
         try:
-            user_version = self._check_sqlite() if self.target.is_sqlite else 0
+            user_version = sqlite_file.check(self._engine, self.url) if self.target.is_sqlite else 0
             ensure_schema(self._engine, self._writer, self.target, user_version)
         except BaseException as e:
             self._engine.dispose()
@@ -112,45 +109,6 @@ class HistoryStore:
 
     def __repr__(self) -> str:
         return f"HistoryStore({self.url!r})"
-
-    def _prepare_sqlite_file(self, create: bool) -> None:
-        path = self.target.path
-        assert path is not None
-        if path.exists() and not path.is_file():
-            raise HistoryError(f"history database {path} is not a regular file")
-        if not path.exists():
-            if not create:
-                raise HistoryError(f"no history database at {path}")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise HistoryError(f"history database {path}: cannot create its directory ({e.strerror})") from None
-
-    def _check_sqlite(self) -> int:
-        """Refuse a file that is not ours, newer or corrupt; switch on WAL. Returns its user_version."""
-        raw = self._engine.raw_connection()
-        try:
-            c = raw.driver_connection
-            assert c is not None
-            app_id = c.execute("PRAGMA application_id").fetchone()[0]
-            version = c.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if app_id != APPLICATION_ID and (tables or version):
-                raise HistoryError(f"{self.url} is not a PolyThrottle history database")
-            if version > SCHEMA_VERSION:
-                raise HistoryError(
-                    f"history database {self.url} has schema version {version}, newer than this PolyThrottle "
-                    f"supports ({SCHEMA_VERSION}); upgrade PolyThrottle or use another history file"
-                )
-            quick = c.execute("PRAGMA quick_check").fetchone()[0]
-            if quick != "ok":
-                raise HistoryError(f"history database {self.url} is corrupt ({quick}); move it away to start a new history")
-            mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise HistoryError(f"history database {self.url}: cannot enable write-ahead logging (got {mode})")
-            return int(version)
-        finally:
-            raw.close()
 
     def _run(self, what: str, fn: Callable[[sa.Connection], T], *, write: bool) -> T:
         """``fn(conn)`` in one transaction (committed on return); one retry if a PostgreSQL connection
@@ -379,83 +337,24 @@ class HistoryStore:
         self._tune_cids = {i: c for i, c in self._tune_cids.items() if c not in set(tune_client_ids)}
 
     # ----- reads ------------------------------------------------------------------------------
-    @staticmethod
-    def _key_where(key: HistoryKey) -> sa.ColumnElement[bool]:
-        return sa.and_(tunes.c.device == key.device, tunes.c.workload == key.workload, tunes.c.space == key.space)
-
-    @staticmethod
-    def _unit_where(unit: str | None) -> sa.ColumnElement[bool]:
-        """``unit``'s own history: its rows and the rows of unknown unit (""). None: every unit."""
-        return sa.true() if unit is None else tunes.c.unit.in_([unit, ""])
-
     def observations(self, key: HistoryKey, *, model_version: str | None = None,
                      unit: str | None = None) -> list[StoredMeasurement]:
         """Every stored measurement for ``key`` (of one model version, or of all; of one unit's own
-        history, or of every unit), oldest first."""
-        where = sa.and_(self._key_where(key), self._unit_where(unit))
-        if model_version is not None:
-            where = sa.and_(where, tunes.c.model_version == model_version)
-        q = (sa.select(measurements, tunes.c.model_version, tunes.c.unit)
-             .join(tunes, tunes.c.id == measurements.c.tune_id).where(where).order_by(measurements.c.id))
-        rows = self._run("read measurements", lambda c: c.execute(q).mappings().all(), write=False)
-        out = []
-        for r in rows:
-            row = RowCheck(self.url, f"measurement {r['id']}")
-            out.append(StoredMeasurement(
-                tune_id=r["tune_id"], model_version=row.text("model_version", r["model_version"]),
-                step=row.integer("step", r["step"]), config=row.config("config", r["config"]),
-                energy_j=row.positive("energy_j", r["energy_j"]), latency_ms=row.positive("latency_ms", r["latency_ms"]),
-                role=row.text("role", r["role"]), measured_at=row.number("measured_at", r["measured_at"]),
-                energy_rel_std=row.optional("energy_rel_std", r["energy_rel_std"]),
-                latency_rel_std=row.optional("latency_rel_std", r["latency_rel_std"]),
-                extra=row.mapping("extra", r["extra"]) if r["extra"] else {}, unit=row.text("unit", r["unit"]),
-            ))
-        return out
+        history, or of every unit), oldest first. A row of the wrong types: HistoryError (one line)."""
+        return self._run("read measurements", lambda c: queries.observations(c, self.url, key, model_version, unit),
+                         write=False)
 
     def best(self, key: HistoryKey, *, model_version: str, slo_ms: float | None = None,
              unit: str | None = None) -> StoredBest | None:
         """The recommendation of the latest finished tune of ``key``/``model_version`` (for ``slo_ms``
         when given; of ``unit``'s own history when given) that found a feasible config; None if none."""
-        n = (sa.select(sa.func.count()).select_from(measurements).where(measurements.c.tune_id == tunes.c.id)
-             .scalar_subquery())
-        q = (sa.select(tunes, n.label("n"))
-             .where(self._key_where(key), self._unit_where(unit), tunes.c.model_version == model_version,
-                    tunes.c.status == "done", tunes.c.best_config.is_not(None))
-             .order_by(tunes.c.finished_at.desc(), tunes.c.id.desc()))
-        rows = self._run("read best", lambda c: c.execute(q).mappings().all(), write=False)
-        for r in rows:
-            row = RowCheck(self.url, f"tune {r['id']}")
-            stored_slo = row.positive("slo_ms", r["slo_ms"])
-            if slo_ms is not None and not math.isclose(stored_slo, slo_ms, rel_tol=1e-9):
-                continue
-            baseline = r["baseline_energy_j"]
-            return StoredBest(
-                tune_id=r["id"], model_version=row.text("model_version", r["model_version"]), slo_ms=stored_slo,
-                config=row.config("best_config", r["best_config"]),
-                energy_j=row.positive("best_energy_j", r["best_energy_j"]),
-                latency_ms=row.positive("best_latency_ms", r["best_latency_ms"]),
-                finished_at=row.number("finished_at", r["finished_at"]), measurements=r["n"],
-                baseline_energy_j=None if baseline is None else row.positive("baseline_energy_j", baseline),
-                warm_from=None if r["warm_from"] is None else row.text("warm_from", r["warm_from"]),
-                unit=row.text("unit", r["unit"]),
-            )
-        return None
+        return self._run("read best", lambda c: queries.best(c, self.url, key, model_version, slo_ms, unit),
+                         write=False)
 
     def model_versions(self, key: HistoryKey, *, unit: str | None = None) -> list[VersionSummary]:
         """Model versions with at least one measurement for ``key`` (in ``unit``'s own history when
         given), least recently tuned first."""
-        last = sa.func.max(measurements.c.measured_at).label("last")
-        q = (sa.select(tunes.c.model_version, sa.func.count(sa.distinct(tunes.c.id)), sa.func.count(measurements.c.id),
-                       last)
-             .join(measurements, measurements.c.tune_id == tunes.c.id)
-             .where(self._key_where(key), self._unit_where(unit))
-             .group_by(tunes.c.model_version).order_by(last, tunes.c.model_version))
-        rows = self._run("read versions", lambda c: c.execute(q).all(), write=False)
-        out = []
-        for v, t, n, ts in rows:
-            row = RowCheck(self.url, f"model version {brief(v, 40)}")
-            out.append(VersionSummary(row.text("model_version", v), int(t), int(n), row.number("measured_at", ts)))
-        return out
+        return self._run("read versions", lambda c: queries.model_versions(c, self.url, key, unit), write=False)
 
     def previous_version(self, key: HistoryKey, current: str, *, unit: str | None = None) -> str | None:
         """The most recently tuned model version other than ``current`` (None if there is none)."""
@@ -464,90 +363,30 @@ class HistoryStore:
 
     def keys(self) -> list[HistoryKey]:
         """Every key with at least one tune, sorted."""
-        q = sa.select(tunes.c.device, tunes.c.workload, tunes.c.space).distinct()
-        rows = self._run("read keys", lambda c: c.execute(q).all(), write=False)
-        return sorted((HistoryKey(*r) for r in rows), key=lambda k: (k.device, k.workload, k.space))
-
-    @staticmethod
-    def _filters(device: str | None, workload: str | None, model_version: str | None,
-                 unit: str | None) -> sa.ColumnElement[bool]:
-        conds = [col == v for col, v in ((tunes.c.device, device), (tunes.c.workload, workload),
-                                         (tunes.c.model_version, model_version), (tunes.c.unit, unit))
-                 if v is not None]
-        return sa.and_(sa.true(), *conds)
-
-    @staticmethod
-    def _stored_tune(r: Any) -> StoredTune:
-        return StoredTune(
-            id=r["id"], client_id=r["client_id"], key=HistoryKey(r["device"], r["workload"], r["space"]),
-            model_version=r["model_version"], unit=r["unit"], slo_ms=r["slo_ms"], optimizer=r["optimizer"],
-            knobs=json.loads(r["knobs"]), warm_from=r["warm_from"], status=r["status"], started_at=r["started_at"],
-            finished_at=r["finished_at"], best_config=json.loads(r["best_config"]) if r["best_config"] else None,
-            best_energy_j=r["best_energy_j"], best_latency_ms=r["best_latency_ms"],
-            baseline_energy_j=r["baseline_energy_j"], stop_reason=r["stop_reason"], measurements=int(r["n"]),
-        )
+        return self._run("read keys", queries.keys, write=False)
 
     def tunes(self, *, device: str | None = None, workload: str | None = None, model_version: str | None = None,
               unit: str | None = None, limit: int | None = None) -> list[StoredTune]:
         """Tunes matching the filters (None: any), newest first, at most ``limit``."""
-        n = (sa.select(sa.func.count()).select_from(measurements).where(measurements.c.tune_id == tunes.c.id)
-             .scalar_subquery())
-        q = (sa.select(tunes, n.label("n")).where(self._filters(device, workload, model_version, unit))
-             .order_by(tunes.c.started_at.desc(), tunes.c.id.desc()))
-        if limit is not None:
-            q = q.limit(limit)
-        rows = self._run("read tunes", lambda c: c.execute(q).mappings().all(), write=False)
-        return [self._stored_tune(r) for r in rows]
+        filters = queries.Filters(device, workload, model_version, unit)
+        return self._run("read tunes", lambda c: queries.tunes_matching(c, filters, limit), write=False)
 
     def tune(self, tune_id: int) -> tuple[StoredTune, list[StoredMeasurement]] | None:
         """Tune ``tune_id`` and its measurements (None if there is no such tune)."""
-        n = (sa.select(sa.func.count()).select_from(measurements).where(measurements.c.tune_id == tunes.c.id)
-             .scalar_subquery())
-
-        def run(conn: sa.Connection) -> tuple[Any, Sequence[Any]] | None:
-            t = conn.execute(sa.select(tunes, n.label("n")).where(tunes.c.id == tune_id)).mappings().first()
-            if t is None:
-                return None
-            ms = conn.execute(sa.select(measurements).where(measurements.c.tune_id == tune_id)
-                              .order_by(measurements.c.step, measurements.c.id)).mappings().all()
-            return t, ms
-
-        got = self._run("read tune", run, write=False)
-        if got is None:
-            return None
-        t, ms = got
-        tune = self._stored_tune(t)
-        return tune, [
-            StoredMeasurement(tune_id=tune.id, model_version=tune.model_version, step=m["step"],
-                              config=json.loads(m["config"]), energy_j=m["energy_j"], latency_ms=m["latency_ms"],
-                              role=m["role"], measured_at=m["measured_at"], energy_rel_std=m["energy_rel_std"],
-                              latency_rel_std=m["latency_rel_std"],
-                              extra=json.loads(m["extra"]) if m["extra"] else {}, unit=tune.unit)
-            for m in ms
-        ]
+        return self._run("read tune", lambda c: queries.tune(c, tune_id), write=False)
 
     def export(self, *, device: str | None = None, workload: str | None = None, model_version: str | None = None,
                unit: str | None = None, page: int = 5000) -> Iterator[ExportedMeasurement]:
         """Every measurement matching the filters, oldest first, read ``page`` rows per transaction."""
-        where = self._filters(device, workload, model_version, unit)
+        filters = queries.Filters(device, workload, model_version, unit)
         last = 0
         while True:
-            q = (sa.select(measurements, tunes.c.device, tunes.c.workload, tunes.c.space, tunes.c.model_version,
-                           tunes.c.unit, tunes.c.slo_ms)
-                 .join(tunes, tunes.c.id == measurements.c.tune_id)
-                 .where(where, measurements.c.id > last).order_by(measurements.c.id).limit(page))
-            rows: Sequence[Any] = self._run("export", _fetch_all(q), write=False)
-            for r in rows:
-                yield ExportedMeasurement(
-                    tune_id=r["tune_id"], measurement_id=r["client_id"], device=r["device"],
-                    workload=r["workload"], space=r["space"], model_version=r["model_version"], unit=r["unit"],
-                    slo_ms=r["slo_ms"], step=r["step"], role=r["role"], config=json.loads(r["config"]),
-                    energy_j=r["energy_j"], latency_ms=r["latency_ms"], energy_rel_std=r["energy_rel_std"],
-                    latency_rel_std=r["latency_rel_std"], measured_at=r["measured_at"],
-                )
+            rows = self._run("export", lambda c, after=last: queries.export_page(c, filters, after, page),
+                             write=False)
+            yield from (m for _, m in rows)
             if len(rows) < page:
                 return
-            last = rows[-1]["id"]
+            last = rows[-1][0]
 
     def integrity_check(self) -> str:
         """SQLite's full ``integrity_check`` (``"ok"`` or the first problem); ``"ok"`` on PostgreSQL."""
@@ -555,13 +394,6 @@ class HistoryStore:
             return "ok"
         return str(self._run("integrity check", lambda c: c.exec_driver_sql("PRAGMA integrity_check").scalar(),
                              write=False))
-
-
-def _fetch_all(q: sa.Select[Any]) -> Callable[[sa.Connection], Sequence[Any]]:
-    def run(conn: sa.Connection) -> Sequence[Any]:
-        return conn.execute(q).mappings().all()
-
-    return run
 
 
 __all__ = ["HistoryStore"]

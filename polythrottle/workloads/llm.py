@@ -37,17 +37,18 @@ import gc
 import importlib.util
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from polythrottle.devices.base import KnobStatus
-from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, first_line
 from polythrottle.space import Knob, Value
 from polythrottle.workloads.base import parse_int, parse_int_list, split_options
+from polythrottle.workloads.runner import is_cuda
+
+if TYPE_CHECKING:
+    from polythrottle.workloads.llm_runner import LlmRunner
 
 OPTIONS = {"prompt_tokens": "N", "new_tokens": "M", "batch_sizes": "1,8,32", "precisions": "fp32,bf16",
            "kv_cache": "dynamic,static,static_graphs"}
@@ -81,16 +82,9 @@ def import_transformers() -> Any:
     return transformers
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
-def _is_cuda(device: Any) -> bool:
-    return str(device).split(":")[0] == "cuda"
-
-
-def _oom(e: BaseException) -> bool:
+def is_oom(e: BaseException) -> bool:
     import torch
 
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
@@ -129,7 +123,7 @@ class LlmWorkload:
                 torch.manual_seed(0)  # the same random weights every time
                 model = transformers.AutoModelForCausalLM.from_config(self.config)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise BadInputError(f"llm: cannot build the model of {self.source}: {_first_line(e)}") from None
+            raise BadInputError(f"llm: cannot build the model of {self.source}: {first_line(e)}") from None
         model.eval()
         self.vocab_size = int(model.get_input_embeddings().num_embeddings)
         self.parameters = sum(p.numel() for p in model.parameters())
@@ -149,18 +143,18 @@ class LlmWorkload:
                 model = copy.deepcopy(base).to(device=self.device, dtype=getattr(torch, key)).eval()
                 break
             except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-                if attempt == 0 and _oom(e) and self._models:
+                if attempt == 0 and is_oom(e) and self._models:
                     self._free_copies()  # make room: drop the other precisions' copies and retry once
                     continue
                 raise DeviceError(f"{self.name}: cannot put the model on {self.device} in {precision}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{first_line(e)}") from None
         self._models[key] = model
         return model
 
     def _free_copies(self) -> None:
         self._models.clear()
         gc.collect()
-        if _is_cuda(self.device):
+        if is_cuda(self.device):
             import torch
 
             torch.cuda.empty_cache()
@@ -175,7 +169,7 @@ class LlmWorkload:
             self._free_copies()
         self.device = device
         self._load_base()
-        cuda = _is_cuda(device)
+        cuda = is_cuda(device)
         precisions = ["fp32"]
         if cuda:
             major, _ = torch.cuda.get_device_capability(device)
@@ -222,12 +216,16 @@ class LlmWorkload:
         model = self.model_for(precision)
         ids = torch.ones((1, min(4, self.prompt_tokens)), dtype=torch.long, device=self.device)
         try:
-            _generate(model, ids, 2, "static", None)
+            from polythrottle.workloads.llm_runner import generate
+
+            generate(model, ids, 2, "static", None)
         except Exception as e:  # noqa: BLE001 - any failure means: no static cache for this model here
-            return f"transformers cannot generate with a static cache here: {_first_line(e)}"
+            return f"transformers cannot generate with a static cache here: {first_line(e)}"
         return ""
 
     def make_runner(self, config: Mapping[str, Value], device: Any) -> LlmRunner:
+        from polythrottle.workloads.llm_runner import LlmRunner
+
         if self.device is None or str(self.device) != str(device):
             self.device = device
         return LlmRunner(self, config)
@@ -243,149 +241,6 @@ class LlmWorkload:
     def release(self) -> None:
         self._base = None
         self._free_copies()
-
-
-def _generate(model: Any, ids: Any, new_tokens: int, kv_cache: str, streamer: Any) -> Any:
-    """One greedy ``generate`` of exactly ``new_tokens`` tokens per sequence."""
-    import torch
-
-    graphs = kv_cache == "static_graphs"
-    gen_cfg = model.generation_config
-    gen_cfg.disable_compile = not graphs  # transformers auto-compiles static caches on CUDA otherwise
-    kwargs: dict[str, Any] = {
-        "attention_mask": torch.ones_like(ids), "max_new_tokens": new_tokens, "min_new_tokens": new_tokens,
-        "do_sample": False, "streamer": streamer, "disable_compile": not graphs,
-        "pad_token_id": gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else 0,
-    }
-    if kv_cache != "dynamic":
-        kwargs["cache_implementation"] = "static"
-    if graphs:
-        from transformers import CompileConfig
-
-        kwargs["compile_config"] = CompileConfig(fullgraph=False, mode="reduce-overhead")
-    with torch.inference_mode():
-        return model.generate(ids, **kwargs)
-
-
-def _cudagraph_skips() -> int:
-    """How many graphs torch.compile has declined to capture as CUDA graphs in this process."""
-    try:
-        from torch._dynamo.utils import counters
-
-        return int(counters["inductor"]["cudagraph_skips"])
-    except Exception:  # noqa: BLE001 - a torch without the counter: nothing to compare
-        return 0
-
-
-_TIMER: Any = None
-
-
-def _timer() -> Any:
-    """A streamer that records when each step's tokens reach the host (the first put is the prompt)."""
-    global _TIMER
-    if _TIMER is None:
-        from transformers.generation.streamers import BaseStreamer
-
-        class TokenTimes(BaseStreamer):  # type: ignore[misc, valid-type]
-            def __init__(self) -> None:
-                self.times: list[float] = []
-
-            def put(self, value: Any) -> None:
-                self.times.append(time.perf_counter())
-
-            def end(self) -> None:
-                pass
-
-        _TIMER = TokenTimes
-    return _TIMER()
-
-
-class LlmRunner:
-    """One config (batch size, precision, KV cache) of an ``LlmWorkload``: the harness's ``Runnable``.
-    A batch is one ``generate`` call; ``batch_latencies_s`` holds its ttft, tpot and itl (seconds).
-
-    Raises BadInputError for a value the workload does not offer and DeviceError when generation
-    fails (out of memory, a compile that fails)."""
-
-    item_name = "token"
-
-    def __init__(self, workload: LlmWorkload, config: Mapping[str, Value]) -> None:
-        import torch
-
-        self.workload = workload
-        self.name = workload.name
-        self.batch_size = int(config.get("batch_size", workload.batch_sizes[0]))
-        self.precision = str(config.get("precision", "fp32"))
-        self.kv_cache = str(config.get("kv_cache", "dynamic"))
-        if self.precision not in PRECISIONS:
-            raise BadInputError(f"precision={self.precision} is not one of {', '.join(PRECISIONS)}")
-        if self.kv_cache not in KV_CACHES:
-            raise BadInputError(f"kv_cache={self.kv_cache} is not one of {', '.join(KV_CACHES)}")
-        if self.kv_cache == "static_graphs" and not _is_cuda(workload.device):
-            raise BadInputError("kv_cache=static_graphs needs a CUDA device")
-        self.new_tokens = workload.new_tokens
-        self.items_per_batch = self.batch_size * self.new_tokens
-        self.batch_latencies_s: dict[str, list[float]] = {}
-        self.cuda = _is_cuda(workload.device)
-        self.activate()
-        try:
-            self.model = workload.model_for(self.precision)
-            gen = torch.Generator().manual_seed(0)
-            self.ids = torch.randint(0, workload.vocab_size, (self.batch_size, workload.prompt_tokens),
-                                     generator=gen).to(workload.device)
-            skips = _cudagraph_skips()
-            for _ in range(3 if self.kv_cache == "static_graphs" else 1):  # compile, record, replay
-                self.run_batch()
-            self.synchronize()
-            if self.kv_cache == "static_graphs" and _cudagraph_skips() > skips:
-                raise DeviceError(f"{self.describe()}: torch.compile skipped the CUDA graphs (its "
-                                  "'skipping cudagraphs' warning says why)")
-        except DeviceError:
-            self.close()
-            raise
-        except Exception as e:  # noqa: BLE001 - torch, dynamo and transformers fail in many ways
-            self.close()
-            what = "out of memory" if _oom(e) else _first_line(e)
-            raise DeviceError(f"{self.describe()}: {what}") from None
-
-    def describe(self) -> str:
-        return f"{self.name} batch {self.batch_size} {self.precision} kv_cache={self.kv_cache}"
-
-    def activate(self) -> None:
-        """Make this runner's global torch settings current (TF32 on for tf32 only)."""
-        import torch
-
-        tf32 = self.precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-
-    def run_batch(self) -> None:
-        """One ``generate`` call (returns when every token is on the host); sets ``batch_latencies_s``."""
-        timer = _timer()
-        t0 = time.perf_counter()
-        try:
-            _generate(self.model, self.ids, self.new_tokens, self.kv_cache, timer)
-        except Exception as e:  # noqa: BLE001
-            raise DeviceError(f"{self.describe()}: {'out of memory' if _oom(e) else _first_line(e)}") from None
-        times = timer.times[1:] if len(timer.times) == self.new_tokens + 1 else timer.times
-        if len(times) != self.new_tokens:
-            raise DeviceError(f"{self.describe()}: generate streamed {len(timer.times)} steps, "
-                              f"expected {self.new_tokens} tokens after the prompt")
-        gaps = np.diff(times)
-        self.batch_latencies_s = {"ttft": [times[0] - t0], "tpot": [(times[-1] - times[0]) / (len(times) - 1)],
-                                  "itl": gaps.tolist()}
-
-    def synchronize(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize(self.workload.device)
-
-    def close(self) -> None:
-        """Drop the prompt batch (the model copy stays with the workload for the next config)."""
-        for attr in ("ids", "model"):
-            if hasattr(self, attr):
-                delattr(self, attr)
 
 
 def _resolve(target: str, transformers: Any) -> tuple[str, Any, Path | None]:
@@ -404,13 +259,13 @@ def _resolve(target: str, transformers: Any) -> tuple[str, Any, Path | None]:
             try:
                 raw = json.loads(path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise BadInputError(f"llm: cannot read {path} as a JSON config: {_first_line(e)}") from None
+                raise BadInputError(f"llm: cannot read {path} as a JSON config: {first_line(e)}") from None
             if not isinstance(raw, dict) or "model_type" not in raw:
                 raise BadInputError(f"llm: {path} is not a transformers config (no model_type)")
             model_type = raw.pop("model_type")
             return str(path), transformers.AutoConfig.for_model(model_type, **raw), None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BadInputError(f"llm: cannot read the config of {path}: {_first_line(e)}") from None
+        raise BadInputError(f"llm: cannot read the config of {path}: {first_line(e)}") from None
     raise BadInputError(f"llm: {target!r} is neither a preset ({', '.join(PRESETS)}) nor a model directory "
                         "nor a config.json file")
 

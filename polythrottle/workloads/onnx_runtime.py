@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from polythrottle.devices.base import KnobStatus
-from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, first_line
 from polythrottle.space import Knob, Value
 from polythrottle.workloads.base import DEFAULT_BATCH_SIZES, parse_int, parse_int_list, split_options
 
@@ -56,10 +56,6 @@ def import_ort() -> Any:
         raise UnsupportedError(f"onnx: workloads need onnxruntime ({e}); {INSTALL_HINT}") from None
     return onnxruntime
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _device_of(device: Any) -> tuple[str, int]:
@@ -111,7 +107,7 @@ class OnnxWorkload:
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=self._chain(provider, available))
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
-            msg = _first_line(e)
+            msg = first_line(e)
             if any(w in msg for w in ("INVALID_PROTOBUF", "INVALID_GRAPH", "NO_SUCHFILE", "Protobuf parsing")):
                 raise BadInputError(f"onnx: cannot load {path}: {msg}") from None
             raise _ProviderFailed(f"{provider}: {msg}") from None
@@ -276,7 +272,7 @@ class OnnxRunner:
             self.run_batch()  # first run: allocations, TensorRT engine build for this shape
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
             self.close()
-            raise DeviceError(f"{self.describe()}: {_first_line(e)}") from None
+            raise DeviceError(f"{self.describe()}: {first_line(e)}") from None
 
     def describe(self) -> str:
         return f"{self.name} batch {self.batch_size} {self.precision}"

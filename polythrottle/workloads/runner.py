@@ -28,7 +28,7 @@ SOFTWARE_KNOBS = ("batch_size", "precision", "cuda_graphs", "channels_last")
 DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def _is_cuda(device: Any) -> bool:
+def is_cuda(device: Any) -> bool:
     return getattr(device, "type", str(device).split(":")[0]) == "cuda"
 
 
@@ -36,7 +36,7 @@ def software_knobs(spec: WorkloadSpec, device: Any) -> tuple[list[Knob], list[Kn
     """The software knobs of ``spec`` on torch ``device``, and the status of every software knob."""
     import torch
 
-    cuda = _is_cuda(device)
+    cuda = is_cuda(device)
     status: list[KnobStatus] = [KnobStatus("batch_size", True)]
     precisions = ["fp32"]
     if cuda:
