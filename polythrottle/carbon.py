@@ -74,7 +74,7 @@ def co2_grams(energy_j: float, g_per_kwh: float) -> float:
 def snapshot() -> dict[str, Any]:
     """The packaged snapshot: ``source``, ``source_url``, ``extracted_on``, ``countries`` {ISO3: {name,
     g_per_kwh, year}}, ..."""
-    text = resources.files("polythrottle").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("polythrottle").joinpath("data").joinpath(DATA_FILE).read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
 
 

@@ -164,7 +164,10 @@ def run_tune(
         stop_reason=result.stop_reason,
     )
     if warm is not None and warm.fallback is None:
+        from polythrottle.optim.warm_start import WarmStartBO
+
         opt = tuner.optimizer
+        assert isinstance(opt, WarmStartBO)
         warm = replace(warm, shift_energy=round(opt.shift[0], 4), shift_latency=round(opt.shift[1], 4),
                        fallback=opt.fallback_reason)
     result.extra.update(

@@ -47,14 +47,17 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            node = super().compose_node(parent, index)
+            assert node is not None  # compose_node is only called where a node follows
+            return node
         finally:
             self._depth -= 1
 
     def compose_document(self) -> Node:
         node = super().compose_document()
+        assert node is not None  # compose_document is only called where a document follows
         _check_expanded(node)
-        return node  # type: ignore[no-any-return]
+        return node
 
 
 def _children(node: Node) -> list[Node]:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from polythrottle import interrupts
 from polythrottle._version import __version__
@@ -31,7 +32,7 @@ _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and 
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"polythrottle: error: {message}\n")
 
 

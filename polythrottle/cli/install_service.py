@@ -33,7 +33,7 @@ JETSON_WORKLOAD = "torchvision:efficientnet_b0"
 
 def packaged_file(name: str) -> str:
     """Text of a file shipped in ``polythrottle/daemon/data`` (the unit, the example config)."""
-    return resources.files("polythrottle.daemon").joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files("polythrottle.daemon").joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

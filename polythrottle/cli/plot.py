@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.result is not None:
         trace = TuneTrace.load_result(args.result)
     else:
-        from polythrottle.history import open_history
+        from polythrottle.history import HistoryStore
 
-        with open_history(args.history, create=False) as store:  # a missing file is refused, not created
+        with HistoryStore(args.history, create=False) as store:  # a missing file is refused, not created
             trace = TuneTrace.from_history(store, args.tune)
             tune_id = args.tune if args.tune is not None else store.tunes(limit=1)[0].id
     out = render(trace, args.out or _default_out(args, tune_id), args.kind)

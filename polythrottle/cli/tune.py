@@ -66,12 +66,11 @@ def run(args: argparse.Namespace) -> int:
     device = open_device(spec.device, spec.device_options())
     keep = False
     try:
-        tune_args = dict(store=store, model_version=model_version, warm_start=spec.warm_start,
-                         optimizer=spec.optimizer, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
         live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
                                                  device=spec.device, knobs=knobs)
-        result = run_tune(device, spec.slo_ms, spec.budget, on_record=live.on_record if live else None,
-                          **tune_args)
+        result = run_tune(device, spec.slo_ms, spec.budget, store=store, model_version=model_version,
+                          warm_start=spec.warm_start, optimizer=spec.optimizer, knobs=knobs, baseline=spec.baseline,
+                          seed=spec.seed, on_record=live.on_record if live else None)
         result.extra.update(tune_extra(carbon, result))
         payload = result.to_dict()
         payload["device"] = args.device

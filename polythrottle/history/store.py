@@ -21,6 +21,7 @@ exit 2), never a traceback; a PostgreSQL server out of reach raises ``HistoryUna
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -381,8 +382,8 @@ class HistoryStore:
         filters = queries.Filters(device, workload, model_version, unit)
         last = 0
         while True:
-            rows = self._run("export", lambda c, after=last: queries.export_page(c, filters, after, page),
-                             write=False)
+            read_page = functools.partial(queries.export_page, filters=filters, after_id=last, page=page)
+            rows = self._run("export", read_page, write=False)
             yield from (m for _, m in rows)
             if len(rows) < page:
                 return
