@@ -21,7 +21,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" . 2>&1 | grep -v 'is ignored' || true
 "$py310" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q numpy scipy pyyaml pydantic rich prometheus-client 2>&1 | grep -v 'is ignored' || true
+"$work/venv/bin/python" -m pip install -q numpy scipy pyyaml pydantic rich prometheus-client sqlalchemy alembic 2>&1 | grep -v 'is ignored' || true
 "$work/venv/bin/python" -m pip install -q --no-deps "$work"/dist/polythrottle-*.whl 2>&1 | grep -v 'is ignored' || true
 cd "$work"
 pt="$work/venv/bin/polythrottle"
