@@ -44,9 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from polythrottle.devices.base import KnobStatus
 from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
-from polythrottle.space import Knob, Value
+from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import parse_int, parse_int_list, split_options
 
 OPTIONS = {"prompt_tokens": "N", "new_tokens": "M", "batch_sizes": "1,8,32", "precisions": "fp32,bf16",
