@@ -26,6 +26,7 @@ import os
 import posixpath
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,7 +93,9 @@ class OriginalsSession:
                  meta: Mapping[str, Any] | None = None) -> None:
         self.store = store
         self.device_id = device_id
-        self.board = board
+        # weak: a control dropped by its command is forgotten, also by ``interrupts.settle`` (which then does
+        # not retry a restore that already failed and was reported)
+        self._board = weakref.ref(board)
         self.device_arg = device_arg
         self.meta = dict(meta or {})
         self.keep_mode = False
@@ -101,6 +104,13 @@ class OriginalsSession:
         self._prior: dict[str, Any] | None = None  # the store's owner before this session (None: not claimed)
 
     # ----- facts --------------------------------------------------------------------------------------
+    @property
+    def board(self) -> Board:
+        board = self._board()
+        if board is None:
+            raise RuntimeError(f"the control of {self.device_id} is gone")
+        return board
+
     @property
     def holds_changes(self) -> bool:
         """Whether this process has changed a setting it has not put back (nor kept)."""
