@@ -88,7 +88,7 @@ class Run:
 
 
 def harness():
-    from polythrottle.harness import HarnessSettings
+    from polythrottle.measure.harness import HarnessSettings
 
     # 2 windows of >= 1 s (>= 2 batches each) after one warm-up batch: as long as the budget allows
     return HarnessSettings(window_s=1.0, warmup_s=0.0, warmup_batches=1, repeats=2, min_batches=2, percentile=99.0)
@@ -96,10 +96,10 @@ def harness():
 
 def open_gpu(workload: str, slo_metric: str | None = None):
     from polythrottle.devices import DeviceOptions
-    from polythrottle.devices.nvml import NvmlDevice
+    from polythrottle.devices.nvml import open_device
 
-    return NvmlDevice(0, DeviceOptions(workload=workload, no_clock_control=True, slo_metric=slo_metric),
-                      harness=harness())
+    return open_device("0", DeviceOptions(workload=workload, no_clock_control=True, slo_metric=slo_metric),
+                       harness=harness())
 
 
 def environment() -> dict[str, Any]:

@@ -119,6 +119,15 @@ class Knob:
         return np.arange(n, dtype=float) / (n - 1)
 
 
+@dataclass(frozen=True)
+class KnobStatus:
+    """Whether a knob can be used on a device, and why not (``reason``: why not, or a detail)."""
+
+    name: str
+    available: bool
+    reason: str = ""
+
+
 @dataclass
 class SearchSpace:
     """Knobs plus the valid rows. ``rows[i, j]`` is the index into ``knobs[j].values`` of point ``i``."""

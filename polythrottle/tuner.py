@@ -17,7 +17,7 @@ import numpy as np
 
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
-from polythrottle.measurement import Measurement
+from polythrottle.measure.measurement import Measurement
 from polythrottle.optim import Observation, Optimizer, make_optimizer
 from polythrottle.space import Config, SearchSpace, Value
 

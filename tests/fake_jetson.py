@@ -6,7 +6,7 @@ cpufreq policies linked from every ``cpuN/cpufreq``, ``/sys/class/devfreq`` link
 and the BPMP/tegra210 EMC files. Point ``POLYTHROTTLE_ROOT`` at ``root`` to use it.
 
 Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a test double of
-``polythrottle.sysfs.SysfsIO`` (no FUSE, works for a normal user and for root alike):
+``polythrottle.clocks.sysfs.SysfsIO`` (no FUSE, works for a normal user and for root alike):
 
 - EINVAL when a write would put a minimum above the maximum (``min_freq``/``max_freq``,
   ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polythrottle import sysfs
+from polythrottle.clocks import sysfs
 
 # ----- boards -------------------------------------------------------------------------------------
 ORIN_GPU_HZ = [114750000, 216750000, 318750000, 420750000, 522750000, 624750000, 726750000, 828750000,
@@ -472,9 +472,10 @@ class _FakeRunner:
 class _FakeLive:
     """Stands in for ``LiveWorkload``: one software knob (batch_size), batches that do nothing."""
 
+    device = "cpu"
+
     def __init__(self, name: str) -> None:
-        from polythrottle.devices.base import KnobStatus
-        from polythrottle.space import Knob
+        from polythrottle.space import Knob, KnobStatus
 
         self.knobs = [Knob("batch_size", (1, 2, 4))]
         self.knob_status = [KnobStatus("batch_size", True)]
@@ -495,16 +496,15 @@ class _FakeLive:
 
 
 class _FakeMeter:
-    """Energy of a window from the clocks in the tree (lower clocks, less energy), read through the device."""
+    """Energy of a window from the clocks in the tree (lower clocks, less energy), read through the control."""
 
     name = "fake-meter"
 
-    def __init__(self, device) -> None:
-        self.device = device
-        self.sampler = type("Sampler", (), {"period_s": 0.02})()
+    def __init__(self, control) -> None:
+        self.control = control
 
     def begin(self) -> None:
-        root = self.device.io.root
+        root = self.control.io.root
         rules = json.loads((root / ".fake_kernel.json").read_text()) if (root / ".fake_kernel.json").exists() else {}
         n = _count(root / ".fake_kernel.measures")
         for h in rules.get("hooks", []):
@@ -517,7 +517,7 @@ class _FakeMeter:
     def end(self):
         from polythrottle.energy.base import EnergyWindow
 
-        mhz = sum(self.device.current().get(k, 1000.0) for k in ("gpu_mhz", "emc_mhz", "cpu_mhz"))
+        mhz = sum(self.control.current().get(k, 1000.0) for k in ("gpu_mhz", "emc_mhz", "cpu_mhz"))
         return EnergyWindow(energy_j=1.0 + mhz / 1000.0, duration_s=max(time.perf_counter() - self.t0, 1e-6))
 
     def close(self) -> None:
@@ -526,25 +526,26 @@ class _FakeMeter:
 
 def _install_fake_workload(put) -> None:
     from polythrottle.devices import jetson
-    from polythrottle.harness import HarnessSettings
+    from polythrottle.measure.harness import HarnessSettings
+    from polythrottle.measure.live import LiveMeasurer, observed
 
-    original = jetson.JetsonDevice.attach_workload
+    original = jetson.live_measurer
     if getattr(original, "_fake", False):
         return
 
-    def attach_workload(self, spec: str) -> None:
-        if not spec.startswith("builtin:fake"):
-            return original(self, spec)
-        self._live = _FakeLive(spec)
-        self._meter = _FakeMeter(self)
-        self.harness = HarnessSettings(window_s=0.001, warmup_s=0.0, warmup_batches=0, repeats=1, min_batches=1)
+    def live_measurer(control, options):
+        if not (options.workload or "").startswith("builtin:fake"):
+            return original(control, options)
+        harness = HarnessSettings(window_s=0.001, warmup_s=0.0, warmup_batches=0, repeats=1, min_batches=1)
+        return LiveMeasurer(_FakeLive(options.workload), _FakeMeter(control), harness, energy="fake-meter",
+                            observe=lambda: observed(control.current()))
 
-    attach_workload._fake = True  # type: ignore[attr-defined]
-    put(jetson.JetsonDevice, "attach_workload", attach_workload)
+    live_measurer._fake = True  # type: ignore[attr-defined]
+    put(jetson, "live_measurer", live_measurer)
 
 
 def install(setattr_fn=None) -> None:
-    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads
+    """Make ``polythrottle.clocks.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads
     measure without torch. ``setattr_fn``: e.g. pytest's ``monkeypatch.setattr``, to undo it after a test."""
     put = setattr_fn or setattr
     put(sysfs, "IO_CLASS", FakeKernelIO)

@@ -24,7 +24,9 @@ def test_tune_apply_restore_and_retune(small_table: Path, tmp_path: Path) -> Non
     assert isinstance(res, pt.TuneResult) and res.best is not None
     assert res.extra["model_version"] == "v1" and res.extra["warm_start"] is None
     with pt.applied(dev, res.best.config) as cfg:
-        assert cfg == res.best.config and dev._applied == dev.space().index_of(cfg)
+        m, truth = dev.measure(), dev.truth(cfg)  # measured under cfg (1% noise)
+        assert cfg == res.best.config and m.energy_j == pytest.approx(truth.energy_j, rel=0.06)
+        assert m.latency_ms == pytest.approx(truth.latency_ms, rel=0.06)
     again = pt.retune(f"replay:{small_table}", 50.0, budget=3, seed=1, history=db, model_version="v2")
     assert again.extra["warm_start"]["from_version"] == "v1"
     with pt.HistoryStore(db) as s:

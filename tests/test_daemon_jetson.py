@@ -10,7 +10,7 @@ import signal
 import pytest
 
 pytest.importorskip("polythrottle.devices.jetson")
-pytest.importorskip("polythrottle.harness")
+pytest.importorskip("polythrottle.measure.harness")
 fj = pytest.importorskip("tests.fake_jetson")
 
 from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config  # noqa: E402

@@ -22,7 +22,7 @@ from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
 from polythrottle.daemon.server import ControlServer
 from polythrottle.daemon.watcher import ModelWatcher
 from polythrottle.errors import BadInputError
-from polythrottle.measurement import Measurement
+from polythrottle.measure.measurement import Measurement
 from tests.conftest import ROOT
 
 GOOD = "device: sim:jetson-agx-orin\nworkload: efficientnet-b0\nslo_ms: 25\n"

@@ -17,9 +17,10 @@ import polythrottle as pt
 from polythrottle.cli import main
 from polythrottle.daemon.config import ConfigError, parse_config
 from polythrottle.devices import DeviceOptions
-from polythrottle.devices.nvml import NvmlDevice
+from polythrottle.devices.base import Device
+from polythrottle.devices.nvml import open_device
 from polythrottle.errors import BadInputError, UnsupportedError
-from polythrottle.harness import HarnessSettings
+from polythrottle.measure.harness import HarnessSettings
 from polythrottle.workloads import load_workload
 from tests.conftest import ROOT
 from tests.fake_nvml import FakeGpu
@@ -67,16 +68,16 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def gpu(monkeypatch) -> FakeGpu:
     g = FakeGpu(power_w=100.0, forbid_writes=True)
     g.install(monkeypatch.setattr)
-    monkeypatch.setattr("polythrottle.devices.nvml.cuda_device_for", lambda uuid, index: torch.device("cpu"))
+    monkeypatch.setattr("polythrottle.measure.live.cuda_device_for", lambda uuid, index: torch.device("cpu"))
     return g
 
 
-def open_gpu(tmp_path: Path, workload: str, slo_metric: str | None = None) -> NvmlDevice:
+def open_gpu(tmp_path: Path, workload: str, slo_metric: str | None = None) -> Device:
     opts = DeviceOptions(workload=workload, no_clock_control=True, state_dir=tmp_path / "state", slo_metric=slo_metric)
-    return NvmlDevice(0, opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
+    return open_device("0", opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
 
 
-def knobs_of(dev: NvmlDevice) -> dict[str, tuple]:
+def knobs_of(dev: Device) -> dict[str, tuple]:
     return {k.name: k.values for k in dev.space().knobs}
 
 
@@ -122,7 +123,7 @@ class _Meter:
 @pytest.mark.parametrize("metric, latency_ms", [("batch", 50.0), ("ttft", 10.0), ("tpot", 10.0)])
 def test_harness_counts_items_and_bounds_the_chosen_latency(metric, latency_ms):
     from polythrottle.errors import DeviceError
-    from polythrottle.harness import measure
+    from polythrottle.measure.harness import measure
 
     clock = _Clock()
     wl = _Generation(clock)
@@ -317,7 +318,7 @@ def test_jetson_tunes_an_onnx_model_the_same_way(tmp_path, monkeypatch, models, 
     root = tmp_path / "root"
     fj.build(root, "agx-orin-jp5")
     monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
-    monkeypatch.setattr("polythrottle.sysfs.IO_CLASS", fj.FakeKernelIO)
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
     rc = main(["tune", "--device", "jetson", "--no-clock-control", "--workload", f"onnx:{models['fp32']}?batch_sizes=1,2",
                "--slo-ms", "10000", "--budget", "2", "--seed", "0", "--window-s", "0.05", "--repeats", "1", "--json",
                "--state-dir", str(tmp_path / "s"), "--no-history"])

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from polythrottle.boards.profiles import list_profiles, load_profile, match_model
 from polythrottle.boards.schema import ClockSpec, DeviceProfile
 from polythrottle.clocks.emc import EmcProtocol
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import DeviceError, DeviceNotFoundError
-from polythrottle.sysfs import SysfsIO
 
 MODEL_PATH = "/proc/device-tree/model"
 SERIAL_PATH = "/proc/device-tree/serial-number"

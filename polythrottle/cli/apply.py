@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not device.info().touches_hardware:
             raise BadInputError(f"device {args.device} has no hardware settings to apply")
-        hardware = getattr(device, "hardware_knobs", None)
-        if args.config and hardware is not None:
+        hardware = device.hardware_knobs
+        if args.config:
             skipped = {k: v for k, v in config.items() if k not in hardware}
             config = {k: v for k, v in config.items() if k in hardware}
             for k, v in skipped.items():
@@ -72,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
         device.apply(config)  # a failed or interrupted apply rolls back what it wrote
     finally:
         device.close()  # restores only what an apply that did not complete left behind
-    writes = getattr(device, "last_writes", [])
+    writes = device.last_writes
     print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for w in writes:
         print(f"  {w.path} <- {w.value}")
     if not writes:
         print("  (already set; nothing written)")
-    store = getattr(device, "store", None)
-    if store is not None:
-        print(f"originals saved in {store.directory}; `polythrottle restore --device {args.device}` puts them back")
+    where = device.originals_location()
+    if where is not None:
+        print(f"originals saved in {where.directory}; `polythrottle restore --device {args.device}` puts them back")
     return 0

@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 from polythrottle.boards.profiles import list_profiles, load_profile
-from polythrottle.devices import DeviceInfo, DeviceOptions, KnobStatus
+from polythrottle.clocks.sysfs import fs_root, is_root_user
+from polythrottle.devices import DeviceInfo, DeviceOptions
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
-from polythrottle.sysfs import fs_root, is_root_user
+from polythrottle.space import KnobStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -68,7 +68,7 @@ def detect_device() -> str | None:
     """``jetson`` when the device tree names a board a profile matches, else None."""
     from polythrottle.boards.layout import read_model
     from polythrottle.boards.profiles import match_model
-    from polythrottle.sysfs import open_io
+    from polythrottle.clocks.sysfs import open_io
 
     model = read_model(open_io())
     return "jetson" if model and match_model(model) is not None else None

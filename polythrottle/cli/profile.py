@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list
 from polythrottle.devices import open_device
-from polythrottle.devices.replay import METRIC_COLUMNS
+from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
 
 

@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import InvalidValueError, clip
-from polythrottle.sysfs import SysfsIO
 
 UNIT_PER_MHZ = {"Hz": 1_000_000, "kHz": 1_000, "MHz": 1}
 

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
 from polythrottle.carbon import GIVEN_SOURCE, J_PER_KWH, CarbonIntensity, co2_grams
-from polythrottle.measurement import Measurement
+from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Value
 
 

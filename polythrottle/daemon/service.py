@@ -47,7 +47,7 @@ from polythrottle.errors import BadInputError, PolyThrottleError, brief, clip
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, HistoryStore, open_history
 from polythrottle.history_tune import DEFAULT_MODEL_VERSION, run_tune, tune_key
-from polythrottle.measurement import Measurement
+from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Config
 from polythrottle.tuner import Tuner, TuneRecord, TuneResult
 

@@ -3,7 +3,7 @@
 Written atomically (temporary file, fsync, rename) on every change, so after a SIGKILL or a power
 cut the next start knows what the previous daemon left applied (``state`` is not ``stopped``) and
 ``polythrottle status`` can say something when no daemon answers. The hardware originals themselves
-live in the saved-originals store (``polythrottle.state``); this file only describes the daemon.
+live in the saved-originals store (``polythrottle.devices.originals``); this file only describes the daemon.
 """
 
 from __future__ import annotations

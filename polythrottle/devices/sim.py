@@ -1,4 +1,5 @@
-"""``sim:PROFILE``: the digital twin of a board (``polythrottle.twin``) as a Device.
+"""``sim:PROFILE``: the digital twin of a board (``polythrottle.twin``) as a Device: a table measurer over
+the twin's values, no control.
 
 ``PROFILE`` is a built-in profile name (``jetson-agx-orin``) or a path to a profile YAML. Append
 ``?gpu=range`` to tune the GPU devfreq range (``gpu_min_mhz``/``gpu_max_mhz``, governor in between)
@@ -13,17 +14,19 @@ for ``replay:`` tables. Touches no hardware.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import parse_qs
 
 import numpy as np
 
 from polythrottle.boards.profiles import load_profile
-from polythrottle.devices.base import DeviceInfo, KnobStatus
+from polythrottle.devices.base import Device
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.devices.replay import ReplayDevice, ReplayTable
+from polythrottle.devices.table import ReplayTable, TableMeasurer
 from polythrottle.errors import BadInputError, brief
 from polythrottle.identity import DeviceIdentity
-from polythrottle.space import Config, Knob, SearchSpace
+from polythrottle.measure.measurement import Measurement
+from polythrottle.space import Config, Knob, SearchSpace, Value
 from polythrottle.twin.model import Outcome, evaluate
 from polythrottle.twin.params import BoardParams, Workload, board_from_profile
 from polythrottle.twin.units import unit_board
@@ -59,7 +62,21 @@ def evaluate_space(board: BoardParams, wl: Workload, space: SearchSpace) -> Outc
     )
 
 
-class SimDevice(ReplayDevice):
+def default_config(space: SearchSpace) -> Config:
+    """Highest clocks (range mode: the full GPU range, as the board ships), smallest batch, the first
+    precision listed."""
+    cfg: Config = {}
+    for k in space.knobs:
+        if k.name == "gpu_min_mhz":
+            cfg[k.name] = k.values[0]
+        elif k.name.endswith("_mhz"):
+            cfg[k.name] = k.values[-1]
+        else:
+            cfg[k.name] = k.values[0]
+    return cfg
+
+
+class SimDevice(Device):
     """A board's twin for one workload; measurements are the model's values with optional noise."""
 
     def __init__(self, profile: str, workload: str, *, gpu_mode: str = "locked", noise: float = 0.0,
@@ -76,51 +93,26 @@ class SimDevice(ReplayDevice):
             )
         self.workload = self.board.workloads[workload]
         self.gpu_mode = gpu_mode
+        self.noise = noise
         space = build_space(self.board, self.workload, gpu_mode)
         out = evaluate_space(self.board, self.workload, space)
         self.outcome = out
-        table = ReplayTable.from_arrays(
+        self.table = ReplayTable.from_arrays(
             f"sim:{self.profile.name}/{workload}", space,
             {"energy_j": out.energy_j, "latency_ms": out.latency_ms, "throughput_ips": out.throughput_ips,
              "power_w": out.power_w},
         )
-        super().__init__(table, noise=noise, seed=seed)
+        facts = {"profile": str(self.profile.path), "workload": self.workload.name, "gpu": gpu_mode,
+                 "unit": str(unit)}
+        measurer = TableMeasurer(self.table, noise=noise, seed=seed, default=default_config(space),
+                                 workload_name=self.workload.name, facts=facts)
+        # the board profile's name (however the profile was given) and the twin unit
+        super().__init__(DeviceIdentity("sim", self.profile.name, str(unit)), name=f"sim:{self.profile.name}",
+                         measurer=measurer)
 
-    def identity(self) -> DeviceIdentity:
-        """The board profile's name (however the profile was given) and the twin unit."""
-        return DeviceIdentity("sim", self.profile.name, str(self.unit))
-
-    @property
-    def workload_name(self) -> str:
-        return self.workload.name
-
-    def default_config(self) -> Config:
-        """Highest clocks (range mode: the full GPU range, as the board ships), smallest batch,
-        the first precision listed."""
-        cfg: Config = {}
-        for k in self.table.space.knobs:
-            if k.name == "gpu_min_mhz":
-                cfg[k.name] = k.values[0]
-            elif k.name.endswith("_mhz"):
-                cfg[k.name] = k.values[-1]
-            else:
-                cfg[k.name] = k.values[0]
-        return cfg
-
-    def info(self) -> DeviceInfo:
-        return DeviceInfo(
-            name=f"sim:{self.profile.name}",
-            kind="sim",
-            details={
-                "profile": str(self.profile.path),
-                "workload": self.workload.name,
-                "gpu": self.gpu_mode,
-                "unit": str(self.unit),
-                "points": str(len(self.table.space)),
-                "noise": str(self.noise),
-            },
-            knobs=[KnobStatus(k.name, True) for k in self.table.space.knobs],
-        )
+    def truth(self, config: Mapping[str, Value]) -> Measurement:
+        """The twin's own (noise-free) values for ``config``."""
+        return self.table.truth(config)
 
 
 MAX_UNIT = 1_000_000

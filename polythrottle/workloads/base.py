@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from polythrottle.devices.base import KnobStatus
-    from polythrottle.space import Knob, Value
+    from polythrottle.space import Knob, KnobStatus, Value
 
 from polythrottle.errors import BadInputError
 

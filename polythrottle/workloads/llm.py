@@ -41,9 +41,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polythrottle.devices.base import KnobStatus
 from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, first_line
-from polythrottle.space import Knob, Value
+from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import parse_int, parse_int_list, split_options
 from polythrottle.workloads.runner import is_cuda
 

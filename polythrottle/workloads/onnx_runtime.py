@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from polythrottle.devices.base import KnobStatus
 from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, first_line
-from polythrottle.space import Knob, Value
+from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import DEFAULT_BATCH_SIZES, parse_int, parse_int_list, split_options
 
 OPTIONS = {"provider": "tensorrt|cuda|cpu", "dims": "NAME:SIZE,...", "batch_sizes": "1,4,16"}

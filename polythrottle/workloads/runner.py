@@ -19,9 +19,8 @@ import gc
 from collections.abc import Mapping
 from typing import Any
 
-from polythrottle.devices.base import KnobStatus
 from polythrottle.errors import BadInputError, DeviceError
-from polythrottle.space import Knob, Value
+from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import SLO_METRICS, RuntimeWorkload, WorkloadSpec
 
 SOFTWARE_KNOBS = ("batch_size", "precision", "cuda_graphs", "channels_last")

@@ -13,8 +13,8 @@ from polythrottle.boards.layout import (
     read_serial,
 )
 from polythrottle.boards.profiles import list_profiles, load_profile
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import DeviceNotFoundError, ProfileError
-from polythrottle.sysfs import SysfsIO
 from tests import fake_jetson
 
 

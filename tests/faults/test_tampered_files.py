@@ -27,12 +27,13 @@ LEGIT = {f"{GPU}/min_freq": "114750000", f"{GPU}/max_freq": "1300500000"}
 
 
 def saved_path(board):
-    """Where the device keeps its saved originals, as the device itself says (``store.path(device_id)``)."""
+    """Where the device keeps its saved originals, as the device itself says (``originals_location()``)."""
     import polythrottle as pt
 
     with patch.dict(os.environ, {"POLYTHROTTLE_ROOT": str(board.root)}):
         dev = pt.open_device("jetson", state_dir=board.state)
-    return dev.device_id, dev.store.path(dev.device_id)
+    where = dev.originals_location()
+    return where.device_id, where.file
 
 
 def write_state(board, originals, **top) -> None:
@@ -195,10 +196,10 @@ def gpu(monkeypatch, tmp_path):
 
 def open_nvml(tmp_path):
     from polythrottle.devices import DeviceOptions
-    from polythrottle.devices.nvml import NvmlDevice
+    from polythrottle.devices.nvml import open_device
 
-    return NvmlDevice(0, DeviceOptions(state_dir=tmp_path / "state"), torch_device="cpu",
-                      rapl_root=tmp_path / "no-rapl")
+    return open_device("0", DeviceOptions(state_dir=tmp_path / "state"), torch_device="cpu",
+                       rapl_root=tmp_path / "no-rapl")
 
 
 NVML_BAD = {
@@ -214,9 +215,9 @@ NVML_BAD = {
 @pytest.mark.parametrize("case", sorted(NVML_BAD))
 def test_nvml_refuses_tampered_originals(gpu, tmp_path, case):
     from polythrottle.errors import BadInputError, DeviceError
-    from polythrottle.state import StateStore
+    from polythrottle.devices.originals import OriginalsStore
 
-    store = StateStore(tmp_path / "state")  # the public store API: as a crashed run would have left it
+    store = OriginalsStore(tmp_path / "state")  # the public store API: as a crashed run would have left it
     store.record("nvml:GPU-00000000-1111-2222-3333-444444444444", NVML_BAD[case], meta={"pid": 999_999_999})
     with pytest.raises((BadInputError, DeviceError)) as e:
         open_nvml(tmp_path)

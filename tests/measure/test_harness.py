@@ -8,7 +8,7 @@ import torch
 
 from polythrottle.energy.base import CounterResetError, EnergyMeter, EnergyWindow
 from polythrottle.errors import BadInputError, UnsupportedError
-from polythrottle.harness import HarnessSettings, measure
+from polythrottle.measure.harness import HarnessSettings, measure
 from polythrottle.workloads import load_workload
 from polythrottle.workloads.runner import LiveWorkload, TorchRunner, software_knobs
 

@@ -9,7 +9,7 @@ import pytest
 
 from polythrottle.errors import DeviceError
 from polythrottle.paths import SYSTEM_STATE_DIR as ROOT_STATE_DIR
-from polythrottle.state import StateStore, default_state_dir
+from polythrottle.devices.originals import OriginalsStore, default_state_dir
 
 
 def test_default_dir_env_root_and_xdg(monkeypatch, tmp_path):
@@ -27,12 +27,12 @@ def test_default_dir_env_root_and_xdg(monkeypatch, tmp_path):
 
 
 def test_first_value_wins_and_forget(tmp_path):
-    s = StateStore(tmp_path)
+    s = OriginalsStore(tmp_path)
     assert s.record("jetson", {"/a": "1", "/b": "2"}) == ["/a", "/b"]
     assert s.record("jetson", {"/a": "9", "/c": "3"}) == ["/c"]  # /a keeps its original
     assert s.originals("jetson") == {"/a": "1", "/b": "2", "/c": "3"}
     # a new process (a new store object) sees the same originals
-    assert StateStore(tmp_path).originals("jetson")["/a"] == "1"
+    assert OriginalsStore(tmp_path).originals("jetson")["/a"] == "1"
     s.forget("jetson", ["/a"])
     assert s.originals("jetson") == {"/b": "2", "/c": "3"}
     s.forget("jetson")
@@ -42,7 +42,7 @@ def test_first_value_wins_and_forget(tmp_path):
 
 
 def test_devices_are_separate_and_ids_are_safe(tmp_path):
-    s = StateStore(tmp_path)
+    s = OriginalsStore(tmp_path)
     s.record("nvml:0", {"gpu_locked_clocks": [1000, 1000]})
     s.record("jetson@/tmp/x y", {"/a": "1"})
     assert s.originals("nvml:0") == {"gpu_locked_clocks": [1000, 1000]}
@@ -51,7 +51,7 @@ def test_devices_are_separate_and_ids_are_safe(tmp_path):
 
 
 def test_malformed_state_file_is_one_clear_error(tmp_path):
-    s = StateStore(tmp_path)
+    s = OriginalsStore(tmp_path)
     s.path("jetson").parent.mkdir(parents=True, exist_ok=True)
     s.path("jetson").write_text("{not json")
     with pytest.raises(DeviceError, match="unreadable"):
@@ -62,7 +62,7 @@ def test_malformed_state_file_is_one_clear_error(tmp_path):
 
 
 def _record_many(directory: str, worker: int, n: int) -> None:
-    s = StateStore(directory)
+    s = OriginalsStore(directory)
     for i in range(n):
         with s.lock("jetson"):
             s.record("jetson", {f"/w{worker}/{i}": str(i), "/shared": str(worker)})
@@ -76,7 +76,7 @@ def test_lock_serialises_processes(tmp_path):
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
-    orig = StateStore(tmp_path).originals("jetson")
+    orig = OriginalsStore(tmp_path).originals("jetson")
     assert len(orig) == 3 * 25 + 1  # no update lost to a race
     assert orig["/shared"] in {"0", "1", "2"}
 
@@ -84,13 +84,13 @@ def test_lock_serialises_processes(tmp_path):
 def test_unwritable_state_dir_says_what_to_do(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    s = StateStore(Path(blocker) / "sub")  # a directory under a regular file cannot exist
+    s = OriginalsStore(Path(blocker) / "sub")  # a directory under a regular file cannot exist
     with pytest.raises(DeviceError, match="state directory"):
         s.record("jetson", {"/a": "1"})
 
 
 def test_a_file_names_its_device(tmp_path):
-    s = StateStore(tmp_path)
+    s = OriginalsStore(tmp_path)
     s.record("jetson@/a:b", {"/x": "1"})
     assert s.path("jetson@/a_b") == s.path("jetson@/a:b")  # same file name, different device
     with pytest.raises(DeviceError, match="belong to"):

@@ -1,5 +1,8 @@
 """The saved-originals store: hardware values as they were before PolyThrottle first changed them.
 
+(What a process changed, crash leftovers and kept settings are the session's job:
+``polythrottle.devices.originals_session``; this module is the file format and its lock.)
+
 One JSON file per device id (``jetson``, ``nvml:0``, ...) in the state directory, mapping a setting
 key (a sysfs path, an NVML setting name, ...) to its original value. Rules:
 
@@ -104,6 +107,15 @@ def _value_ok(v: Any) -> bool:
     return isinstance(v, list) and len(v) <= 16 and all(_value_ok(x) and not isinstance(x, list) for x in v)
 
 
+@dataclass(frozen=True)
+class OriginalsLocation:
+    """Where a device's saved originals are kept: the store's directory, the device's id in it, its file."""
+
+    directory: Path
+    device_id: str
+    file: Path
+
+
 def _parse_state(raw: Any, path: Path, device_id: str) -> SavedState:
     """Check the structure and types of a parsed saved-originals file. Raises SavedStateError."""
     if not isinstance(raw, dict) or not isinstance(raw.get("originals"), dict):
@@ -163,7 +175,7 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-class StateStore:
+class OriginalsStore:
     """Saved originals of every device, in ``directory`` (see the module docstring for the default)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
@@ -173,6 +185,9 @@ class StateStore:
     # ----- files --------------------------------------------------------------------------------
     def path(self, device_id: str) -> Path:
         return self.directory / f"{_file_stem(device_id)}.json"
+
+    def location(self, device_id: str) -> OriginalsLocation:
+        return OriginalsLocation(self.directory, device_id, self.path(device_id))
 
     def _ensure_dir(self) -> None:
         try:

@@ -4,8 +4,8 @@ import pytest
 
 from polythrottle.clocks import CpufreqControl, DevfreqControl, EmcControl, EmcProtocol, pair_writes
 from polythrottle.clocks.base import Write
+from polythrottle.clocks.sysfs import KernelRefusedError, SysfsIO
 from polythrottle.errors import BadInputError, DeviceError, InvalidValueError, PermissionDeniedError
-from polythrottle.sysfs import KernelRefusedError, SysfsIO
 from tests import fake_jetson as fj
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from polythrottle.energy.base import CounterResetError, EnergyMeter, EnergyWindow
 from polythrottle.errors import BadInputError, DeviceError
-from polythrottle.measurement import Measurement
+from polythrottle.measure.measurement import Measurement
 
 
 class Runnable(Protocol):

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from polythrottle.devices.jetson import JetsonDevice, open_device
+from polythrottle.clocks.sysfs import WritesDisabledError
+from polythrottle.devices.jetson import open_device
+from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import BadInputError, UnsupportedError
-from polythrottle.state import StateStore
-from polythrottle.sysfs import WritesDisabledError
 from tests import fake_jetson as fj
 
 
@@ -20,7 +20,7 @@ def orin(tmp_path, monkeypatch):
     root = tmp_path / "root"
     board = fj.build(root, "agx-orin-jp5")
     monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
-    monkeypatch.setattr("polythrottle.sysfs.IO_CLASS", fj.FakeKernelIO)
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
     opts = DeviceOptions(state_dir=tmp_path / "state")
     return root, board, opts
 
@@ -44,7 +44,7 @@ def test_session_restores_what_it_changed(orin):
         assert gpu(root, board) == ("1300500000", "1300500000")
     assert gpu(root, board) == before
     assert fj.read(root, f"{board.policy_dir(4)}/scaling_max_freq") == "2201600"
-    assert StateStore(opts.state_dir).originals(dev.device_id) == {}
+    assert OriginalsStore(opts.state_dir).originals(dev.originals_location().device_id) == {}
 
 
 def test_session_after_a_kept_apply_returns_to_the_applied_state(orin):
@@ -56,7 +56,7 @@ def test_session_after_a_kept_apply_returns_to_the_applied_state(orin):
         dev.apply({"gpu_mhz": 114.75, "emc_mhz": 204})
     assert gpu(root, board) == ("624750000", "624750000")  # the kept setting, not the tune's last one
     assert fj.read(root, board.emc_files["lock"]) == "0"
-    saved = StateStore(opts.state_dir).load(dev.device_id)
+    saved = OriginalsStore(opts.state_dir).load(dev.originals_location().device_id)
     assert saved.originals == {f"{board.gpu_dir}/min_freq": "114750000", f"{board.gpu_dir}/max_freq": "1300500000"}
     assert saved.meta["kept"] is True
     open_device("", opts).restore_saved()
@@ -67,15 +67,16 @@ def test_leftovers_of_a_crashed_session_are_restored_before_a_new_one(orin, caps
     root, board, opts = orin
     crashed = open_device("", opts)
     crashed.apply({"gpu_mhz": 114.75, "cpu_mhz": 268.8})  # then the process dies without restoring
-    store = StateStore(opts.state_dir)
-    store.record(crashed.device_id, {}, meta={"pid": dead_pid()})
+    store = OriginalsStore(opts.state_dir)
+    device_id = crashed.originals_location().device_id
+    store.record(device_id, {}, meta={"pid": dead_pid()})
     with open_device("", opts) as dev:
         dev.apply({"emc_mhz": 665.6})
         assert gpu(root, board) == ("114750000", "1300500000")  # the crash's GPU lock is gone
         assert "did not finish" in capsys.readouterr().err
     assert fj.read(root, f"{board.policy_dir(0)}/scaling_min_freq") == "115200"
     assert fj.read(root, board.emc_files["rate"]) == "3199000000"
-    assert store.originals(dev.device_id) == {}
+    assert store.originals(device_id) == {}
 
 
 def test_no_clock_control_writes_nothing(orin):
@@ -88,7 +89,7 @@ def test_no_clock_control_writes_nothing(orin):
     with pytest.raises(BadInputError, match="no-clock-control"):
         dev.restore_saved()
     with pytest.raises(WritesDisabledError):  # the IO itself refuses, whoever asks
-        dev.io.write(f"{board.gpu_dir}/max_freq", "114750000")
+        dev.control.io.write(f"{board.gpu_dir}/max_freq", "114750000")
     assert fj.write_log(root) == []
     assert all(not k.available for k in dev.info().knobs)
 
@@ -118,7 +119,7 @@ def test_unavailable_knobs_say_why(tmp_path, monkeypatch):
     assert status["gpu_mhz"].available
     with pytest.raises(UnsupportedError, match="emc_mhz cannot be set"):
         dev.apply({"emc_mhz": 1600})
-    monkeypatch.setattr(JetsonDevice, "_writable", lambda self, c: f"not root (cannot write {c.files()[0]})")
+    monkeypatch.setattr(dev.control.io, "writable", lambda path: False)  # as a user who is not root
     status = {k.name: k for k in dev.info().knobs}
     assert status["gpu_mhz"].reason.startswith("not root")
 

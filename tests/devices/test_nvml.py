@@ -22,9 +22,11 @@ import torch
 
 from polythrottle.devices import DeviceOptions
 from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
-from polythrottle.devices.nvml import GPU_LOCK, MEM_LOCK, POWER_LIMIT, NvmlDevice
+from polythrottle.devices.base import Device
+from polythrottle.devices.nvml import open_device
+from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
 from polythrottle.errors import BadInputError, UnsupportedError
-from polythrottle.harness import HarnessSettings
+from polythrottle.measure.harness import HarnessSettings
 from polythrottle.tuner import Tuner
 from tests.conftest import ROOT
 from tests.fake_nvml import GPU_CLOCKS, FakeGpu
@@ -35,9 +37,9 @@ DRIVER = ROOT / "tests" / "nvml_driver.py"
 UUID = "GPU-00000000-1111-2222-3333-444444444444"
 
 
-def open_gpu(tmp_path: Path, *, no_clock_control: bool = False, workload: str = "builtin:mlp") -> NvmlDevice:
+def open_gpu(tmp_path: Path, *, no_clock_control: bool = False, workload: str = "builtin:mlp") -> Device:
     opts = DeviceOptions(workload=workload, no_clock_control=no_clock_control, state_dir=tmp_path / "state")
-    return NvmlDevice(0, opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
+    return open_device("0", opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
 
 
 def state_file(tmp_path: Path) -> Path:
@@ -157,19 +159,19 @@ def test_restore_on_error_inside_with_block(gpu, tmp_path):
 
 def test_keep_leaves_settings_and_restore_saved_puts_them_back(gpu, tmp_path):
     opts = DeviceOptions(state_dir=tmp_path / "state")  # no workload: hardware knobs only (apply/restore)
-    dev = NvmlDevice(0, opts, torch_device="cpu")
+    dev = open_device("0", opts, torch_device="cpu")
     assert dev.hardware_knobs == ["gpu_mhz", "mem_mhz", "power_limit_w"] and dev.space().names == dev.hardware_knobs
     dev.apply({**dev.default_config(), "gpu_mhz": 345})
     dev.keep()
     dev.close()
     assert gpu.locked_gpu == (345, 345) and state_file(tmp_path).exists()
-    later = NvmlDevice(0, opts, torch_device="cpu")  # a new process: leftovers restored at open
+    later = open_device("0", opts, torch_device="cpu")  # a new process: leftovers restored at open
     assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
     later.apply({**later.default_config(), "power_limit_w": 200})
     assert sorted(later.restore_saved()) == sorted([POWER_LIMIT, MEM_LOCK, GPU_LOCK])
     assert gpu.power_limit_mw == 700_000 and gpu.locked_mem is None
     later.close()
-    ncc = NvmlDevice(0, DeviceOptions(state_dir=tmp_path / "state", no_clock_control=True), torch_device="cpu")
+    ncc = open_device("0", DeviceOptions(state_dir=tmp_path / "state", no_clock_control=True), torch_device="cpu")
     assert ncc.restore_saved() == []
     ncc.close()
 
@@ -231,13 +233,13 @@ def test_missing_counter_falls_back_to_sampled_power(monkeypatch, tmp_path):
 
 def test_open_errors(gpu, tmp_path):
     with pytest.raises(BadInputError, match="no such GPU"):
-        NvmlDevice(3, DeviceOptions(workload="builtin:mlp"), torch_device="cpu")
-    bare = NvmlDevice(0, DeviceOptions(no_clock_control=True, state_dir=tmp_path), torch_device="cpu")
+        open_device("3", DeviceOptions(workload="builtin:mlp"), torch_device="cpu")
+    bare = open_device("0", DeviceOptions(no_clock_control=True, state_dir=tmp_path), torch_device="cpu")
     with pytest.raises(BadInputError, match="--workload"):  # without a workload: settings only
         bare.measure()
     bare.close()
     with pytest.raises(BadInputError, match="unknown builtin"):
-        NvmlDevice(0, DeviceOptions(workload="builtin:nope"), torch_device="cpu")
+        open_device("0", DeviceOptions(workload="builtin:nope"), torch_device="cpu")
 
 
 # ----- --no-clock-control is airtight -----------------------------------------------------------------
@@ -277,14 +279,14 @@ def test_no_clock_control_never_writes_hardware(monkeypatch, tmp_path, capsys):
     assert len(res.history) == 4
     dev.restore()
     with pytest.raises(ClockControlDisabledError):
-        dev.guard.nvml("nvmlDeviceResetGpuLockedClocks", dev.handle)
+        dev.control.guard.nvml("nvmlDeviceResetGpuLockedClocks", dev.control.handle)
     dev.close()
-    assert gpu.setter_calls() == [] and sys_writes == [] and dev.guard.writes == []
+    assert gpu.setter_calls() == [] and sys_writes == [] and dev.control.guard.writes == []
     assert json.loads(leftover.read_text())["originals"] == {GPU_LOCK: "reset"}  # untouched
 
 
 def test_guard_refuses_before_calling(monkeypatch, tmp_path):
-    from polythrottle.sysfs import WritesDisabledError
+    from polythrottle.clocks.sysfs import WritesDisabledError
 
     called = []
     monkeypatch.setattr(pynvml, "nvmlDeviceSetGpuLockedClocks", lambda *a: called.append(a))
