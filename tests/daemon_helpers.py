@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from polythrottle.control import send_command
+from polythrottle.daemon.client import send_command
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from polythrottle.control import DaemonError, send_command
+from polythrottle.daemon.client import DaemonError, send_command
 from polythrottle.daemon.config import DEFAULT_CARBON_G_PER_KWH, ConfigError, load_config
 from polythrottle.daemon.metrics import DaemonMetrics, co2_grams
 from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
@@ -38,9 +38,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_config_defaults_and_relative_paths(tmp_path):
     cfg = load_config(write(tmp_path, GOOD + "model_files: [m.bin]\nstate_dir: st\nknobs: gpu_mhz,emc_mhz\n"))
     assert cfg.slo_ms == 25.0 and cfg.budget == 15 and cfg.retune_budget == 5
-    assert cfg.model_files == [tmp_path / "m.bin"] and cfg.state_dir == tmp_path / "st"
+    assert cfg.model_files == (tmp_path / "m.bin",) and cfg.state_dir == tmp_path / "st"
     assert cfg.history_path() == str(tmp_path / "st" / "history.sqlite")
-    assert cfg.knobs == ["gpu_mhz", "emc_mhz"]
+    assert cfg.knobs == ("gpu_mhz", "emc_mhz")
     assert cfg.carbon_intensity_g_per_kwh == DEFAULT_CARBON_G_PER_KWH
     assert cfg.metrics is not None and cfg.metrics.address == "127.0.0.1"
     assert load_config(write(tmp_path, GOOD + "metrics: false\n")).metrics is None

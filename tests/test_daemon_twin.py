@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from polythrottle.carbon import WORLD_AVERAGE
-from polythrottle.control import DaemonError
+from polythrottle.daemon.client import DaemonError
 from polythrottle.daemon.statefile import read_state
 from polythrottle.fingerprint import fingerprint_files
 from tests.conftest import ROOT

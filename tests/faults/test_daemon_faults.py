@@ -107,7 +107,7 @@ def test_sighup_with_a_refused_config_while_tuning_leaves_the_tune_alone(board, 
 
 
 def test_reload_request_with_a_refused_config_is_one_line_and_the_tune_goes_on(board, tmp_path):
-    from polythrottle.control import DaemonError
+    from polythrottle.daemon.client import DaemonError
 
     fj.set_rules(board.root, hooks=[{"measure": 2, "do": "block"}])
     run = Running(board, tmp_path)
