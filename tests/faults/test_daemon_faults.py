@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import fake_jetson as fj
-from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
+from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config
 from tests.faults.conftest import one_line
 from tests.faults.test_config_bombs import laughs
 
