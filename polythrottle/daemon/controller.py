@@ -30,7 +30,7 @@ from polythrottle.daemon.device_lock import Cancelled, LockedDevice
 from polythrottle.daemon.jobs import MODEL, RELOAD, START, Job
 from polythrottle.daemon.sdnotify import Notifier
 from polythrottle.daemon.statefile import pid_alive, read_state
-from polythrottle.daemon.status import DaemonStatus
+from polythrottle.daemon.status import DaemonStatus, tune_summary
 from polythrottle.daemon.trust import check_workload, is_user_workload
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError, PolyThrottleError
@@ -285,15 +285,7 @@ class Controller:
         p = self.prepared
         assert p is not None
         cfg = p.config
-        now = time.time()
-        summary = {
-            "kind": kind, "reason": reason, "model_version": version, "started_at": started,
-            "finished_at": now, "duration_s": round(now - started, 3),
-            "measurements": len(result.history), "budget": result.budget, "optimizer": result.optimizer,
-            "feasible": result.feasible, "saving_pct": result.saving_pct, "stop_reason": result.stop_reason,
-            "warm_start": result.extra.get("warm_start"), "history_tune_id": result.extra.get("history_tune_id"),
-            "baseline": result.baseline.to_dict(), "best": None if result.best is None else result.best.to_dict(),
-        }
+        summary = tune_summary(kind, reason, version, result, started)
         tunes = self.status.snap.tunes + 1
         if result.best is None:
             p.device.restore()

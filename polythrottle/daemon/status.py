@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polythrottle.carbon import co2_grams
 from polythrottle.daemon.config import DaemonConfig
@@ -26,6 +26,9 @@ from polythrottle.daemon.statefile import write_state
 from polythrottle.errors import BadInputError
 from polythrottle.measurement import Measurement
 from polythrottle.space import Config
+
+if TYPE_CHECKING:
+    from polythrottle.tuner import TuneResult
 
 log = logging.getLogger("polythrottle.daemon")
 
@@ -62,6 +65,19 @@ def current_numbers(energy_j: float, latency_ms: float, *, slo_ms: float, carbon
         "meets_slo": latency_ms <= slo_ms,
         "co2_per_inference_g": co2_grams(energy_j, carbon_g_per_kwh),
         "measured_at": time.time() if measured_at is None else measured_at,
+    }
+
+
+def tune_summary(kind: str, reason: str, model_version: str, result: TuneResult, started_at: float) -> dict[str, Any]:
+    """A finished tune as ``status`` shows it (``last_tune``)."""
+    now = time.time()
+    return {
+        "kind": kind, "reason": reason, "model_version": model_version, "started_at": started_at,
+        "finished_at": now, "duration_s": round(now - started_at, 3),
+        "measurements": len(result.history), "budget": result.budget, "optimizer": result.optimizer,
+        "feasible": result.feasible, "saving_pct": result.saving_pct, "stop_reason": result.stop_reason,
+        "warm_start": result.extra.get("warm_start"), "history_tune_id": result.extra.get("history_tune_id"),
+        "baseline": result.baseline.to_dict(), "best": None if result.best is None else result.best.to_dict(),
     }
 
 
@@ -224,4 +240,4 @@ class DaemonStatus:
             log.warning("cannot write the daemon state file: %s", e)
 
 
-__all__ = ["STATE_FILE_KEYS", "DaemonStatus", "Snapshot", "current_numbers"]
+__all__ = ["STATE_FILE_KEYS", "DaemonStatus", "Snapshot", "current_numbers", "tune_summary"]
