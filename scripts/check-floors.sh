@@ -11,4 +11,5 @@ python3.11 -m venv "$work/venv"
 "$work/venv/bin/pip" list 2>/dev/null | grep -i -E '^(botorch|gpytorch|numpy|scipy|pyyaml|pydantic|rich|prometheus.client|nvidia-ml-py|torch) '
 PYTHONPATH="$PWD" "$work/venv/bin/python" -m pytest -p no:cacheprovider tests/test_optimizer.py tests/test_warm_start.py \
   tests/test_sim.py tests/test_replay.py tests/test_history.py tests/test_space.py tests/boards tests/twin \
-  tests/test_cli_tune.py tests/test_api.py tests/test_daemon_parts.py tests/test_nvml_device.py
+  tests/test_cli_tune.py tests/test_api.py tests/daemon/test_config.py tests/daemon/test_controller.py tests/daemon/test_status.py \
+  tests/daemon/test_metrics.py tests/daemon/test_server.py tests/test_nvml_device.py

@@ -325,7 +325,7 @@ def write_log(root: Path) -> list[tuple[str, str]]:
 def snapshot(root: Path) -> dict[str, str]:
     """Every regular file of the tree (board path -> text), links not followed, control files excluded."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
             p = Path(dirpath) / f
             if p.is_symlink() or f.startswith(".fake_kernel"):

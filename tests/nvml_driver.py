@@ -12,7 +12,7 @@ import pynvml
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_nvml import FakeGpu  # noqa: E402
+from fake_nvml import FakeGpu
 
 torch.set_num_threads(1)
 refuse = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import polythrottle as pt
-from polythrottle.control import DaemonError, notify_model_updated
+from polythrottle.daemon.client import DaemonError, notify_model_updated
 from polythrottle.errors import BadInputError
 from polythrottle.integrations import CheckpointRetuner
 

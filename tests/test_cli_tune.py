@@ -5,7 +5,7 @@ import json
 import pytest
 
 from polythrottle.cli import main
-from tests.conftest import run_cli, write_table
+from tests.conftest import run_cli
 
 
 def tune_json(capsys, *args):

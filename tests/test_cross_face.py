@@ -12,7 +12,7 @@ import json
 import polythrottle as pt
 from polythrottle.boards.profiles import PROFILE_DIR
 from tests.conftest import run_cli
-from tests.daemon_helpers import DaemonProcess, NotifyListener, write_config
+from tests.daemon.helpers import DaemonProcess, NotifyListener, write_config
 
 SLO_MS = 25.0
 KNOBS = "gpu_mhz,emc_mhz,batch_size"

@@ -1,6 +1,5 @@
 """Optimizers on a small synthetic constrained problem with a known optimum."""
 
-import math
 
 import numpy as np
 import pytest
@@ -30,8 +29,8 @@ def run(name, seed, budget=20, noise=0.02):
     first = None
     for step in range(budget):
         i = opt.ask(remaining=budget - step)
-        e, l = ENERGY[i] * (1 + noise * rng.standard_normal()), LATENCY[i] * (1 + noise * rng.standard_normal())
-        opt.tell(Observation(i, e, l))
+        e, lat = ENERGY[i] * (1 + noise * rng.standard_normal()), LATENCY[i] * (1 + noise * rng.standard_normal())
+        opt.tell(Observation(i, e, lat))
         if first is None and LATENCY[i] <= SLO and ENERGY[i] <= 1.05 * OPT:
             first = step + 1
         if opt.stop_reason:

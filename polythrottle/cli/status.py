@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from polythrottle.control import send_command
+    from polythrottle.daemon.client import status as daemon_status
 
-    status = send_command("status", resolve_socket(args), timeout_s=args.timeout)["status"]
+    status = daemon_status(resolve_socket(args), timeout_s=args.timeout)
     if args.json:
         json.dump(status, sys.stdout, default=str)
         sys.stdout.write("\n")

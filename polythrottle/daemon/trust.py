@@ -79,7 +79,7 @@ def check_workload(cfg: Any, *, as_root: bool | None = None) -> None:
     """Refuse a user's workload the daemon must not execute (see the module docstring). Raises
     BadInputError naming the file and the reason. Does nothing for built-in workloads or non-root."""
     spec = getattr(cfg, "workload", None)
-    if not is_user_workload(spec):
+    if spec is None or not is_user_workload(spec):
         return
     files = workload_files(spec)
     if as_root is None:

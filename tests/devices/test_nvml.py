@@ -21,15 +21,15 @@ import pytest
 import torch
 
 from polythrottle.devices import DeviceOptions
-from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
 from polythrottle.devices.base import Device
+from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
 from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
 from polythrottle.errors import BadInputError, UnsupportedError
 from polythrottle.measure.harness import HarnessSettings
 from polythrottle.tuner import Tuner
 from tests.conftest import ROOT
-from tests.fake_nvml import GPU_CLOCKS, FakeGpu
+from tests.fake_nvml import FakeGpu
 
 torch.set_num_threads(1)
 FAST = HarnessSettings(window_s=0.01, warmup_s=0.0, warmup_batches=1, repeats=2, min_batches=2)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from polythrottle.devices.originals import OriginalsStore, default_state_dir
 from polythrottle.errors import DeviceError
 from polythrottle.paths import SYSTEM_STATE_DIR as ROOT_STATE_DIR
-from polythrottle.devices.originals import OriginalsStore, default_state_dir
 
 
 def test_default_dir_env_root_and_xdg(monkeypatch, tmp_path):

@@ -13,8 +13,8 @@ import yaml
 from polythrottle.boards.profiles import PROFILE_DIR, list_profiles, load_profile
 from polythrottle.cli import main
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.devices.table import ReplayTable
 from polythrottle.devices.sim import SimDevice
+from polythrottle.devices.table import ReplayTable
 from polythrottle.errors import BadInputError, ProfileError
 from polythrottle.twin.params import board_from_profile
 from tests.conftest import ROOT, run_cli

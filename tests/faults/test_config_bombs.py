@@ -99,7 +99,7 @@ def test_aliases_within_the_budget_still_work(tmp_path):
 
     path = write(tmp_path, "daemon.yaml", GOOD + "budget: &b 12\nretune_budget: &r 4\nknobs: &k [gpu_mhz, emc_mhz]\n")
     cfg = load_config(path)
-    assert cfg.budget == 12 and cfg.retune_budget == 4 and cfg.knobs == ["gpu_mhz", "emc_mhz"]
+    assert cfg.budget == 12 and cfg.retune_budget == 4 and cfg.knobs == ("gpu_mhz", "emc_mhz")
 
 
 # ----- device profiles: sim:PATH and POLYTHROTTLE_PROFILE_DIR ------------------------------------------------

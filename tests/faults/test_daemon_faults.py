@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import fake_jetson as fj
-from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
+from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config
 from tests.faults.conftest import one_line
 from tests.faults.test_config_bombs import laughs
 
@@ -107,7 +107,7 @@ def test_sighup_with_a_refused_config_while_tuning_leaves_the_tune_alone(board, 
 
 
 def test_reload_request_with_a_refused_config_is_one_line_and_the_tune_goes_on(board, tmp_path):
-    from polythrottle.control import DaemonError
+    from polythrottle.daemon.client import DaemonError
 
     fj.set_rules(board.root, hooks=[{"measure": 2, "do": "block"}])
     run = Running(board, tmp_path)

@@ -214,8 +214,8 @@ NVML_BAD = {
 
 @pytest.mark.parametrize("case", sorted(NVML_BAD))
 def test_nvml_refuses_tampered_originals(gpu, tmp_path, case):
-    from polythrottle.errors import BadInputError, DeviceError
     from polythrottle.devices.originals import OriginalsStore
+    from polythrottle.errors import BadInputError, DeviceError
 
     store = OriginalsStore(tmp_path / "state")  # the public store API: as a crashed run would have left it
     store.record("nvml:GPU-00000000-1111-2222-3333-444444444444", NVML_BAD[case], meta={"pid": 999_999_999})

@@ -14,11 +14,11 @@ import urllib.request
 import pytest
 
 from polythrottle.carbon import WORLD_AVERAGE
-from polythrottle.control import DaemonError
+from polythrottle.daemon.client import DaemonError
 from polythrottle.daemon.statefile import read_state
 from polythrottle.fingerprint import fingerprint_files
 from tests.conftest import ROOT
-from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config
+from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from polythrottle.control import send_command
-ROOT = Path(__file__).resolve().parents[1]
+from polythrottle.daemon.client import send_command
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class NotifyListener:
@@ -93,7 +94,7 @@ class DaemonProcess:
     def try_status(self) -> dict[str, Any] | None:
         try:
             return self.status()
-        except Exception:
+        except Exception:  # noqa: BLE001 - not answering yet, for any reason
             return None
 
     def wait(self, pred: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> dict[str, Any]:

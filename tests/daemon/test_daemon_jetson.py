@@ -13,7 +13,7 @@ pytest.importorskip("polythrottle.devices.jetson")
 pytest.importorskip("polythrottle.measure.harness")
 fj = pytest.importorskip("tests.fake_jetson")
 
-from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for, write_config  # noqa: E402
+from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config  # noqa: E402
 
 BOARD = "agx-orin-jp5"
 

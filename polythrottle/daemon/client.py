@@ -1,14 +1,13 @@
-"""Client side of the daemon's control socket: one JSON request, one JSON reply, each a line.
+"""The daemon's control-socket client: one request line, one reply line (``polythrottle.daemon.protocol``).
 
-Request: ``{"command": "model-updated", ...fields}`` + newline over a Unix stream socket; the daemon
-answers one line ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The socket path is
-``polythrottle.paths.socket_path`` unless given (``$POLYTHROTTLE_SOCKET``, else the system socket
-``/run/polythrottle/control.sock`` as root or when it exists, else the user's runtime directory).
+The socket path is ``polythrottle.paths.socket_path`` unless given (``$POLYTHROTTLE_SOCKET``, else the
+system socket ``/run/polythrottle/control.sock`` as root or when it exists, else the user's runtime
+directory). ``send_command`` sends any command and returns the reply; ``status``, ``reload`` and
+``notify_model_updated`` are the daemon's commands as functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -16,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle import paths
+from polythrottle.daemon.protocol import (
+    MODEL_UPDATED,
+    RELOAD,
+    STATUS,
+    ModelUpdated,
+    decode_reply,
+    encode_request,
+    is_busy,
+    refused,
+)
 from polythrottle.errors import PolyThrottleError
 
 DEFAULT_SOCKET = str(paths.SYSTEM_SOCKET)
+RETRY_S = 0.1
+"""Pause between tries while the daemon answers ``busy``."""
 
 
 class DaemonError(PolyThrottleError):
@@ -43,11 +54,10 @@ def send_command(command: str, path: str | os.PathLike[str] | None = None, *, ti
         try:
             reply = _send_once(command, path, max(deadline - time.monotonic(), 0.1), fields)
         except _Busy as e:  # the listen backlog is full (a flood of connections): like a busy answer
-            reply = {"ok": False, "error": f"busy: {e}"}
-        busy = not reply.get("ok", False) and str(reply.get("error", "")).startswith("busy:")
-        if not busy or time.monotonic() > deadline:
+            reply = refused(f"busy: {e}")
+        if not is_busy(reply) or time.monotonic() > deadline:
             break
-        time.sleep(0.1)
+        time.sleep(RETRY_S)
     if not reply.get("ok", False):
         raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}")
     return reply
@@ -56,13 +66,13 @@ def send_command(command: str, path: str | os.PathLike[str] | None = None, *, ti
 def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: float,
                fields: dict[str, Any]) -> dict[str, Any]:
     where = socket_path(path)
-    request = json.dumps({"command": command, **fields}, default=str) + "\n"
+    request = encode_request(command, **fields)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout_s)
             s.connect(str(where))
             try:
-                s.sendall(request.encode())
+                s.sendall(request)
             except (BrokenPipeError, ConnectionResetError):  # answered without reading (busy): read why
                 pass
             buf = b""
@@ -82,24 +92,31 @@ def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: flo
         raise DaemonError(f"no permission to use the daemon control socket {where}") from None
     except OSError as e:  # refused, timed out, ...
         raise DaemonError(f"daemon control socket {where}: {e.strerror or e}") from None
-    try:
-        reply = json.loads(buf.decode() or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DaemonError(f"daemon at {where} sent a malformed reply") from None
-    if not isinstance(reply, dict):
+    if not buf.strip():
         raise DaemonError(f"daemon at {where} sent no reply")
+    reply = decode_reply(buf)
+    if reply is None:
+        raise DaemonError(f"daemon at {where} sent a malformed reply")
     return reply
 
 
+def status(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The daemon's status (what ``polythrottle status --json`` prints). Raises DaemonError."""
+    return dict(send_command(STATUS, path, timeout_s=timeout_s)["status"])
+
+
+def reload(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Ask the daemon to re-read its config; the reply names the queued job. Raises DaemonError (a
+    refused config: the reason)."""
+    return send_command(RELOAD, path, timeout_s=timeout_s)
+
+
 def notify_model_updated(path: str | os.PathLike[str] | None = None, *, model_version: str | None = None,
-                         model_files: list[str] | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
+                         model_files: list[str] | None = None, force: bool = False,
+                         timeout_s: float = 5.0) -> dict[str, Any]:
     """Tell the daemon the model changed (it re-tunes with a warm start). Raises DaemonError."""
-    fields: dict[str, Any] = {}
-    if model_version:
-        fields["model_version"] = model_version
-    if model_files:
-        fields["model_files"] = [str(f) for f in model_files]
-    return send_command("model-updated", path, timeout_s=timeout_s, **fields)
+    request = ModelUpdated(model_version or None, [str(f) for f in model_files] if model_files else None, force)
+    return send_command(MODEL_UPDATED, path, timeout_s=timeout_s, **request.fields())
 
 
-__all__ = ["DEFAULT_SOCKET", "DaemonError", "notify_model_updated", "send_command", "socket_path"]
+__all__ = ["DEFAULT_SOCKET", "DaemonError", "notify_model_updated", "reload", "send_command", "socket_path", "status"]
