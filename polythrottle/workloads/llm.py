@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, first_line
 from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import parse_int, parse_int_list, split_options
+from polythrottle.workloads.llm_runner import KV_CACHES, PRECISIONS, is_oom
 from polythrottle.workloads.runner import is_cuda
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ OPTIONS = {"prompt_tokens": "N", "new_tokens": "M", "batch_sizes": "1,8,32", "pr
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_NEW_TOKENS = 64
 DEFAULT_LLM_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-PRECISIONS = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-KV_CACHES = ("dynamic", "static", "static_graphs")
 INSTALL_HINT = "pip install 'polythrottle[llm]'"
 _LLAMA = {"rms_norm_eps": 1e-5, "hidden_act": "silu"}
 PRESETS: dict[str, dict[str, Any]] = {
@@ -81,12 +80,6 @@ def import_transformers() -> Any:
     return transformers
 
 
-
-
-def is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 class LlmWorkload:

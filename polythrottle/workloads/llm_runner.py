@@ -6,14 +6,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from polythrottle.errors import BadInputError, DeviceError, first_line
 from polythrottle.space import Value
-from polythrottle.workloads.llm import KV_CACHES, PRECISIONS, LlmWorkload, is_oom
 from polythrottle.workloads.runner import is_cuda
+
+PRECISIONS = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+KV_CACHES = ("dynamic", "static", "static_graphs")
+
+
+class LlmSource(Protocol):
+    """What a runner needs of its workload (``polythrottle.workloads.llm.LlmWorkload``)."""
+
+    name: str
+    device: Any
+    batch_sizes: Any
+    new_tokens: int
+    prompt_tokens: int
+    vocab_size: int
+
+    def model_for(self, precision: str) -> Any: ...
+
+
+def is_oom(e: BaseException) -> bool:
+    """True when ``e`` is a CUDA (or other) out-of-memory error."""
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def generate(model: Any, ids: Any, new_tokens: int, kv_cache: str, streamer: Any) -> Any:
@@ -80,7 +102,7 @@ class LlmRunner:
 
     item_name = "token"
 
-    def __init__(self, workload: LlmWorkload, config: Mapping[str, Value]) -> None:
+    def __init__(self, workload: LlmSource, config: Mapping[str, Value]) -> None:
         import torch
 
         self.workload = workload
