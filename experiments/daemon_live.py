@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for  # noqa: E402
+from tests.daemon_helpers import DaemonProcess, NotifyListener, wait_for
 
 
 def poll_until(d: DaemonProcess, pred, timeout: float, what: str, answer_ms: list[float]) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import platform
 import statistics
 import sys
@@ -177,7 +176,7 @@ def calibrate(w: Workload, reps: int) -> dict:
         w.infer(b)
     for _ in range(3):
         w.finetune_step()
-    alone_ts = {b: timed(lambda: w.infer(b), reps) for b in CALIBRATION_BATCHES}
+    alone_ts = {b: timed(lambda b=b: w.infer(b), reps) for b in CALIBRATION_BATCHES}
     alone = {b: statistics.median(ts) for b, ts in alone_ts.items()}
     alone_p90 = {b: float(np.percentile(ts, 90)) for b, ts in alone_ts.items()}
     ft_alone = statistics.median(timed(w.finetune_step, max(reps // 2, 5)))
@@ -197,7 +196,7 @@ def calibrate(w: Workload, reps: int) -> dict:
     corun = {}
     corun_p90 = {}
     for b in CALIBRATION_BATCHES:
-        ts = timed(lambda: w.infer(b), reps)
+        ts = timed(lambda b=b: w.infer(b), reps)
         corun[b] = statistics.median(ts)
         corun_p90[b] = float(np.percentile(ts, 90))
     stop.set()

@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polythrottle.history import HistoryError, HistoryKey, HistoryStore, open_history
-from tests.pg import PgCluster, pg_available
+from polythrottle.history import HistoryError, HistoryKey, HistoryStore, open_history  # noqa: E402
+from tests.pg import PgCluster, pg_available  # noqa: E402
 
 KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "bench")
 

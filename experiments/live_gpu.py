@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import math
 import random
@@ -231,7 +230,7 @@ def report_between(rows: list[dict], knobs: list[str], det: dict, tunes: list[Pa
               "log(tune / table), against the median standard error the table's measurements reported.", "",
               "| configs | pairs | energy rms diff | energy reported SE | latency rms diff | latency reported SE |",
               "|---|---|---|---|---|---|"]
-    rms = lambda xs: math.sqrt(sum(x * x for x in xs) / len(xs))  # noqa: E731
+    rms = lambda xs: math.sqrt(sum(x * x for x in xs) / len(xs))
     for g, xs in sorted(groups.items()):
         lines.append(f"| {g} | {len(xs)} | {100 * rms([x[0] for x in xs]):.1f}% | "
                      f"{100 * statistics.median(x[2] for x in xs):.2f}% | {100 * rms([x[1] for x in xs]):.1f}% | "

@@ -131,7 +131,7 @@ def main() -> None:
                 dev = live_like_device(table, se, seed=1000 + seed)
                 t0 = time.perf_counter()
                 res = Tuner(dev, slo, args.budget, seed=seed,
-                            optimizer=lambda sp, thr, sd: ConstrainedBO(sp, thr, sd, CBOSettings(reported_noise=mode))).run()
+                            optimizer=lambda sp, thr, sd, mode=mode: ConstrainedBO(sp, thr, sd, CBOSettings(reported_noise=mode))).run()
                 secs.append(time.perf_counter() - t0)
                 if res.best is None:
                     gaps.append(math.inf)

@@ -26,7 +26,7 @@ TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 def true_optimum(device, slo_ms: float) -> float:
     t = device.table
     e, lat = t.metric("energy_j"), t.metric("latency_ms")
-    return float(min(x for x, l in zip(e, lat) if l <= slo_ms))
+    return float(min(x for x, lat_ms in zip(e, lat) if lat_ms <= slo_ms))
 
 
 def run_one(optimizer: str, seed: int, args) -> dict:
