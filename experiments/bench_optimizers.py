@@ -1,6 +1,6 @@
 """Issue 6: optimizer benchmark - every optimizer x landscape x seed, side by side, in one run.
 
-Each run drives ``polythrottle.tuner.Tuner`` (baseline first, then the optimizer's picks, budget 30)
+Each run drives ``polythrottle.tuning.tuner.Tuner`` (baseline first, then the optimizer's picks, budget 30)
 against a noisy device; the truth is the same device without noise. Per run it records:
 measurements until a config truly within 5% / 2% of the true optimum was measured (a miss counts as
 budget + 1 in medians), the true energy and feasibility of the final recommendation, measurements
@@ -33,7 +33,7 @@ from typing import Any
 # the workers' thread pools oversubscribe the cores and every step of cbo / optuna-gp ran ~5x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +43,7 @@ from polythrottle.devices.base import Device  # noqa: E402
 from polythrottle.errors import BadInputError  # noqa: E402
 from polythrottle.optim import OPTIMIZERS  # noqa: E402
 from polythrottle.space import SearchSpace  # noqa: E402
-from polythrottle.tuner import Tuner  # noqa: E402
+from polythrottle.tuning.tuner import Tuner  # noqa: E402
 
 XAVIER_TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 OURS = "cbo"

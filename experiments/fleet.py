@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from polythrottle.devices import DeviceOptions, open_device  # noqa: E402
 from polythrottle.history import HistoryStore  # noqa: E402
-from polythrottle.history_tune import run_tune  # noqa: E402
+from polythrottle.tuning.session import run_tune  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def summarize(setup: Setup, runs: list[Run], spread: tuple[float, ...], units: i
         "# Fleet warm start: a new unit tunes from the fleet's history (issue 17)",
         "",
         f"Command: `{cmd}` ({wall_s / 60:.1f} min wall). Code: `polythrottle/optim/pooled_prior.py`, "
-        "`history_tune.choose_prior`, `polythrottle/twin/units.py`.",
+        "`tuning.session.choose_prior`, `polythrottle/twin/units.py`.",
         "",
         f"Board `sim:{setup.board}?unit=N` (N = 1..{units}), workload `{setup.workload}`, knobs "
         f"{', '.join(setup.knobs)}, SLO {setup.slo_ms:.3g} ms (30th percentile of the nominal board's latencies), "

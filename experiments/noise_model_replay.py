@@ -37,7 +37,7 @@ from polythrottle.identity import DeviceIdentity  # noqa: E402
 from polythrottle.measure.measurement import Measurement  # noqa: E402
 from polythrottle.optim.cbo import CBOSettings, ConstrainedBO  # noqa: E402
 from polythrottle.space import Config, KnobStatus, SearchSpace, Value  # noqa: E402
-from polythrottle.tuner import Tuner  # noqa: E402
+from polythrottle.tuning.tuner import Tuner  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 # between-measurement relative std (energy, latency), by CUDA graphs on/off, from the live H100 runs

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from polythrottle.devices import DeviceOptions, open_device  # noqa: E402
 from polythrottle.devices.table import ReplayTable  # noqa: E402
 from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior  # noqa: E402
-from polythrottle.tuner import Tuner  # noqa: E402
+from polythrottle.tuning.tuner import Tuner  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 

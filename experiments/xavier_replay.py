@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from polythrottle.devices import DeviceOptions, open_device  # noqa: E402
-from polythrottle.tuner import Tuner  # noqa: E402
+from polythrottle.tuning.tuner import Tuner  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 

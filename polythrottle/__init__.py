@@ -16,7 +16,7 @@ from polythrottle.api import (
     tune,
 )
 from polythrottle.history import HistoryKey
-from polythrottle.tuner import TuneResult
+from polythrottle.tuning.tuner import TuneResult
 
 
 def __getattr__(name: str) -> object:

@@ -1,4 +1,4 @@
-"""The Python API: a thin face over ``polythrottle.tuner.Tuner`` (through ``history_tune.run_tune``).
+"""The Python API: a thin face over ``polythrottle.tuning.tuner.Tuner`` (through ``polythrottle.tuning.session.run_tune``).
 
     import polythrottle as pt
 
@@ -25,10 +25,10 @@ from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
-from polythrottle.history_tune import run_tune
 from polythrottle.space import Config, Value
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
-from polythrottle.tuner import OnRecord, TuneResult
+from polythrottle.tuning.session import run_tune
+from polythrottle.tuning.tuner import OnRecord, TuneResult
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History

@@ -123,7 +123,7 @@ def resolve(country: str | None = None, intensity_g_per_kwh: float | None = None
 def tune_extra(carbon: CarbonIntensity, result: Any) -> dict[str, Any]:
     """What a tune's result gains (``result.extra.update(...)``; JSON of ``tune``): ``carbon`` (the
     intensity used) and ``co2_g_per_inference`` of the baseline and of the pick (None if nothing met
-    the SLO). ``result`` is a ``polythrottle.tuner.TuneResult``."""
+    the SLO). ``result`` is a ``polythrottle.tuning.tuner.TuneResult``."""
     best = getattr(result, "best", None)
     return {
         "carbon": carbon.to_dict(),

@@ -7,7 +7,7 @@
   measurements), the SLO as a line with the region over it shaded, the measured Pareto front (configs
   no other beats on both), the baseline and the pick labelled.
 
-"Feasible" is judged on the measured data alone (``polythrottle.tune_trace``): a config's mean
+"Feasible" is judged on the measured data alone (``polythrottle.tuning.trace``): a config's mean
 latency over its measurements meets the SLO. The legends say so. Figures are drawn with the
 object-oriented API (``matplotlib.figure.Figure``), so no GUI backend is ever touched.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.errors import BadInputError, MissingDependencyError
-from polythrottle.tune_trace import TuneTrace, config_key, short_device
+from polythrottle.tuning.trace import TuneTrace, config_key, short_device
 
 KINDS = ("both", "convergence", "tradeoff")
 FORMATS = (".png", ".svg", ".pdf")

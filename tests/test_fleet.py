@@ -12,10 +12,10 @@ import pytest
 from polythrottle.devices import DeviceOptions, open_device
 from polythrottle.errors import BadInputError
 from polythrottle.history import HistoryStore
-from polythrottle.history_tune import choose_prior, tune_key
 from polythrottle.optim.base import Observation
 from polythrottle.optim.pooled_prior import MAX_SPREAD, pool
-from polythrottle.tuner import Tuner
+from polythrottle.tuning.session import choose_prior, tune_key
+from polythrottle.tuning.tuner import Tuner
 
 
 def _sim(unit: int):

@@ -10,7 +10,7 @@ import pytest
 
 from polythrottle.cli import main
 from polythrottle.history import HistoryStore
-from polythrottle.tune_trace import TracePoint, TuneTrace
+from polythrottle.tuning.trace import TracePoint, TuneTrace
 from tests.conftest import write_table
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError, brief, clip
-from polythrottle.history_tune import is_simulated
 from polythrottle.space import parse_assignments
+from polythrottle.tuning.session import is_simulated
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.history_tune import is_simulated
+from polythrottle.tuning.session import is_simulated
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History

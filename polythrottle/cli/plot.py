@@ -37,7 +37,7 @@ def _default_out(args: argparse.Namespace, tune_id: int | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from polythrottle.plot import FORMATS, render, require_matplotlib
-    from polythrottle.tune_trace import TuneTrace
+    from polythrottle.tuning.trace import TuneTrace
 
     if (args.result is None) == (args.history is None):
         raise BadInputError("give a result file or --history PATH (one of them)")

@@ -3,7 +3,7 @@
 Every line fits the console's width (80 columns when it is not a terminal): the live view gives each
 measurement one line (number, role, energy, latency, SLO met or over, best feasible energy so far,
 the tuned knobs' values), and the final table has a row per knob and a column for the baseline and
-the pick, so it stays narrow whatever the number of knobs. "Best" follows ``polythrottle.tune_trace``:
+the pick, so it stays narrow whatever the number of knobs. "Best" follows ``polythrottle.tuning.trace``:
 the lowest mean energy among configs whose mean measured latency meets the SLO.
 """
 
@@ -18,10 +18,10 @@ from rich.table import Table
 
 from polythrottle.carbon import CarbonIntensity
 from polythrottle.space import Config
-from polythrottle.tune_trace import TracePoint, TuneTrace, short_device
+from polythrottle.tuning.trace import TracePoint, TuneTrace, short_device
 
 if TYPE_CHECKING:  # the tuner imports the optimizers; `polythrottle --help` should not
-    from polythrottle.tuner import TuneRecord, TuneResult
+    from polythrottle.tuning.tuner import TuneRecord, TuneResult
 
 # (width, alignment, gap after) of: #, role, energy J, latency ms, SLO, best J; the config takes the rest
 _COLS = ((3, ">", 1), (8, "<", 1), (8, ">", 1), (10, ">", 2), (4, "<", 0), (9, ">", 2))

@@ -16,7 +16,7 @@ from polythrottle.devices import open_device
 from polythrottle.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
-    from polythrottle.tuner import TuneResult
+    from polythrottle.tuning.tuner import TuneResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
 def run(args: argparse.Namespace) -> int:
     from polythrottle.carbon import resolve, tune_extra
     from polythrottle.cli.render import LiveView, print_result  # rich rendering only when needed
-    from polythrottle.history_tune import run_tune
+    from polythrottle.tuning.session import run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
     knobs = list(spec.knobs) if spec.knobs else None

@@ -12,7 +12,7 @@ cancelled by the ``stop``/``cancel`` events) and the history store, and reports 
   is opened puts the device back and resumes the job the reload interrupted (never left mid-tune);
 - ``recover`` restores what a crashed run left (its saved originals); the state file is only a hint.
 
-Tuning is ``history_tune.run_tune`` (the same ``Tuner`` as ``polythrottle tune``).
+Tuning is ``polythrottle.tuning.session.run_tune`` (the same ``Tuner`` as ``polythrottle tune``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, open_history
 from polythrottle.history.protocol import History
-from polythrottle.history_tune import DEFAULT_MODEL_VERSION, run_tune, tune_key
 from polythrottle.space import Config
-from polythrottle.tuner import Tuner, TuneRecord, TuneResult
+from polythrottle.tuning.session import DEFAULT_MODEL_VERSION, run_tune, tune_key
+from polythrottle.tuning.tuner import Tuner, TuneRecord, TuneResult
 
 log = logging.getLogger("polythrottle.daemon")
 

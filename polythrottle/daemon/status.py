@@ -28,7 +28,7 @@ from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Config
 
 if TYPE_CHECKING:
-    from polythrottle.tuner import TuneResult
+    from polythrottle.tuning.tuner import TuneResult
 
 log = logging.getLogger("polythrottle.daemon")
 

@@ -64,7 +64,7 @@ def _real(x: object) -> bool:
 
 def check_options(o: DeviceOptions) -> None:
     """BadInputError (one line) for an option of the wrong type or out of range."""
-    from polythrottle.tuner import check_seed
+    from polythrottle.checks import check_seed
 
     if not _real(o.noise) or not 0 <= o.noise <= MAX_NOISE:  # type: ignore[operator]
         raise BadInputError(f"noise must be a number from 0 to {MAX_NOISE:g}, got {brief(o.noise, 40)}")

@@ -293,7 +293,7 @@ class HistoryStore:
 
     def record_tune(self, key: HistoryKey, model_version: str, result: Any, *, warm_from: str | None = None,
                     unit: str = "") -> int:
-        """Persist a finished ``polythrottle.tuner.TuneResult`` (all its measurements) in one transaction."""
+        """Persist a finished ``polythrottle.tuning.tuner.TuneResult`` (all its measurements) in one transaction."""
         row = TuneRow.begin(key, model_version, slo_ms=result.slo_ms, optimizer=result.optimizer,
                             knobs=result.tuned_knobs, warm_from=warm_from, unit=unit)
         best = result.best

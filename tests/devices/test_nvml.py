@@ -27,7 +27,7 @@ from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
 from polythrottle.errors import BadInputError, UnsupportedError
 from polythrottle.measure.harness import HarnessSettings
-from polythrottle.tuner import Tuner
+from polythrottle.tuning.tuner import Tuner
 from tests.conftest import ROOT
 from tests.fake_nvml import FakeGpu
 

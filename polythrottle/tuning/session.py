@@ -21,7 +21,7 @@ from polythrottle.identity import history_key
 from polythrottle.optim.base import Observation
 from polythrottle.optim.pooled_prior import MAX_SPREAD, pool
 from polythrottle.space import Value
-from polythrottle.tuner import OnRecord, Tuner, TuneRecord, TuneResult
+from polythrottle.tuning.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
 DEFAULT_MODEL_VERSION = "unversioned"
 SIMULATED_SCHEMES = ("replay", "sim")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from polythrottle.checks import check_seed, is_int, is_real, knob_names
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
 from polythrottle.measure.measurement import Measurement
@@ -117,38 +118,6 @@ class TuneResult:
 
 
 OnRecord = Callable[[TuneRecord], None]
-MAX_SEED = 2**32 - 1
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def check_seed(seed: Any) -> None:
-    """BadInputError unless ``seed`` is None or an integer in [0, 2**32 - 1] (what every RNG accepts)."""
-    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
-        raise BadInputError(f"seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
-
-
-def knob_names(knobs: Any) -> list[str] | None:
-    """``knobs`` as a list of names: a list/tuple of names, or one string ``"a,b"``; None for all.
-    Raises BadInputError for anything else (a number, an empty string, a name that is not a string)."""
-    if knobs is None:
-        return None
-    if isinstance(knobs, str):
-        names = [n.strip() for n in knobs.split(",") if n.strip()]
-        if not names:
-            raise BadInputError(f"knobs is empty: {brief(knobs, 40)}")
-        return names
-    if not isinstance(knobs, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in knobs):
-        raise BadInputError(f"knobs must be a list of knob names or one string 'a,b', got {brief(knobs, 60)}")
-    return [n.strip() for n in knobs] or None
-
-
 class Tuner:
     """Tune ``device`` for the lowest energy per inference with latency <= ``slo_ms``.
 
@@ -168,9 +137,9 @@ class Tuner:
         baseline: Mapping[str, Value | str] | None = None,
         seed: int | None = None,
     ) -> None:
-        if not _is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
+        if not is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
             raise BadInputError(f"slo_ms must be a positive number, got {brief(slo_ms, 40)}")
-        if not _is_int(budget) or budget < 2:
+        if not is_int(budget) or budget < 2:
             raise BadInputError(f"budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
         check_seed(seed)
         knobs = knob_names(knobs)

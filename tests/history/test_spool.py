@@ -9,8 +9,8 @@ import pytest
 
 from polythrottle.devices import DeviceOptions, open_device
 from polythrottle.history import HistoryKey, HistoryStore, SpooledHistory
-from polythrottle.history_tune import run_tune
-from polythrottle.tuner import TuneRecord
+from polythrottle.tuning.session import run_tune
+from polythrottle.tuning.tuner import TuneRecord
 
 KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
 

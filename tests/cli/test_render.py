@@ -10,7 +10,7 @@ from rich.console import Console
 from polythrottle.cli import main
 from polythrottle.cli.render import LiveView, print_result
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.tuner import Tuner
+from polythrottle.tuning.tuner import Tuner
 
 
 def test_live_view_and_final_table_fit_80_columns():
