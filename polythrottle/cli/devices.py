@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 from polythrottle.boards.profiles import list_profiles, load_profile
-from polythrottle.clocks.sysfs import fs_root, is_root_user
+from polythrottle.clocks.sysfs import fs_root
 from polythrottle.devices import DeviceInfo, DeviceOptions
+from polythrottle.devices.nvml_probe import probe_gpus
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
-from polythrottle.space import KnobStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,42 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", type=Path, default=None, help="state directory (env POLYTHROTTLE_STATE_DIR)")
     p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
     p.set_defaults(func=run)
-
-
-def nvml_summary() -> list[DeviceInfo]:
-    """Read-only NVML view (when the nvml device module has no ``probe``): each GPU and its sensors."""
-    try:
-        import pynvml
-    except ImportError:
-        return [DeviceInfo(name="nvml", kind="nvml", found=False, notes=["nvidia-ml-py is not installed"])]
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
-        return [DeviceInfo(name="nvml", kind="nvml", found=False, notes=[f"no NVIDIA GPU found: NVML says {e}"])]
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            meters = []
-            for label, fn in (("energy counter", pynvml.nvmlDeviceGetTotalEnergyConsumption),
-                              ("power", pynvml.nvmlDeviceGetPowerUsage)):
-                try:
-                    fn(h)
-                    meters.append(KnobStatus(label, True, "readable"))
-                except pynvml.NVMLError as e:
-                    meters.append(KnobStatus(label, False, f"NVML reports {e}"))
-            why = f"`tune --device nvml:{i}` probes what the driver accepts" if is_root_user() else "not root"
-            knobs = [KnobStatus(k, is_root_user(), why) for k in ("gpu_mhz", "mem_mhz")]
-            board = name.decode() if isinstance(name, bytes) else str(name)
-            gpus.append(DeviceInfo(name=f"nvml:{i}", kind="nvml", details={"board": board}, knobs=knobs,
-                                   meters=meters))
-        return gpus or [DeviceInfo(name="nvml", kind="nvml", found=False, notes=["NVML found no GPU"])]
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
@@ -85,11 +49,7 @@ def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
         jetson_found |= info.kind == "jetson" and info.found
     # NVML: on a Jetson it reports NotSupported (said in the Jetson entry); under a fake root it is moot
     if not jetson_found and fs_root() == Path("/"):
-        try:
-            nvml_probe = getattr(importlib.import_module(SCHEMES["nvml"]), "probe", None)
-        except ImportError:
-            nvml_probe = None
-        out += [nvml_probe(options)] if nvml_probe else nvml_summary()
+        out += probe_gpus()
     return out
 
 
