@@ -116,7 +116,7 @@ def _finite(x: float, what: str) -> float:
 class DeviceSpec(BaseModel):
     """How to open a device: which one, what it measures and how (``profile``, ``apply``, ``restore``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, protected_namespaces=())
 
     device: str = Field(min_length=1)
     workload: str | None = None

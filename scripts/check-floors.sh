@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 work=${FLOORS_DIR:-$(mktemp -d)}
 python3.11 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q torch==2.13.0 botorch==0.14.0 gpytorch==1.14 numpy==1.23.5 scipy==1.10.1 \
-  pyyaml==6.0 pydantic==2.1.1 rich==13.0.0 prometheus-client==0.20.0 nvidia-ml-py==12.535.77 pytest 2>&1 | grep -v 'is ignored' || true
-"$work/venv/bin/pip" list 2>/dev/null | grep -i -E '^(botorch|gpytorch|numpy|scipy|pyyaml|pydantic|rich|prometheus.client|nvidia-ml-py|torch) '
+  pyyaml==6.0 pydantic==2.1.1 rich==13.0.0 prometheus-client==0.20.0 nvidia-ml-py==12.535.77 sqlalchemy==2.0.0 alembic==1.7.2 pytest 2>&1 | grep -v 'is ignored' || true
+# psycopg (the fleet extra) at its tested floor, for the PostgreSQL history tests
+"$work/venv/bin/pip" install -q 'psycopg[binary]==3.1.4' 2>&1 | grep -v 'is ignored' || true
+"$work/venv/bin/pip" list 2>/dev/null | grep -i -E '^(botorch|gpytorch|numpy|scipy|pyyaml|pydantic|rich|prometheus.client|nvidia-ml-py|torch|sqlalchemy|alembic|psycopg) '
 PYTHONPATH="$PWD" "$work/venv/bin/python" -m pytest -p no:cacheprovider tests/optim/test_cbo.py tests/optim/test_warm_start.py \
   tests/devices/test_sim.py tests/devices/test_replay.py tests/history/test_store.py tests/test_space.py tests/boards tests/twin \
   tests/cli/test_tune.py tests/test_api.py tests/daemon/test_config.py tests/daemon/test_controller.py tests/daemon/test_status.py \

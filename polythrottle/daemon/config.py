@@ -56,7 +56,7 @@ class _Worded(ValueError):
 class MetricsConfig(BaseModel):
     """Prometheus endpoint: ``http://ADDRESS:PORT/metrics`` (port 0: any free port)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, protected_namespaces=())
 
     address: str = Field(default=DEFAULT_METRICS_ADDRESS, min_length=1)
     port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
