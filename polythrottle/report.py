@@ -44,6 +44,14 @@ def tune_progress(console: Console, budget: int, slo_ms: float) -> Iterator[call
         yield on_record
 
 
+def no_config_line(result: TuneResult) -> str:
+    """What to say when nothing met the SLO: the lowest latency reachable and the config that reaches it."""
+    f = result.fastest
+    if f is None:
+        return f"lowest latency seen {result.lowest_latency_ms:.4g} ms"
+    return f"lowest latency reachable {f.latency_ms:.4g} ms, with {fmt_config(f.config)}"
+
+
 def result_table(result: TuneResult) -> Table:
     """Baseline and best side by side, one column per knob."""
     t = Table(title=f"PolyThrottle: SLO {result.slo_ms:g} ms, {len(result.history)} measurements ({result.optimizer})")
@@ -66,10 +74,7 @@ def result_table(result: TuneResult) -> Table:
 def print_result(result: TuneResult, console: Console) -> None:
     console.print(result_table(result))
     if result.best is None:
-        console.print(
-            f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; lowest latency seen: "
-            f"{result.lowest_latency_ms:.4g} ms."
-        )
+        console.print(f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; {no_config_line(result)}.")
     else:
         p = result.best.p_feasible
         conf = f" (P(feasible) {p:.3f})" if p is not None else ""

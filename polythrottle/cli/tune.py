@@ -91,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
             store.close()
     if result.best is None:
         if args.json:
-            print(
-                f"polythrottle: no config met the {args.slo_ms:g} ms SLO; lowest latency seen "
-                f"{result.lowest_latency_ms:.4g} ms",
-                file=sys.stderr,
-            )
+            from polythrottle.report import no_config_line
+
+            print(f"polythrottle: no config met the {args.slo_ms:g} ms SLO; {no_config_line(result)}", file=sys.stderr)
         return 3
     return 0

@@ -3,7 +3,8 @@
 Every column is a knob except the metric columns ``energy_j`` (per inference), ``latency_ms`` and the
 optional ``throughput_ips`` and ``power_w``. Only configs present in the table are valid (tables may
 be sparse). With ``noise`` > 0 each measured value is multiplied by ``1 + noise * N(0, 1)``,
-independently per measurement. Rows repeating a config are averaged. Touches no hardware.
+independently per measurement; with ``noise`` 0 measurements are exact and say so
+(``energy_rel_std = latency_rel_std = 0.0``). Rows repeating a config are averaged. Touches no hardware.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +199,11 @@ class ReplayDevice(Device):
     def measure(self) -> Measurement:
         if self._applied is None:
             raise DeviceError("measure() called before apply()")
-        e, lat = (1.0 + self.noise * self._rng.standard_normal(2)) if self.noise else (1.0, 1.0)
+        if not self.noise:
+            # exact: say so, so that nothing is measured twice; with noise the level stays unknown to the
+            # optimizer (None), as on real hardware
+            return replace(self.table._measurement(self._applied, 1.0, 1.0), energy_rel_std=0.0, latency_rel_std=0.0)
+        e, lat = 1.0 + self.noise * self._rng.standard_normal(2)
         e, lat = max(float(e), 0.05), max(float(lat), 0.05)  # keep values positive under huge noise
         return self.table._measurement(self._applied, e, lat)
 
