@@ -116,6 +116,7 @@ class CBOSettings:
     initial_design: bool = True
     pessimistic_mean: bool = True
     smooth_objective: bool = True
+    energy_dominance: bool = True
     stop_candidates: int = 64
     stop_samples: int = 512
     slack_as_sd: bool = False
@@ -322,6 +323,15 @@ class ConstrainedBO(Optimizer):
         etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
         self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
         self._energy_free = etrend != 0
+        # per energy-trended knob: the row one step the cheap way, all else equal (-1: none)
+        self._cheaper_step = []
+        for j in np.flatnonzero(etrend):
+            step = np.full(len(space), -1, dtype=np.int64)
+            for i, r in enumerate(space.rows):
+                key = list(int(v) for v in r)
+                key[j] -= int(etrend[j])
+                step[i] = space._lookup.get(tuple(key), -1)
+            self._cheaper_step.append(step)
 
     def _set_order(self, unranked: frozenset[int]) -> None:
         """Use the knobs' speed order, without the ranks of ``unranked`` knobs (contradicted by measurements)."""
@@ -670,6 +680,8 @@ class ConstrainedBO(Optimizer):
         design = self._design_point(left, est, allowed, margin)
         if design is not None:
             return design
+        if self.settings.energy_dominance and self._cheaper_step and feasible.any():
+            values = values + self._log_cheaper_infeasible(left, est, log_pof)
         values = np.where(allowed, values, -np.inf)
         best = int(np.argmax(values))
         self.last_acq_value = float(values[best])
@@ -696,6 +708,20 @@ class ConstrainedBO(Optimizer):
                     f"{len(self.observations)} measurements"
                 )
         return pick
+
+    def _log_cheaper_infeasible(self, left: np.ndarray, est: PointEstimates, log_pof: np.ndarray) -> np.ndarray:
+        """log P(the config one step the cheap way on each energy-trended knob is infeasible), per
+        candidate: energy per inference falls with the batch, so a config is only worth its expected
+        improvement where the next larger batch (all else equal) does not fit under the threshold."""
+        p_all = np.zeros(len(self.space))
+        p_all[left] = np.exp(log_pof)
+        p_all[np.asarray(est.idx)] = est.p
+        out = np.zeros(len(left))
+        for step in self._cheaper_step:
+            nxt = step[left]
+            has = nxt >= 0
+            out[has] += np.log(np.maximum(1.0 - p_all[nxt[has]], 1e-12))
+        return out
 
     def view(self, left: np.ndarray, remaining: int | None = None) -> CandidateView:
         """The model's view of the unmeasured candidates ``left`` (see ``CandidateView``)."""
