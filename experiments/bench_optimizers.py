@@ -44,7 +44,7 @@ from typing import Any
 # the workers' thread pools oversubscribe the cores and every step of cbo / optuna-gp ran ~5x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

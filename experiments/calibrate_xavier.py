@@ -30,10 +30,11 @@ from scipy.optimize import least_squares
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from polythrottle.boards.profiles import PROFILE_DIR, load_profile  # noqa: E402
 from polythrottle.cli import main as cli_main  # noqa: E402
-from polythrottle.devices.replay import ReplayTable  # noqa: E402
-from polythrottle.profiles import PROFILE_DIR, load_profile  # noqa: E402
-from polythrottle.twin.model import BoardParams, board_from_profile, evaluate, with_params  # noqa: E402
+from polythrottle.devices.table import ReplayTable  # noqa: E402
+from polythrottle.twin.model import evaluate  # noqa: E402
+from polythrottle.twin.params import BoardParams, board_from_profile, with_params  # noqa: E402
 
 TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
 PROFILE = PROFILE_DIR / "jetson-agx-xavier.yaml"

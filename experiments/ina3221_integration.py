@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from polythrottle.energy.ina3221 import INA3221Meter  # noqa: E402
-from polythrottle.sysfs import SysfsIO  # noqa: E402
+from polythrottle.clocks.sysfs import SysfsIO  # noqa: E402
 from tests import fake_jetson as fj  # noqa: E402
 
 RAILS = ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"]

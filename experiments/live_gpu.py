@@ -34,15 +34,16 @@ from polythrottle.space import parse_assignments  # noqa: E402
 
 def open_gpu(args):
     from polythrottle.devices import DeviceOptions
-    from polythrottle.devices.nvml import NvmlDevice
+    from polythrottle.devices.nvml import open_device
     from polythrottle.energy.nvml import NvmlEnergyMeter
-    from polythrottle.harness import HarnessSettings
+    from polythrottle.measure.harness import HarnessSettings
 
     settings = HarnessSettings(window_s=args.window_s, repeats=args.repeats, percentile=args.percentile)
-    dev = NvmlDevice(args.index, DeviceOptions(workload=args.workload, no_clock_control=True), harness=settings)
+    dev = open_device(str(args.index), DeviceOptions(workload=args.workload, no_clock_control=True), harness=settings)
     if args.cross_check:
-        dev.meter.close()
-        dev.meter = NvmlEnergyMeter(dev.handle, cross_check=True, sample_interval_s=args.sample_ms / 1000)
+        dev.measurer.meter.close()
+        dev.measurer.meter = NvmlEnergyMeter(dev.control.handle, cross_check=True,
+                                             sample_interval_s=args.sample_ms / 1000)
     return dev
 
 
@@ -120,7 +121,7 @@ def cmd_spread(args) -> None:
                 out["rows"].append(row_of(cfg, m) | {"round": r})
                 print(f"round {r} {cfg} {m.energy_j * 1e3:.2f} mJ {m.latency_ms:.3f} ms", file=sys.stderr, flush=True)
                 args.out.write_text(json.dumps(out, indent=1) + "\n")
-                dev._live.close()  # force a rebuild (cudnn autotuning, graph capture) next time
+                dev.measurer.workload.close()  # force a rebuild (cudnn autotuning, graph capture) next time
     finally:
         dev.close()
 

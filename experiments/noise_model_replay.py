@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from polythrottle.devices.base import Device  # noqa: E402
-from polythrottle.devices.replay import ReplayTable  # noqa: E402
-from polythrottle.measurement import Measurement  # noqa: E402
+from polythrottle.devices.table import ReplayTable  # noqa: E402
+from polythrottle.identity import DeviceIdentity  # noqa: E402
+from polythrottle.measure.measurement import Measurement  # noqa: E402
 from polythrottle.optim.cbo import CBOSettings, ConstrainedBO  # noqa: E402
-from polythrottle.space import Config, Value  # noqa: E402
+from polythrottle.space import Config, KnobStatus, SearchSpace, Value  # noqa: E402
 from polythrottle.tuner import Tuner  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -43,22 +44,34 @@ RESULTS = ROOT / "experiments" / "results"
 BETWEEN = {"on": (0.012, 0.012), "off": (0.08, 0.40)}
 
 
-class LiveLikeReplay(Device):
-    """A measured table replayed with live-like noise (see the module docstring)."""
+class LiveLikeReplay:
+    """A measured table replayed with live-like noise (see the module docstring): a measurer
+    (``polythrottle.devices.Measurer``) of a device without hardware control (``live_like_device``)."""
+
+    workload_name = ""
 
     def __init__(self, table: ReplayTable, reported_se: Mapping[tuple, tuple[float, float]], seed: int) -> None:
         self.table, self.se, self.rng = table, reported_se, np.random.default_rng(seed)
         self._cfg: Config | None = None
 
-    def space(self):
+    def space(self) -> SearchSpace:
         return self.table.space
+
+    def statuses(self) -> list[KnobStatus]:
+        return [KnobStatus(k.name, True) for k in self.table.space.knobs]
 
     def default_config(self) -> Config:
         return self.table.space.normalize({"batch_size": min(self.table.space.knob("batch_size").values),
                                            "precision": "fp32", "cuda_graphs": "off"})
 
-    def apply(self, config: Mapping[str, Value]) -> None:
+    def set_config(self, config: Mapping[str, Value]) -> None:
         self._cfg = self.table.space.normalize(config)
+
+    def details(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
     def _draw(self, truth: float, between: float, se: float) -> tuple[float, float]:
         sw = math.sqrt(2) * max(se, 1e-4)  # one window's spread
@@ -76,6 +89,11 @@ class LiveLikeReplay(Device):
         e, re = self._draw(t.energy_j, be, se_e)
         lat, rl = self._draw(t.latency_ms, bl, se_l)
         return Measurement(e, lat, energy_rel_std=re, latency_rel_std=rl)
+
+
+def live_like_device(table: ReplayTable, reported_se: Mapping[tuple, tuple[float, float]], seed: int) -> Device:
+    return Device(DeviceIdentity("replay", "", ""), name="replay:live-like",
+                  measurer=LiveLikeReplay(table, reported_se, seed))
 
 
 def load(name: str) -> tuple[ReplayTable, dict]:
@@ -110,7 +128,7 @@ def main() -> None:
             ok = infeasible = 0
             gaps, secs = [], []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
-                dev = LiveLikeReplay(table, se, seed=1000 + seed)
+                dev = live_like_device(table, se, seed=1000 + seed)
                 t0 = time.perf_counter()
                 res = Tuner(dev, slo, args.budget, seed=seed,
                             optimizer=lambda sp, thr, sd: ConstrainedBO(sp, thr, sd, CBOSettings(reported_noise=mode))).run()

@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 import pynvml  # noqa: E402
 
 from polythrottle.devices import DeviceOptions  # noqa: E402
-from polythrottle.devices.nvml import NvmlDevice  # noqa: E402
+from polythrottle.devices.nvml import open_device  # noqa: E402
 from polythrottle.energy.nvml import NvmlEnergyMeter, power_reader, read_energy_mj  # noqa: E402
-from polythrottle.harness import HarnessSettings  # noqa: E402
+from polythrottle.measure.harness import HarnessSettings  # noqa: E402
 
 
 def versions(handle) -> dict:
@@ -93,10 +93,10 @@ def main() -> None:
     print(json.dumps(report, indent=1), flush=True)
 
     settings = HarnessSettings(window_s=args.window_s, repeats=args.repeats)
-    dev = NvmlDevice(args.index, DeviceOptions(workload=args.workload, no_clock_control=True), harness=settings)
+    dev = open_device(str(args.index), DeviceOptions(workload=args.workload, no_clock_control=True), harness=settings)
     # cross-check the counter against integrated instantaneous power over the same windows
     print(json.dumps(dev.info().details), flush=True)
-    dev.meter = NvmlEnergyMeter(dev.handle, cross_check=True)
+    dev.measurer.meter = NvmlEnergyMeter(dev.control.handle, cross_check=True)
     rows = []
     try:
         for spec in args.configs.split(","):

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from polythrottle.cli import main as cli_main  # noqa: E402
-from polythrottle.devices.replay import ReplayTable  # noqa: E402
+from polythrottle.devices.table import ReplayTable  # noqa: E402
 
 DEVICE = "sim:jetson-agx-orin"
 WORKLOAD = "efficientnet-b0"

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from polythrottle.devices import DeviceOptions, open_device  # noqa: E402
-from polythrottle.devices.replay import ReplayTable  # noqa: E402
+from polythrottle.devices.table import ReplayTable  # noqa: E402
 from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior  # noqa: E402
 from polythrottle.tuner import Tuner  # noqa: E402
 

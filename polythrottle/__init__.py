@@ -5,11 +5,27 @@ Python API (see ``polythrottle.api``): ``open_device``, ``tune``, ``retune``, ``
 training-framework callbacks in ``polythrottle.integrations``.
 """
 
-__version__ = "0.1.0"
+from polythrottle._version import __version__
+from polythrottle.api import (
+    applied,
+    apply,
+    model_version_of,
+    open_device,
+    restore,
+    retune,
+    tune,
+)
+from polythrottle.history import HistoryKey
+from polythrottle.tuner import TuneResult
 
-from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune  # noqa: E402
-from polythrottle.history import HistoryKey, HistoryStore  # noqa: E402
-from polythrottle.tuner import TuneResult  # noqa: E402
+
+def __getattr__(name: str) -> object:
+    if name in ("HistoryStore", "open_history"):  # loads SQLAlchemy: only when used
+        from polythrottle import history
+
+        return getattr(history, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HistoryKey",
@@ -20,6 +36,7 @@ __all__ = [
     "apply",
     "model_version_of",
     "open_device",
+    "open_history",
     "restore",
     "retune",
     "tune",

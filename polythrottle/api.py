@@ -17,18 +17,23 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
-from polythrottle.devices import DeviceOptions
+from polythrottle.carbon import resolve as resolve_carbon
+from polythrottle.carbon import tune_extra
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
-from polythrottle.history import HistoryStore, default_history_path
-from polythrottle.history_tune import device_identity, run_tune
+from polythrottle.history_tune import run_tune
 from polythrottle.space import Config, Value
+from polythrottle.spec import DeviceSpec, Face, TuneSpec
 from polythrottle.tuner import OnRecord, TuneResult
 
-HistoryArg = HistoryStore | str | os.PathLike[str] | bool | None
+if TYPE_CHECKING:
+    from polythrottle.history.protocol import History
+
+HistoryArg: TypeAlias = "History | str | os.PathLike[str] | bool | None"
 
 
 def open_device(
@@ -40,20 +45,30 @@ def open_device(
     no_clock_control: bool = False,
     state_dir: str | os.PathLike[str] | None = None,
     percentile: float = 99.0,
+    slo_metric: str | None = None,
 ) -> Device:
     """Open ``replay:TABLE.csv``, ``sim:PROFILE``, ``jetson[:PROFILE]`` or ``nvml[:INDEX]``.
 
-    The device restores every hardware value it changed on ``close()`` (also a context manager).
-    Raises BadInputError for an unknown device or bad argument, DeviceError if it cannot be opened.
+    slo_metric: live workloads: the latency the SLO bounds, "batch", "ttft" or "tpot" (None: the
+    workload's default, tpot for ``llm:`` workloads). The device restores every hardware value it
+    changed on ``close()`` (also a context manager). Raises BadInputError for an unknown device or
+    bad argument, DeviceError if it cannot be opened.
     """
-    opts = DeviceOptions(workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
-                         state_dir=None if state_dir is None else Path(state_dir), percentile=percentile)
-    return _open_device(spec, opts)
+    given = _given(device=spec, workload=workload, noise=noise, seed=seed, no_clock_control=no_clock_control,
+                   state_dir=state_dir, percentile=percentile, slo_metric=slo_metric)
+    return _open_device(spec, DeviceSpec.parse(given, Face.API).device_options())
+
+
+def _given(**kwargs: object) -> dict[str, object]:
+    """The keyword arguments that were given (None: the spec's default applies)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
     """Validate ``config`` fully, then set it; returns the normalized config. Nothing is written when
     validation fails (BadInputError)."""
+    if not isinstance(config, Mapping):
+        raise BadInputError(f"a config is a mapping of knob: value, got {type(config).__name__}")
     full = dict(device.default_config())
     full.update(config)
     normalized = device.space().normalize(full)
@@ -94,15 +109,21 @@ def model_version_of(model_version: str | None = None, model_files: Sequence[str
     return None
 
 
-def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tuple[HistoryStore | None, bool]:
-    """(store, whether we opened it and must close it)."""
+def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tuple[History | None, bool]:
+    """(store, whether we opened it and must close it). A PostgreSQL URL gets a spool in the state dir."""
     if history is None or history is False:
         return None, False
-    if isinstance(history, HistoryStore):
-        return history, False
-    if history is True:
-        return HistoryStore(default_history_path(None if state_dir is None else Path(state_dir))), True
-    return HistoryStore(history), True
+    if history is True or isinstance(history, (str, os.PathLike)):
+        from polythrottle.history import (
+            default_history,
+            default_history_path,
+            open_history,
+        )
+
+        sd = None if state_dir is None else Path(state_dir)
+        target = default_history(sd) if history is True else history
+        return open_history(target, spool_dir=default_history_path(sd).parent), True
+    return history, False
 
 
 def tune(
@@ -121,28 +142,49 @@ def tune(
     model_files: Sequence[str | os.PathLike[str]] | None = None,
     model: object | None = None,
     warm_start: bool = True,
-    device_id: str | None = None,
     on_record: OnRecord | None = None,
+    slo_metric: str | None = None,
+    carbon_country: str | None = None,
+    carbon_intensity_g_per_kwh: float | None = None,
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
     device: an open Device (left open, its best config NOT applied: use ``apply``/``applied``) or a
-    spec (opened with ``workload``, closed and restored afterwards). history: a ``HistoryStore``, a
-    database path, True (``STATE_DIR/history.sqlite``) or None (no history). With a history every
+    spec (opened with ``workload``, closed and restored afterwards). history: a store (``open_history``),
+    a path or URL, True (``default_history()``: ``$POLYTHROTTLE_HISTORY_URL`` or ``STATE_DIR/history.sqlite``)
+    or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
-    measurements of this version or the previous one. Raises BadInputError, DeviceError, HistoryError.
+    measurements of this version or the previous one. slo_metric: which latency ``slo_ms`` bounds
+    ("batch", "ttft", "tpot"; see ``open_device``); with an open device it must be the one the device
+    was opened with. ``result.extra`` holds ``carbon`` (the grid intensity: ``carbon_intensity_g_per_kwh``
+    if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
+    ``co2_g_per_inference`` of the baseline and the pick. Raises BadInputError, DeviceError, HistoryError.
     """
-    version = model_version_of(model_version, model_files, model)
+    spec = TuneSpec.parse({  # every argument checked, named as the keyword, before anything happens
+        "device": device if isinstance(device, str) else device.identity().device, "slo_ms": slo_ms,
+        "budget": budget, "optimizer": optimizer, "warm_start": warm_start, "baseline": baseline or {},
+        **_given(workload=workload, knobs=knobs, seed=seed, model_version=model_version, slo_metric=slo_metric,
+                 carbon_country=carbon_country, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh),
+    }, Face.API)
+    carbon = resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)  # a bad country fails first
+    version = model_version_of(spec.model_version, model_files, model)
+    if slo_metric is not None and not isinstance(device, str):
+        opened = device.info().details.get("slo metric", "batch")
+        if opened != slo_metric:
+            raise BadInputError(f"slo_metric={slo_metric}: the device was opened to bound {opened}; "
+                                f"pass slo_metric to open_device")
     store, close_store = _store(history, state_dir)
     owned = isinstance(device, str)
     try:
-        dev = open_device(device, workload=workload) if isinstance(device, str) else device
+        dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
         try:
-            ident = device_id or device_identity(device if isinstance(device, str) else dev.info().name)
-            return run_tune(dev, slo_ms, budget, store=store, device_id=ident, workload=workload or "",
-                            model_version=version, warm_start=warm_start, optimizer=optimizer, knobs=knobs,
-                            baseline=baseline, seed=seed, on_record=on_record)
+            result = run_tune(dev, spec.slo_ms, spec.budget, store=store, model_version=version,
+                              warm_start=spec.warm_start, optimizer=spec.optimizer,
+                              knobs=list(spec.knobs) if spec.knobs else None, baseline=spec.baseline,
+                              seed=spec.seed, on_record=on_record)
+            result.extra.update(tune_extra(carbon, result))
+            return result
         finally:
             if owned:
                 dev.close()
@@ -160,6 +202,7 @@ def retune(
     model_version: str | None = None,
     model_files: Sequence[str | os.PathLike[str]] | None = None,
     model: object | None = None,
+    carbon_country: str | None = None,
     **kwargs: object,
 ) -> TuneResult:
     """Re-tune after a model update, warm-started from the history of the previous model version.
@@ -173,7 +216,8 @@ def retune(
     if history is None or history is False:
         raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
     return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,
-                model_files=model_files, model=model, warm_start=True, **kwargs)  # type: ignore[arg-type]
+                model_files=model_files, model=model, warm_start=True, carbon_country=carbon_country,
+                **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["applied", "apply", "model_version_of", "open_device", "restore", "retune", "tune"]

@@ -43,7 +43,51 @@ class UnsupportedError(DeviceError):
     exit_code = 5
 
 
+class DeviceNotFoundError(UnsupportedError):
+    """No such device on this machine (no Jetson board, no NVIDIA GPU at that index). Exit 5."""
+
+
+class MissingDependencyError(PolyThrottleError):
+    """An optional dependency (an extra, e.g. ``polythrottle[plot]``) is not installed. Exit 5."""
+
+    exit_code = 5
+
+
 class NoFeasibleConfigError(PolyThrottleError):
     """No measured configuration met the latency SLO. Exit 3."""
 
     exit_code = 3
+
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters: for messages that must stay one short
+    line whatever a file or a client sent (a huge or deeply nested value is never printed whole)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = max(limit, 10)
+    r.maxlevel = 3
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 6
+    try:
+        text = r.repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not turn a refusal into a traceback
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a library said,
+    without the stack of context lines some of them add."""
+    text = str(e).strip().splitlines()
+    return text[0].strip() if text else type(e).__name__
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
+    one = " ".join(str(text).split())
+    return one if len(one) <= limit else one[: max(limit - 3, 1)] + "..."
+
+
+class DeviceBusyError(DeviceError):
+    """Another live process is changing the same device's settings (a tune, the daemon). Exit 1."""

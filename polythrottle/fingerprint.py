@@ -17,6 +17,18 @@ from polythrottle.errors import BadInputError
 PREFIX = "sha256:"
 
 
+CHUNK_BYTES = 1 << 20
+
+
+def _file_sha256(path: Path) -> bytes:
+    """SHA-256 of a file's contents, read in 1 MiB chunks (``hashlib.file_digest`` needs Python 3.11)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.digest()
+
+
 def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     """Fingerprint of the contents of ``paths`` (in the given order; a directory counts every file under
     it, sorted by relative path). Raises BadInputError if a path is missing or unreadable."""
@@ -33,8 +45,7 @@ def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
         for f in files:
             h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
             try:
-                with f.open("rb") as fh:
-                    h.update(hashlib.file_digest(fh, "sha256").digest())
+                h.update(_file_sha256(f))
             except OSError as e:
                 raise BadInputError(f"model file {f}: cannot read ({e.strerror})") from None
             n += 1

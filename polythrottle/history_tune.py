@@ -10,24 +10,21 @@ the ``cbo`` optimizer, the prior is the stored measurements of this model versio
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from polythrottle.devices.base import Device
-from polythrottle.history import HistoryKey, HistoryStore, space_fingerprint
+from polythrottle.errors import BadInputError
+from polythrottle.history import HistoryKey, StoredMeasurement
+from polythrottle.history.protocol import History
+from polythrottle.identity import history_key
+from polythrottle.optim.base import Observation
+from polythrottle.optim.pooled_prior import MAX_SPREAD, pool
 from polythrottle.space import Value
 from polythrottle.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
 DEFAULT_MODEL_VERSION = "unversioned"
 SIMULATED_SCHEMES = ("replay", "sim")
-
-
-def device_identity(spec: str) -> str:
-    """The device part of a history key: the spec, except ``replay`` for any replayed table (so a table
-    measured for a new model version can be re-tuned warm from an older table's history)."""
-    scheme = spec.partition(":")[0].strip().lower()
-    return "replay" if scheme == "replay" else spec.strip()
 
 
 def is_simulated(spec: str) -> bool:
@@ -37,10 +34,16 @@ def is_simulated(spec: str) -> bool:
 
 @dataclass(frozen=True)
 class WarmStartInfo:
-    """What a warm start started from and what it found (log-unit shift of energy and latency)."""
+    """What a warm start started from and what it found (log-unit shift of energy and latency).
+
+    source: ``unit`` (this unit's own measurements) or ``fleet`` (other units of the same board, pooled with
+    a level per unit: ``polythrottle.optim.pooled_prior``). units: how many units the prior came from.
+    fallback: why the prior was dropped (then the tune went on cold)."""
 
     from_version: str
     prior_measurements: int
+    source: str = "unit"
+    units: int = 1
     shift_energy: float | None = None
     shift_latency: float | None = None
     fallback: str | None = None
@@ -49,10 +52,50 @@ class WarmStartInfo:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def history_key(tuner: Tuner, device_id: str, *, workload: str = "", profile: str = "") -> HistoryKey:
-    """The key of ``tuner``'s tuned space (tuned knobs and their values, the fixed knobs' values)."""
+def tune_key(tuner: Tuner, device: Device) -> HistoryKey:
+    """The history key of ``tuner``'s tuned space on ``device``: the device's identity and workload, the tuned
+    knobs and their values, the fixed knobs' values (``polythrottle.identity.history_key``). Every face
+    (CLI, Python API, daemon) takes its key from here."""
     fixed = {n: v for n, v in tuner.baseline_config.items() if n not in tuner.tuned_knobs}
-    return HistoryKey(device_id, profile, workload, space_fingerprint(tuner.space, fixed))
+    return history_key(device.identity(), device.workload_name, tuner.space, fixed)
+
+
+def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner) -> list[tuple[str, Observation]]:
+    """(unit, observation of the tuned subspace) of each stored measurement whose config lies in it."""
+    out = []
+    for m in stored:
+        try:
+            i = tuner.space.index_of({n: m.config[n] for n in tuner.tuned_knobs})
+        except (KeyError, BadInputError):  # a config of another space: not usable here
+            continue
+        if m.energy_j > 0 and m.latency_ms > 0:
+            out.append((m.unit, Observation(i, m.energy_j, m.latency_ms)))
+    return out
+
+
+def choose_prior(store: History, key: HistoryKey, version: str, unit: str,
+                 tuner: Tuner) -> tuple[list[Observation], WarmStartInfo] | None:
+    """The prior of a warm start, in this order: this unit's measurements of this model version (a repeated
+    tune), other units' of this version (the fleet), this unit's of the most recently tuned other version,
+    other units' of it. Rows without a unit (written before units were recorded) count as this unit's. A
+    fleet whose units disagree in shape is not used (the ``fallback`` says why; the next source is tried).
+    None: nothing stored, a cold start."""
+    versions = [version] + [v.model_version for v in reversed(store.model_versions(key)) if v.model_version != version]
+    note: WarmStartInfo | None = None
+    for v in versions[:2]:
+        stored = _observations(store.observations(key, model_version=v), tuner)
+        own = [o for u, o in stored if u in (unit, "")]
+        if own:
+            return own, WarmStartInfo(v, len(own))
+        others = [(u, o) for u, o in stored if u not in (unit, "")]
+        if others:
+            pooled = pool(others)
+            info = WarmStartInfo(v, pooled.measurements, source="fleet", units=pooled.sources)
+            if pooled.agrees:
+                return pooled.observations, info
+            note = note or replace(info, fallback=f"the fleet's units disagree (spread {pooled.spread:.2f} in log "
+                                                  f"units, more than {MAX_SPREAD:g}): not used")
+    return ([], note) if note is not None else None
 
 
 def run_tune(
@@ -60,10 +103,7 @@ def run_tune(
     slo_ms: float,
     budget: int = 20,
     *,
-    store: HistoryStore | None,
-    device_id: str,
-    workload: str = "",
-    profile: str | None = None,
+    store: History | None,
     model_version: str | None = None,
     warm_start: bool = True,
     optimizer: str = "cbo",
@@ -78,32 +118,28 @@ def run_tune(
     ``WarmStartInfo`` dict, or None for a cold start). Raises what ``Tuner`` raises and HistoryError.
     """
     tuner = Tuner(device, slo_ms, budget, optimizer=optimizer, knobs=knobs, baseline=baseline, seed=seed)
+    identity = device.identity()
     if store is None:
-        return tuner.run(on_record)
+        result = tuner.run(on_record)
+        result.extra["device_identity"] = asdict(identity)
+        return result
     version = model_version or DEFAULT_MODEL_VERSION
-    if profile is None:
-        profile = device.info().details.get("profile", "")
-        if profile.endswith((".yaml", ".yml")):  # a profile file: its name, not where it is installed
-            profile = Path(profile).stem
-    key = history_key(tuner, device_id, workload=workload, profile=profile)
+    key = tune_key(tuner, device)
+    unit = identity.unit
 
     warm: WarmStartInfo | None = None
     if warm_start and optimizer == "cbo":
-        source = version if store.observations(key, model_version=version) else store.previous_version(key, version)
-        if source is not None:
-            from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior  # imports torch
+        chosen = choose_prior(store, key, version, unit, tuner)
+        if chosen is not None:
+            prior, warm = chosen
+            if warm.fallback is None:
+                from polythrottle.optim.warm_start import WarmStartBO  # imports torch
 
-            stored = store.observations(key, model_version=source)
-            prior = configs_to_prior(
-                tuner.space,
-                [({n: m.config.get(n) for n in tuner.tuned_knobs}, m.energy_j, m.latency_ms) for m in stored],
-            )
-            if prior:
                 tuner.optimizer = WarmStartBO(tuner.space, tuner.slo_ms, seed, prior=prior)
-                warm = WarmStartInfo(source, len(prior))
 
     tune_id = store.begin_tune(key, version, slo_ms=slo_ms, optimizer=tuner.optimizer.name,
-                               knobs=tuner.tuned_knobs, warm_from=warm.from_version if warm else None)
+                               knobs=tuner.tuned_knobs,
+                               warm_from=warm.from_version if warm and warm.fallback is None else None, unit=unit)
 
     def record(r: TuneRecord) -> None:
         m = r.measurement
@@ -127,11 +163,15 @@ def run_tune(
         baseline_energy_j=result.baseline.energy_j,
         stop_reason=result.stop_reason,
     )
-    if warm is not None:
+    if warm is not None and warm.fallback is None:
+        from polythrottle.optim.warm_start import WarmStartBO
+
         opt = tuner.optimizer
-        warm = WarmStartInfo(warm.from_version, warm.prior_measurements, round(opt.shift[0], 4),
-                             round(opt.shift[1], 4), opt.fallback_reason)
+        assert isinstance(opt, WarmStartBO)
+        warm = replace(warm, shift_energy=round(opt.shift[0], 4), shift_latency=round(opt.shift[1], 4),
+                       fallback=opt.fallback_reason)
     result.extra.update(
+        device_identity=asdict(identity),
         model_version=version,
         history_tune_id=tune_id,
         warm_start=None if warm is None else warm.to_dict(),
@@ -139,4 +179,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "device_identity", "history_key", "is_simulated", "run_tune"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "is_simulated", "run_tune", "tune_key"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from polythrottle.errors import BadInputError, InvalidValueError, UnknownKnobError
+from polythrottle.errors import BadInputError, InvalidValueError, UnknownKnobError, brief, clip
 
 Value = int | float | str
 Config = dict[str, Value]
@@ -137,10 +137,10 @@ class Knob:
         """Index of ``value`` (a value or its string form). Raises InvalidValueError if not a step."""
         if self.numeric:
             try:
-                x = float(value)
-            except (TypeError, ValueError):
+                x = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError, OverflowError):
                 raise InvalidValueError(
-                    f"{self.name}={value!r} is not a number; valid: {self.describe_values()}"
+                    f"{self.name}={brief(value, 60)} is not a number; valid: {self.describe_values()}"
                 ) from None
             for i, v in enumerate(self.values):
                 if math.isclose(float(v), x, rel_tol=1e-9, abs_tol=1e-9):
@@ -149,7 +149,9 @@ class Knob:
             for i, v in enumerate(self.values):
                 if v == value or str(v) == str(value):
                     return i
-        raise InvalidValueError(f"{self.name}={value} is not a valid step; valid: {self.describe_values()}")
+        raise InvalidValueError(
+            f"{self.name}={clip(str(value), 60)} is not a valid step; valid: {self.describe_values()}"
+        )
 
     def parse(self, text: Value | str) -> Value:
         """The knob's own value for ``text`` (e.g. "1377" -> 1377.0)."""
@@ -176,6 +178,15 @@ class Knob:
         order = sorted(range(n), key=lambda i: (self.speed_rank[i], i)) if self.speed_rank else range(n)
         pos[list(order)] = np.arange(n, dtype=float) / (n - 1)
         return pos
+
+
+@dataclass(frozen=True)
+class KnobStatus:
+    """Whether a knob can be used on a device, and why not (``reason``: why not, or a detail)."""
+
+    name: str
+    available: bool
+    reason: str = ""
 
 
 @dataclass
@@ -228,7 +239,7 @@ class SearchSpace:
         for k in self.knobs:
             if k.name == name:
                 return k
-        raise UnknownKnobError(f"unknown knob {name!r}; this device offers: {', '.join(self.names)}")
+        raise UnknownKnobError(f"unknown knob {brief(name, 60)}; this device offers: {', '.join(self.names)}")
 
     def config(self, i: int) -> Config:
         """The config at row ``i``."""
@@ -236,10 +247,12 @@ class SearchSpace:
 
     def index_of(self, config: Mapping[str, Value | str]) -> int:
         """Row of ``config`` (values may be strings). Raises on unknown knob, bad value, invalid combo."""
-        unknown = set(config) - set(self.names)
+        if not isinstance(config, Mapping):
+            raise BadInputError(f"a config is a mapping of knob: value, got {brief(config, 60)}")
+        unknown = [k for k in config if k not in self.names]
         if unknown:
             raise UnknownKnobError(
-                f"unknown knob {sorted(unknown)[0]!r}; this device offers: {', '.join(self.names)}"
+                f"unknown knob {brief(sorted(map(str, unknown))[0], 60)}; this device offers: {', '.join(self.names)}"
             )
         missing = [n for n in self.names if n not in config]
         if missing:
@@ -248,7 +261,7 @@ class SearchSpace:
         try:
             return self._lookup[key]
         except KeyError:
-            shown = ", ".join(f"{n}={config[n]}" for n in self.names)
+            shown = clip(", ".join(f"{n}={config[n]}" for n in self.names), 300)
             raise InvalidValueError(f"config {shown} is not a valid combination on this device") from None
 
     def contains(self, config: Mapping[str, Value | str]) -> bool:
@@ -301,9 +314,9 @@ def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
         if not part:
             continue
         if "=" not in part:
-            raise BadInputError(f"expected KNOB=VALUE, got {part!r}")
+            raise BadInputError(f"expected KNOB=VALUE, got {brief(part, 60)}")
         name, value = (s.strip() for s in part.split("=", 1))
         if not name or not value:
-            raise BadInputError(f"expected KNOB=VALUE, got {part!r}")
+            raise BadInputError(f"expected KNOB=VALUE, got {brief(part, 60)}")
         out[name] = value
     return out

@@ -8,6 +8,7 @@ saving against the baseline and the fastest config measured (what to report when
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from polythrottle.devices.base import Device
-from polythrottle.errors import BadInputError
-from polythrottle.measurement import Measurement
+from polythrottle.errors import BadInputError, brief
+from polythrottle.measure.measurement import Measurement
 from polythrottle.optim import Observation, Optimizer, make_optimizer
 from polythrottle.space import Config, SearchSpace, Value
 
@@ -120,6 +121,36 @@ class TuneResult:
 
 
 OnRecord = Callable[[TuneRecord], None]
+MAX_SEED = 2**32 - 1
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_seed(seed: Any) -> None:
+    """BadInputError unless ``seed`` is None or an integer in [0, 2**32 - 1] (what every RNG accepts)."""
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
+        raise BadInputError(f"seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
+
+
+def knob_names(knobs: Any) -> list[str] | None:
+    """``knobs`` as a list of names: a list/tuple of names, or one string ``"a,b"``; None for all.
+    Raises BadInputError for anything else (a number, an empty string, a name that is not a string)."""
+    if knobs is None:
+        return None
+    if isinstance(knobs, str):
+        names = [n.strip() for n in knobs.split(",") if n.strip()]
+        if not names:
+            raise BadInputError(f"knobs is empty: {brief(knobs, 40)}")
+        return names
+    if not isinstance(knobs, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in knobs):
+        raise BadInputError(f"knobs must be a list of knob names or one string 'a,b', got {brief(knobs, 60)}")
+    return [n.strip() for n in knobs] or None
 
 
 class Tuner:
@@ -141,10 +172,23 @@ class Tuner:
         baseline: Mapping[str, Value | str] | None = None,
         seed: int | None = None,
     ) -> None:
-        if not slo_ms > 0 or not np.isfinite(slo_ms):
-            raise BadInputError(f"--slo-ms must be a positive number, got {slo_ms}")
-        if budget < 2:
-            raise BadInputError(f"--budget must be at least 2 (baseline + one try), got {budget}")
+        if not _is_real(slo_ms) or not slo_ms > 0 or not math.isfinite(slo_ms):
+            raise BadInputError(f"slo_ms must be a positive number, got {brief(slo_ms, 40)}")
+        if not _is_int(budget) or budget < 2:
+            raise BadInputError(f"budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
+        check_seed(seed)
+        knobs = knob_names(knobs)
+        if baseline is not None and not isinstance(baseline, Mapping):
+            raise BadInputError(f"baseline must be a mapping of knob: value, got {brief(baseline, 60)}")
+        if isinstance(optimizer, str):
+            from polythrottle.optim import OPTIMIZERS
+
+            if optimizer not in OPTIMIZERS:
+                raise BadInputError(
+                    f"unknown optimizer {brief(optimizer, 40)}; expected one of: {', '.join(OPTIMIZERS)}"
+                )
+        elif not callable(optimizer):
+            raise BadInputError(f"optimizer must be a name or a factory, got {brief(optimizer, 40)}")
         self.device = device
         self.slo_ms = float(slo_ms)
         self.budget = int(budget)
@@ -156,7 +200,7 @@ class Tuner:
         self.baseline_config = self.full_space.normalize(default)
         tuned = list(knobs) if knobs else self.full_space.names
         if len(set(tuned)) != len(tuned):
-            raise BadInputError(f"--knobs lists a knob twice: {','.join(tuned)}")
+            raise BadInputError(f"knobs lists a knob twice: {','.join(tuned)}")
         self.space = self.full_space.restrict(tuned, self.baseline_config)
         self.tuned_knobs = tuned
         if isinstance(optimizer, str):
@@ -200,11 +244,14 @@ class Tuner:
             propose_s = time.perf_counter() - t0
             if self.optimizer.stop_reason:  # the optimizer ends the tune: its last pick is not measured
                 stop_reason = self.optimizer.stop_reason
+                if "measurements" not in stop_reason:
+                    stop_reason += f" (after {len(self.history)} measurements)"
                 break
             measured = index in self.optimizer.measured
             if measured and exact:
                 # the device says its measurements are exact: measuring a config again cannot tell more
-                stop_reason = "the optimizer asked to re-measure a config, but measurements are exact"
+                stop_reason = (f"the optimizer asked to re-measure a config, but measurements are exact "
+                               f"(after {len(self.history)} measurements)")
                 break
             m = self._measure(self.full_config(index), propose_s, "recheck" if measured else "explore")
             exact = exact and m.energy_rel_std == 0.0 and m.latency_rel_std == 0.0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install PolyThrottle with its dev extras. Idempotent.
+# Create .venv (Python >= 3.10; 3.11 preferred: its CPU torch wheel is on this project's machines) and install
+# PolyThrottle with its dev extras. Idempotent.
 # Torch: the CPU build is pinned first (torch==2.13.0) so that an unpinned resolve does not pull a
 # multi-GB CUDA build; on a GPU machine install your CUDA torch before running this.
 set -euo pipefail
@@ -7,10 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   for c in python3.11 python3.12 python3.13 python3; do
-    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then PY=$c; break; fi
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then PY=$c; break; fi
   done
 fi
-[ -n "$PY" ] || { echo "setup: Python >= 3.11 not found" >&2; exit 1; }
+[ -n "$PY" ] || { echo "setup: Python >= 3.10 not found" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   .venv/bin/python -m pip install -q torch==2.13.0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "jetson-agx-xavier-triton-loudva.csv"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI it starts) gets its own state directory: nothing leaks between tests or
+    from the machine's own ~/.local/state or /var/lib/polythrottle."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(state))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state / "xdg"))
+    monkeypatch.delenv("POLYTHROTTLE_HISTORY_URL", raising=False)
+    monkeypatch.delenv("POLYTHROTTLE_SOCKET", raising=False)
 
 
 @pytest.fixture
@@ -48,3 +60,32 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
         cwd=cwd or ROOT,
         timeout=timeout,
     )
+
+
+# ----- PostgreSQL (a private cluster per test session; see tests/pg.py) -----------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL 15 server for the session (skipped only when its binaries are absent)."""
+    from tests.pg import PgCluster, pg_available
+
+    reason = pg_available()
+    if reason:
+        if os.environ.get("POLYTHROTTLE_REQUIRE_PG"):  # CI: the PostgreSQL tests must run, not skip
+            pytest.fail(f"POLYTHROTTLE_REQUIRE_PG is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = PgCluster(settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request) -> str:
+    """A fresh database in the session's cluster; its URL (with the password)."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{id(request) % 100000}"
+    if not pg_cluster.running():
+        pg_cluster.start()
+    return pg_cluster.create_database(name)

@@ -6,13 +6,24 @@ cpufreq policies linked from every ``cpuN/cpufreq``, ``/sys/class/devfreq`` link
 and the BPMP/tegra210 EMC files. Point ``POLYTHROTTLE_ROOT`` at ``root`` to use it.
 
 Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a test double of
-``polythrottle.sysfs.SysfsIO`` (no FUSE, works for a normal user and for root alike):
+``polythrottle.clocks.sysfs.SysfsIO`` (no FUSE, works for a normal user and for root alike):
 
 - EINVAL when a write would put a minimum above the maximum (``min_freq``/``max_freq``,
   ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
 - EACCES for paths matching ``deny`` in ``ROOT/.fake_kernel.json`` (a non-root user; file modes alone
   cannot show this when tests run as root, which ignores them) and any errno for ``fail`` entries;
-- every accepted write is appended to ``ROOT/.fake_kernel.log`` ("path value" lines, in order).
+- every accepted write is appended to ``ROOT/.fake_kernel.log`` ("path value" lines, in order);
+- fault hooks at the n-th write attempt of the tree (counted across processes in
+  ``ROOT/.fake_kernel.count``, from 0): ``hooks=[{"at": N, "when": "before"|"after", "do": ACTION}]``
+  with ACTION ``SIGINT``/``SIGTERM`` (the writing process signals itself: a signal that lands exactly
+  there), ``block`` (append N to ``ROOT/.fake_kernel.blocked`` and wait until
+  ``ROOT/.fake_kernel.release.N`` exists: a slow write another process can signal meanwhile) or an
+  errno name such as ``EINVAL`` (the write is refused: the kernel refusing midway).
+
+``builtin:fake`` workloads (``install()``) measure without torch: a no-op batch and a meter whose energy
+follows the clocks in the tree, so a jetson ``tune`` or daemon runs in a fraction of a second. A hook
+``{"measure": N, "do": "block"}`` holds the N-th measurement of the tree (counted from 0 in
+``ROOT/.fake_kernel.measures``) until ``release_measure(root, N)``: a tune in progress, outside any write.
 
 Run the CLI against a tree in a separate process with the double installed::
 
@@ -22,17 +33,19 @@ Run the CLI against a tree in a separate process with the double installed::
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polythrottle import sysfs
+from polythrottle.clocks import sysfs
 
 # ----- boards -------------------------------------------------------------------------------------
 ORIN_GPU_HZ = [114750000, 216750000, 318750000, 420750000, 522750000, 624750000, 726750000, 828750000,
@@ -243,9 +256,62 @@ def build(root: Path, key: str, *, nonroot: bool = False) -> FakeBoard:
     return b
 
 
-def set_rules(root: Path, *, deny: list[str] | None = None, fail: dict[str, str] | None = None) -> None:
-    """Kernel-double rules: ``deny`` (globs -> EACCES on write), ``fail`` (path -> errno name)."""
-    (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}}))
+def set_rules(root: Path, *, deny: list[str] | None = None, fail: dict[str, str] | None = None,
+              hooks: list[dict] | None = None) -> None:
+    """Kernel-double rules: ``deny`` (globs -> EACCES on write), ``fail`` (path -> errno name), ``hooks``
+    (fault hooks at the n-th write; see the module docstring). Resets the write counter."""
+    (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}, "hooks": hooks or []}))
+    (root / ".fake_kernel.count").write_text("0")
+    (root / ".fake_kernel.measures").write_text("0")
+    for p in root.glob(".fake_kernel.release.*"):
+        p.unlink()
+    (root / ".fake_kernel.blocked").unlink(missing_ok=True)
+    (root / ".fake_kernel.measure_blocked").unlink(missing_ok=True)
+
+
+def blocked(root: Path) -> list[int]:
+    """Write indices at which a ``block`` hook has stopped a writer (in order)."""
+    p = root / ".fake_kernel.blocked"
+    return [int(x) for x in p.read_text().split()] if p.exists() else []
+
+
+def release(root: Path, at: int) -> None:
+    """Let the writer blocked at write ``at`` go on."""
+    (root / f".fake_kernel.release.{at}").write_text("")
+
+
+def measures_blocked(root: Path) -> list[int]:
+    p = root / ".fake_kernel.measure_blocked"
+    return [int(x) for x in p.read_text().split()] if p.exists() else []
+
+
+def release_measure(root: Path, at: int) -> None:
+    (root / f".fake_kernel.release.m{at}").write_text("")
+
+
+def _count(path: Path) -> int:
+    """Increment the counter file ``path``; returns its value before (serialised across processes)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        n = int(os.read(fd, 64) or 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(n + 1).encode())
+    finally:
+        os.close(fd)
+    return n
+
+
+def _wait_for(gate: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def writes_attempted(root: Path) -> int:
+    p = root / ".fake_kernel.count"
+    return int(p.read_text() or 0) if p.exists() else 0
 
 
 def write_log(root: Path) -> list[tuple[str, str]]:
@@ -259,7 +325,7 @@ def write_log(root: Path) -> list[tuple[str, str]]:
 def snapshot(root: Path) -> dict[str, str]:
     """Every regular file of the tree (board path -> text), links not followed, control files excluded."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
             p = Path(dirpath) / f
             if p.is_symlink() or f.startswith(".fake_kernel"):
@@ -335,9 +401,34 @@ class FakeKernelIO(sysfs.SysfsIO):
         p = self.root / ".fake_kernel.json"
         return json.loads(p.read_text()) if p.exists() else {"deny": [], "fail": {}}
 
+    def _next_index(self) -> int:
+        """This write's index in the tree (0, 1, ...), counted across processes."""
+        return _count(self.root / ".fake_kernel.count")
+
+    def _hooks(self, rules: dict, index: int, when: str, local: Path) -> None:
+        for h in rules.get("hooks", []):
+            if h.get("at") != index or h.get("when", "before") != when:
+                continue
+            do = h["do"]
+            if do in ("SIGINT", "SIGTERM", "SIGHUP"):
+                os.kill(os.getpid(), getattr(signal, do))
+            elif do == "block":
+                with open(self.root / ".fake_kernel.blocked", "a") as f:
+                    f.write(f"{index}\n")
+                _wait_for(self.root / f".fake_kernel.release.{index}", float(h.get("timeout_s", 60)))
+            else:
+                code = getattr(errno, do)
+                raise OSError(code, os.strerror(code), str(local))
+
     def _write_raw(self, local: Path, text: str) -> None:
-        board = self.board_path(local)
         rules = self._rules()
+        index = self._next_index()
+        self._hooks(rules, index, "before", local)
+        self._write_checked(local, text, rules)
+        self._hooks(rules, index, "after", local)
+
+    def _write_checked(self, local: Path, text: str, rules: dict) -> None:
+        board = self.board_path(local)
         if any(fnmatch.fnmatch(board, pat) for pat in rules.get("deny", [])):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(local))
         if board in rules.get("fail", {}):
@@ -367,9 +458,98 @@ class FakeKernelIO(sysfs.SysfsIO):
             f.write(f"{board} {text.strip()}\n")
 
 
-def install() -> None:
-    """Make ``polythrottle.sysfs.open_io`` return FakeKernelIO in this process."""
-    sysfs.IO_CLASS = FakeKernelIO
+# ----- a torch-free workload: ``builtin:fake`` -----------------------------------------------------------
+class _FakeRunner:
+    batch_size = 1
+
+    def run_batch(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _FakeLive:
+    """Stands in for ``LiveWorkload``: one software knob (batch_size), batches that do nothing."""
+
+    device = "cpu"
+
+    def __init__(self, name: str) -> None:
+        from polythrottle.space import Knob, KnobStatus
+
+        self.knobs = [Knob("batch_size", (1, 2, 4))]
+        self.knob_status = [KnobStatus("batch_size", True)]
+        self.spec = type("Spec", (), {"name": name})()
+        self.runner = _FakeRunner()
+
+    def default_config(self) -> dict:
+        return {"batch_size": 1}
+
+    def details(self) -> dict:
+        return {}
+
+    def set_config(self, config) -> None:
+        self.runner.batch_size = int(config.get("batch_size", 1))
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeMeter:
+    """Energy of a window from the clocks in the tree (lower clocks, less energy), read through the control."""
+
+    name = "fake-meter"
+
+    def __init__(self, control) -> None:
+        self.control = control
+
+    def begin(self) -> None:
+        root = self.control.io.root
+        rules = json.loads((root / ".fake_kernel.json").read_text()) if (root / ".fake_kernel.json").exists() else {}
+        n = _count(root / ".fake_kernel.measures")
+        for h in rules.get("hooks", []):
+            if h.get("measure") == n and h.get("do") == "block":
+                with open(root / ".fake_kernel.measure_blocked", "a") as f:
+                    f.write(f"{n}\n")
+                _wait_for(root / f".fake_kernel.release.m{n}", float(h.get("timeout_s", 60)))
+        self.t0 = time.perf_counter()
+
+    def end(self):
+        from polythrottle.energy.base import EnergyWindow
+
+        mhz = sum(self.control.current().get(k, 1000.0) for k in ("gpu_mhz", "emc_mhz", "cpu_mhz"))
+        return EnergyWindow(energy_j=1.0 + mhz / 1000.0, duration_s=max(time.perf_counter() - self.t0, 1e-6))
+
+    def close(self) -> None:
+        pass
+
+
+def _install_fake_workload(put) -> None:
+    from polythrottle.devices import jetson
+    from polythrottle.measure.harness import HarnessSettings
+    from polythrottle.measure.live import LiveMeasurer, observed
+
+    original = jetson.live_measurer
+    if getattr(original, "_fake", False):
+        return
+
+    def live_measurer(control, options):
+        if not (options.workload or "").startswith("builtin:fake"):
+            return original(control, options)
+        harness = HarnessSettings(window_s=0.001, warmup_s=0.0, warmup_batches=0, repeats=1, min_batches=1)
+        return LiveMeasurer(_FakeLive(options.workload), _FakeMeter(control), harness, energy="fake-meter",
+                            observe=lambda: observed(control.current()))
+
+    live_measurer._fake = True  # type: ignore[attr-defined]
+    put(jetson, "live_measurer", live_measurer)
+
+
+def install(setattr_fn=None) -> None:
+    """Make ``polythrottle.clocks.sysfs.open_io`` return FakeKernelIO in this process; ``builtin:fake`` workloads
+    measure without torch. ``setattr_fn``: e.g. pytest's ``monkeypatch.setattr``, to undo it after a test."""
+    put = setattr_fn or setattr
+    put(sysfs, "IO_CLASS", FakeKernelIO)
+    _install_fake_workload(put)
 
 
 def main(argv: list[str] | None = None) -> int:

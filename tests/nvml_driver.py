@@ -12,7 +12,7 @@ import pynvml
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_nvml import FakeGpu  # noqa: E402
+from fake_nvml import FakeGpu
 
 torch.set_num_threads(1)
 refuse = {}
@@ -23,9 +23,9 @@ log = os.environ.get("FAKE_NVML_LOG")
 FakeGpu(log_path=Path(log) if log else None, refuse=refuse,
         forbid_writes=os.environ.get("FAKE_NVML_FORBID_WRITES") == "1").install()
 
-import polythrottle.devices.nvml as nvml_device  # noqa: E402
+import polythrottle.measure.live as live  # noqa: E402
 
-nvml_device.cuda_device_for = lambda uuid, index: torch.device("cpu")
+live.cuda_device_for = lambda uuid, index: torch.device("cpu")
 
 from polythrottle.cli import main  # noqa: E402
 

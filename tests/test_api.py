@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import polythrottle as pt
-from polythrottle.control import DaemonError, notify_model_updated
+from polythrottle.daemon.client import DaemonError, notify_model_updated
 from polythrottle.errors import BadInputError
 from polythrottle.integrations import CheckpointRetuner
 
@@ -24,7 +24,9 @@ def test_tune_apply_restore_and_retune(small_table: Path, tmp_path: Path) -> Non
     assert isinstance(res, pt.TuneResult) and res.best is not None
     assert res.extra["model_version"] == "v1" and res.extra["warm_start"] is None
     with pt.applied(dev, res.best.config) as cfg:
-        assert cfg == res.best.config and dev._applied == dev.space().index_of(cfg)
+        m, truth = dev.measure(), dev.truth(cfg)  # measured under cfg (1% noise)
+        assert cfg == res.best.config and m.energy_j == pytest.approx(truth.energy_j, rel=0.06)
+        assert m.latency_ms == pytest.approx(truth.latency_ms, rel=0.06)
     again = pt.retune(f"replay:{small_table}", 50.0, budget=3, seed=1, history=db, model_version="v2")
     assert again.extra["warm_start"]["from_version"] == "v1"
     with pt.HistoryStore(db) as s:
@@ -32,9 +34,8 @@ def test_tune_apply_restore_and_retune(small_table: Path, tmp_path: Path) -> Non
 
 
 def _only_key(store: pt.HistoryStore) -> pt.HistoryKey:
-    rows = store._conn.execute("SELECT DISTINCT device, profile, workload, space FROM tunes").fetchall()
-    assert len(rows) == 1
-    return pt.HistoryKey(*rows[0])
+    (key,) = store.keys()
+    return key
 
 
 class RecordingDevice:

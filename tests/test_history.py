@@ -1,4 +1,5 @@
-"""History store: round trip, schema versioning, corrupt files, and durability under SIGKILL."""
+"""History store: round trip (SQLite and PostgreSQL), schema versioning, corrupt files, one-line refusals,
+and durability under SIGKILL."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from polythrottle.history import (
 from polythrottle.space import Knob, SearchSpace
 from tests.conftest import ROOT, run_cli
 
-KEY = HistoryKey("sim:jetson-agx-orin", "jetson-agx-orin", "efficientnet-b0", "abc")
+KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
 
 
 def _fill(store: HistoryStore, version: str, n: int = 3, slo_ms: float = 50.0) -> int:
@@ -37,8 +38,16 @@ def _fill(store: HistoryStore, version: str, n: int = 3, slo_ms: float = 50.0) -
     return tid
 
 
-def test_round_trip_and_versions(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "h.sqlite"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path: Path) -> str:
+    """A history location of each backend (PostgreSQL: a fresh database in the session's cluster)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "h.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+def test_round_trip_and_versions(target: str) -> None:
+    path = target
     with HistoryStore(path) as s:
         assert s.schema_version == SCHEMA_VERSION
         _fill(s, "v1", 3)
@@ -55,14 +64,18 @@ def test_round_trip_and_versions(tmp_path: Path) -> None:
         assert best is not None and best.config == {"gpu_mhz": 200.0} and best.measurements == 2
         assert s.best(KEY, model_version="v2", slo_ms=50.0) is None  # a best found for another SLO
         assert s.best(KEY, model_version="v3") is None
-        other = HistoryKey(KEY.device, KEY.profile, "bert-base", KEY.space)
+        other = HistoryKey(KEY.device, "bert-base", KEY.space)
         assert s.observations(other) == [] and s.model_versions(other) == []
+        assert s.keys() == [KEY]
         assert s.integrity_check() == "ok"
-        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if "://" not in target:
+        con = sqlite3.connect(target)
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        con.close()
 
 
-def test_unfinished_tune_keeps_measurements_but_no_best(tmp_path: Path) -> None:
-    with HistoryStore(tmp_path / "h.sqlite") as s:
+def test_unfinished_tune_keeps_measurements_but_no_best(target: str) -> None:
+    with HistoryStore(target) as s:
         tid = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
         s.add_measurement(tid, step=0, config={"gpu_mhz": 1.0}, energy_j=1.0, latency_ms=1.0, role="baseline")
         assert len(s.observations(KEY, model_version="v1")) == 1
@@ -121,7 +134,7 @@ _WRITER = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from polythrottle.history import HistoryKey, HistoryStore
     s = HistoryStore(sys.argv[1])
-    key = HistoryKey("d", "p", "w", "s")
+    key = HistoryKey("d", "w", "s")
     tid = s.begin_tune(key, "v1", slo_ms=10, optimizer="cbo", knobs=["k"])
     i = 0
     while True:
@@ -149,7 +162,7 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     with HistoryStore(path) as s:
         assert s.integrity_check() == "ok"
-        steps = [o.step for o in s.observations(HistoryKey("d", "p", "w", "s"))]
+        steps = [o.step for o in s.observations(HistoryKey("d", "w", "s"))]
     assert steps[: committed + 1] == list(range(committed + 1))  # every committed row, in order
     assert len(steps) >= committed + 1
 
@@ -182,3 +195,76 @@ def test_fingerprints(tmp_path: Path) -> None:
 
     with pytest.raises(BadInputError, match="not found"):
         fingerprint_files([tmp_path / "missing.pt"])
+
+
+def test_units_client_ids_and_repeats_store_once(target: str) -> None:
+    with HistoryStore(target) as s:
+        a = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="A", client_id="tune-a")
+        assert s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="A",
+                            client_id="tune-a") == a  # a repeated begin (lost reply) is the same tune
+        b = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="B")
+        legacy = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])  # unit unknown: ""
+        for tid, e in ((a, 1.0), (b, 2.0), (legacy, 3.0)):
+            for _ in range(2):  # the second write of a step is a repeat: stored once
+                s.add_measurement(tid, step=0, config={"gpu_mhz": 1.0}, energy_j=e, latency_ms=1.0, role="baseline")
+        assert sorted(o.energy_j for o in s.observations(KEY)) == [1.0, 2.0, 3.0]
+        own_a = s.observations(KEY, unit="A")
+        assert sorted((o.unit, o.energy_j) for o in own_a) == [("", 3.0), ("A", 1.0)]  # "" counts as own, never B's
+        s.finish_tune(b, best_config={"gpu_mhz": 1.0}, best_energy_j=2.0, best_latency_ms=1.0)
+        assert s.best(KEY, model_version="v1", unit="A") is None
+        best_b = s.best(KEY, model_version="v1", unit="B")
+        assert best_b is not None and best_b.unit == "B"
+        rows_t, rows_m = s.rows()
+        assert {t.client_id for t in rows_t} >= {"tune-a"} and "tune-a:0" in {m.client_id for m in rows_m}
+        s.merge(rows_t, rows_m)  # everything again: nothing doubles, a finished tune stays finished
+        assert len(s.observations(KEY)) == 3
+        assert s.tunes(unit="B")[0].status == "done"
+        with pytest.raises(HistoryError, match="no tune 999"):
+            s.add_measurement(999, step=0, config={}, energy_j=1.0, latency_ms=1.0, role="explore")
+
+
+def test_newer_revision_is_refused(target: str) -> None:
+    import sqlalchemy as sa
+
+    HistoryStore(target).close()
+    url = target if "://" in target else f"sqlite:///{target}"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE polythrottle_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(HistoryError, match="revision 0099, newer than this PolyThrottle supports"):
+        HistoryStore(target)
+
+
+def test_foreign_tables_in_a_server_database_are_refused(pg_url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE tunes (x int)"))
+    engine.dispose()
+    with pytest.raises(HistoryError, match="tables tunes not written by PolyThrottle"):
+        HistoryStore(pg_url)
+
+
+def test_locked_unwritable_and_missing_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path, timeout_s=0.2) as s:
+        tid = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(HistoryError, match="is locked by another process") as e:
+                s.add_measurement(tid, step=0, config={}, energy_j=1.0, latency_ms=1.0, role="explore")
+            assert "\n" not in str(e.value)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(HistoryError, match="cannot create its directory"):
+        HistoryStore(blocker / "sub" / "h.sqlite")
+    with pytest.raises(HistoryError, match="no history database at"):
+        HistoryStore(tmp_path / "missing.sqlite", create=False)
+    with pytest.raises(HistoryError, match="unsupported scheme 'mysql'"):
+        HistoryStore("mysql://u:pw@h/db")

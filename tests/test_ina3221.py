@@ -4,10 +4,10 @@ import time
 
 import pytest
 
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.energy.ina3221 import INA3221Meter, board_rails, find_rails
 from polythrottle.energy.sampling import PowerSampler
 from polythrottle.errors import DeviceError, UnsupportedError
-from polythrottle.sysfs import SysfsIO
 from tests import fake_jetson as fj
 
 

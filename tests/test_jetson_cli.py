@@ -250,7 +250,7 @@ TUNE = ["tune", "--device", "jetson", "--workload", "builtin:mlp", "--slo-ms", "
 
 
 def test_tune_restores_on_exit_and_keeps_with_apply(tmp_path):
-    pytest.importorskip("polythrottle.harness")
+    pytest.importorskip("polythrottle.measure.harness")
     root, state = tmp_path / "root", tmp_path / "state"
     board = fj.build(root, "xavier-nx")
     original = fj.snapshot(root)
@@ -273,7 +273,7 @@ def test_tune_restores_on_exit_and_keeps_with_apply(tmp_path):
 
 
 def test_tune_restores_on_sigterm(tmp_path):
-    pytest.importorskip("polythrottle.harness")
+    pytest.importorskip("polythrottle.measure.harness")
     root, state = tmp_path / "root", tmp_path / "state"
     fj.build(root, "agx-orin-jp6")
     original = fj.snapshot(root)

@@ -1,6 +1,5 @@
 """Optimizers on a small synthetic constrained problem with a known optimum."""
 
-import math
 
 import numpy as np
 import pytest
@@ -30,8 +29,8 @@ def run(name, seed, budget=20, noise=0.02):
     first = None
     for step in range(budget):
         i = opt.ask(remaining=budget - step)
-        e, l = ENERGY[i] * (1 + noise * rng.standard_normal()), LATENCY[i] * (1 + noise * rng.standard_normal())
-        opt.tell(Observation(i, e, l))
+        e, lat = ENERGY[i] * (1 + noise * rng.standard_normal()), LATENCY[i] * (1 + noise * rng.standard_normal())
+        opt.tell(Observation(i, e, lat))
         if first is None and LATENCY[i] <= SLO and ENERGY[i] <= 1.05 * OPT:
             first = step + 1
         if opt.stop_reason:
@@ -184,7 +183,7 @@ def test_speed_order_prunes_dominated_configs_until_measurements_contradict_it()
     kept = {(c["precision"], c["cuda_graphs"]) for c in (space.config(i) for i in np.flatnonzero(~dominated))}
     assert kept == {("fp16", "on"), ("bf16", "on")}  # fp16 and bf16 tie: neither dominates the other
     opt = ConstrainedBO(space, 10.0, 0)
-    at = lambda b, p, g: space.index_of({"batch_size": b, "precision": p, "cuda_graphs": g})  # noqa: E731
+    at = lambda b, p, g: space.index_of({"batch_size": b, "precision": p, "cuda_graphs": g})
     # fp16 measured clearly slower and costlier than fp32 with everything else equal: the order is wrong here
     for _ in range(2):
         opt.tell(Observation(at(1, "fp32", "on"), 1.0, 2.0))

@@ -138,10 +138,7 @@ def test_cli_records_history_and_warm_starts_after_update(tmp_path: Path, capsys
     assert second["optimizer"] == "warm-cbo" and second["best"] is not None
     with HistoryStore(db) as s:
         versions = {}
-        for key_row in s._conn.execute("SELECT DISTINCT device, profile, workload, space FROM tunes"):
-            from polythrottle.history import HistoryKey
-
-            key = HistoryKey(*key_row)
+        for key in s.keys():
             versions = {v.model_version: v.measurements for v in s.model_versions(key)}
             best = s.best(key, model_version="v2", slo_ms=SLO)
         assert versions == {"v1": first["measurements"], "v2": second["measurements"]}
@@ -165,8 +162,9 @@ def test_cli_model_file_fingerprint_and_bad_combinations(tmp_path: Path, capsys,
 
 
 def test_default_history_is_best_effort(tmp_path: Path, monkeypatch, capsys, small_table: Path) -> None:
-    from polythrottle.cli.history_args import open_history
     import argparse
+
+    from polythrottle.cli.history_args import open_history
 
     bad = tmp_path / "state"
     bad.mkdir()

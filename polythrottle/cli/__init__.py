@@ -1,5 +1,5 @@
-"""Command line: ``polythrottle SUBCOMMAND``. Each subcommand lives in its own module here and
-exposes ``register(subparsers)``; modules are discovered, so adding a command touches no other file.
+"""Command line: ``polythrottle COMMAND``. Each command lives in its own module here and exposes
+``register(subparsers)``; ``COMMANDS`` lists them in the order ``--help`` shows them.
 
 Errors a user can cause print one line to stderr and exit non-zero (see ``polythrottle.errors``).
 """
@@ -8,72 +8,92 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
-import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle import interrupts
+from polythrottle._version import __version__
+from polythrottle.errors import BadInputError, PolyThrottleError, clip
+from polythrottle.interrupts import Terminated
 
-_HELPER_MODULES = {"common"}
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGTERM so that ``finally``/``with`` blocks restore hardware."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+DESCRIPTION = (
+    "Lowest energy per inference under a latency SLO on NVIDIA Jetsons and GPUs: constrained Bayesian "
+    "optimization of GPU, memory and CPU clocks and software knobs."
+)
+COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "devices", "daemon", "status", "notify",
+            "install-service")
+"""Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
+EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
+          "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
+          "6 the history server cannot be reached; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
+          "(after the settings are back)")
+_on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and want SIGTERM to restore it
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"polythrottle: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="polythrottle", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="polythrottle", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"polythrottle {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name in _HELPER_MODULES or mod.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
-        if hasattr(module, "register"):
-            module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``polythrottle`` console script. Returns the exit code."""
+    """Entry point of the ``polythrottle`` console script. Returns the exit code.
+
+    Exit codes: 0 done; 1 device error; 2 bad input; 3 nothing met the SLO; 4 permission denied;
+    5 unsupported; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
+    command changed are back. Each error is one line on stderr, never a traceback (``--debug`` shows it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(signal, "SIGTERM"):
+    interrupts.reset()
+    with interrupts.command_signals():
         try:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:  # not the main thread (e.g. called from a library)
-            pass
-    try:
-        return int(args.func(args) or 0)
-    except PolyThrottleError as e:
-        print(f"polythrottle: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except Terminated:
-        print("polythrottle: terminated (settings restored)", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("polythrottle: interrupted (settings restored)", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        if args.debug:
-            raise
-        print(f"polythrottle: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+            try:
+                code, message = int(args.func(args) or 0), ""
+            except PolyThrottleError as e:
+                code, message = e.exit_code, f"error: {e}"
+            except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the command's finally blocks ran
+                code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+            except SystemExit as e:  # e.g. a user's workload calling sys.exit(): settle what it left
+                code = e.code if isinstance(e.code, int) and e.code else 1
+                message = f"error: the command exited early (sys.exit({clip(str(e.code), 60)}))"
+            except Exception as e:
+                if args.debug:
+                    raise
+                code, message = 1, f"error: {type(e).__name__}: {clip(str(e))}"
+            finally:
+                interrupts.ignore_further()  # from here on a signal is recorded, not raised
+        except KeyboardInterrupt as e:  # the first signal landed between the command and the line above
+            code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+        failed, kept = interrupts.settle()  # a command that stopped early must not leave a setting changed
+        if code >= 128:
+            if failed:
+                message += f"; COULD NOT RESTORE: {'; '.join(failed)}"
+            elif kept:
+                message += " (the applied settings stay; `polythrottle restore` puts the originals back)"
+            else:
+                message += " (settings restored)"
+        elif failed:
+            message = (message + "; " if message else "error: ") + f"COULD NOT RESTORE: {'; '.join(failed)}"
+            code = code or 1
+        if message:  # one line, bounded whatever a file or a device said
+            print(f"polythrottle: {clip(message, 1000)}", file=sys.stderr)
+        return code
 
 
 def run() -> None:
     sys.exit(main())
 
 
-__all__ = ["BadInputError", "build_parser", "main", "run"]
+__all__ = ["COMMANDS", "BadInputError", "Terminated", "build_parser", "main", "run"]

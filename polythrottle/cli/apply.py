@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief, clip
+from polythrottle.history_tune import is_simulated
 from polythrottle.space import parse_assignments
 
 
@@ -30,8 +32,9 @@ def config_from_result(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BadInputError(f"--config {path} not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInputError(f"--config {path}: not a JSON result ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else clip(str(e), 100)
+        raise BadInputError(f"--config {path}: not a JSON result ({why})") from None
     if isinstance(data, dict) and "best" in data:
         if not data["best"]:
             raise BadInputError(f"--config {path}: the tune found no feasible config (best is null)")
@@ -40,6 +43,9 @@ def config_from_result(path: Path) -> dict[str, Any]:
         cfg = data.get("config") if isinstance(data, dict) else None
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"--config {path}: expected a tune result with best.config")
+    for k, v in cfg.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or isinstance(v, float) and not math.isfinite(v):
+            raise BadInputError(f"--config {path}: {brief(k, 40)}={brief(v, 40)} is not a knob value")
     return cfg
 
 
@@ -47,26 +53,32 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.set) == bool(args.config):
         raise BadInputError("give --set KNOB=VALUE (one or more) or --config RESULT.json")
     config: dict[str, Any] = parse_assignments(args.set) if args.set else config_from_result(args.config)
+    if is_simulated(args.device):
+        raise BadInputError(f"{args.device} is simulated: it has no hardware settings to apply "
+                            "(apply works on jetson and nvml devices; `tune` tunes simulated ones)")
     device = open_device(args.device, device_options(args))
-    if not device.info().touches_hardware:
-        raise BadInputError(f"device {args.device} has no hardware settings to apply")
-    hardware = getattr(device, "hardware_knobs", None)
-    if args.config and hardware is not None:
-        skipped = {k: v for k, v in config.items() if k not in hardware}
-        config = {k: v for k, v in config.items() if k in hardware}
-        for k, v in skipped.items():
-            print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
-        if not config:
-            raise BadInputError(f"--config {args.config}: no hardware knob to apply")
-    device.apply(config)
-    device.keep()  # no close(): the settings stay; the originals stay saved for `restore`
-    writes = getattr(device, "last_writes", [])
+    try:
+        if not device.info().touches_hardware:
+            raise BadInputError(f"device {args.device} has no hardware settings to apply")
+        hardware = device.hardware_knobs
+        if args.config:
+            skipped = {k: v for k, v in config.items() if k not in hardware}
+            config = {k: v for k, v in config.items() if k in hardware}
+            for k, v in skipped.items():
+                print(f"polythrottle: note: {k}={v} is a software knob; set it in the serving code", file=sys.stderr)
+            if not config:
+                raise BadInputError(f"--config {args.config}: no hardware knob to apply")
+        device.keep()  # what this apply sets stays set; the originals stay saved for `restore`
+        device.apply(config)  # a failed or interrupted apply rolls back what it wrote
+    finally:
+        device.close()  # restores only what an apply that did not complete left behind
+    writes = device.last_writes
     print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for w in writes:
         print(f"  {w.path} <- {w.value}")
     if not writes:
         print("  (already set; nothing written)")
-    store = getattr(device, "store", None)
-    if store is not None:
-        print(f"originals saved in {store.directory}; `polythrottle restore --device {args.device}` puts them back")
+    where = device.originals_location()
+    if where is not None:
+        print(f"originals saved in {where.directory}; `polythrottle restore --device {args.device}` puts them back")
     return 0

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from polythrottle.devices import DeviceOptions
 from polythrottle.errors import BadInputError
+from polythrottle.space import parse_assignments
+from polythrottle.spec import DeviceSpec, Face, TuneSpec
 
 
 def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
@@ -27,31 +33,46 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                        help="live workloads: seconds per metered window (default 2)")
         p.add_argument("--repeats", type=int, default=None,
                        help="live workloads: metered windows per measurement (default 3)")
+        p.add_argument("--slo-metric", choices=("ttft", "tpot", "batch"), default=None,
+                       help="live workloads: the latency the SLO bounds: time to first token, time per output "
+                            "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
+
+
+_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
+                  "state_dir", "slo_metric")
+
+
+def _fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named arguments that were given (argparse's None means "not given": the spec's default applies)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def device_spec(args: argparse.Namespace) -> DeviceSpec:
+    """The device part of the declared spec from the arguments. Raises BadInputError naming the flag."""
+    return DeviceSpec.parse(_fields(args, _DEVICE_FIELDS), Face.CLI)
 
 
 def device_options(args: argparse.Namespace) -> DeviceOptions:
-    noise = getattr(args, "noise", 0.0)
-    if noise is not None and noise < 0:
-        raise BadInputError(f"--noise must be >= 0, got {noise}")
-    pct = getattr(args, "percentile", 99.0)
-    if not 0 < pct <= 100:
-        raise BadInputError(f"--percentile must be in (0, 100], got {pct}")
-    window_s = getattr(args, "window_s", None)
-    if window_s is not None and not window_s > 0:
-        raise BadInputError(f"--window-s must be > 0, got {window_s}")
-    repeats = getattr(args, "repeats", None)
-    if repeats is not None and repeats < 1:
-        raise BadInputError(f"--repeats must be >= 1, got {repeats}")
-    return DeviceOptions(
-        workload=getattr(args, "workload", None),
-        noise=noise or 0.0,
-        seed=getattr(args, "seed", None),
-        no_clock_control=bool(getattr(args, "no_clock_control", False)),
-        state_dir=getattr(args, "state_dir", None),
-        percentile=pct,
-        window_s=window_s,
-        repeats=repeats,
-    )
+    """How to open the device the arguments name (validated: ``device_spec``)."""
+    return device_spec(args).device_options()
+
+
+def tune_spec(args: argparse.Namespace) -> TuneSpec:
+    """The declared spec of a tune from ``tune``'s arguments. Raises BadInputError naming the flag."""
+    fields = _fields(args, (*_DEVICE_FIELDS, "slo_ms", "knobs", "budget", "optimizer", "model_version",
+                            "carbon_country"))
+    if getattr(args, "baseline", None):
+        fields["baseline"] = parse_assignments(args.baseline)
+    if getattr(args, "carbon_intensity", None) is not None:
+        fields["carbon_intensity_g_per_kwh"] = args.carbon_intensity
+    if getattr(args, "model_file", None):
+        fields["model_files"] = tuple(args.model_file)
+    if getattr(args, "no_history", False):
+        fields["history"] = False
+    elif getattr(args, "history", None) is not None:
+        fields["history"] = str(args.history)
+    fields["warm_start"] = not getattr(args, "no_warm_start", False)
+    return TuneSpec.parse(fields, Face.CLI)
 
 
 def parse_knob_list(text: str | None) -> list[str] | None:
@@ -61,3 +82,47 @@ def parse_knob_list(text: str | None) -> list[str] | None:
     if not names:
         raise BadInputError("--knobs is empty")
     return names
+
+
+def check_output(path: Path | None, flag: str = "--out") -> None:
+    """Refuse an output file that cannot be written, before any work (and any hardware write) starts:
+    its directory must exist and be writable, and it must not be a directory. Raises BadInputError."""
+    if path is None:
+        return
+    if not str(path).strip() or path.is_dir():
+        raise BadInputError(f"{flag} {path}: is a directory, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise BadInputError(f"{flag} {path}: not writable (permission denied)")
+        return
+    parent = path.parent
+    if not parent.exists():
+        raise BadInputError(f"{flag} {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise BadInputError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{flag} {path}: cannot create files in {parent} (permission denied)")
+
+
+def write_output(path: Path, text: str, flag: str = "--out") -> None:
+    """Write ``text`` to ``path``: a regular file is replaced atomically (a temporary file renamed over it,
+    so a failure never leaves half a result); anything else (``/dev/stdout``) is written in place.
+    Raises BadInputError (exit 2) naming the file and the reason."""
+    try:
+        if path.exists() and not path.is_file():
+            with path.open("w") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise BadInputError(f"{flag} {path}: cannot write ({e.strerror or e})") from None

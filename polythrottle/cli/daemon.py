@@ -16,14 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from polythrottle.daemon.config import load_config
-    from polythrottle.daemon.service import Daemon, prepare, setup_logging
+    from polythrottle.daemon.service import Daemon, check_config, setup_logging
 
-    config = load_config(args.config)
     if args.check:
-        prepared = prepare(config)
-        prepared.device.close()
-        print(f"{config.path}: OK (device {config.device}, knobs {', '.join(prepared.tuned_knobs)}, "
-              f"SLO {config.slo_ms:g} ms, socket {config.socket})")
+        print(check_config(args.config))
         return 0
+    config = load_config(args.config)
     setup_logging(getattr(args, "debug", False))
     return Daemon(config).run()

@@ -1,4 +1,5 @@
-"""``polythrottle devices``: what hardware was found, what can be controlled and measured here, and why not."""
+"""``polythrottle devices``: what hardware was found, what can be controlled and measured here, and why not;
+then the simulated boards (digital twins of the board profiles) and their workloads, to try without hardware."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import importlib
 import json
 from pathlib import Path
 
-from polythrottle.devices import DeviceInfo, DeviceOptions, KnobStatus
+from polythrottle.boards.profiles import list_profiles, load_profile
+from polythrottle.clocks.sysfs import fs_root, is_root_user
+from polythrottle.devices import DeviceInfo, DeviceOptions
 from polythrottle.devices.registry import SCHEMES
 from polythrottle.errors import PolyThrottleError
-from polythrottle.sysfs import fs_root, is_root_user
+from polythrottle.space import KnobStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,15 +93,36 @@ def probe_all(options: DeviceOptions) -> list[DeviceInfo]:
     return out
 
 
+def sim_boards() -> list[DeviceInfo]:
+    """Every board profile's twin (``sim:NAME``) and its workloads; a broken profile says why."""
+    from polythrottle.twin.params import board_from_profile
+
+    out = []
+    for name in list_profiles():
+        try:
+            profile = load_profile(name)
+            workloads = list(board_from_profile(profile).workloads)
+        except PolyThrottleError as e:
+            out.append(DeviceInfo(name=f"sim:{name}", kind="sim", found=False, notes=[str(e)]))
+            continue
+        out.append(DeviceInfo(name=f"sim:{name}", kind="sim", details={
+            "board": profile.description, "workloads": ", ".join(workloads)}))
+    return out
+
+
 def _status(available: bool) -> str:
     return "yes" if available else "no "
 
 
 def render(infos: list[DeviceInfo]) -> str:
     lines = []
+    sims = [i for i in infos if i.kind == "sim"]
     for info in infos:
+        if info.kind == "sim" and info is sims[0]:
+            lines += ["", "Simulated boards (digital twins: no hardware needed, nothing is written;",
+                      "sim:BOARD?gpu=range tunes the GPU's min/max clocks under its governor):"]
         if not info.found:
-            lines.append(f"{info.kind}: " + "; ".join(info.notes or ["not found"]))
+            lines.append(f"{info.name if info.kind == 'sim' else info.kind}: " + "; ".join(info.notes or ["not found"]))
             continue
         lines.append(f"{info.name}: {info.details.get('board', info.kind)}")
         for k, v in info.details.items():
@@ -111,11 +135,18 @@ def render(infos: list[DeviceInfo]) -> str:
             lines.append("  measure:")
             lines += [f"    [{_status(m.available)}] {m.name}: {m.reason}" for m in info.meters]
         lines += [f"  note: {n}" for n in info.notes]
+    ready = [i for i in sims if i.found]
+    if ready:
+        first = next((i for i in ready if i.name == "sim:jetson-agx-orin"), ready[0])
+        workload = first.details["workloads"].split(", ")[0]
+        slo = "25" if first.name == "sim:jetson-agx-orin" and workload == "efficientnet-b0" else "MS"
+        lines += ["", f"Try: polythrottle tune --device {first.name} --workload {workload} --slo-ms {slo}",
+                  "     polythrottle tune --device replay:TABLE.csv --slo-ms MS     (a measured table)"]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    infos = probe_all(DeviceOptions(state_dir=args.state_dir))
+    infos = probe_all(DeviceOptions(state_dir=args.state_dir)) + sim_boards()
     if args.json:
         print(json.dumps([
             {"name": i.name, "kind": i.kind, "found": i.found, "details": i.details, "notes": i.notes,

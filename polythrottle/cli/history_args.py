@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.history import HistoryError, HistoryStore, default_history_path
 from polythrottle.history_tune import is_simulated
+
+if TYPE_CHECKING:
+    from polythrottle.history.protocol import History
+    from polythrottle.history.store import HistoryStore
 
 
 def add_history_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("history and warm start")
-    g.add_argument("--history", type=Path, default=None, metavar="DB",
-                   help="history database (SQLite); default STATE_DIR/history.sqlite for real devices, "
-                        "none for sim/replay devices")
+    g.add_argument("--history", default=None, metavar="URL",
+                   help="history: a SQLite path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB; default "
+                        "$POLYTHROTTLE_HISTORY_URL or STATE_DIR/history.sqlite for real devices, none for sim/replay")
     g.add_argument("--no-history", action="store_true", help="neither read nor write the history database")
     g.add_argument("--model-version", default=None, metavar="V",
                    help="model version the measurements belong to (default: fingerprint of --model-file)")
@@ -26,8 +30,12 @@ def add_history_args(p: argparse.ArgumentParser) -> None:
                    help="tune cold even if the history has measurements of this or a previous model version")
 
 
-def open_history(args: argparse.Namespace) -> tuple[HistoryStore | None, str | None]:
-    """The store named by the arguments (None when off) and the model version (None: the default)."""
+def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
+    """The store named by the arguments (None when off) and the model version (None: the default).
+    A PostgreSQL history spools in the state dir while the server is out of reach."""
+    from polythrottle.history import HistoryError, default_history, default_history_path
+    from polythrottle.history import open_history as open_store
+
     if args.model_version is not None and args.model_file:
         raise BadInputError("give --model-version or --model-file, not both")
     if args.model_version is not None and not args.model_version.strip():
@@ -39,15 +47,33 @@ def open_history(args: argparse.Namespace) -> tuple[HistoryStore | None, str | N
         if args.history is not None:
             raise BadInputError("give --history or --no-history, not both")
         return None, version
+    state_dir = getattr(args, "state_dir", None)
+    spool_dir = default_history_path(state_dir).parent
     if args.history is not None:
-        return HistoryStore(args.history), version
+        return open_store(args.history, spool_dir=spool_dir), version
     if is_simulated(args.device):
         return None, version
     try:  # the implicit default is best effort: tuning must not fail because the state dir is unusable
-        return HistoryStore(default_history_path(getattr(args, "state_dir", None))), version
+        return open_store(default_history(state_dir), spool_dir=spool_dir), version
     except HistoryError as e:
         print(f"polythrottle: warning: not recording history: {e}", file=sys.stderr)
         return None, version
 
 
-__all__ = ["add_history_args", "open_history"]
+def add_history_location(p: argparse.ArgumentParser) -> None:
+    """--history URL for commands that read a history (``history``, ``fleet``)."""
+    p.add_argument("--history", default=None, metavar="URL",
+                   help="history: a SQLite path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                        "(default $POLYTHROTTLE_HISTORY_URL, else STATE_DIR/history.sqlite)")
+    p.add_argument("--state-dir", type=Path, default=None, help="state directory of the default history")
+
+
+def open_for_reading(args: argparse.Namespace) -> HistoryStore:
+    """The history named by --history (or the default), opened without creating a missing SQLite file.
+    Raises HistoryError (exit 2) or HistoryUnavailable (exit 6, server out of reach)."""
+    from polythrottle.history import HistoryStore, default_history
+
+    return HistoryStore(args.history or default_history(args.state_dir), create=False)
+
+
+__all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history"]

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from polythrottle.cli.socket_args import add_socket_args, resolve_socket
+from polythrottle.daemon.protocol import EVENTS, MODEL_UPDATED, RELOAD, STATUS, ModelUpdated
 from polythrottle.errors import BadInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("notify", help="tell the daemon the model was updated (it re-tunes) or to reload its config")
-    p.add_argument("event", choices=["model-updated", "reload"], help="what happened")
+    p.add_argument("event", choices=EVENTS, help="what happened")
     p.add_argument("--model-version", default=None, metavar="V", help="the new model's version (default: "
                    "fingerprint of --model-file, else of the daemon's model_files)")
     p.add_argument("--model-file", action="append", default=None, type=Path, metavar="PATH",
@@ -28,29 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from polythrottle.control import DaemonError, send_command
+    from polythrottle.daemon.client import DaemonError, send_command
 
     where = resolve_socket(args)
-    if args.event == "reload":
+    if args.event == RELOAD:
         if args.model_version or args.model_file or args.force:
             raise BadInputError("notify reload takes no model options")
-        reply = send_command("reload", where, timeout_s=args.timeout)
+        reply = send_command(RELOAD, where, timeout_s=args.timeout)
     else:
         if args.model_version is not None and args.model_file:
             raise BadInputError("give --model-version or --model-file, not both")
-        fields: dict[str, object] = {}
-        if args.model_version is not None:
-            fields["model_version"] = args.model_version
-        if args.model_file:
-            fields["model_files"] = [str(f.expanduser().resolve()) for f in args.model_file]
-        if args.force:
-            fields["force"] = True
-        reply = send_command("model-updated", where, timeout_s=args.timeout, **fields)
+        files = [str(f.expanduser().resolve()) for f in args.model_file] if args.model_file else None
+        request = ModelUpdated(args.model_version, files, args.force)
+        reply = send_command(MODEL_UPDATED, where, timeout_s=args.timeout, **request.fields())
     if args.wait:
         job = int(reply.get("job", 0))
         deadline = time.monotonic() + args.wait_timeout
         while True:
-            status = send_command("status", where, timeout_s=args.timeout)["status"]
+            status = send_command(STATUS, where, timeout_s=args.timeout)["status"]
             if status["jobs"]["last_done"] >= job:
                 break
             if time.monotonic() > deadline:

@@ -17,9 +17,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from polythrottle.cli.common import add_device_args, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list
 from polythrottle.devices import open_device
-from polythrottle.devices.replay import METRIC_COLUMNS
+from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
 
 
@@ -41,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knob_list(args.knobs)
     if args.sample is not None and args.sample < 1:
         raise BadInputError(f"--sample must be at least 1, got {args.sample}")
-    if args.out.exists() and args.out.is_dir():
-        raise BadInputError(f"--out {args.out} is a directory")
-    if not args.out.parent.exists():
-        raise BadInputError(f"--out: directory {args.out.parent} does not exist")
+    check_output(args.out)
     console = Console(stderr=True)
     device = open_device(args.device, device_options(args))
     try:

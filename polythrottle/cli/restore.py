@@ -6,6 +6,7 @@ import argparse
 
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
+from polythrottle.history_tune import is_simulated
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_simulated(args.device):
+        print(f"nothing to restore for {args.device}: a simulated device changes no hardware")
+        return 0
     device = open_device(args.device, device_options(args))
     restored = device.restore_saved()
     if not restored:

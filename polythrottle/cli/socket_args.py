@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polythrottle.control import socket_path
+from polythrottle.daemon.client import socket_path
 
 
 def add_socket_args(p: argparse.ArgumentParser) -> None:

@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from polythrottle.control import send_command
+    from polythrottle.daemon.client import status as daemon_status
 
-    status = send_command("status", resolve_socket(args), timeout_s=args.timeout)["status"]
+    status = daemon_status(resolve_socket(args), timeout_s=args.timeout)
     if args.json:
         json.dump(status, sys.stdout, default=str)
         sys.stdout.write("\n")
@@ -54,6 +54,11 @@ def print_status(s: dict[str, Any]) -> None:
         ok = "meets the SLO" if cur.get("meets_slo") else "OVER the SLO"
         print(f"current:      {cur['energy_j']:.4g} J/inference, {cur['latency_ms']:.4g} ms ({ok}), "
               f"{cur['co2_per_inference_g']:.3g} g CO2/inference at {s['carbon_intensity_g_per_kwh']:g} g/kWh")
+    carbon = s.get("carbon")
+    if carbon:
+        where = ", ".join(str(x) for x in (carbon.get("country"), carbon.get("year")) if x)
+        print(f"carbon:       {carbon['intensity_g_per_kwh']:g} g/kWh ({where + '; ' if where else ''}"
+              f"{carbon.get('source')})")
     t = s.get("tuning")
     if t:
         print(f"tuning:       {t['kind']} of model {t['model_version']}: {t['measurements']}/{t['budget']} "

@@ -6,15 +6,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from polythrottle.cli.common import add_device_args, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
-from polythrottle.errors import BadInputError
 from polythrottle.optim import OPTIMIZERS
-from polythrottle.space import parse_assignments
+
+if TYPE_CHECKING:
+    from polythrottle.tuner import TuneResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,55 +31,69 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apply", action="store_true", help="leave the best config applied instead of restoring")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to FILE")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing while tuning and no final table (errors still go to stderr)")
+    p.add_argument("--carbon-country", default=None, metavar="ISO3",
+                   help="grid carbon intensity of this country (ISO 3166-1 alpha-3, e.g. FRA) for the CO2 "
+                        "estimate (default: world average)")
+    p.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH",
+                   help="grid carbon intensity in gCO2/kWh; overrides --carbon-country's dataset value")
     add_history_args(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from polythrottle.report import print_result, tune_progress  # rich rendering only when needed
-    from polythrottle.history_tune import device_identity, run_tune
+def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None:
+    """Live workloads that time more than batches (llm: ttft/tpot): each history row gets every metric's
+    statistics (``latencies_ms``), the payload the SLO metric and what energy is counted per."""
+    for row, rec in zip(payload["history"], result.history):
+        extra = rec.measurement.extra
+        if "latencies_ms" in extra:
+            row["latencies_ms"] = extra["latencies_ms"]
+            payload.setdefault("slo_metric", extra.get("slo_metric"))
+            payload.setdefault("energy_per", extra.get("energy_per"))
 
-    if not args.slo_ms > 0:
-        raise BadInputError(f"--slo-ms must be positive, got {args.slo_ms}")
-    if args.budget < 2:
-        raise BadInputError(f"--budget must be at least 2, got {args.budget}")
-    if args.optimizer not in OPTIMIZERS:
-        raise BadInputError(f"unknown optimizer {args.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
-    knobs = parse_knob_list(args.knobs)
-    baseline = parse_assignments(args.baseline)
-    console = Console(stderr=True)
+
+def run(args: argparse.Namespace) -> int:
+    from polythrottle.carbon import resolve, tune_extra
+    from polythrottle.cli.render import LiveView, no_config_line, print_result  # rich rendering only when needed
+    from polythrottle.history_tune import run_tune
+
+    spec = tune_spec(args)  # every argument checked before anything else happens
+    knobs = list(spec.knobs) if spec.knobs else None
+    carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
+    check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
     store, model_version = open_history(args)
-    device = open_device(args.device, device_options(args))
+    device = open_device(spec.device, spec.device_options())
     keep = False
     try:
-        tune_args = dict(store=store, device_id=device_identity(args.device), workload=args.workload or "",
-                         model_version=model_version, warm_start=not args.no_warm_start,
-                         optimizer=args.optimizer, knobs=knobs, baseline=baseline, seed=args.seed)
-        if args.json or not console.is_terminal:
-            result = run_tune(device, args.slo_ms, args.budget, **tune_args)
-        else:
-            with tune_progress(console, args.budget, args.slo_ms) as on_record:
-                result = run_tune(device, args.slo_ms, args.budget, on_record=on_record, **tune_args)
+        live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
+                                                 device=spec.device, knobs=knobs)
+        result = run_tune(device, spec.slo_ms, spec.budget, store=store, model_version=model_version,
+                          warm_start=spec.warm_start, optimizer=spec.optimizer, knobs=knobs, baseline=spec.baseline,
+                          seed=spec.seed, on_record=live.on_record if live else None)
+        result.extra.update(tune_extra(carbon, result))
         payload = result.to_dict()
         payload["device"] = args.device
         payload["workload"] = args.workload
+        _add_workload_latencies(payload, result)
         info = device.info()
         payload["device_info"] = {"name": info.name, "details": info.details,
                                   "knobs": [{"name": k.name, "available": k.available, "reason": k.reason}
                                             for k in info.knobs]}
         if args.apply and result.best is not None:
             device.apply(result.best.config)
-            device.keep()
-            keep = True
             payload["applied"] = result.best.config
         if args.out:
-            args.out.write_text(json.dumps(payload, indent=2) + "\n")
+            write_output(args.out, json.dumps(payload, indent=2) + "\n")
+        if args.apply and result.best is not None:
+            device.keep()  # only once the result is saved: a failure before leaves nothing applied
+            keep = True
         if args.json:
             json.dump(payload, sys.stdout)
             sys.stdout.write("\n")
-        else:
-            console_out = Console() if sys.stdout.isatty() else Console(width=160)
-            print_result(result, console_out)
+        elif not args.quiet:
+            console_out = Console()
+            print_result(result, console_out, carbon)
             warm = result.extra.get("warm_start")
             if warm:
                 console_out.print(
@@ -90,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if result.best is None:
-        if args.json:
-            from polythrottle.report import no_config_line
-
-            print(f"polythrottle: no config met the {args.slo_ms:g} ms SLO; {no_config_line(result)}", file=sys.stderr)
+        if args.json or args.quiet:
+            print(
+                f"polythrottle: no config met the {args.slo_ms:g} ms SLO; {no_config_line(result)}",
+                file=sys.stderr,
+            )
         return 3
     return 0

@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from polythrottle.errors import InvalidValueError
-from polythrottle.sysfs import SysfsIO
+from polythrottle.clocks.sysfs import SysfsIO
+from polythrottle.errors import InvalidValueError, clip
 
 UNIT_PER_MHZ = {"Hz": 1_000_000, "kHz": 1_000, "MHz": 1}
 
@@ -37,7 +37,7 @@ def match_step(knob: str, value: float | int | str, steps_raw: Sequence[int], un
     """The raw step (file unit) whose MHz value equals ``value`` (MHz). Raises InvalidValueError."""
     try:
         mhz = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         mhz = math.nan
     if math.isfinite(mhz):
         for raw in steps_raw:
@@ -45,7 +45,7 @@ def match_step(knob: str, value: float | int | str, steps_raw: Sequence[int], un
             if abs(to_mhz(raw, unit) - mhz) < 1e-3:
                 return raw
     steps = describe_steps([to_mhz(r, unit) for r in steps_raw])
-    raise InvalidValueError(f"{knob}={value} is not an available step; valid (MHz): {steps}")
+    raise InvalidValueError(f"{knob}={clip(str(value), 40)} is not an available step; valid (MHz): {steps}")
 
 
 def pair_writes(

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from polythrottle.clocks.base import ClockControl, Write, match_step, pair_state_writes, to_mhz
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import DeviceError
-from polythrottle.sysfs import SysfsIO
 
 CPU_ROOT = "/sys/devices/system/cpu"
 

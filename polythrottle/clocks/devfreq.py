@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from polythrottle.clocks.base import ClockControl, Write, match_step, pair_state_writes, to_mhz
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import BadInputError, DeviceError, InvalidValueError
-from polythrottle.sysfs import SysfsIO
 
 
 class DevfreqControl(ClockControl):

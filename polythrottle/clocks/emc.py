@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from polythrottle.clocks.base import UNIT_PER_MHZ, ClockControl, Write, match_step, to_mhz
+from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.errors import DeviceError
-from polythrottle.sysfs import SysfsIO
 
 
 @dataclass(frozen=True)

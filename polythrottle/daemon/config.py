@@ -1,183 +1,266 @@
-"""The daemon's YAML configuration file: fields, defaults, validation with ``FILE: FIELD: problem`` errors.
+"""The daemon's YAML configuration file: ``DaemonConfig`` = the tune spec + the daemon's own fields.
 
-Relative paths in the file are relative to the file's directory. Validation here covers types and
-ranges only; the device, workload, knobs and baseline are checked when the daemon opens the device
-(still before it writes anything). See README "Running as a service" for the reference.
+``DaemonConfig`` is ``polythrottle.spec.TuneSpec`` (device, workload, SLO, knobs, budget, ...) plus what only
+the service has (``retune_budget``, the model files it watches, intervals, the socket, metrics, carbon),
+validated by pydantic with unknown fields refused. The file is loaded with the bounded YAML loader
+(``polythrottle.safe_yaml``) and validated strictly: YAML already types its values, so ``slo_ms: "25"``
+is refused like ``slo_ms: fast``; an empty value (``budget:``) means the default. Errors are one line,
+``FILE: FIELD: problem`` (exit 2). Relative paths (``model_files``, ``state_dir``, ``socket``, ``history``
+when it is a path, a ``FILE.py:FUNCTION`` workload) are relative to the file's directory, never the
+daemon's working directory. The device, workload, knobs and baseline are checked when the daemon opens
+the device (still before it writes anything). See README "Running as a service" for the reference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
-from polythrottle.errors import BadInputError
+from polythrottle import paths, safe_yaml
+from polythrottle.carbon import WORLD_AVERAGE, CarbonIntensity, lookup
+from polythrottle.carbon import resolve as resolve_carbon
+from polythrottle.errors import BadInputError, PolyThrottleError, brief, clip
+from polythrottle.spec import Face, TuneSpec, spec_error
 
-DEFAULT_SOCKET = Path("/run/polythrottle/control.sock")
+DEFAULT_SOCKET = paths.SYSTEM_SOCKET
+"""The system socket; the default for a config without ``socket`` is ``polythrottle.paths.socket_path()``."""
+DEFAULT_BUDGET = 15
+DEFAULT_RETUNE_BUDGET = 5
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9347
-DEFAULT_CARBON_G_PER_KWH = 481.0
+DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 """Global average carbon intensity of electricity generation in 2023, 481 gCO2/kWh (Ember,
-"Electricity generation emission intensity", 2024 data release). Set your grid's value."""
+"Electricity generation emission intensity", 2024 data release). Set your grid's value, or your
+country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
+SLO_METRICS = ("ttft", "tpot", "batch")
+SAME_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
+                      "state_dir", "slo_metric")
+"""Fields that decide how the device is opened: a reload that changes none of them keeps the device open."""
 
 
 class ConfigError(BadInputError):
     """The daemon configuration file is unreadable or invalid. Exit 2, one line naming file and field."""
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
+class _Worded(ValueError):
+    """A problem whose message already says what the value was (no ``, got VALUE`` added)."""
+
+
+class MetricsConfig(BaseModel):
     """Prometheus endpoint: ``http://ADDRESS:PORT/metrics`` (port 0: any free port)."""
 
-    address: str = DEFAULT_METRICS_ADDRESS
-    port: int = DEFAULT_METRICS_PORT
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    address: str = Field(default=DEFAULT_METRICS_ADDRESS, min_length=1)
+    port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
 
 
-@dataclass(frozen=True)
-class DaemonConfig:
-    """Everything the daemon needs. Units in names; see README for each field's meaning."""
-
-    path: Path
-    device: str
-    slo_ms: float
-    workload: str | None = None
-    knobs: list[str] | None = None
-    baseline: dict[str, Any] = field(default_factory=dict)
-    budget: int = 15
-    retune_budget: int = 5
-    optimizer: str = "cbo"
-    seed: int | None = None
-    noise: float = 0.0
-    percentile: float = 99.0
-    window_s: float | None = None
-    repeats: int | None = None
-    no_clock_control: bool = False
-    state_dir: Path | None = None
-    history: Path | None = None
-    model_files: list[Path] = field(default_factory=list)
-    model_version: str | None = None
-    watch_interval_s: float = 2.0
-    monitor_interval_s: float = 30.0
-    socket: Path = DEFAULT_SOCKET
-    socket_group: str | None = None
-    metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
-    carbon_intensity_g_per_kwh: float = DEFAULT_CARBON_G_PER_KWH
-
-    def resolved_state_dir(self) -> Path:
-        """``state_dir``, else ``$POLYTHROTTLE_STATE_DIR``, else the default of the saved-originals store."""
-        if self.state_dir is not None:
-            return self.state_dir
-        from polythrottle.state import default_state_dir
-
-        return default_state_dir()
-
-    def history_path(self) -> Path:
-        return self.history if self.history is not None else self.resolved_state_dir() / "history.sqlite"
-
-    def same_device(self, other: DaemonConfig) -> bool:
-        """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
-        keys = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
-                "state_dir")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
+def _base_dir(info: ValidationInfo) -> Path:
+    """The directory relative paths resolve against: the config file's (the working directory in code)."""
+    ctx = info.context if isinstance(info.context, dict) else {}
+    path = ctx.get("path")
+    return Path(path).parent if path is not None else Path.cwd()
 
 
-# ----- field parsers: value -> parsed value, raising ValueError with the problem ----------------------------
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"must be a non-empty string, got {v!r}")
-    return v.strip()
+def _resolve(text: str, base: Path) -> Path:
+    p = Path(os.path.expandvars(text)).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
 
 
-def _number(lo: float | None = None, *, strict: bool = False, hi: float | None = None) -> Callable[[Any], float]:
-    def parse(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"must be a number, got {v!r}")
-        if lo is not None and (v <= lo if strict else v < lo):
-            raise ValueError(f"must be {'>' if strict else '>='} {lo:g}, got {v!r}")
-        if hi is not None and v > hi:
-            raise ValueError(f"must be <= {hi:g}, got {v!r}")
-        return float(v)
-
-    return parse
-
-
-def _int(lo: int) -> Callable[[Any], int]:
-    def parse(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"must be an integer, got {v!r}")
-        if v < lo:
-            raise ValueError(f"must be >= {lo}, got {v}")
-        return v
-
-    return parse
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
-    return v
-
-
-def _str_list(v: Any) -> list[str]:
+def _names(v: Any) -> Any:
+    """``a,b`` or a list of non-empty names, none twice (today's wording); anything else is left to the type."""
     items = [s.strip() for s in v.split(",")] if isinstance(v, str) else v
-    if not isinstance(items, list) or not items or not all(isinstance(s, str) and s.strip() for s in items):
-        raise ValueError(f"must be a non-empty list of names, got {v!r}")
+    if not isinstance(items, list | tuple):
+        return v
+    if not items or not all(isinstance(s, str) and s.strip() for s in items):
+        raise ValueError("must be a non-empty list of names")
     names = [s.strip() for s in items]
     if len(set(names)) != len(names):
-        raise ValueError(f"lists a name twice: {', '.join(names)}")
+        raise _Worded(f"lists a name twice: {clip(', '.join(names), 120)}")
     return names
 
 
-def _mapping(v: Any) -> dict[str, Any]:
-    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-        raise ValueError(f"must be a mapping of knob: value, got {v!r}")
-    for k, x in v.items():
-        if not isinstance(x, str | int | float) or isinstance(x, bool):
-            raise ValueError(f"value of {k!r} must be a number or a name, got {x!r}")
-    return dict(v)
+class DaemonConfig(TuneSpec):
+    """Everything the daemon needs: a ``TuneSpec`` and the service's fields. Units in names; see README for
+    each field. ``path`` is the file it was read from; ``carbon`` the grid intensity in use."""
 
+    budget: int = Field(default=DEFAULT_BUDGET, ge=2)
+    history: str | None = None  # the daemon always keeps a history: a path or a URL
+    carbon_intensity_g_per_kwh: float = Field(default=None, ge=0, validate_default=True)  # None: see _intensity
+    retune_budget: int = Field(default=DEFAULT_RETUNE_BUDGET, ge=2)
+    watch_interval_s: float = Field(default=2.0, gt=0)
+    monitor_interval_s: float = Field(default=30.0, ge=0)
+    socket: Path = Field(default_factory=paths.socket_path)
+    socket_group: str | None = Field(default=None, min_length=1)
+    metrics: MetricsConfig | None = Field(default_factory=lambda: MetricsConfig())
 
-class _Reader:
-    """Reads fields of one mapping, with errors ``FILE: PREFIX FIELD: problem``."""
+    _path: Path = PrivateAttr(default_factory=lambda: Path("daemon.yaml"))
+    _carbon: CarbonIntensity = PrivateAttr(default=WORLD_AVERAGE)
 
-    def __init__(self, path: Path, raw: Mapping[str, Any], prefix: str = "") -> None:
-        self.path, self.raw, self.prefix = path, raw, prefix
+    # ----- today's wording, and paths relative to the file ------------------------------------------------
+    @field_validator("knobs", mode="before")
+    @classmethod
+    def _knob_names(cls, v: Any) -> Any:
+        return _names(v)
 
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {self.prefix}{name}: {problem}")
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _baseline(cls, v: Any) -> Any:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ValueError("must be a mapping of knob: value")
+        for k, x in v.items():
+            if not isinstance(x, str | int | float) or isinstance(x, bool):
+                raise _Worded(f"value of {brief(k, 60)} must be a number or a name, got {brief(x, 60)}")
+        return v
 
-    def get(self, name: str, parse: Callable[[Any], Any], default: Any = None, *, required: bool = False) -> Any:
-        if name not in self.raw or self.raw[name] is None:
-            if required:
-                raise self.error(name, "is required")
-            return default
+    @field_validator("slo_metric", mode="before")
+    @classmethod
+    def _slo_metric(cls, v: Any) -> Any:
+        if v is not None and v not in SLO_METRICS:
+            raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
+        return v
+
+    @field_validator("state_dir", "socket", mode="before")
+    @classmethod
+    def _path_field(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str) and v.strip():
+            return _resolve(v.strip(), _base_dir(info))
+        if v is not None and not isinstance(v, Path):
+            raise ValueError("must be a path")
+        return v
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_field(cls, v: Any, info: ValidationInfo) -> Any:
+        """A URL (``postgresql://``, ``sqlite:///``) as written; a plain path relative to the config's directory."""
+        if isinstance(v, str) and v.strip() and "://" not in v:
+            return str(_resolve(v.strip(), _base_dir(info)))
+        return v
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _workload_field(cls, v: Any, info: ValidationInfo) -> Any:
+        """``FILE.py:FUNCTION`` with a relative FILE resolves against the config's directory."""
+        if not isinstance(v, str) or ":" not in v:
+            return v
+        target, _, func = v.strip().rpartition(":")
+        if not target.endswith(".py"):
+            return v
+        return f"{_resolve(target, _base_dir(info))}:{func}"
+
+    @field_validator("model_files", mode="before")
+    @classmethod
+    def _model_files(cls, v: Any, info: ValidationInfo) -> Any:
+        names = _names(v)
+        if not isinstance(names, list):
+            return names
+        if names and info.data.get("model_version"):
+            raise _Worded("give model_files or model_version, not both")
+        return tuple(_resolve(n, _base_dir(info)) for n in names)
+
+    @field_validator("retune_budget")
+    @classmethod
+    def _retune_within_budget(cls, v: int, info: ValidationInfo) -> int:
+        budget = info.data.get("budget")
+        if budget is not None and v > budget:
+            raise ValueError(f"must be <= budget ({budget})")
+        return v
+
+    @field_validator("watch_interval_s", "monitor_interval_s")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics(cls, v: Any) -> Any:
+        if v is False or v is None:
+            return None
+        if v is True:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("must be false or a mapping (address, port)")
+        return v
+
+    @field_validator("carbon_country")
+    @classmethod
+    def _known_country(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         try:
-            return parse(self.raw[name])
-        except ValueError as e:
-            raise self.error(name, str(e)) from None
+            return lookup(v).country
+        except BadInputError as e:
+            raise _Worded(str(e)) from None
 
-    def path_field(self, name: str, default: Path | None = None) -> Path | None:
-        text = self.get(name, _str)
-        if text is None:
-            return default
-        p = Path(os.path.expandvars(text)).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
+    @field_validator("carbon_intensity_g_per_kwh", mode="before")
+    @classmethod
+    def _intensity(cls, v: Any, info: ValidationInfo) -> Any:
+        """Not given: the country's intensity, else the world average."""
+        if v is None:
+            return resolve_carbon(info.data.get("carbon_country")).intensity_g_per_kwh
+        return v
 
-    def check_unknown(self, known: set[str]) -> None:
-        for key in self.raw:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(sorted(known))}"
-                raise ConfigError(f"{self.path}: {self.prefix}unknown field {key!r}{hint}")
+    def model_post_init(self, context: Any) -> None:
+        if isinstance(context, dict) and context.get("path") is not None:
+            self._path = Path(context["path"])
+        given = "carbon_intensity_g_per_kwh" in self.model_fields_set
+        self._carbon = resolve_carbon(self.carbon_country, self.carbon_intensity_g_per_kwh if given else None)
+
+    # ----- what the daemon asks of it ------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The config file (``daemon.yaml`` in the working directory when built in code)."""
+        return self._path
+
+    @property
+    def carbon(self) -> CarbonIntensity:
+        """The intensity in use with its country, year and source."""
+        return self._carbon
+
+    def resolved_state_dir(self) -> Path:
+        """``state_dir``, else the default state directory (``polythrottle.paths.state_dir``)."""
+        return paths.state_dir(self.state_dir)
+
+    def history_path(self) -> str:
+        """``history`` (a path or a URL), else the default history (``polythrottle.paths.default_history``)."""
+        return self.history if self.history is not None else paths.default_history(self.state_dir)
+
+    def device_options(self) -> Any:
+        """The spec's ``DeviceOptions`` with the state directory resolved."""
+        return dataclasses.replace(super().device_options(), state_dir=self.resolved_state_dir())
+
+    def same_device(self, other: DaemonConfig) -> bool:
+        """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
+        return all(getattr(self, k) == getattr(other, k) for k in SAME_DEVICE_FIELDS)
 
 
-FIELDS = {f.name for f in fields(DaemonConfig)} - {"path"}
+def config_error(e: ValidationError, path: Path) -> ConfigError:
+    """The first problem of ``e`` as ``FILE: FIELD: problem``; an unknown field first, with a hint."""
+    errors = e.errors()
+    unknown = next((x for x in errors if x.get("type") in ("extra_forbidden", "invalid_key")), None)
+    if unknown is not None:
+        *where, key = unknown["loc"] or ("?",)
+        model: type[BaseModel] = MetricsConfig if where == ["metrics"] else DaemonConfig
+        known = sorted(model.model_fields)
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(known)}"
+        prefix = "".join(f"{w}." for w in where)
+        return ConfigError(f"{path}: {prefix}unknown field {brief(key, 60)}{hint}")
+    first = errors[0]
+    said = (first.get("ctx") or {}).get("error")
+    if isinstance(said, _Worded):
+        name = ".".join(str(x) for x in first.get("loc", ()) if not isinstance(x, int)) or "config"
+        return ConfigError(f"{path}: {name}: {said}")
+    return ConfigError(str(spec_error(e, Face.YAML, source=str(path))))
 
 
 def parse_config(raw: Any, path: Path) -> DaemonConfig:
@@ -185,74 +268,20 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
     if not isinstance(raw, dict):
         kind = "an empty file" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: expected a mapping of fields (device: ..., slo_ms: ...), got {kind}")
-    r = _Reader(path, raw)
-    r.check_unknown(FIELDS)
-    budget = r.get("budget", _int(2), 15)
-    retune = r.get("retune_budget", _int(2), 5)
-    if retune > budget:
-        raise r.error("retune_budget", f"must be <= budget ({budget}), got {retune}")
-    optimizer = r.get("optimizer", _str, "cbo")
-    from polythrottle.optim import OPTIMIZERS
-
-    if optimizer not in OPTIMIZERS:
-        raise r.error("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    model_files = [Path(p) for p in (r.get("model_files", _str_list) or [])]
-    model_files = [p if p.is_absolute() else (path.parent / p).resolve() for p in
-                   (Path(os.path.expandvars(str(p))).expanduser() for p in model_files)]
-    model_version = r.get("model_version", _str)
-    if model_files and model_version:
-        raise r.error("model_version", "give model_files or model_version, not both")
-    metrics = _metrics(path, raw.get("metrics", {}))
-    seed = r.get("seed", _int(0))
-    return DaemonConfig(
-        path=path,
-        device=r.get("device", _str, required=True),
-        slo_ms=r.get("slo_ms", _number(0, strict=True), required=True),
-        workload=r.get("workload", _str),
-        knobs=r.get("knobs", _str_list),
-        baseline=r.get("baseline", _mapping, {}),
-        budget=budget,
-        retune_budget=retune,
-        optimizer=optimizer,
-        seed=seed,
-        noise=r.get("noise", _number(0), 0.0),
-        percentile=r.get("percentile", _number(0, strict=True, hi=100), 99.0),
-        window_s=r.get("window_s", _number(0, strict=True)),
-        repeats=r.get("repeats", _int(1)),
-        no_clock_control=r.get("no_clock_control", _bool, False),
-        state_dir=r.path_field("state_dir"),
-        history=r.path_field("history"),
-        model_files=model_files,
-        model_version=model_version,
-        watch_interval_s=r.get("watch_interval_s", _number(0, strict=True), 2.0),
-        monitor_interval_s=r.get("monitor_interval_s", _number(0), 30.0),
-        socket=r.path_field("socket", DEFAULT_SOCKET) or DEFAULT_SOCKET,
-        socket_group=r.get("socket_group", _str),
-        metrics=metrics,
-        carbon_intensity_g_per_kwh=r.get("carbon_intensity_g_per_kwh", _number(0), DEFAULT_CARBON_G_PER_KWH),
-    )
-
-
-def _metrics(path: Path, raw: Any) -> MetricsConfig | None:
-    if raw is False or raw is None:
-        return None
-    if raw is True:
-        return MetricsConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: metrics: must be false or a mapping (address, port), got {raw!r}")
-    r = _Reader(path, raw, "metrics.")
-    r.check_unknown({"address", "port"})
-    port = r.get("port", _int(0), DEFAULT_METRICS_PORT)
-    if port > 65535:
-        raise r.error("port", f"must be <= 65535, got {port}")
-    return MetricsConfig(address=r.get("address", _str, DEFAULT_METRICS_ADDRESS), port=port)
+    data = {k: v for k, v in raw.items() if v is not None or k == "metrics"}  # empty: the default
+    try:
+        return DaemonConfig.model_validate(data, strict=True, context={"path": path})
+    except ValidationError as e:
+        raise config_error(e, path) from None
+    except PolyThrottleError as e:  # a check deeper down (carbon dataset, optimizers) said no
+        raise ConfigError(f"{path}: {clip(str(e), 300)}") from None
 
 
 def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     """Read and validate the config file at ``path``. Raises ConfigError (one line: file, field, problem)."""
     p = Path(path).expanduser().resolve()
     try:
-        text = p.read_text()
+        text = safe_yaml.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except IsADirectoryError:
@@ -262,14 +291,14 @@ def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read the config file ({e})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_yaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["?"])[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {clip(problem, 120)}") from None
     return parse_config(raw, p)
 
 
 __all__ = ["DEFAULT_CARBON_G_PER_KWH", "DEFAULT_SOCKET", "ConfigError", "DaemonConfig", "MetricsConfig",
-           "load_config", "parse_config"]
+           "config_error", "load_config", "parse_config"]

@@ -12,20 +12,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from polythrottle.clocks.base import Write
 from polythrottle.devices.base import Device, DeviceInfo
-from polythrottle.measurement import Measurement
+from polythrottle.devices.originals import OriginalsLocation
+from polythrottle.identity import DeviceIdentity
+from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Config, SearchSpace, Value
 
 
-class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Cancelled(Exception):
     """A device call was refused because the daemon is stopping or reloading."""
 
 
 class LockedDevice(Device):
     """Wraps ``device``; see the module docstring. ``applied`` is the config last applied (None: the
-    device's own settings)."""
+    device's own settings). Every method of ``Device`` is delegated to ``device`` (under the lock where
+    it changes the hardware or runs the workload)."""
 
     def __init__(self, device: Device, *cancel: threading.Event) -> None:
+        super().__init__(device.identity(), name=device.name, control=device.control, measurer=device.measurer,
+                         meters=device.meters)
         self.device = device
         self.cancel = cancel
         self.lock = threading.RLock()
@@ -35,6 +41,13 @@ class LockedDevice(Device):
     def _check(self) -> None:
         if self.closed or any(e.is_set() for e in self.cancel):
             raise Cancelled()
+
+    def identity(self) -> DeviceIdentity:
+        return self.device.identity()
+
+    @property
+    def workload_name(self) -> str:
+        return self.device.workload_name
 
     def space(self) -> SearchSpace:
         return self.device.space()
@@ -62,6 +75,24 @@ class LockedDevice(Device):
     def restore_saved(self) -> list[str]:
         with self.lock:
             return list(self.device.restore_saved())
+
+    def keep(self) -> None:
+        with self.lock:
+            self.device.keep()
+
+    @property
+    def hardware_knobs(self) -> list[str]:
+        return self.device.hardware_knobs
+
+    @property
+    def last_writes(self) -> list[Write]:
+        return self.device.last_writes
+
+    def originals_location(self) -> OriginalsLocation | None:
+        return self.device.originals_location()
+
+    def current(self) -> dict[str, float]:
+        return self.device.current()
 
     def info(self) -> DeviceInfo:
         return self.device.info()

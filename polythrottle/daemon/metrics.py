@@ -3,8 +3,10 @@
 Energy and CO2 are estimates from the daemon's own measurements:
 
 - ``polythrottle_co2_per_inference_grams`` = energy per inference (J) / 3.6e6 (J per kWh) x grid
-  carbon intensity (g/kWh, config ``carbon_intensity_g_per_kwh``; default 481 g/kWh, the 2023 global
-  average published by Ember);
+  carbon intensity (g/kWh, config ``carbon_intensity_g_per_kwh``, else ``carbon_country``'s from
+  ``polythrottle.carbon``'s dataset, else 481 g/kWh, the 2023 global average published by Ember);
+  ``polythrottle_grid_carbon_intensity_grams_per_kwh`` carries where it comes from as the labels
+  ``country``, ``year`` and ``source`` ("" when not known);
 - ``polythrottle_energy_joules_total`` adds, at every serving measurement, the measured board power
   times the time since the previous one (assumes the power holds between measurements; capped at two
   monitor intervals), and ``polythrottle_co2_grams_total`` is that energy times the intensity.
@@ -18,15 +20,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
-from polythrottle.measurement import Measurement
+from polythrottle.carbon import GIVEN_SOURCE, J_PER_KWH, CarbonIntensity, co2_grams
+from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Value
-
-J_PER_KWH = 3.6e6
-
-
-def co2_grams(energy_j: float, g_per_kwh: float) -> float:
-    """Grams of CO2 for ``energy_j`` joules at ``g_per_kwh`` grams per kWh."""
-    return energy_j / J_PER_KWH * g_per_kwh
 
 
 def power_of(m: Measurement) -> float | None:
@@ -41,9 +37,10 @@ def power_of(m: Measurement) -> float | None:
 class DaemonMetrics:
     """The daemon's metrics in their own registry (nothing global); ``serve`` exposes them over HTTP."""
 
-    def __init__(self, slo_ms: float, carbon_g_per_kwh: float, monitor_interval_s: float) -> None:
+    def __init__(self, slo_ms: float, carbon_g_per_kwh: float | CarbonIntensity, monitor_interval_s: float) -> None:
         self.registry = r = CollectorRegistry()
-        self.carbon_g_per_kwh = carbon_g_per_kwh
+        self.carbon_g_per_kwh = 0.0
+        self._carbon_labels: tuple[str, str, str] | None = None
         self.max_gap_s = 2 * monitor_interval_s if monitor_interval_s > 0 else 60.0
         self._last_serving: float | None = None
         self._knob_labels: set[tuple[str, ...]] = set()
@@ -67,19 +64,30 @@ class DaemonMetrics:
                                     registry=r)
         self.violations = Counter(p + "slo_violations", "Measurements over the SLO by phase (serving, tuning)",
                                   ["phase"], registry=r)
-        self.carbon = Gauge(p + "grid_carbon_intensity_grams_per_kwh", "Grid carbon intensity used for CO2",
-                            registry=r)
+        self.carbon = Gauge(p + "grid_carbon_intensity_grams_per_kwh",
+                            "Grid carbon intensity used for CO2 (labels: its country, year and source)",
+                            ["country", "year", "source"], registry=r)
         self.co2_per_inference = Gauge(p + "co2_per_inference_grams", "Estimated CO2 per inference", registry=r)
         self.energy_total = Counter(p + "energy_joules", "Estimated board energy while serving", registry=r)
         self.co2_total = Counter(p + "co2_grams", "Estimated CO2 while serving", registry=r)
         self.slo.set(slo_ms / 1000.0)
-        self.carbon.set(carbon_g_per_kwh)
+        self.set_carbon(carbon_g_per_kwh)
         for phase in ("serving", "tuning"):
             self.measurements.labels(phase).inc(0)
             self.violations.labels(phase).inc(0)
 
     def set_slo(self, slo_ms: float) -> None:
         self.slo.set(slo_ms / 1000.0)
+
+    def set_carbon(self, carbon: float | CarbonIntensity) -> None:
+        """The grid carbon intensity for CO2 from now on (a bare number counts as given by the user)."""
+        if not isinstance(carbon, CarbonIntensity):
+            carbon = CarbonIntensity(None, float(carbon), None, GIVEN_SOURCE)
+        if self._carbon_labels is not None:
+            self.carbon.remove(*self._carbon_labels)
+        self._carbon_labels = (carbon.country or "", str(carbon.year or ""), carbon.source)
+        self.carbon.labels(*self._carbon_labels).set(carbon.intensity_g_per_kwh)
+        self.carbon_g_per_kwh = carbon.intensity_g_per_kwh
 
     def observe(self, m: Measurement, slo_ms: float, phase: str, now: float | None = None) -> None:
         """Record one measurement made while ``phase`` is ``serving`` (applied config) or ``tuning``."""
@@ -101,6 +109,15 @@ class DaemonMetrics:
             self._last_serving = now
         elif phase != "serving":
             self._last_serving = None
+
+    def show_current(self, energy_j: float, latency_ms: float, power_w: float | None = None) -> None:
+        """Set the energy/latency/power gauges to the applied config's numbers (its tune's or stored
+        estimate) without counting a measurement, so ``/metrics`` and ``status`` agree after an apply."""
+        self.energy.set(energy_j)
+        self.latency.set(latency_ms / 1000.0)
+        self.co2_per_inference.set(co2_grams(energy_j, self.carbon_g_per_kwh))
+        if power_w is not None:
+            self.power.set(power_w)
 
     def set_applied(self, config: Mapping[str, Value] | None) -> None:
         """The config now applied (None: the device's own settings, nothing applied by us)."""
@@ -136,4 +153,4 @@ class DaemonMetrics:
             self._http = None
 
 
-__all__ = ["DaemonMetrics", "co2_grams", "power_of"]
+__all__ = ["J_PER_KWH", "DaemonMetrics", "co2_grams", "power_of"]

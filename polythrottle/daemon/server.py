@@ -1,77 +1,124 @@
-"""The control socket: a Unix stream socket (mode 0660) answering one JSON line per request.
+"""The control socket's server: a Unix stream socket (mode 0660) answering one JSON line per request.
 
-Protocol (the client is ``polythrottle.control``): the client sends one line
-``{"command": NAME, ...fields}``; the daemon answers one line ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}`` and closes. Requests that are not JSON objects, too long
-(> 64 KiB), or name an unknown command get an error answer; the daemon keeps running.
-Each connection is served in its own short-lived thread, so a slow client blocks nobody, and the
-handler never touches the device (it reads the daemon's status snapshot or queues work).
+The protocol (commands, lines, limits) is ``polythrottle.daemon.protocol``; the client is
+``polythrottle.daemon.client``. Requests that are not JSON objects, too long, nested too deeply, or that
+the handler refuses get an error answer; the daemon keeps running. Each connection is served in its own
+short-lived thread, at most ``MAX_CLIENTS`` at once (one more is answered ``busy`` at once; the client
+retries), and the whole request must arrive within ``REQUEST_DEADLINE_S`` (a deadline for the request,
+not per read: a client sending one byte every few seconds is cut off like one sending nothing). The
+handler is the daemon's (``Daemon.handle_request``): it never touches the device.
 """
 
 from __future__ import annotations
 
 import contextlib
 import grp
-import json
 import os
 import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.daemon.protocol import (
+    BUSY,
+    MAX_REQUEST_BYTES,
+    REQUEST_DEADLINE_S,
+    decode_request,
+    encode_reply,
+    refused,
+)
+from polythrottle.errors import BadInputError, PolyThrottleError, clip
 
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_CLIENTS = 32
 SOCKET_MODE = 0o660
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def decode_request(line: bytes) -> dict[str, Any]:
-    """Parse one request line. Raises BadInputError with the reason."""
-    try:
-        req = json.loads(line.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInputError("request is not a JSON object on one line, e.g. {\"command\": \"status\"}") from None
-    if not isinstance(req, dict):
-        raise BadInputError("request must be a JSON object with a \"command\" field")
-    if not isinstance(req.get("command"), str):
-        raise BadInputError("request has no \"command\" (a string)")
-    return req
+def _read_request(sock: socket.socket, deadline: float) -> tuple[bytes | None, str]:
+    """One line from ``sock`` before ``deadline`` (monotonic). Returns (line, "") or (None, the error)."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, f"request not complete within {REQUEST_DEADLINE_S:g} s"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return None, f"request not complete within {REQUEST_DEADLINE_S:g} s"
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST_BYTES:
+            return None, f"request longer than {MAX_REQUEST_BYTES} bytes"
+    line = buf.split(b"\n", 1)[0]
+    if len(line) > MAX_REQUEST_BYTES:
+        return None, f"request longer than {MAX_REQUEST_BYTES} bytes"
+    return line, ""
 
 
-class _RequestHandler(socketserver.StreamRequestHandler):
-    timeout = 5.0
+class _RequestHandler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
+        sock: socket.socket = self.request
+        deadline = time.monotonic() + REQUEST_DEADLINE_S
         try:
-            line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            line, problem = _read_request(sock, deadline)
         except OSError:
             return
-        if not line.strip():
-            reply: dict[str, Any] = {"ok": False, "error": "empty request"}
-        elif len(line) > MAX_REQUEST_BYTES:
-            reply = {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"}
+        if problem:
+            reply = refused(problem)
+        elif not line or not line.strip():
+            reply = refused("empty request")
         else:
             try:
                 reply = self.server.dispatch(decode_request(line))
             except PolyThrottleError as e:
-                reply = {"ok": False, "error": str(e)}
-            except Exception as e:  # a bug must not kill the server thread; say what happened
-                print(f"polythrottle: error: control request failed: {type(e).__name__}: {e}", file=sys.stderr)
-                reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-        with contextlib.suppress(OSError):
-            self.wfile.write((json.dumps(reply, default=str) + "\n").encode())
+                reply = refused(clip(str(e), 1000))
+            except Exception as e:  # noqa: BLE001 - a bug must not kill the server thread; say what happened
+                print(f"polythrottle: error: control request failed: {type(e).__name__}: {clip(str(e))}",
+                      file=sys.stderr)
+                reply = refused(f"internal error: {type(e).__name__}: {clip(str(e))}")
+        _send(sock, reply, max(deadline - time.monotonic(), 1.0))
+
+
+def _send(sock: socket.socket, reply: dict[str, Any], timeout_s: float) -> None:
+    with contextlib.suppress(OSError):
+        sock.settimeout(timeout_s)
+        sock.sendall(encode_reply(reply))
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
-    request_queue_size = 128  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
+    request_queue_size = 256  # a full backlog makes a Unix-socket connect fail at once (EAGAIN)
     dispatch: Handler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # every handler busy: answer at once, keep no thread
+            _send(request, refused(f"{BUSY} {MAX_CLIENTS} requests in progress; try again"), 0.2)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class ControlServer:
@@ -140,4 +187,4 @@ class ControlServer:
                 self.path.unlink()
 
 
-__all__ = ["MAX_REQUEST_BYTES", "SOCKET_MODE", "ControlServer", "decode_request"]
+__all__ = ["MAX_CLIENTS", "MAX_REQUEST_BYTES", "REQUEST_DEADLINE_S", "SOCKET_MODE", "ControlServer"]

@@ -3,7 +3,7 @@
 Written atomically (temporary file, fsync, rename) on every change, so after a SIGKILL or a power
 cut the next start knows what the previous daemon left applied (``state`` is not ``stopped``) and
 ``polythrottle status`` can say something when no daemon answers. The hardware originals themselves
-live in the saved-originals store (``polythrottle.state``); this file only describes the daemon.
+live in the saved-originals store (``polythrottle.devices.originals``); this file only describes the daemon.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FILENAME = "state.json"
+MAX_BYTES = 1 << 20
 
 
 def state_path(state_dir: Path) -> Path:
@@ -44,8 +45,9 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> None:
 def read_state(state_dir: Path) -> dict[str, Any] | None:
     """The last state written, or None if there is none or it is unreadable."""
     try:
-        data = json.loads(state_path(state_dir).read_text())
-    except (OSError, ValueError):
+        with state_path(state_dir).open("rb") as f:
+            data = json.loads(f.read(MAX_BYTES + 1) or b"null")
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -1,6 +1,6 @@
-"""Device layer: set knobs, measure energy and latency, restore. Knows nothing of the optimizer."""
+"""Device layer: a device is hardware control plus measurement (``base``). Knows nothing of the optimizer."""
 
-from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
+from polythrottle.devices.base import Control, Device, DeviceInfo, Measurer
 from polythrottle.devices.registry import DeviceOptions, open_device
 
-__all__ = ["Device", "DeviceInfo", "DeviceOptions", "KnobStatus", "open_device"]
+__all__ = ["Control", "Device", "DeviceInfo", "DeviceOptions", "Measurer", "open_device"]

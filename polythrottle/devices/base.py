@@ -1,27 +1,33 @@
-"""The device interface: what knobs a device offers, apply a config, measure, restore.
+"""A device = identity + hardware control + measurement. The device layer knows nothing of optimization.
 
-The device layer knows nothing about optimization. A device is opened for one workload; its
-``space()`` is every valid config of its knobs (hardware clocks and software knobs alike).
+- ``Control``: the hardware knobs of one device (clocks, power limits): which can be set here and why
+  not, validating and applying a setting, and the originals (``originals_session.OriginalsSession``:
+  saved before the first write, put back by ``restore``, kept by ``keep``, a crashed run's put back by
+  ``restore_saved``). Implementations: ``jetson.JetsonControl``, ``nvml.NvmlControl``.
+- ``Measurer``: the software knobs of what is measured and ``measure()``. Implementations:
+  ``polythrottle.measure.live.LiveMeasurer`` (a live workload, metered), ``table.TableMeasurer`` (a
+  measured or computed table: ``replay:``, ``sim:``). A Protocol, so ``polythrottle.measure`` does not
+  depend on this package.
+- ``Device``: one of each (either may be absent), with the API every face uses: ``space()`` is every
+  valid config of hardware x software knobs, ``apply`` validates everything before the first write.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
-from polythrottle.measurement import Measurement
-from polythrottle.space import Config, SearchSpace, Value
+import numpy as np
 
-
-@dataclass(frozen=True)
-class KnobStatus:
-    """Whether a knob can be used on this device, and why not."""
-
-    name: str
-    available: bool
-    reason: str = ""
+from polythrottle.clocks.base import Write
+from polythrottle.devices.originals import OriginalsLocation
+from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.identity import DeviceIdentity
+from polythrottle.measure.measurement import Measurement
+from polythrottle.space import MAX_POINTS, Config, Knob, KnobStatus, SearchSpace, Value
 
 
 @dataclass
@@ -40,46 +46,256 @@ class DeviceInfo:
     found: bool = True
 
 
-class Device(ABC):
-    """A device that can be set to a config and measured under it.
+class Control(ABC):
+    """The hardware knobs of one device.
 
-    Subclasses must validate a config fully before writing anything, record original hardware
-    values before the first write, and put them back in ``restore()``. ``close()`` restores.
+    Every control validates a setting fully before writing anything, saves the originals before the
+    first write, rolls an apply back on any exception (KeyboardInterrupt and SystemExit included) and
+    restores with signals deferred; one ``OriginalsSession`` does the bookkeeping for all of them.
     """
 
+    whole_configs: bool = True
+    """True: ``Device.apply`` takes a value for every knob of the device's space and checks the config
+    against the whole space (combinations included). False: any subset of the knobs, each part checked
+    by its owner (the control may then accept settings outside the tuned space, e.g. a clock range)."""
+
     @abstractmethod
-    def space(self) -> SearchSpace:
-        """Every valid config of this device's knobs."""
+    def knobs(self) -> list[Knob]:
+        """The hardware knobs that can be set here, with their declared semantics (empty: none can)."""
+
+    @abstractmethod
+    def statuses(self) -> list[KnobStatus]:
+        """Every hardware knob of the device, settable here or not, and why not."""
+
+    def restrict(self, space: SearchSpace) -> SearchSpace:
+        """``space`` (hardware x software knobs) without the combinations this hardware refuses."""
+        return space
 
     @abstractmethod
     def default_config(self) -> Config:
-        """The config the device runs at when nobody tunes it (the baseline)."""
+        """The settings of ``knobs()`` the device runs at when nobody tunes it."""
 
     @abstractmethod
+    def no_knob_error(self) -> PolyThrottleError:
+        """The error for a device offering no knob at all (neither this control nor its measurer)."""
+
+    @abstractmethod
+    def apply(self, settings: Mapping[str, Value]) -> None:
+        """Validate, then set ``settings`` (hardware knobs only). Raises BadInputError (nothing written),
+        PermissionDeniedError, DeviceError (what this apply wrote is rolled back)."""
+
+    @property
+    @abstractmethod
+    def hardware_knobs(self) -> list[str]:
+        """The names ``apply`` takes as hardware settings (a result's other knobs are software)."""
+
+    @property
+    @abstractmethod
+    def last_writes(self) -> list[Write]:
+        """What the last ``apply`` wrote, in order (empty: nothing changed)."""
+
+    @abstractmethod
+    def current(self) -> dict[str, float]:
+        """The hardware's values now (MHz, W), as it reports them (a value it cannot read is left out)."""
+
+    @abstractmethod
+    def restore(self) -> None:
+        """Put back every value this process changed (and did not keep). Signals deferred until done."""
+
+    @abstractmethod
+    def keep(self) -> None:
+        """Leave what is applied, and what later applies set, in place; ``restore_saved`` undoes it."""
+
+    @abstractmethod
+    def restore_saved(self) -> list[str]:
+        """Put back every saved original, also a crashed run's, and forget them. Returns what was restored."""
+
+    @abstractmethod
+    def originals_location(self) -> OriginalsLocation:
+        """Where this device's saved originals are kept."""
+
+    def details(self) -> dict[str, str]:
+        """Facts for ``Device.info()`` (board, driver, saved originals, ...)."""
+        return {}
+
+    @property
+    def touches_hardware(self) -> bool:
+        """Whether this control can change hardware here."""
+        return True
+
+    def close(self) -> None:
+        """Release what the control holds (e.g. the NVML handle). Does not restore: ``Device.close`` does."""
+
+
+class Measurer(Protocol):
+    """What is measured on a device: its software knobs and ``measure()`` (see the module docstring)."""
+
+    @property
+    def workload_name(self) -> str:
+        """The canonical name of the workload measured (``""`` if unknown): part of the history key."""
+
+    def space(self) -> SearchSpace:
+        """Every valid config of the measurer's knobs (software knobs; a table's columns)."""
+
+    def statuses(self) -> list[KnobStatus]:
+        """Every knob of the measurer, usable here or not, and why not."""
+
+    def default_config(self) -> Config:
+        """The software config the workload runs at when nobody tunes it."""
+
+    def set_config(self, config: Mapping[str, Value]) -> None:
+        """Use ``config`` (its own knobs; others are ignored) for the next ``measure()``."""
+
+    def measure(self) -> Measurement:
+        """Measure under the config set last. Raises DeviceError before any ``set_config``."""
+
+    def details(self) -> dict[str, str]:
+        """Facts for ``Device.info()`` (workload, energy source, window)."""
+
+    def close(self) -> None:
+        """Free the workload and the meter."""
+
+
+def joined(hardware: Sequence[Knob], software: SearchSpace | None) -> SearchSpace:
+    """Every combination of ``hardware`` knob values with every point of ``software`` (in the order
+    ``SearchSpace.product`` gives: hardware first, the last knob varying fastest)."""
+    if software is None:
+        return SearchSpace.product(hardware)
+    if not hardware:
+        return software
+    hw = SearchSpace.product(hardware)
+    size = len(hw) * len(software)
+    if size > MAX_POINTS:
+        raise BadInputError(f"search space has {size} points, more than the {MAX_POINTS} supported")
+    rows = np.hstack([np.repeat(hw.rows, len(software), axis=0), np.tile(software.rows, (len(hw), 1))])
+    return SearchSpace((*hw.knobs, *software.knobs), rows)
+
+
+class Device:
+    """A device that can be set to a config and measured under it: ``identity`` plus an optional
+    ``control`` (hardware knobs) and an optional ``measurer`` (software knobs and measurements).
+    ``name`` is what ``info()`` shows (``jetson:jetson-agx-orin``, ``nvml:0``, ``replay:t.csv``);
+    ``meters`` lists the energy sources the board offers (for ``polythrottle devices``). ``close()``
+    restores."""
+
+    def __init__(self, identity: DeviceIdentity, *, name: str, control: Control | None = None,
+                 measurer: Measurer | None = None, meters: Callable[[], list[KnobStatus]] | None = None) -> None:
+        self._identity = identity
+        self.name = name
+        self.control = control
+        self.measurer = measurer
+        self.meters = meters
+
+    def identity(self) -> DeviceIdentity:
+        """Who this device is (kind, board, unit); the history key is built from it."""
+        return self._identity
+
+    @property
+    def workload_name(self) -> str:
+        """The canonical name of the workload this device measures (``""`` if none): part of the history key."""
+        return self.measurer.workload_name if self.measurer is not None else ""
+
+    def space(self) -> SearchSpace:
+        """Every valid config of this device's knobs: hardware x software, less what the control refuses."""
+        hardware = self.control.knobs() if self.control is not None else []
+        software = self.measurer.space() if self.measurer is not None else None
+        if not hardware and software is None:
+            if self.control is not None:
+                raise self.control.no_knob_error()
+            raise BadInputError(f"{self.name} offers no knob")
+        space = joined(hardware, software)
+        return self.control.restrict(space) if self.control is not None else space
+
+    def default_config(self) -> Config:
+        """The config the device runs at when nobody tunes it (the baseline): the control's and the
+        measurer's defaults, a knob neither names at its highest value; the first valid config when that
+        combination is not valid."""
+        space = self.space()
+        want = dict(self.control.default_config()) if self.control is not None else {}
+        want.update(self.measurer.default_config() if self.measurer is not None else {})
+        cfg = {k.name: want.get(k.name, k.values[-1]) for k in space.knobs}
+        return space.normalize(cfg) if space.contains(cfg) else space.config(0)
+
     def apply(self, config: Mapping[str, Value]) -> None:
-        """Set every knob in ``config``. Raises BadInputError (nothing written) or DeviceError."""
+        """Validate ``config`` whole, then set the hardware knobs, then the software ones. Raises
+        BadInputError (nothing written) or DeviceError (what this apply wrote is rolled back)."""
+        if self.control is None or self.control.whole_configs:
+            cfg = self.space().normalize(config)
+            if self.control is not None:
+                hardware = {k.name for k in self.control.knobs()}
+                self.control.apply({k: v for k, v in cfg.items() if k in hardware})
+            if self.measurer is not None:
+                self.measurer.set_config(cfg)
+            return
+        software = self.measurer.space().knobs if self.measurer is not None else ()
+        soft = {k.name: k.parse(config[k.name]) for k in software if k.name in config}  # before any write
+        self.control.apply({k: v for k, v in config.items() if k not in soft})
+        if soft and self.measurer is not None:
+            self.measurer.set_config(soft)
 
-    @abstractmethod
     def measure(self) -> Measurement:
         """Measure inference under the currently applied config."""
+        if self.measurer is None:
+            raise BadInputError(f"the {self._identity.kind} device measures a workload: pass --workload "
+                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
+        return self.measurer.measure()
 
     def restore(self) -> None:
-        """Put back every hardware value changed since open. Default: nothing to restore."""
+        """Put back every hardware value this process changed (and did not keep)."""
+        if self.control is not None:
+            self.control.restore()
 
     def keep(self) -> None:
-        """Leave the applied settings in place on close (``apply``, ``tune --apply``); the saved
-        originals stay for ``restore``. Default: nothing to do."""
+        """Leave the applied settings, and those a later ``apply`` sets, in place on close (``apply``
+        calls it first, ``tune --apply`` once the result is saved); the saved originals stay for
+        ``restore_saved``. An apply that fails or is interrupted is still rolled back."""
+        if self.control is not None:
+            self.control.keep()
 
     def restore_saved(self) -> list[str]:
         """Put back every original value saved in the state directory, also those left by a process
-        that crashed, and forget them. Returns the settings restored. Default: nothing saved."""
-        return []
+        that crashed, and forget them. Returns the settings restored."""
+        return self.control.restore_saved() if self.control is not None else []
+
+    @property
+    def hardware_knobs(self) -> list[str]:
+        """The names ``apply`` takes as hardware settings (empty without a control)."""
+        return self.control.hardware_knobs if self.control is not None else []
+
+    @property
+    def last_writes(self) -> list[Write]:
+        """What the last ``apply`` wrote to the hardware, in order."""
+        return self.control.last_writes if self.control is not None else []
+
+    def originals_location(self) -> OriginalsLocation | None:
+        """Where the saved originals of this device are kept (None: it changes no hardware)."""
+        return self.control.originals_location() if self.control is not None else None
+
+    def current(self) -> dict[str, float]:
+        """The hardware's values now, as it reports them."""
+        return self.control.current() if self.control is not None else {}
 
     def info(self) -> DeviceInfo:
-        return DeviceInfo(name=type(self).__name__, kind=type(self).__name__)
+        details = self.control.details() if self.control is not None else {}
+        knobs = self.control.statuses() if self.control is not None else []
+        if self.measurer is not None:
+            details.update(self.measurer.details())
+            knobs += self.measurer.statuses()
+        return DeviceInfo(name=self.name, kind=self._identity.kind, details=details, knobs=knobs,
+                          touches_hardware=self.control is not None and self.control.touches_hardware,
+                          meters=self.meters() if self.meters is not None else [])
 
     def close(self) -> None:
-        self.restore()
+        """Restore, then free the measurer and the control."""
+        try:
+            self.restore()
+        finally:
+            try:
+                if self.measurer is not None:
+                    self.measurer.close()
+            finally:
+                if self.control is not None:
+                    self.control.close()
 
     def __enter__(self) -> Device:
         return self
@@ -88,3 +304,6 @@ class Device(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+__all__ = ["Control", "Device", "DeviceInfo", "Measurer", "joined"]

@@ -4,7 +4,7 @@ A ``WriteGuard`` built with ``allowed=False`` (``--no-clock-control``) refuses e
 happens, restore writes included. Devices never call ``pynvml.nvmlDeviceSet*``/``nvmlDeviceReset*``
 or write kernel files themselves: NVML setters go through ``guard.nvml(...)`` (refused with
 ``ClockControlDisabledError``; each allowed call is logged in ``guard.writes``) and kernel files
-through ``guard.io`` (a ``polythrottle.sysfs.SysfsIO`` built with the same permission, which refuses
+through ``guard.io`` (a ``polythrottle.clocks.sysfs.SysfsIO`` built with the same permission, which refuses
 with ``WritesDisabledError``).
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pynvml
 
+from polythrottle.clocks.sysfs import SysfsIO, open_io
 from polythrottle.errors import PolyThrottleError
-from polythrottle.sysfs import SysfsIO, open_io
 
 NVML_WRITE_PREFIXES = ("nvmlDeviceSet", "nvmlDeviceReset", "nvmlDeviceClear", "nvmlSystemSet", "nvmlUnitSet")
 

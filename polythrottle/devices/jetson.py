@@ -1,4 +1,5 @@
-"""``jetson[:PROFILE]``: GPU, EMC and CPU clocks of an NVIDIA Jetson through the kernel, board energy from INA3221.
+"""``jetson[:PROFILE]``: the clocks of an NVIDIA Jetson through the kernel (``JetsonControl``), a workload
+measured with board energy (``polythrottle.measure.live``).
 
 Knobs (MHz): ``gpu_mhz`` (devfreq min_freq = max_freq, written in Hz; ``gpu_min_mhz``/``gpu_max_mhz``
 set a range), ``emc_mhz`` (BPMP debugfs or the tegra210 override, in Hz), ``cpu_mhz`` (every online
@@ -7,39 +8,59 @@ cpufreq policy's scaling_min_freq = scaling_max_freq, in kHz). Every path is rea
 
 Safety, in this order on every ``apply``: values are validated against the steps the kernel reports
 (the profile's list for EMC) and nothing is written if any is invalid (InvalidValueError, exit 2);
-write permission is checked (PermissionDeniedError, exit 4, "needs root"); the original values of
-every file of each touched clock are saved in the state directory (kept from the first apply, never
-overwritten); then the writes go in an order the kernel accepts; a write that fails rolls back what
-this apply had written. ``restore()`` (called by ``close()``) puts back what this process changed;
-``restore_saved()`` (``polythrottle restore``) puts back the saved originals, also after a crash.
+write permission is checked (PermissionDeniedError, exit 4, "needs root"); then the originals session
+(``originals_session``) claims the board under the state lock (a live process holding unkept changes:
+DeviceBusyError; a dead one's leftovers: restored first), saves the original values of every file of
+each touched clock (kept from the first apply, never overwritten), and the writes go in an order the
+kernel accepts. On ANY exception during the writes (a refused write, KeyboardInterrupt, SystemExit)
+the files are put back to their values before this apply, judged from what they say now, before the
+exception goes on. ``restore()`` puts back what this process changed; ``restore_saved()``
+(``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
+known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
+the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.interrupts``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
-from polythrottle.devices.base import Device, DeviceInfo, KnobStatus
-from polythrottle.devices.jetson_layout import JetsonLayout, detect_layout, find_gpu_devfreq
+from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
+from polythrottle.devices.base import Control, Device, DeviceInfo
+from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
+from polythrottle.devices.originals_session import OriginalsSession, OwnedFiles, PutBack, checked_files
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
     BadInputError,
     DeviceError,
     PermissionDeniedError,
+    PolyThrottleError,
     UnknownKnobError,
     UnsupportedError,
 )
-from polythrottle.measurement import Measurement
-from polythrottle.space import Config, Knob, SearchSpace, Value
-from polythrottle.state import StateStore
-from polythrottle.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
+from polythrottle.identity import DeviceIdentity
+from polythrottle.measure.live import (
+    LiveMeasurer,
+    default_torch_device,
+    harness_settings,
+    jetson_meter,
+    jetson_meter_statuses,
+    load_spec,
+    observed,
+    open_workload,
+)
+from polythrottle.space import Config, Knob, KnobStatus, Value
 
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
+RANGE_KNOBS = ("gpu_min_mhz", "gpu_max_mhz")
+Plan = tuple[ClockControl, dict[str, str], list[Write]]
+"""One clock's part of an apply: the clock, its files before (path -> text), the ordered writes."""
 
 
 def _reason(e: Exception) -> str:
@@ -48,48 +69,39 @@ def _reason(e: Exception) -> str:
     return str(e)
 
 
-class JetsonDevice(Device):
-    """A Jetson board under ``io.root``, laid out as ``layout``. See the module docstring."""
+class JetsonControl(Control):
+    """The clocks of a Jetson board under ``io.root``, laid out as ``layout``. See the module docstring."""
 
-    def __init__(
-        self,
-        layout: JetsonLayout,
-        io: SysfsIO,
-        store: StateStore,
-        *,
-        model: str | None = None,
-        options: DeviceOptions | None = None,
-    ) -> None:
+    whole_configs = False  # any subset of the clocks, and the GPU range knobs outside the tuned space
+
+    def __init__(self, layout: JetsonLayout, io: SysfsIO, store: OriginalsStore, *, model: str | None = None,
+                 no_clock_control: bool = False) -> None:
         self.layout = layout
         self.io = io
-        self.store = store
         self.model = model
-        self.options = options or DeviceOptions()
+        self.no_clock_control = no_clock_control
         self.device_id = "jetson" if io.is_real_root else f"jetson@{io.root}"
-        self.controls: dict[str, ClockControl] = {}  # domain name -> control
+        self.clocks: dict[str, ClockControl] = {}  # domain name -> clock
         self.unavailable: dict[str, str] = {}  # knob -> reason
-        self._open_controls()
-        self._session_before: dict[str, str] = {}  # path -> value before this process first wrote it
-        self._session_new: set[str] = set()  # keys this process added to the saved originals
-        self._prior_meta: dict[str, Any] | None = None  # the store's owner before this session
-        self.last_writes: list[Write] = []
-        self._meter: Any = None
-        self._live: Any = None
+        self._open_clocks()
+        self._session = OriginalsSession(store, self.device_id, self, device_arg="jetson",
+                                         meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
+        self._last_writes: list[Write] = []
 
-    # ----- discovery ----------------------------------------------------------------------------
-    def _open_controls(self) -> None:
+    # ----- discovery ----------------------------------------------------------------------------------
+    def _open_clocks(self) -> None:
         L, io = self.layout, self.io
         try:
             gpu_dir = next((d for d in L.gpu_dirs if io.is_dir(d)), None) or find_gpu_devfreq(io)
             if gpu_dir is None:
                 raise DeviceError(f"no GPU devfreq directory (tried {', '.join(L.gpu_dirs)} and /sys/class/devfreq)")
             per = UNIT_PER_MHZ[L.gpu_unit]
-            self.controls["gpu"] = DevfreqControl(
+            self.clocks["gpu"] = DevfreqControl(
                 io, gpu_dir, unit=L.gpu_unit, files=L.gpu_files,
                 fallback_steps=[round(m * per) for m in L.gpu_steps_mhz],
             )
         except DeviceError as e:
-            for k in ("gpu_mhz", "gpu_min_mhz", "gpu_max_mhz"):
+            for k in ("gpu_mhz", *RANGE_KNOBS):
                 self.unavailable[k] = _reason(e)
         try:
             if not L.emc:
@@ -101,187 +113,118 @@ class JetsonDevice(Device):
                 if io.is_dir(debugfs) and not io.path(debugfs).stat().st_mode & 0o005 and not is_root_user():
                     hint = "not root (debugfs is readable by root only)"
                 raise DeviceError(f"{hint} (tried {', '.join(p.rate_path for p in L.emc)})")
-            self.controls["emc"] = EmcControl(io, proto, L.emc_steps_mhz)
+            self.clocks["emc"] = EmcControl(io, proto, L.emc_steps_mhz)
         except DeviceError as e:
             self.unavailable["emc_mhz"] = _reason(e)
         try:
-            self.controls["cpu"] = CpufreqControl(
-                io, L.cpu_root, [round(m * 1000) for m in L.cpu_steps_mhz]
-            )
+            self.clocks["cpu"] = CpufreqControl(io, L.cpu_root, [round(m * 1000) for m in L.cpu_steps_mhz])
         except DeviceError as e:
             self.unavailable["cpu_mhz"] = _reason(e)
 
-    def _control_of(self, knob: str) -> ClockControl:
-        for c in self.controls.values():
+    def _clock_of(self, knob: str) -> ClockControl:
+        for c in self.clocks.values():
             if knob in c.knobs:
                 return c
         if knob in self.unavailable:
             raise UnsupportedError(f"{knob} cannot be set on this board: {self.unavailable[knob]}")
-        offered = [k for c in self.controls.values() for k in c.knobs]
+        offered = [k for c in self.clocks.values() for k in c.knobs]
         raise UnknownKnobError(f"unknown knob {knob!r}; this device offers: {', '.join(offered)}")
 
-    def _writable(self, control: ClockControl) -> str:
-        """'' if this process may write the control's files, else the reason."""
-        for p in control.files():
+    def _unwritable(self, clock: ClockControl) -> str:
+        """'' if this process may write the clock's files, else the reason."""
+        for p in clock.files():
             if not self.io.writable(p):
                 return f"not root (cannot write {p})"
         return ""
 
+    # ----- Control: knobs -----------------------------------------------------------------------------
     @property
     def hardware_knobs(self) -> list[str]:
         """Every clock knob of this board, settable here or not."""
-        return [k for c in self.controls.values() for k in c.knobs] + list(self.unavailable)
+        return [k for c in self.clocks.values() for k in c.knobs] + list(self.unavailable)
 
-    # ----- Device API ---------------------------------------------------------------------------
-    def attach_workload(self, spec: str) -> None:
-        """Measure workload ``spec`` (``builtin:NAME``, ``torchvision:NAME``, ``module:function``) with
-        the measurement harness and board energy (INA3221, else jtop). Adds its software knobs."""
-        try:
-            from polythrottle.harness import HarnessSettings
-            from polythrottle.workloads import load_workload
-            from polythrottle.workloads.runner import LiveWorkload
-        except ModuleNotFoundError as e:
-            raise UnsupportedError(f"measuring a workload needs {e.name}, which this build lacks") from None
+    def knobs(self) -> list[Knob]:
+        """The clocks this process may set (none with --no-clock-control): MHz, latency falls as they rise."""
+        if self.no_clock_control:
+            return []
+        return [Knob(c.knobs[0], c.steps_mhz(), log_scale=True, latency_trend=-1)
+                for c in self.clocks.values() if not self._unwritable(c)]
 
-        workload = load_workload(spec)
-        self._meter = self._open_meter()
-        import torch
-
-        self._live = LiveWorkload(workload, "cuda" if torch.cuda.is_available() else "cpu")
-        o = self.options
-        self.harness = HarnessSettings(window_s=o.window_s or HarnessSettings.window_s, percentile=o.percentile,
-                                       repeats=getattr(o, "repeats", None) or HarnessSettings.repeats)
-
-    def _open_meter(self) -> Any:
-        from polythrottle.energy.ina3221 import INA3221Meter
-
-        try:
-            return INA3221Meter(self.layout.board_rails or None, io=self.io)
-        except UnsupportedError as ina:
-            try:
-                from polythrottle.energy.jtop import JtopMeter
-
-                return JtopMeter(self.layout.board_rails or None)
-            except UnsupportedError as jt:
-                raise UnsupportedError(f"no board energy source: {ina}; jtop: {jt}") from None
-
-    def space(self) -> SearchSpace:
-        knobs = []
-        if not self.options.no_clock_control:
-            for c in self.controls.values():
-                if not self._writable(c):
-                    knobs.append(Knob(c.knobs[0], c.steps_mhz()))
-        if self._live is not None:
-            knobs += list(self._live.knobs)
-        if not knobs:
-            why = "--no-clock-control" if self.options.no_clock_control else ROOT_HINT
-            raise UnsupportedError(f"no knob of {self.layout.profile} can be tuned here ({why})")
-        return SearchSpace.product(knobs)
+    def statuses(self) -> list[KnobStatus]:
+        out = []
+        for k in CLOCK_KNOBS:
+            if k in self.unavailable:
+                out.append(KnobStatus(k, False, self.unavailable[k]))
+                continue
+            c = self._clock_of(k)
+            why = "--no-clock-control" if self.no_clock_control else self._unwritable(c)
+            steps = c.steps_mhz()
+            detail = f"{len(steps)} steps {steps[0]:g}-{steps[-1]:g} MHz"
+            out.append(KnobStatus(k, not why, why or detail))
+        return out
 
     def default_config(self) -> Config:
-        """Highest clocks; the workload's default software config (fp32, smallest batch)."""
-        soft = self._live.default_config() if self._live is not None else {}
-        return {k.name: soft.get(k.name, k.values[-1]) for k in self.space().knobs}
+        """Highest clocks."""
+        return {k.name: k.values[-1] for k in self.knobs()}
 
-    def apply(self, config: Mapping[str, Value]) -> None:
-        """Set every knob in ``config`` (a subset of the knobs is fine). See the module docstring."""
-        self.last_writes = []
-        software = {k.name for k in self._live.knobs} if self._live is not None else set()
-        soft = {k: v for k, v in config.items() if k in software}
-        config = {k: v for k, v in config.items() if k not in software}
-        if soft:  # validated here, before any hardware write; built after the clocks are set
-            for k in self._live.knobs:  # type: ignore[union-attr]
-                if k.name in soft:
-                    soft[k.name] = k.parse(soft[k.name])
-        self._apply_clocks(config)
-        if soft:
-            self._live.set_config(soft)  # type: ignore[union-attr]
+    def no_knob_error(self) -> PolyThrottleError:
+        why = "--no-clock-control" if self.no_clock_control else ROOT_HINT
+        return UnsupportedError(f"no knob of {self.layout.profile} can be tuned here ({why})")
 
-    def _apply_clocks(self, config: Mapping[str, Value]) -> None:
-        by_control: dict[str, dict[str, Value]] = {}
-        for knob, value in config.items():
-            if self.options.no_clock_control and knob in CLOCK_KNOBS + ("gpu_min_mhz", "gpu_max_mhz"):
+    # ----- Control: apply -----------------------------------------------------------------------------
+    def apply(self, settings: Mapping[str, Value]) -> None:
+        """Set every clock knob in ``settings`` (a subset is fine). See the module docstring."""
+        self._last_writes = []
+        by_clock: dict[str, dict[str, Value]] = {}
+        for knob, value in settings.items():
+            if self.no_clock_control and knob in CLOCK_KNOBS + RANGE_KNOBS:
                 raise BadInputError(f"--no-clock-control: refusing to set {knob}")
-            c = self._control_of(knob)
-            by_control.setdefault(c.name, {})[knob] = value
-        # 1. validate everything, plan every write (nothing written yet)
-        plans: list[tuple[ClockControl, dict[str, str], list[Write]]] = []
-        for name, settings in by_control.items():
-            c = self.controls[name]
+            c = self._clock_of(knob)
+            by_clock.setdefault(c.name, {})[knob] = value
+        # 1. validate everything and check permission (nothing written, nothing saved yet)
+        plans = self._plan(by_clock)
+        if not plans:
+            return
+        for _clock, _, writes in plans:
+            for w in writes:
+                if not self.io.writable(w.path):
+                    raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
+        with self._session.claimed():  # may restore a crashed run's leftovers: plan again from the files now
+            plans = self._plan(by_clock)
+            if plans:
+                originals = {p: v for _, before, _ in plans for p, v in before.items()}
+                writes = [w for _, _, ws in plans for w in ws]
+                steps = [partial(self.io.write, w.path, w.value) for w in writes]
+                done = self._session.write(originals, steps, lambda _done: self._rollback(plans))
+                self._last_writes = writes[:done]
+
+    def _plan(self, by_clock: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
+        """(clock, its files now, ordered writes) for every clock that changes. Raises InvalidValueError."""
+        plans: list[Plan] = []
+        for name, settings in by_clock.items():
+            c = self.clocks[name]
             before = c.read_state()
             writes = c.writes(c.target(settings, before), before)
             if writes:
                 plans.append((c, before, writes))
-        if not plans:
-            return
-        # 2. permission, before the first write
-        for c, _, writes in plans:
-            for w in writes:
-                if not self.io.writable(w.path):
-                    raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
-        with self.store.lock(self.device_id):
-            if self._prior_meta is None:
-                self._start_session()
-                if self._prior_meta is None:  # leftovers of a crashed run were just restored: re-plan
-                    self._prior_meta = {}
-                    return self._apply_clocks(config)
-            # 3. originals, before the first write (a later apply never overwrites them)
-            originals = {p: v for c, before, _ in plans for p, v in before.items()}
-            new = self.store.record(self.device_id, originals, meta=self._meta())
-            self._session_new.update(new)  # before writing: an interrupt mid-write still gets restored
-            for p, v in originals.items():
-                self._session_before.setdefault(p, v)
-            # 4. write, rolling back this apply on the first failure
-            done: list[Write] = []
-            try:
-                for c, _, writes in plans:
-                    for w in writes:
-                        self.io.write(w.path, w.value)
-                        done.append(w)
-            except (DeviceError, OSError) as e:
-                failed = self._rollback(plans, done)
-                if not failed:
-                    self.store.forget(self.device_id, new)
-                    self._session_new.difference_update(new)
-                    msg = f"; rolled back the {len(done)} value(s) already written" if done else ""
-                else:
-                    msg = f"; ROLLBACK FAILED for {', '.join(failed)}: run `polythrottle restore --device jetson`"
-                if isinstance(e, DeviceError):
-                    raise type(e)(f"{e}{msg}") from None
-                raise DeviceError(f"{e}{msg}") from None
-            self.last_writes = done
+        return plans
 
-    def _start_session(self) -> None:
-        """Before this process first writes: settings a crashed run left behind (saved originals whose
-        owner is dead and did not ask to keep them) are restored first, with a warning, so this
-        session never takes a crash's low clocks for the board's own. Sets ``_prior_meta`` otherwise."""
-        state = self.store.load(self.device_id)
-        if state is None or not state.originals:
-            self._prior_meta = {}
-            return
-        owner = state.meta.get("pid")
-        if not state.meta.get("kept") and isinstance(owner, int) and owner != os.getpid() and not _alive(owner):
-            print(f"polythrottle: warning: restoring {len(state.originals)} setting(s) left by a run that did "
-                  f"not finish (pid {owner})", file=sys.stderr)
-            self.restore_saved()
-            return
-        self._prior_meta = {"kept": bool(state.meta.get("kept")), "pid": owner}
-
-    def keep(self) -> None:
-        """Leave what was applied in place: close() will not restore it, nor will the next run take it for
-        a crash's leftovers. ``polythrottle restore`` still puts the originals back."""
-        if self.store.originals(self.device_id):
-            self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid()})
-        self._session_before.clear()
-        self._session_new.clear()
-
-    def _rollback(self, plans: list[tuple[ClockControl, dict[str, str], list[Write]]], done: list[Write]) -> list[str]:
-        """Undo ``done`` (control by control, kernel order). Returns the paths that could not be put back."""
+    def _rollback(self, plans: list[Plan]) -> list[str]:
+        """Put every file of ``plans`` back to its value before this apply, judging what changed by what
+        the files say now (a write interrupted after the kernel took it counts). Returns the paths that
+        could not be put back."""
         failed: list[str] = []
         for c, before, _ in reversed(plans):
-            current = dict(before)
-            current.update({w.path: w.value for w in done if w.path in before})
-            failed += self._write_best_effort(c.writes(before, current))
+            bad: list[str] = []
+            for _attempt in range(2):  # a write refused once (a transient error) is tried again
+                try:
+                    current = c.read_state()
+                except DeviceError:
+                    current = {}  # unreadable: write every value back
+                bad = self._write_best_effort(c.writes(before, current))
+                if not bad:
+                    break
+            failed += bad
         return failed
 
     def _write_best_effort(self, writes: list[Write]) -> list[str]:
@@ -293,13 +236,60 @@ class JetsonDevice(Device):
                 failed.append(w.path)
         return failed
 
-    def _put_back(self, values: Mapping[str, str]) -> tuple[list[str], list[str]]:
-        """Write ``values`` (path -> text) back, control by control in kernel order, then any other
-        path as saved. Returns (paths restored, paths that failed)."""
-        restored: list[str] = []
-        failed: list[str] = []
+    @property
+    def last_writes(self) -> list[Write]:
+        return list(self._last_writes)
+
+    # ----- Control: originals -------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Put back what this process changed (values as they were when it first wrote them)."""
+        self._session.restore()
+
+    def keep(self) -> None:
+        """Leave what is applied, and what later ``apply`` calls set, in place: close() will not restore
+        it, nor will the next run take it for a crash's leftovers. ``polythrottle restore`` puts it back."""
+        self._session.keep()
+
+    def restore_saved(self) -> list[str]:
+        """Put back every saved original (also after a crash) and forget them. Returns paths restored.
+        Every entry is checked first (``checked_originals``); refused while another live process holds
+        unkept changes (DeviceBusyError)."""
+        if not self.io.writes_allowed:
+            raise BadInputError("--no-clock-control: restoring would write clock settings; run without it")
+        return self._session.restore_saved()
+
+    def originals_location(self) -> OriginalsLocation:
+        return self._session.location()
+
+    def owned_files(self) -> OwnedFiles:
+        """Board paths a saved original may name: every file of this board's clocks and of the profile's
+        candidate GPU/EMC paths, and the cpufreq limits of any CPU policy (an offline cluster's too)."""
+        exact = {f for c in self.clocks.values() for f in c.files()}
+        gpu_min = self.layout.gpu_files.get("min", "min_freq")
+        gpu_max = self.layout.gpu_files.get("max", "max_freq")
+        for d in self.layout.gpu_dirs:
+            exact |= {f"{d}/{gpu_min}", f"{d}/{gpu_max}"}
+        for proto in self.layout.emc:
+            exact |= {proto.rate_path, proto.lock_path}
+        cpu = re.escape(self.layout.cpu_root.rstrip("/"))
+        patterns = (re.compile(rf"{cpu}/cpufreq/policy\d+/scaling_(min|max)_freq"),
+                    re.compile(rf"{cpu}/cpu\d+/cpufreq/scaling_(min|max)_freq"))
+        return OwnedFiles(frozenset(exact), patterns, f"a clock file of {self.layout.profile}")
+
+    def checked_originals(self, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """``saved`` as path -> text once every entry is a clock file of this board (``checked_files``)
+        this process may write. Raises SavedStateError (exit 2) or PermissionDeniedError; nothing written."""
+        values = checked_files(self.io, self.owned_files(), saved, self._session.location().file)
+        for p in values:
+            if self.io.exists(p) and not self.io.writable(p):
+                raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")
+        return values
+
+    def put_back(self, values: Mapping[str, Any]) -> PutBack:
+        """Write ``values`` (path -> text) back, clock by clock in kernel order, then any other path as saved."""
+        out = PutBack()
         handled: set[str] = set()
-        for c in self.controls.values():
+        for c in self.clocks.values():
             target = {p: values[p] for p in c.files() if p in values}
             if not target:
                 continue
@@ -309,173 +299,69 @@ class JetsonDevice(Device):
             except DeviceError:
                 current = {}
             bad = self._write_best_effort(c.writes(target, current))
-            failed += bad
-            restored += [p for p in target if p not in bad]
+            out.failed.update(dict.fromkeys(bad, ""))
+            out.restored += [p for p in target if p not in bad]
         for p, v in values.items():  # saved by a layout this process does not see (e.g. now-offline CPUs)
             if p in handled:
                 continue
             bad = self._write_best_effort([Write(p, v)] if self.io.exists(p) else [])
-            failed += bad
-            restored += [] if bad else [p]
-        return restored, failed
+            out.failed.update(dict.fromkeys(bad, ""))
+            out.restored += [] if bad else [p]
+        return out
 
-    def restore(self) -> None:
-        """Put back what this process changed (values as they were when it first wrote them)."""
-        if not self._session_before:
-            return
-        with self.store.lock(self.device_id):
-            restored, failed = self._put_back(self._session_before)
-            self.store.forget(self.device_id, [k for k in self._session_new if k not in failed])
-            if self._prior_meta and not failed and self.store.originals(self.device_id):
-                self.store.record(self.device_id, {}, meta=self._prior_meta)  # hand ownership back
-            self._session_before = {p: v for p, v in self._session_before.items() if p in failed}
-            self._session_new &= set(failed)
-        if failed:
-            raise DeviceError(
-                f"could not restore {', '.join(failed)}; the originals stay saved in {self.store.directory}: "
-                "run `polythrottle restore --device jetson` as root"
-            )
-
-    def restore_saved(self) -> list[str]:
-        """Put back every saved original (also after a crash) and forget them. Returns paths restored."""
-        if not self.io.writes_allowed:
-            raise BadInputError("--no-clock-control: restoring would write clock settings; run without it")
-        with self.store.lock(self.device_id):
-            saved = self.store.originals(self.device_id)
-            if not saved:
-                return []
-            for p in saved:
-                if self.io.exists(p) and not self.io.writable(p):
-                    raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")
-            restored, failed = self._put_back({p: str(v) for p, v in saved.items()})
-            self.store.forget(self.device_id, restored)
-            self._session_before.clear()
-            self._session_new.clear()
-        if failed:
-            raise DeviceError(
-                f"could not restore {', '.join(failed)}; they stay saved in {self.store.path(self.device_id)}"
-            )
-        return restored
-
-    def measure(self) -> Measurement:
-        """Measure the workload under the applied config (warm-up, windows, latency percentile, repeats)."""
-        if self._live is None:
-            raise BadInputError("the jetson device measures a workload: pass --workload "
-                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
-        from polythrottle.harness import measure
-
-        m = measure(self._live.runner, self._meter, self.harness)
-        extra = dict(m.extra)
-        extra.update({f"observed_{k}": v for k, v in self.current().items()})
-        stats = getattr(self._meter, "last_stats", None)
-        if stats is not None:
-            extra["meter_overhead"] = round(stats.overhead, 4)
-            extra["meter_failed_reads"] = stats.failures
-        return Measurement(m.energy_j, m.latency_ms, m.throughput_ips, m.power_w, m.duration_s,
-                           m.energy_rel_std, m.latency_rel_std, extra)
-
-    def close(self) -> None:
-        try:
-            self.restore()
-        finally:
-            if self._live is not None:
-                self._live.close()
-                self._live = None
-            if self._meter is not None:
-                self._meter.close()
-                self._meter = None
-
-    # ----- reporting ----------------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
-        return {"profile": self.layout.profile, "model": self.model or "", "root": str(self.io.root),
-                "pid": os.getpid(), "kept": False}
-
+    # ----- Control: reporting -------------------------------------------------------------------------
     def current(self) -> dict[str, float]:
-        """Current knob values (MHz) as the kernel files say."""
+        """Current knob values (MHz) as the kernel files say (a clock whose files are unreadable or hold
+        no number just now is left out)."""
         out: dict[str, float] = {}
-        for c in self.controls.values():
+        for c in self.clocks.values():
             try:
                 out.update(c.current_mhz())
-            except DeviceError:
+            except (DeviceError, ValueError, KeyError):
                 continue
         return out
 
-    def knob_statuses(self) -> list[KnobStatus]:
-        out = []
-        for k in CLOCK_KNOBS:
-            if k in self.unavailable:
-                out.append(KnobStatus(k, False, self.unavailable[k]))
-                continue
-            c = self._control_of(k)
-            why = "--no-clock-control" if self.options.no_clock_control else self._writable(c)
-            steps = c.steps_mhz()
-            detail = f"{len(steps)} steps {steps[0]:g}-{steps[-1]:g} MHz"
-            out.append(KnobStatus(k, not why, why or detail))
-        return out
-
-    def meter_statuses(self) -> list[KnobStatus]:
-        from polythrottle.energy.ina3221 import board_rails
-
-        out = []
-        try:
-            rails = board_rails(self.io, self.layout.board_rails or None)
-            out.append(KnobStatus("ina3221", True, "board power = " + " + ".join(r.name for r in rails)))
-        except (UnsupportedError, DeviceError) as e:
-            out.append(KnobStatus("ina3221", False, _reason(e)))
-        out.append(KnobStatus("jtop", *_jtop_status()))
-        out.append(KnobStatus("nvml", False, "NVML reports NotSupported on Jetson (power, energy and clocks)"))
-        return out
-
-    def info(self) -> DeviceInfo:
-        saved = self.store.originals(self.device_id)
+    def details(self) -> dict[str, str]:
+        saved = self._session.saved()
         details = {
             "board": self.layout.description or self.layout.profile,
             "profile": self.layout.profile,
             "model": self.model or "(none)",
             "root": str(self.io.root),
             "user": "root" if is_root_user() else "not root",
-            "saved originals": f"{len(saved)} in {self.store.path(self.device_id)}" if saved else "none",
+            "saved originals": f"{len(saved)} in {self._session.location().file}" if saved else "none",
         }
         cur = self.current()
         if cur:
             details["current"] = ", ".join(f"{k}={v:g}" for k, v in cur.items())
-        if self._live is not None:
-            details["workload"] = self._live.spec.name
-            details["energy"] = f"{self._meter.name} every {self._meter.sampler.period_s * 1000:g} ms"
-        return DeviceInfo(
-            name=f"jetson:{self.layout.profile}",
-            kind="jetson",
-            details=details,
-            knobs=self.knob_statuses() + (list(self._live.knob_status) if self._live is not None else []),
-            touches_hardware=True,
-            meters=self.meter_statuses(),
-        )
+        return details
 
 
-def _alive(pid: int) -> bool:
+def live_measurer(control: JetsonControl, options: DeviceOptions) -> LiveMeasurer:
+    """``options.workload`` on this board: the harness, board energy (INA3221, else jtop), and the clocks
+    the board really ran at in every measurement (``observed_*``)."""
+    spec = load_spec(options.workload or "")
+    meter, energy = jetson_meter(control.io, control.layout.board_rails or None)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        workload = open_workload(spec, default_torch_device(), options.slo_metric)
+    except BaseException:
+        meter.close()
+        raise
+    return LiveMeasurer(workload, meter, harness_settings(options.window_s, options.percentile, options.repeats),
+                        energy=energy, observe=lambda: observed(control.current()))
 
 
-def _jtop_status() -> tuple[bool, str]:
-    from polythrottle.energy.jtop import jtop_status
-
-    return jtop_status()
-
-
-def open_device(arg: str, options: DeviceOptions) -> JetsonDevice:
+def open_device(arg: str, options: DeviceOptions) -> Device:
     """``jetson`` (detect the board) or ``jetson:PROFILE`` (force a profile name or YAML path)."""
     io = open_io(writes_allowed=not options.no_clock_control)
     layout, model = detect_layout(io, arg)
-    dev = JetsonDevice(layout, io, StateStore(options.state_dir), model=model, options=options)
-    if options.workload:
-        dev.attach_workload(options.workload)
-    return dev
+    control = JetsonControl(layout, io, OriginalsStore(options.state_dir), model=model,
+                            no_clock_control=options.no_clock_control)
+    identity = DeviceIdentity("jetson", layout.profile, read_serial(io) or "")
+    measurer = live_measurer(control, options) if options.workload else None
+    rails = layout.board_rails or None
+    return Device(identity, name=f"jetson:{layout.profile}", control=control, measurer=measurer,
+                  meters=lambda: jetson_meter_statuses(io, rails))
 
 
 def probe(options: DeviceOptions) -> DeviceInfo:

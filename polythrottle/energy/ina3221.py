@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from polythrottle.clocks.sysfs import SysfsIO, open_io
 from polythrottle.energy.sampling import Clock, SampledPowerMeter
 from polythrottle.errors import UnsupportedError
-from polythrottle.sysfs import SysfsIO, open_io
 
 I2C_DEVICES = "/sys/bus/i2c/devices"
 

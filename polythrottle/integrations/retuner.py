@@ -2,7 +2,7 @@
 
 Exactly one mode: ``device`` + ``slo_ms`` re-tunes in this process (``polythrottle.retune``, warm
 started from the history); ``notify=True`` sends ``model-updated`` to the daemon's control socket
-(``polythrottle.control``). The new model version is the fingerprint of the saved weights.
+(``polythrottle.daemon.client``). The new model version is the fingerprint of the saved weights.
 Errors are logged and kept in ``last_error`` (training goes on) unless ``raise_errors``.
 """
 
@@ -89,7 +89,7 @@ class CheckpointRetuner:
 
     def _act(self, version: str, files: list[str]) -> None:
         if self.notify:
-            from polythrottle.control import notify_model_updated
+            from polythrottle.daemon.client import notify_model_updated
 
             self.results.append(notify_model_updated(self.socket_path, model_version=version, model_files=files))
         else:

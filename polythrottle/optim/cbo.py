@@ -826,9 +826,9 @@ class ConstrainedBO(Optimizer):
             ok = np.flatnonzero(p >= 0.5)
             if len(ok) == 0:
                 return Recommendation(None, None, None, float(p.max()), "no measured point is believed feasible")
-            reason = f"no point reaches P(feasible) >= {conf:.2f}; lowest measured energy with P >= 0.5"
+            reason = f"no point reaches P(feasible) >= {conf:g}; lowest measured energy with P >= 0.5"
         else:
-            reason = f"lowest measured objective with P(feasible) >= {conf:.2f}"
+            reason = f"lowest measured objective with P(feasible) >= {conf:g}"
         j = int(ok[np.argmin(lobj[ok])])
         return Recommendation(
             index=idx[j],

@@ -1,4 +1,5 @@
-"""Digital twin of a Jetson board: physics (``model``) and workload intrinsics (``workloads``).
+"""Digital twin of a Jetson board: physics (``model``), its declared parameters (``params``) and workload
+intrinsics (``workloads``).
 
 The ``sim:PROFILE`` device (``polythrottle.devices.sim``) wraps it as a Device.
 """

@@ -24,208 +24,20 @@ Per batch of ``b`` inferences (times in ms, clocks in MHz, power in W):
   lowest allowed step whose GPU load ``t_gpu / T`` is at most ``governor.target_util``. Small models
   leave the GPU idle between kernels, so the governor clocks them low; raising the minimum helps.
 
-Parameters come from a profile's ``sim`` block (board) and ``polythrottle.twin.workloads`` (workloads,
-overridable per board under ``sim.workloads``). Invalid parameters raise ProfileError naming the field.
+Parameters (``BoardParams``, ``Workload``) are declared and validated in ``polythrottle.twin.params``, from a
+profile's ``sim`` block (board) and ``polythrottle.twin.workloads`` (overridable per board under ``sim.workloads``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from polythrottle.errors import ProfileError
-from polythrottle.profiles import DeviceProfile, FieldReader
-
-PRECISIONS = ("fp16", "fp32", "native")
-"""fp32: the reference; fp16: faster math and half the bytes; native: as measured (factors 1)."""
+from polythrottle.twin.params import BoardParams, Workload
 
 
-@dataclass(frozen=True)
-class GpuParams:
-    fp32_gflops_per_mhz: float  # peak FP32 GFLOP/s per MHz (2 x CUDA cores / 1000)
-    fp16_speedup: float  # peak FP16 / FP32 throughput on plain CUDA cores
-    tensor_speedup: float  # extra FP16 factor for workloads that use tensor cores (1: none)
-    dyn_w: float  # dynamic power at the top step, 100% busy (W)
-    idle_frac: float  # fraction of dynamic power while clocked but idle
-    leak_w: float  # leakage at v_max (W), scales with (V/v_max)^2
-    v_min: float  # volts, flat below v_knee_mhz
-    v_max: float  # volts at the top step
-    v_knee_mhz: float
-    v_exp: float = 1.0  # shape of the voltage rise above the knee (1: linear, >1: convex)
-    roofline_p: float = 2.0  # smooth-max exponent of the compute/memory split
-
-
-@dataclass(frozen=True)
-class EmcParams:
-    bus_bytes: float  # bytes per DDR transfer (bus width / 8)
-    efficiency: float  # achievable fraction of peak bandwidth
-    w_per_ghz: float  # background EMC + DRAM power per GHz of memory clock (W)
-    j_per_gb: float  # energy per GB moved (J)
-
-
-@dataclass(frozen=True)
-class CpuParams:
-    cores: int
-    dyn_w: float  # all cores busy at the top step (W)
-    v_min: float
-    v_max: float
-    v_knee_mhz: float
-    ipc_scale: float  # per-MHz speed relative to the 1 GHz reference core of the workloads
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Intrinsics of one inference workload at FP32 (times at a 1 GHz reference CPU core)."""
-
-    name: str
-    gflop: float  # FP32 GFLOP per inference
-    weights_mb: float  # MB read once per batch (weights)
-    act_mb: float  # MB of activation traffic per inference
-    compute_eff: float  # fraction of peak GPU throughput at a very large batch
-    batch_half: float  # batch size reaching half of that throughput
-    overhead_ms: float  # serial framework / launch / sync time per batch
-    pre_ms: float  # CPU pre-processing per inference, one core
-    pre_threads: int  # cores used for pre-processing
-    tensor_cores: bool  # FP16 uses tensor cores (board gpu.tensor_speedup applies)
-    batch_sizes: tuple[int, ...] | None = None  # override the board's batch sizes
-    precisions: tuple[str, ...] | None = None  # override the board's precisions
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class BoardParams:
-    name: str
-    static_w: float
-    gpu: GpuParams
-    emc: EmcParams
-    cpu: CpuParams
-    target_util: float
-    gpu_steps: tuple[float, ...]
-    emc_steps: tuple[float, ...]
-    cpu_steps: tuple[float, ...]
-    batch_sizes: tuple[int, ...]
-    precisions: tuple[str, ...]
-    workloads: dict[str, Workload]
-
-
-# ----- parsing ----------------------------------------------------------------------------------
-_POSITIVE_OK_ZERO = {"idle_frac", "leak_w", "w_per_ghz", "j_per_gb", "overhead_ms", "pre_ms", "act_mb",
-                     "weights_mb", "batch_half", "dyn_w", "static_w"}
-
-
-def _dataclass_from(cls: type, node: FieldReader, skip: tuple[str, ...] = ()) -> Any:
-    node.unknown_keys({f.name for f in fields(cls)} - set(skip))
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        child = node.get(f.name, required=_required(f))
-        if child is None:
-            continue
-        if f.type in ("int",):
-            v: Any = child.integer()
-            if v < 1:
-                raise child.fail(f"must be >= 1, got {v}")
-        elif f.type == "bool":
-            if not isinstance(child.value, bool):
-                raise child.fail(f"expected true or false, got {child.value!r}")
-            v = child.value
-        elif f.type == "str":
-            v = child.string()
-        elif f.type.startswith("tuple[int"):
-            v = tuple(c.integer() for c in child.items())
-            if not v or list(v) != sorted(set(v)) or v[0] < 1:
-                raise child.fail("expected ascending, unique, positive integers")
-        elif f.type.startswith("tuple[str"):
-            v = tuple(c.string() for c in child.items())
-            if not v or len(set(v)) != len(v) or any(p not in PRECISIONS for p in v):
-                raise child.fail(f"expected unique values from: {', '.join(PRECISIONS)}")
-        else:
-            v = child.number()
-            if v < 0 or (v == 0 and f.name not in _POSITIVE_OK_ZERO):
-                raise child.fail(f"must be positive, got {v:g}")
-        kwargs[f.name] = v
-    return kwargs
-
-
-def _required(f: Any) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-def parse_workload(name: str, node: FieldReader) -> Workload:
-    kw = _dataclass_from(Workload, node, skip=("name",))
-    wl = Workload(name=name, **kw)
-    if wl.compute_eff > 1:
-        raise node.child("compute_eff").fail(f"must be <= 1, got {wl.compute_eff:g}")
-    return wl
-
-
-def board_from_profile(profile: DeviceProfile) -> BoardParams:
-    """The twin parameters of ``profile`` (its ``sim`` block). Raises ProfileError naming the field."""
-    from polythrottle.twin.workloads import GENERIC_WORKLOADS
-
-    root = FieldReader(profile.path, "sim", profile.sim)
-    root.unknown_keys({"cpu_mhz", "batch_sizes", "precisions", "static_w", "gpu", "emc", "cpu", "governor",
-                       "workloads"})
-    gpu = GpuParams(**_dataclass_from(GpuParams, root.get("gpu")))  # type: ignore[arg-type]
-    emc = EmcParams(**_dataclass_from(EmcParams, root.get("emc")))  # type: ignore[arg-type]
-    cpu = CpuParams(**_dataclass_from(CpuParams, root.get("cpu")))  # type: ignore[arg-type]
-    for name, p in (("gpu", gpu), ("cpu", cpu)):
-        if p.v_min > p.v_max:
-            raise root.child(name).child("v_min").fail(f"v_min {p.v_min:g} is above v_max {p.v_max:g}")
-    if gpu.idle_frac > 1:
-        raise root.child("gpu").child("idle_frac").fail("must be <= 1")
-    gov = root.get("governor")
-    gov.unknown_keys({"target_util"})  # type: ignore[union-attr]
-    target = gov.get("target_util").number()  # type: ignore[union-attr]
-    if not 0 < target <= 1:
-        raise gov.child("target_util").fail(f"must be in (0, 1], got {target:g}")  # type: ignore[union-attr]
-    static = root.get("static_w").number()  # type: ignore[union-attr]
-    if static < 0:
-        raise root.child("static_w").fail("must be >= 0")
-
-    cpu_node = root.get("cpu_mhz")
-    cpu_steps = tuple(c.number() for c in cpu_node.items())  # type: ignore[union-attr]
-    hw_cpu = set(profile.steps("cpu_mhz")) if "cpu_mhz" in profile.knobs else set()
-    if not cpu_steps or list(cpu_steps) != sorted(set(cpu_steps)):
-        raise cpu_node.fail("expected ascending, unique steps")  # type: ignore[union-attr]
-    missing = [c for c in cpu_steps if c not in hw_cpu]
-    if missing:
-        raise cpu_node.fail(f"{missing[0]:g} MHz is not one of knobs.cpu_mhz.steps")  # type: ignore[union-attr]
-    batch_node = root.get("batch_sizes")
-    batch = tuple(c.integer() for c in batch_node.items())  # type: ignore[union-attr]
-    if not batch or list(batch) != sorted(set(batch)) or batch[0] < 1:
-        raise batch_node.fail("expected ascending, unique, positive integers")  # type: ignore[union-attr]
-    prec_node = root.get("precisions")
-    precs = prec_node.strings()  # type: ignore[union-attr]
-    if not precs or len(set(precs)) != len(precs) or any(p not in PRECISIONS for p in precs):
-        raise prec_node.fail(f"expected unique values from: {', '.join(PRECISIONS)}")  # type: ignore[union-attr]
-
-    workloads = {}
-    for name, data in GENERIC_WORKLOADS.items():
-        workloads[name] = parse_workload(name, FieldReader("polythrottle/twin/workloads.py", name, data))
-    wnode = root.get("workloads", required=False)
-    if wnode is not None:
-        for name in wnode.mapping():
-            child = wnode.child(name)
-            data = dict(child.mapping())
-            if name in GENERIC_WORKLOADS:  # a board override of a generic workload: merge
-                data = {**GENERIC_WORKLOADS[name], **data}
-                child = FieldReader(profile.path, child.where, data)
-            workloads[str(name)] = parse_workload(str(name), child)
-    return BoardParams(
-        name=profile.name, static_w=static, gpu=gpu, emc=emc, cpu=cpu, target_util=target,
-        gpu_steps=profile.steps("gpu_mhz"), emc_steps=profile.steps("emc_mhz"), cpu_steps=cpu_steps,
-        batch_sizes=batch, precisions=precs, workloads=workloads,
-    )
-
-
-# ----- physics ----------------------------------------------------------------------------------
 def _volts(f: np.ndarray, v_min: float, v_max: float, knee: float, f_top: float, exp: float = 1.0) -> np.ndarray:
     span = max(f_top - knee, 1e-9)
     return v_min + (v_max - v_min) * np.clip((f - knee) / span, 0.0, 1.0) ** exp
@@ -333,25 +145,3 @@ def evaluate(board: BoardParams, wl: Workload, *, emc_mhz: Any, cpu_mhz: Any, ba
         gpu_mhz=f,
         gpu_util=util,
     )
-
-
-def with_params(board: BoardParams, overrides: Mapping[str, float]) -> BoardParams:
-    """A copy of ``board`` with dotted overrides such as ``{"gpu.dyn_w": 20, "static_w": 4}``."""
-    groups: dict[str, dict[str, float]] = {}
-    top: dict[str, Any] = {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            groups.setdefault(head, {})[rest] = value
-        else:
-            top[key] = value
-    for head, vals in groups.items():
-        if head == "workloads":
-            wls = dict(board.workloads)
-            for k, v in vals.items():
-                wname, _, field_name = k.rpartition(".")
-                wls[wname] = replace(wls[wname], **{field_name: v})
-            top["workloads"] = wls
-        else:
-            top[head] = replace(getattr(board, head), **vals)
-    return replace(board, **top)

@@ -1,22 +1,35 @@
 """Workloads: what is measured. ``load_workload("torchvision:resnet50")`` -> WorkloadSpec.
 
-Schemes: ``builtin:NAME`` (small CPU-friendly models), ``torchvision:NAME`` (random weights), and
-anything else of the form ``MODULE:FUNCTION`` / ``FILE.py:FUNCTION`` (a user's workload).
+Schemes: ``builtin:NAME`` (small CPU-friendly models), ``torchvision:NAME`` (random weights),
+``onnx:MODEL.onnx[?...]`` (ONNX Runtime, ``workloads/onnx_runtime.py``), ``llm:DIR_OR_CONFIG[?...]``
+(Hugging Face causal LM generation, ``workloads/llm.py``), and anything else of the form
+``MODULE:FUNCTION`` / ``FILE.py:FUNCTION`` (a user's workload). onnxruntime and transformers are
+imported only for their schemes.
 """
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError
-from polythrottle.workloads.base import WorkloadSpec
+from polythrottle.errors import BadInputError, brief
+from polythrottle.workloads.base import RuntimeWorkload, WorkloadSpec
 
 
-def load_workload(spec: str | None) -> WorkloadSpec:
-    """Raises BadInputError for a malformed or unknown spec, UnsupportedError if torchvision is missing."""
+def load_workload(spec: str | None) -> WorkloadSpec | RuntimeWorkload:
+    """Raises BadInputError for a malformed or unknown spec, UnsupportedError if the package a scheme
+    needs (torchvision, onnxruntime, transformers) is missing."""
     if not spec or ":" not in spec:
         raise BadInputError(
-            f"--workload {spec!r}: expected builtin:NAME, torchvision:NAME or MODULE:FUNCTION"
+            f"--workload {brief(spec, 60)}: expected builtin:NAME, torchvision:NAME, onnx:MODEL.onnx, llm:DIR_OR_CONFIG "
+            "or MODULE:FUNCTION"
         )
     scheme, _, arg = spec.partition(":")
+    if scheme == "onnx":
+        from polythrottle.workloads import onnx_runtime
+
+        return onnx_runtime.load(arg)
+    if scheme == "llm":
+        from polythrottle.workloads import llm
+
+        return llm.load(arg)
     if scheme == "builtin":
         from polythrottle.workloads import builtin
 
@@ -30,4 +43,4 @@ def load_workload(spec: str | None) -> WorkloadSpec:
     return user.load(spec)
 
 
-__all__ = ["WorkloadSpec", "load_workload"]
+__all__ = ["RuntimeWorkload", "WorkloadSpec", "load_workload"]

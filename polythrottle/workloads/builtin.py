@@ -6,7 +6,7 @@ transformer-encoder: a BERT-base-sized encoder on 128-token sequences (meant for
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.workloads.base import WorkloadSpec
 
 
@@ -47,5 +47,5 @@ BUILTINS = {"mlp": _mlp, "tiny-cnn": _tiny_cnn, "transformer-encoder": _transfor
 
 def load(arg: str) -> WorkloadSpec:
     if arg not in BUILTINS:
-        raise BadInputError(f"unknown builtin workload {arg!r}; expected one of: {', '.join(BUILTINS)}")
+        raise BadInputError(f"unknown builtin workload {brief(arg, 60)}; expected one of: {', '.join(BUILTINS)}")
     return BUILTINS[arg]()

@@ -1,4 +1,5 @@
 """Run a WorkloadSpec under a software config: the software knobs and the per-batch runner.
+``LiveWorkload`` also drives ``RuntimeWorkload``s (``onnx:``, ``llm:``), which build their own runners.
 
 Software knobs (only values the torch device supports are offered):
 - ``batch_size``: the spec's batch sizes.
@@ -18,16 +19,15 @@ import gc
 from collections.abc import Mapping
 from typing import Any
 
-from polythrottle.devices.base import KnobStatus
 from polythrottle.errors import BadInputError, DeviceError
-from polythrottle.space import Knob, Value
-from polythrottle.workloads.base import WorkloadSpec
+from polythrottle.space import Knob, KnobStatus, Value
+from polythrottle.workloads.base import SLO_METRICS, RuntimeWorkload, WorkloadSpec
 
 SOFTWARE_KNOBS = ("batch_size", "precision", "cuda_graphs", "channels_last")
 DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def _is_cuda(device: Any) -> bool:
+def is_cuda(device: Any) -> bool:
     return getattr(device, "type", str(device).split(":")[0]) == "cuda"
 
 
@@ -35,7 +35,7 @@ def software_knobs(spec: WorkloadSpec, device: Any) -> tuple[list[Knob], list[Kn
     """The software knobs of ``spec`` on torch ``device``, and the status of every software knob."""
     import torch
 
-    cuda = _is_cuda(device)
+    cuda = is_cuda(device)
     status: list[KnobStatus] = [KnobStatus("batch_size", True)]
     precisions = ["fp32"]
     if cuda:
@@ -170,37 +170,71 @@ class LiveWorkload:
     """A workload on one torch device: its software knobs and the runner of the current config.
 
     A new runner is built only when a software knob changes (building one copies the model and, with
-    CUDA graphs, captures it). Used by live devices (nvml, jetson).
+    CUDA graphs, captures it). Used by live devices (nvml, jetson). ``spec`` is a ``WorkloadSpec``
+    (run by ``TorchRunner``) or a ``RuntimeWorkload`` (builds its own runners). ``slo_metric``: the
+    latency the SLO bounds (None: the workload's default; "batch" for PyTorch modules); raises
+    BadInputError if the workload does not time it.
     """
 
-    def __init__(self, spec: WorkloadSpec, device: Any) -> None:
+    def __init__(self, spec: WorkloadSpec | RuntimeWorkload, device: Any, slo_metric: str | None = None) -> None:
         self.spec = spec
         self.device = device
-        self.knobs, self.knob_status = software_knobs(spec, device)
-        self._runner: TorchRunner | None = None
+        self._runner: Any = None
         self._config: dict[str, Value] | None = None
+        if slo_metric is not None and slo_metric not in SLO_METRICS:
+            raise BadInputError(f"--slo-metric {slo_metric!r}: expected one of {', '.join(SLO_METRICS)}")
+        if isinstance(spec, WorkloadSpec):
+            self.knobs, self.knob_status = software_knobs(spec, device)
+            metrics: tuple[str, ...] = ("batch",)
+            default = "batch"
+        else:
+            self.knobs, self.knob_status = spec.software_knobs(device)
+            metrics, default = ("batch", *spec.latency_metrics), spec.default_slo_metric
+        if slo_metric is not None and slo_metric not in metrics:
+            self.close()
+            raise BadInputError(f"--slo-metric {slo_metric}: workload {spec.name} times only {', '.join(metrics)} "
+                                "(ttft and tpot need an llm: workload)")
+        self.slo_metric = slo_metric or default
 
     def default_config(self) -> dict[str, Value]:
-        """fp32, smallest batch, no graphs, no channels_last."""
+        """The first value of every knob: fp32, smallest batch, no graphs, no channels_last."""
         return {k.name: k.values[0] for k in self.knobs}
 
-    def set_config(self, config: Mapping[str, Value]) -> TorchRunner:
+    def details(self) -> dict[str, str]:
+        """Facts for ``Device.info()``: the SLO metric and what the runtime chose (provider, model)."""
+        if isinstance(self.spec, WorkloadSpec):
+            return {}
+        return {"slo metric": self.slo_metric, **self.spec.details()}
+
+    def set_config(self, config: Mapping[str, Value]) -> Any:
         sw = {k.name: config[k.name] for k in self.knobs if k.name in config}
         if self._runner is not None and sw == self._config:
-            self._runner.activate()
+            activate = getattr(self._runner, "activate", None)
+            if activate is not None:
+                activate()
             return self._runner
-        self.close()
-        self._runner = TorchRunner(self.spec, sw, self.device)
-        self._config = sw
-        return self._runner
+        self._close_runner()
+        if isinstance(self.spec, WorkloadSpec):
+            runner: Any = TorchRunner(self.spec, sw, self.device)
+        else:
+            runner = self.spec.make_runner(sw, self.device)
+            runner.slo_metric = self.slo_metric
+        self._runner, self._config = runner, sw
+        return runner
 
     @property
-    def runner(self) -> TorchRunner:
+    def runner(self) -> Any:
         if self._runner is None:
             raise DeviceError("measure() called before apply()")
         return self._runner
 
-    def close(self) -> None:
+    def _close_runner(self) -> None:
         if self._runner is not None:
             self._runner.close()
             self._runner, self._config = None, None
+
+    def close(self) -> None:
+        """Close the runner; a RuntimeWorkload also frees its sessions/model copies."""
+        self._close_runner()
+        if not isinstance(self.spec, WorkloadSpec):
+            self.spec.release()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.errors import BadInputError, UnsupportedError, brief
 from polythrottle.workloads.base import WorkloadSpec
 
 
@@ -19,7 +19,7 @@ def load(arg: str) -> WorkloadSpec:
         ) from None
     names = set(tvm.list_models(module=tvm))
     if arg not in names:
-        raise BadInputError(f"unknown torchvision model {arg!r}; e.g. resnet50, mobilenet_v3_large, vit_b_16")
+        raise BadInputError(f"unknown torchvision model {brief(arg, 60)}; e.g. resnet50, mobilenet_v3_large, vit_b_16")
     kwargs = {"aux_logits": False, "init_weights": False} if arg in ("inception_v3", "googlenet") else {}
     model = tvm.get_model(arg, weights=None, **kwargs)
     side = 299 if arg == "inception_v3" else 224

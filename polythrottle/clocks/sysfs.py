@@ -1,0 +1,159 @@
+"""Kernel files (sysfs, procfs, debugfs) read and written under a filesystem root.
+
+Every path the hardware backends use is written as on a real board (``/sys/...``) and resolved under
+the root ``POLYTHROTTLE_ROOT`` (default ``/``), so a copy of a Jetson's ``/sys``, ``/proc`` and debugfs
+can stand in for the board (dry runs, tests). Errors become typed exceptions with one clear line:
+EACCES/EPERM/EROFS -> PermissionDeniedError (exit 4, "needs root"); EINVAL -> KernelRefusedError;
+anything else -> DeviceError.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+from pathlib import Path
+
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, brief
+
+ROOT_ENV = "POLYTHROTTLE_ROOT"
+
+ROOT_HINT = "changing clocks needs root: run as root (sudo) or as the polythrottle systemd unit"
+
+
+class KernelRefusedError(DeviceError):
+    """The kernel rejected a value (EINVAL), e.g. a minimum above the current maximum."""
+
+
+class WritesDisabledError(BadInputError):
+    """A write was attempted through a read-only SysfsIO (``--no-clock-control``)."""
+
+
+def fs_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The filesystem root: ``root`` if given, else ``$POLYTHROTTLE_ROOT``, else ``/``."""
+    text = os.fspath(root) if root is not None else os.environ.get(ROOT_ENV, "") or "/"
+    return Path(text).expanduser().absolute()
+
+
+def is_root_user() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _permission_denied(verb: str, path: str) -> PermissionDeniedError:
+    return PermissionDeniedError(f"cannot {verb} {path}: permission denied; {ROOT_HINT}")
+
+
+class SysfsIO:
+    """Read/write kernel files under ``root``. Paths are absolute board paths such as ``/sys/...``.
+
+    Values are text; reads strip whitespace and trailing NULs (device-tree strings end in NUL).
+    Writes open the existing file write-only (never create it) and write the whole value at once,
+    as ``echo VALUE > FILE`` does. Subclass ``_write_raw`` to emulate kernel semantics in tests.
+    ``writes_allowed=False`` (``--no-clock-control``) refuses every write before it happens.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, writes_allowed: bool = True) -> None:
+        self.root = fs_root(root)
+        self.writes_allowed = writes_allowed
+
+    @property
+    def is_real_root(self) -> bool:
+        return self.root == Path("/")
+
+    def path(self, board_path: str) -> Path:
+        """The local path of ``board_path`` (``/sys/x`` -> ``ROOT/sys/x``)."""
+        return self.root / board_path.lstrip("/")
+
+    def board_path(self, local: str | os.PathLike[str]) -> str:
+        """Inverse of ``path``: a local path under the root -> ``/sys/...``."""
+        rel = os.path.relpath(os.fspath(local), self.root)
+        if rel.startswith(".."):
+            raise DeviceError(f"{local} lies outside the filesystem root {self.root}")
+        return "/" + ("" if rel == "." else rel)
+
+    def exists(self, board_path: str) -> bool:
+        return self.path(board_path).exists()
+
+    def is_file(self, board_path: str) -> bool:
+        return self.path(board_path).is_file()
+
+    def is_dir(self, board_path: str) -> bool:
+        return self.path(board_path).is_dir()
+
+    def glob(self, pattern: str) -> list[str]:
+        """Board paths matching ``pattern`` (a board path with shell wildcards), sorted."""
+        return sorted(self.board_path(p) for p in glob.glob(os.fspath(self.path(pattern))))
+
+    def resolve(self, board_path: str) -> str:
+        """``board_path`` with symlinks resolved (links must stay inside the root)."""
+        return self.board_path(os.path.realpath(self.path(board_path)))
+
+    def listdir(self, board_path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(board_path)))
+        except OSError:
+            return []
+
+    def read(self, board_path: str) -> str:
+        """The file's text, stripped. Raises PermissionDeniedError or DeviceError."""
+        try:
+            with open(self.path(board_path), "rb") as f:
+                data = f.read()
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise PermissionDeniedError(
+                    f"cannot read {board_path}: permission denied; reading it needs root"
+                ) from None
+            raise DeviceError(f"cannot read {board_path}: {os.strerror(e.errno or 0)}") from None
+        return data.decode("utf-8", "replace").replace("\x00", "").strip()
+
+    def read_int(self, board_path: str) -> int:
+        text = self.read(board_path)
+        try:
+            return int(text.split()[0])
+        except (ValueError, IndexError):
+            raise DeviceError(f"{board_path}: expected an integer, read {brief(text, 60)}") from None
+
+    def read_ints(self, board_path: str) -> list[int]:
+        """Whitespace-separated integers (e.g. ``available_frequencies``)."""
+        text = self.read(board_path)
+        try:
+            return [int(t) for t in text.split()]
+        except ValueError:
+            raise DeviceError(f"{board_path}: expected integers, read {brief(text, 60)}") from None
+
+    def writable(self, board_path: str) -> bool:
+        """Whether a write would pass the permission check (root passes DAC checks)."""
+        return os.access(self.path(board_path), os.W_OK)
+
+    def write(self, board_path: str, value: int | str) -> None:
+        """Write ``value`` to ``board_path``. Raises PermissionDeniedError, KernelRefusedError, DeviceError."""
+        text = str(value)
+        if not self.writes_allowed:
+            raise WritesDisabledError(f"refusing to write {text} to {board_path}: --no-clock-control is set")
+        try:
+            self._write_raw(self.path(board_path), text)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise _permission_denied("write", board_path) from None
+            if e.errno == errno.EINVAL:
+                raise KernelRefusedError(
+                    f"the kernel refused {text} for {board_path} (invalid argument)"
+                ) from None
+            raise DeviceError(f"cannot write {text} to {board_path}: {os.strerror(e.errno or 0)}") from None
+
+    def _write_raw(self, local: Path, text: str) -> None:
+        fd = os.open(local, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
+def open_io(root: str | os.PathLike[str] | None = None, *, writes_allowed: bool = True) -> SysfsIO:
+    """The SysfsIO for ``root`` (default: ``$POLYTHROTTLE_ROOT`` or ``/``)."""
+    return IO_CLASS(root, writes_allowed=writes_allowed)
+
+
+IO_CLASS: type[SysfsIO] = SysfsIO
+"""The class ``open_io`` instantiates; tests swap in a double that enforces kernel semantics."""

@@ -1,0 +1,122 @@
+"""The daemon's control-socket client: one request line, one reply line (``polythrottle.daemon.protocol``).
+
+The socket path is ``polythrottle.paths.socket_path`` unless given (``$POLYTHROTTLE_SOCKET``, else the
+system socket ``/run/polythrottle/control.sock`` as root or when it exists, else the user's runtime
+directory). ``send_command`` sends any command and returns the reply; ``status``, ``reload`` and
+``notify_model_updated`` are the daemon's commands as functions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from polythrottle import paths
+from polythrottle.daemon.protocol import (
+    MODEL_UPDATED,
+    RELOAD,
+    STATUS,
+    ModelUpdated,
+    decode_reply,
+    encode_request,
+    is_busy,
+    refused,
+)
+from polythrottle.errors import PolyThrottleError
+
+DEFAULT_SOCKET = str(paths.SYSTEM_SOCKET)
+RETRY_S = 0.1
+"""Pause between tries while the daemon answers ``busy``."""
+
+
+class DaemonError(PolyThrottleError):
+    """The daemon could not be reached, or answered with an error."""
+
+
+class _Busy(Exception):
+    pass
+
+
+def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else the default control socket (``polythrottle.paths.socket_path``)."""
+    return paths.socket_path(path)
+
+
+def send_command(command: str, path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0,
+                 **fields: Any) -> dict[str, Any]:
+    """Send ``command`` with ``fields`` to the daemon; return its reply. A ``busy`` answer (every handler
+    taken) is retried until ``timeout_s``. Raises DaemonError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            reply = _send_once(command, path, max(deadline - time.monotonic(), 0.1), fields)
+        except _Busy as e:  # the listen backlog is full (a flood of connections): like a busy answer
+            reply = refused(f"busy: {e}")
+        if not is_busy(reply) or time.monotonic() > deadline:
+            break
+        time.sleep(RETRY_S)
+    if not reply.get("ok", False):
+        raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}")
+    return reply
+
+
+def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: float,
+               fields: dict[str, Any]) -> dict[str, Any]:
+    where = socket_path(path)
+    request = encode_request(command, **fields)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout_s)
+            s.connect(str(where))
+            try:
+                s.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):  # answered without reading (busy): read why
+                pass
+            buf = b""
+            while not buf.endswith(b"\n"):
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+    except BlockingIOError:
+        raise _Busy(f"daemon control socket {where} is not accepting connections now") from None
+    except FileNotFoundError:
+        raise DaemonError(f"no daemon control socket at {where}") from None
+    except PermissionError:
+        raise DaemonError(f"no permission to use the daemon control socket {where}") from None
+    except OSError as e:  # refused, timed out, ...
+        raise DaemonError(f"daemon control socket {where}: {e.strerror or e}") from None
+    if not buf.strip():
+        raise DaemonError(f"daemon at {where} sent no reply")
+    reply = decode_reply(buf)
+    if reply is None:
+        raise DaemonError(f"daemon at {where} sent a malformed reply")
+    return reply
+
+
+def status(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The daemon's status (what ``polythrottle status --json`` prints). Raises DaemonError."""
+    return dict(send_command(STATUS, path, timeout_s=timeout_s)["status"])
+
+
+def reload(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Ask the daemon to re-read its config; the reply names the queued job. Raises DaemonError (a
+    refused config: the reason)."""
+    return send_command(RELOAD, path, timeout_s=timeout_s)
+
+
+def notify_model_updated(path: str | os.PathLike[str] | None = None, *, model_version: str | None = None,
+                         model_files: list[str] | None = None, force: bool = False,
+                         timeout_s: float = 5.0) -> dict[str, Any]:
+    """Tell the daemon the model changed (it re-tunes with a warm start). Raises DaemonError."""
+    request = ModelUpdated(model_version or None, [str(f) for f in model_files] if model_files else None, force)
+    return send_command(MODEL_UPDATED, path, timeout_s=timeout_s, **request.fields())
+
+
+__all__ = ["DEFAULT_SOCKET", "DaemonError", "notify_model_updated", "reload", "send_command", "socket_path", "status"]

@@ -1,0 +1,333 @@
+"""One originals session, shared by every control that writes hardware (Jetson clocks, NVML settings).
+
+The rules, the same for every control (``polythrottle.devices.originals`` is the file they live in):
+
+- before the first write of a session (``claimed()``, under the store's lock), originals a run that
+  crashed left behind (their owner is dead and did not keep them) are checked and put back first, with
+  a warning; a live process holding unkept changes makes this one refuse (DeviceBusyError);
+- ``write()`` saves the originals (the first value seen is kept) before the first step, signals
+  deferred meanwhile; on ANY exception during the steps (a refused write, KeyboardInterrupt,
+  SystemExit) the control's rollback puts back what this write changed, and what is back is
+  forgotten, before the exception goes on;
+- ``restore()`` puts back what this process changed (values before its first write), signals deferred;
+- ``keep()``: what is applied, and what later writes set, stays: the saved originals are marked kept
+  (``polythrottle restore`` puts them back; no later run takes them for a crash's leftovers);
+- ``restore_saved()`` puts back every saved original (also a crashed run's) once the control has
+  checked every entry (``checked_originals``: a tampered file is refused whole, nothing written).
+
+When everything a session changed is back, ownership returns to whoever held the originals before (a
+kept apply). While the control holds changes it is registered with ``polythrottle.interrupts``, so a
+command that ends on a signal restores it and says truthfully whether it did.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from polythrottle import interrupts
+from polythrottle.clocks.sysfs import SysfsIO
+from polythrottle.devices.originals import (
+    OriginalsLocation,
+    OriginalsStore,
+    SavedStateError,
+    owner_alive,
+    process_start,
+)
+from polythrottle.errors import DeviceBusyError, DeviceError, brief
+
+
+@dataclass
+class PutBack:
+    """What a control's ``put_back`` did: the keys restored, and those it could not put back (key -> reason,
+    ``""`` when none is known)."""
+
+    restored: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} ({why})" if why else k for k, why in self.failed.items())
+
+
+class Board(Protocol):
+    """What a control gives its session: how to check saved originals and write them back."""
+
+    def restore(self) -> None:
+        """Put back what this process changed (``polythrottle.interrupts.settle`` calls it)."""
+
+    def checked_originals(self, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """``saved`` once every entry is a setting this control owns with a value of the right kind; else
+        SavedStateError naming the entry (or PermissionDeniedError), nothing written."""
+
+    def put_back(self, values: Mapping[str, Any]) -> PutBack:
+        """Write ``values`` (checked, or this session's own) back, in an order the hardware accepts."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one ``record`` added: keys new in the store, keys new in this session."""
+
+    new: list[str]
+    added: list[str]
+
+
+def owner_pid(value: Any) -> int | None:
+    """A saved owner pid, or None when it is missing or not a positive integer (tampered)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+class OriginalsSession:
+    """The originals of one device (``device_id`` in ``store``) as one process changes them. See the module
+    docstring. ``device_arg``: the ``--device`` that ``polythrottle restore`` needs in messages;
+    ``meta``: facts saved with the originals (the owner's pid, start time and ``kept`` are added)."""
+
+    def __init__(self, store: OriginalsStore, device_id: str, board: Board, *, device_arg: str,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        self.store = store
+        self.device_id = device_id
+        # weak: a control dropped by its command is forgotten, also by ``interrupts.settle`` (which then does
+        # not retry a restore that already failed and was reported)
+        self._board = weakref.ref(board)
+        self.device_arg = device_arg
+        self.meta = dict(meta or {})
+        self.keep_mode = False
+        self._before: dict[str, Any] = {}  # key -> value before this process first wrote it
+        self._new: set[str] = set()  # keys this process added to the saved originals
+        self._prior: dict[str, Any] | None = None  # the store's owner before this session (None: not claimed)
+
+    # ----- facts --------------------------------------------------------------------------------------
+    @property
+    def board(self) -> Board:
+        board = self._board()
+        if board is None:
+            raise RuntimeError(f"the control of {self.device_id} is gone")
+        return board
+
+    @property
+    def holds_changes(self) -> bool:
+        """Whether this process has changed a setting it has not put back (nor kept)."""
+        return bool(self._before)
+
+    def location(self) -> OriginalsLocation:
+        return self.store.location(self.device_id)
+
+    def saved(self) -> dict[str, Any]:
+        """Every saved original of this device (this process's and any other's)."""
+        return self.store.originals(self.device_id)
+
+    # ----- writing ------------------------------------------------------------------------------------
+    @contextmanager
+    def claimed(self) -> Iterator[None]:
+        """Hold the store's lock, with a crashed run's leftovers put back (see the module docstring)."""
+        with self.store.lock(self.device_id):
+            self._claim()
+            yield
+
+    def _claim(self) -> None:
+        if self._prior is not None:
+            return
+        state = self.store.load(self.device_id)
+        if state is None or not state.originals:
+            self._prior = {}
+            return
+        kept = state.meta.get("kept") is True
+        owner = owner_pid(state.meta.get("pid"))
+        if kept or owner == os.getpid():
+            self._prior = {"kept": kept, "pid": owner or 0}
+            return
+        self._check_not_busy(owner, state.meta.get("started"))
+        values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
+        print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
+              f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
+        self._restore_locked(values)
+        self._prior = {}
+
+    def _check_not_busy(self, owner: int | None, started: Any = None) -> None:
+        """DeviceBusyError if ``owner`` is another live process (the same one that saved the originals: a
+        pid reused by an unrelated process since, whose start time differs, does not count)."""
+        if owner is not None and owner != os.getpid() and owner_alive(owner, started):
+            raise DeviceBusyError(
+                f"another polythrottle process (pid {owner}) is changing the settings of {self.device_id}; "
+                "wait for it to finish or stop it (it restores them when it stops)"
+            )
+
+    def record(self, originals: Mapping[str, Any]) -> Recorded:
+        """Save ``originals`` (values already saved are kept) and count them as this session's changes,
+        whole or not at all (signals deferred). Call under ``claimed()``, before writing."""
+        with interrupts.deferred():
+            new = self.store.record(self.device_id, originals, meta=self._meta())
+            self._new.update(new)
+            added = [k for k in originals if k not in self._before]
+            for k in added:
+                self._before[k] = originals[k]
+            interrupts.changed(self.board)
+        return Recorded(new, added)
+
+    def settled(self, recorded: Recorded, failed: Sequence[str] = ()) -> None:
+        """What ``recorded`` saved is back (but ``failed``): forget it; the session ends when nothing is left."""
+        back = [k for k in recorded.new if k not in failed]
+        self.store.forget(self.device_id, back)
+        self._new.difference_update(back)
+        for k in recorded.added:
+            if k not in failed:
+                self._before.pop(k, None)
+        if not self._before:
+            self._end()
+
+    def write(self, originals: Mapping[str, Any], steps: Sequence[Callable[[], object]],
+              rollback: Callable[[int], list[str]]) -> int:
+        """Under ``claimed()``: save ``originals``, then run ``steps`` in order; returns how many ran.
+
+        On ANY exception in a step, ``rollback(steps done)`` (signals deferred) puts back what this write
+        changed and returns the keys it could not put back. Device and OS errors come back as one
+        DeviceError of the same type saying whether the rollback worked; anything else (KeyboardInterrupt,
+        SystemExit, a bug) passes on as it is, what could not be put back still tracked."""
+        recorded = self.record(originals)
+        done = 0
+        try:
+            for step in steps:
+                step()
+                done += 1
+        except BaseException as e:
+            with interrupts.deferred():  # a second signal cannot cut the rollback short
+                failed = rollback(done)
+                self.settled(recorded, failed)
+            if not isinstance(e, (DeviceError, OSError)):
+                raise
+            if not failed:
+                msg = f"; rolled back the {done} value(s) already written" if done else ""
+            else:
+                msg = f"; ROLLBACK FAILED for {', '.join(failed)}: run `polythrottle restore --device {self.device_arg}`"
+            if isinstance(e, DeviceError):
+                raise type(e)(f"{e}{msg}") from None
+            raise DeviceError(f"{e}{msg}") from None
+        if self.keep_mode:
+            self._seal()
+        return done
+
+    # ----- keeping and restoring ----------------------------------------------------------------------
+    def keep(self) -> None:
+        """Leave what is applied, and what later writes set, in place (see the module docstring)."""
+        self.keep_mode = True
+        self._seal()
+
+    def _seal(self) -> None:
+        if not self._before:
+            return
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            if self.store.originals(self.device_id):
+                self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
+                                                             "started": process_start(os.getpid())})
+            self._before.clear()
+            self._new.clear()
+            self._prior = None
+            interrupts.kept(self.board)
+
+    def _end(self) -> None:
+        """Everything this session changed is back: ownership returns to whoever had it before."""
+        if self._prior and self.store.originals(self.device_id):
+            self.store.record(self.device_id, {}, meta=self._prior)
+        self._prior = None
+        interrupts.clean(self.board)
+
+    def restore(self) -> None:
+        """Put back what this process changed (as it was when first written). Signals deferred until done;
+        DeviceError naming what could not be put back (it stays saved)."""
+        if not self._before:
+            return
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            result = self.board.put_back(self._before)
+            self.store.forget(self.device_id, [k for k in self._new if k not in result.failed])
+            self._before = {k: v for k, v in self._before.items() if k in result.failed}
+            self._new &= set(result.failed)
+            if not self._before:
+                self._end()
+        if result.failed:
+            raise DeviceError(
+                f"could not restore {result.describe()}; the originals stay saved in {self.store.directory}: "
+                f"run `polythrottle restore --device {self.device_arg}` as root"
+            )
+
+    def restore_saved(self) -> list[str]:
+        """Put back every saved original (also a crashed run's) and forget them; returns the keys restored.
+        Refused (DeviceBusyError) while another live process holds unkept changes; a tampered entry is
+        refused whole (SavedStateError, nothing written). Signals deferred until done."""
+        with interrupts.deferred(), self.store.lock(self.device_id):
+            state = self.store.load(self.device_id)
+            if state is None or not state.originals:
+                return []
+            if state.meta.get("kept") is not True:
+                self._check_not_busy(owner_pid(state.meta.get("pid")), state.meta.get("started"))
+            return self._restore_locked(state.originals)
+
+    def _restore_locked(self, saved: Mapping[str, Any]) -> list[str]:
+        values = self.board.checked_originals(saved)
+        interrupts.changed(self.board)  # until it is done: a failure is reported, never "restored"
+        result = self.board.put_back(values)
+        self.store.forget(self.device_id, result.restored)
+        self._before.clear()
+        self._new.clear()
+        self._prior = None
+        if result.failed:
+            self._before.update({k: values[k] for k in result.failed})
+            raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
+                              f"{self.store.path(self.device_id)}")
+        interrupts.clean(self.board)
+        return result.restored
+
+    def _meta(self) -> dict[str, Any]:
+        return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
+
+
+_INT_TEXT = re.compile(r"-?\d{1,20}")
+
+
+@dataclass(frozen=True)
+class OwnedFiles:
+    """The board files a saved original may name: exact paths and patterns; ``kind`` names them in messages."""
+
+    exact: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
+    kind: str
+
+    def owns(self, path: str) -> bool:
+        return path in self.exact or any(r.fullmatch(path) for r in self.patterns)
+
+
+def checked_files(io: SysfsIO, owned: OwnedFiles, saved: Mapping[str, Any], where: Path) -> dict[str, str]:
+    """``saved`` (board path -> value) as path -> text once every entry is a plain absolute path that
+    ``owned`` owns, resolving under ``io.root`` to such a file (no ``..``, no link out), holding an
+    integer. Else SavedStateError naming the first bad entry: nothing is written."""
+    real_exact = set()
+    for f in owned.exact:
+        try:
+            real_exact.add(io.resolve(f))
+        except DeviceError:
+            continue
+    out: dict[str, str] = {}
+    for p, v in saved.items():
+        what = f"saved originals {where}: entry {brief(p, 100)}"
+        refuse = "refusing to restore (nothing written)"
+        if not isinstance(p, str) or not p.startswith("/") or posixpath.normpath(p) != p or "/../" in p + "/":
+            raise SavedStateError(f"{what} is not a plain absolute path; {refuse}")
+        if not owned.owns(p):
+            raise SavedStateError(f"{what} is not {owned.kind}; {refuse}")
+        try:
+            real = io.resolve(p)
+        except DeviceError:
+            raise SavedStateError(f"{what} resolves outside {io.root}; {refuse}") from None
+        if real != p and real not in real_exact and not any(r.fullmatch(real) for r in owned.patterns):
+            raise SavedStateError(f"{what} is a link to {brief(real, 100)}, not {owned.kind}; {refuse}")
+        text = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+        if text is None or not _INT_TEXT.fullmatch(text.strip()):
+            raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; {refuse}")
+        out[p] = text.strip()
+    return out

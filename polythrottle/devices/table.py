@@ -1,0 +1,232 @@
+"""A measured or computed table as a measurer: ``ReplayTable`` (a CSV parsed into a sparse space and the
+metrics of each config) and ``TableMeasurer`` (measurements looked up in it, with optional noise).
+
+Every column of a CSV is a knob except the metric columns ``energy_j`` (per inference), ``latency_ms``
+and the optional ``throughput_ips`` and ``power_w``. Only configs present in the table are valid
+(tables may be sparse). Rows repeating a config are averaged. With ``noise`` > 0 each measured value
+is multiplied by ``1 + noise * N(0, 1)``, independently per measurement. Touches no hardware.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from polythrottle.errors import BadInputError, DeviceError, brief, clip
+from polythrottle.measure.measurement import Measurement
+from polythrottle.space import Config, Knob, KnobStatus, SearchSpace, Value
+
+METRIC_COLUMNS = ("energy_j", "latency_ms", "throughput_ips", "power_w")
+REQUIRED_METRICS = ("energy_j", "latency_ms")
+CLOCK_SUFFIXES = ("_mhz", "_khz", "_hz", "_ghz")
+
+
+def _parse_value(text: str) -> Value:
+    try:
+        x = float(text)
+    except ValueError:
+        return text
+    return int(x) if x.is_integer() and "." not in text and "e" not in text.lower() else x
+
+
+def is_clock_knob(name: str) -> bool:
+    return name.endswith(CLOCK_SUFFIXES)
+
+
+def default_config_for(space: SearchSpace) -> Config:
+    """Highest value of every clock knob, smallest batch, first value of anything else.
+
+    If that combination is not in a sparse space, the valid config nearest to it is returned.
+    """
+    want = []
+    for k in space.knobs:
+        want.append(len(k) - 1 if is_clock_knob(k.name) else 0)
+    target = np.asarray(want)
+    scale = np.asarray([max(len(k) - 1, 1) for k in space.knobs], dtype=float)
+    dist = (np.abs(space.rows - target) / scale).sum(axis=1)
+    return space.config(int(np.argmin(dist)))
+
+
+class ReplayTable:
+    """A parsed measured table: a sparse space plus the (averaged) metrics of each config."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise BadInputError(f"replay table {path} not found")
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
+                reader = csv.DictReader(f)
+                header = [h.strip() for h in (reader.fieldnames or [])]
+                raw_rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise BadInputError(f"replay table {path}: cannot read CSV ({clip(str(e), 120)})") from None
+        if not header:
+            raise BadInputError(f"replay table {path} is empty (no header)")
+        if len(set(header)) != len(header):
+            raise BadInputError(f"replay table {path}: duplicate column names in header")
+        missing = [m for m in REQUIRED_METRICS if m not in header]
+        if missing:
+            raise BadInputError(f"replay table {path}: missing column(s) {', '.join(missing)}")
+        self.knob_names = [h for h in header if h not in METRIC_COLUMNS]
+        self.metric_names = [h for h in header if h in METRIC_COLUMNS]
+        if not self.knob_names:
+            raise BadInputError(f"replay table {path}: no knob columns (only metrics)")
+        if not raw_rows:
+            raise BadInputError(f"replay table {path} has no data rows")
+
+        configs: list[tuple[Value, ...]] = []
+        metrics: list[list[float]] = []
+        for lineno, row in enumerate(raw_rows, start=2):
+            row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in row.items()}
+            if None in row or "" in row and row[""]:
+                raise BadInputError(f"replay table {path}, line {lineno}: more fields than the header")
+            vals: list[Value] = []
+            for name in self.knob_names:
+                text = row.get(name)
+                if text is None or text == "":
+                    raise BadInputError(f"replay table {path}, line {lineno}: empty value for {brief(name, 40)}")
+                value = _parse_value(text)
+                if isinstance(value, float) and not math.isfinite(value) or "\x00" in text or len(text) > 200:
+                    raise BadInputError(f"replay table {path}, line {lineno}: {brief(name, 40)}={brief(text, 40)} "
+                                        "is not a knob value (a finite number or a name)")
+                vals.append(value)
+            ms: list[float] = []
+            for name in self.metric_names:
+                text = row.get(name)
+                if (text is None or text == "") and name not in REQUIRED_METRICS:
+                    ms.append(math.nan)
+                    continue
+                try:
+                    x = float(text)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    raise BadInputError(
+                        f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is not a number"
+                    ) from None
+                if not math.isfinite(x) or (name in REQUIRED_METRICS and x <= 0) or x < 0:
+                    raise BadInputError(f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is out of range")
+                ms.append(x)
+            configs.append(tuple(vals))
+            metrics.append(ms)
+
+        knobs = []
+        for j, name in enumerate(self.knob_names):
+            values = {c[j] for c in configs}
+            kinds = {isinstance(v, str) for v in values}
+            if len(kinds) > 1:  # mixed: treat every value as text
+                values = {str(v) for v in values}
+                configs = [c[:j] + (str(c[j]),) + c[j + 1 :] for c in configs]
+            ordered = sorted(values) if not any(isinstance(v, str) for v in values) else list(
+                dict.fromkeys(c[j] for c in configs)
+            )
+            knobs.append(Knob(name, tuple(ordered)))
+        self.space = SearchSpace.from_configs(knobs, [dict(zip(self.knob_names, c)) for c in configs])
+
+        sums = np.zeros((len(self.space), len(self.metric_names)))
+        counts = np.zeros((len(self.space), len(self.metric_names)))
+        for c, ms in zip(configs, metrics):
+            i = self.space.index_of(dict(zip(self.knob_names, c)))
+            m = np.asarray(ms)
+            ok = ~np.isnan(m)
+            sums[i, ok] += m[ok]
+            counts[i, ok] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    @classmethod
+    def from_arrays(cls, label: str, space: SearchSpace, metrics: Mapping[str, np.ndarray]) -> ReplayTable:
+        """A table computed rather than read (e.g. a digital twin): ``metrics[name][i]`` for point i.
+
+        ``label`` stands in for the path in messages; ``energy_j`` and ``latency_ms`` are required.
+        """
+        missing = [m for m in REQUIRED_METRICS if m not in metrics]
+        if missing:
+            raise BadInputError(f"table {label}: missing metric(s) {', '.join(missing)}")
+        self = cls.__new__(cls)
+        self.path = Path(label)
+        self.knob_names = space.names
+        self.metric_names = [m for m in METRIC_COLUMNS if m in metrics]
+        self.space = space
+        self.values = np.stack([np.asarray(metrics[m], dtype=float) for m in self.metric_names], axis=1)
+        return self
+
+    def metric(self, name: str) -> np.ndarray:
+        """Column ``name`` for every point of ``space`` (NaN where absent)."""
+        if name not in self.metric_names:
+            return np.full(len(self.space), np.nan)
+        return self.values[:, self.metric_names.index(name)]
+
+    def truth(self, config: Mapping[str, Value]) -> Measurement:
+        """The table's own (noise-free) values for ``config``."""
+        return self.measurement(self.space.index_of(config), 1.0, 1.0)
+
+    def measurement(self, i: int, e_mult: float, l_mult: float) -> Measurement:
+        """Point ``i``'s metrics with energy times ``e_mult`` and latency times ``l_mult`` (power and
+        throughput follow)."""
+        def opt(name: str) -> float | None:
+            x = float(self.metric(name)[i])
+            return None if math.isnan(x) else x
+
+        tp = opt("throughput_ips")
+        pw = opt("power_w")
+        return Measurement(
+            energy_j=float(self.metric("energy_j")[i]) * e_mult,
+            latency_ms=float(self.metric("latency_ms")[i]) * l_mult,
+            throughput_ips=None if tp is None else tp / l_mult,
+            power_w=None if pw is None else pw * e_mult / l_mult,
+        )
+
+
+class TableMeasurer:
+    """Measurements of ``table`` under the config set last, times ``1 + noise * N(0, 1)`` (seeded);
+    implements ``polythrottle.devices.Measurer``. ``default``: the baseline config (default: the highest
+    clocks, smallest batch, nearest valid config); ``facts``: shown first in ``details()``."""
+
+    def __init__(self, table: ReplayTable, *, noise: float = 0.0, seed: int | None = None,
+                 default: Config | None = None, workload_name: str = "",
+                 facts: Mapping[str, str] | None = None) -> None:
+        self.table = table
+        self.noise = noise
+        self._rng = np.random.default_rng(seed)
+        self._applied: int | None = None
+        self._default = dict(default) if default is not None else None
+        self._workload_name = workload_name
+        self._facts = dict(facts or {})
+
+    @property
+    def workload_name(self) -> str:
+        return self._workload_name
+
+    def space(self) -> SearchSpace:
+        return self.table.space
+
+    def statuses(self) -> list[KnobStatus]:
+        return [KnobStatus(k.name, True) for k in self.table.space.knobs]
+
+    def default_config(self) -> Config:
+        return dict(self._default) if self._default is not None else default_config_for(self.table.space)
+
+    def set_config(self, config: Mapping[str, Value]) -> None:
+        self._applied = self.table.space.index_of(config)
+
+    def measure(self) -> Measurement:
+        if self._applied is None:
+            raise DeviceError("measure() called before apply()")
+        if not self.noise:
+            # exact: say so, so that nothing is measured twice; with noise the level stays unknown to the
+            # optimizer (None), as on real hardware
+            return replace(self.table.measurement(self._applied, 1.0, 1.0), energy_rel_std=0.0, latency_rel_std=0.0)
+        e, lat = 1.0 + self.noise * self._rng.standard_normal(2)
+        e, lat = max(float(e), 0.05), max(float(lat), 0.05)  # keep values positive under huge noise
+        return self.table.measurement(self._applied, e, lat)
+
+    def details(self) -> dict[str, str]:
+        return {**self._facts, "points": str(len(self.table.space)), "noise": str(self.noise)}
+
+    def close(self) -> None:
+        """Nothing to free."""

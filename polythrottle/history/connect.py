@@ -1,0 +1,28 @@
+"""``open_history``: the one way the faces open a history from a path or URL."""
+
+from __future__ import annotations
+
+import os
+
+from polythrottle.history.spool import SpooledHistory
+from polythrottle.history.store import HistoryStore
+from polythrottle.history.target import default_history, parse_target
+
+
+def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str | os.PathLike[str] | None = None,
+                 timeout_s: float = 10.0, create: bool = True, retry_s: float = 30.0) -> HistoryStore | SpooledHistory:
+    """Open the history at ``target`` (None: ``default_history()``, i.e. ``$POLYTHROTTLE_HISTORY_URL`` or
+    ``STATE_DIR/history.sqlite``): a plain path or ``sqlite:///PATH`` (embedded), or ``postgresql://...``.
+
+    With ``spool_dir``, a PostgreSQL history is a ``SpooledHistory``: it keeps working on a local spool
+    in that directory while the server is out of reach, and uploads it when the server is back.
+    Without, a server out of reach raises HistoryUnavailable. ``create=False``: a missing SQLite file
+    raises HistoryError instead of being created. Other errors: HistoryError (one line, no password).
+    """
+    parsed = parse_target(default_history() if target is None else target)
+    if not parsed.is_sqlite and spool_dir is not None:
+        return SpooledHistory(parsed, spool_dir, retry_s=retry_s, timeout_s=timeout_s)
+    return HistoryStore(parsed, timeout_s=timeout_s, create=create)
+
+
+__all__ = ["open_history"]

@@ -1,0 +1,116 @@
+"""SQLAlchemy engines for a history target, and database errors turned into one-line ``HistoryError``s.
+
+SQLite (embedded default): WAL journal, ``synchronous=FULL``, foreign keys on, one transaction per
+write taken with ``BEGIN IMMEDIATE`` (a writer waits up to ``timeout_s`` for another's transaction,
+then fails with "locked"). pysqlite's own transaction handling is switched off (SQLAlchemy's
+documented recipe) so that DDL in migrations is transactional too.
+
+PostgreSQL (psycopg 3): a small pool whose connections are pinged before use (a server restart costs
+nothing but a reconnect), ``connect_timeout`` = ``timeout_s``. Connection-level failures (refused,
+timed out, server shut down) are ``HistoryUnavailable``; wrong credentials or a missing database are
+plain ``HistoryError`` (retrying will not help).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from polythrottle.errors import first_line
+from polythrottle.history.errors import HistoryError, HistoryUnavailable
+from polythrottle.history.target import HistoryTarget
+
+_PG_CONFIG_ERRORS = (
+    "password authentication failed", "no password supplied", "does not exist", "pg_hba.conf",
+    "permission denied", "authentication failed", "invalid dsn", "invalid connection option",
+    "invalid integer value", "could not translate host name",
+)
+
+
+def make_engine(target: HistoryTarget, timeout_s: float) -> sa.Engine:
+    """An engine for ``target`` (nothing is connected yet)."""
+    if target.is_sqlite:
+        engine = sa.create_engine(target.url, connect_args={"timeout": float(timeout_s)})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+            dbapi_conn.execute("PRAGMA synchronous = FULL")
+            dbapi_conn.execute("PRAGMA foreign_keys = ON")
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+        return engine
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise HistoryError(f"history database {target.display}: PostgreSQL needs psycopg 3 "
+                           "(pip install 'polythrottle[fleet]')") from None
+    return sa.create_engine(
+        target.url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        connect_args={"connect_timeout": max(2, math.ceil(timeout_s)), "application_name": "polythrottle"},
+    )
+
+
+def writer(engine: sa.Engine) -> sa.Engine:
+    """The engine to write with: on SQLite its transactions take the write lock at BEGIN (IMMEDIATE)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
+    return engine
+
+
+
+def is_disconnect(e: BaseException) -> bool:
+    """Whether a PostgreSQL error means the server is out of reach (worth a retry or the spool)."""
+    orig = getattr(e, "orig", None) or e
+    if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated:
+        return True
+    if isinstance(e, (sa.exc.TimeoutError, sa.exc.DisconnectionError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - no PostgreSQL driver, so no PostgreSQL error either
+        return False
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None) or ""
+    if state.startswith(("08", "57P")):
+        return True
+    if state.startswith("28") or state == "3D000":
+        return False
+    msg = str(orig).lower()
+    return not any(p in msg for p in _PG_CONFIG_ERRORS)
+
+
+def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryError:
+    """``e`` (a driver or SQLAlchemy error) as one line naming the database, password masked."""
+    if isinstance(e, HistoryError):
+        return e
+    orig = getattr(e, "orig", None) or e
+    msg = target.scrub(first_line(orig))
+    where = f"history database {target.display}"
+    if target.is_sqlite:
+        low = msg.lower()
+        if "locked" in low or "busy" in low:
+            return HistoryError(f"{where} is locked by another process ({what})")
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            return HistoryError(f"{where} is corrupt ({msg}); move it away to start a new history")
+        if "readonly" in low or "read-only" in low or "unable to open" in low or "disk i/o" in low:
+            return HistoryError(f"{where} cannot be written ({msg})")
+        return HistoryError(f"{where}: {what} failed ({msg})")
+    if is_disconnect(e):
+        return HistoryUnavailable(f"{where} is unreachable ({what}: {msg})")
+    if isinstance(orig, Exception) and type(orig).__name__ == "OperationalError":
+        return HistoryError(f"{where} refused the connection ({msg})")
+    return HistoryError(f"{where}: {what} failed ({msg})")
+
+
+__all__ = ["is_disconnect", "make_engine", "translate", "writer"]

@@ -1,0 +1,20 @@
+"""Errors of the history store: one line each, never a password (see ``target.mask``)."""
+
+from __future__ import annotations
+
+from polythrottle.errors import BadInputError
+
+
+class HistoryError(BadInputError):
+    """The history database cannot be used (corrupt, not ours, newer schema, locked, unwritable, refused
+    the credentials). Exit 2."""
+
+
+class HistoryUnavailable(HistoryError):
+    """The history server cannot be reached now (refused, timed out, shut down mid-write). A spooled
+    history (``SpooledHistory``) keeps working on its local spool instead. Exit 6."""
+
+    exit_code = 6
+
+
+__all__ = ["HistoryError", "HistoryUnavailable"]

@@ -1,0 +1,233 @@
+"""The declared spec of a tune: one model for every face (CLI flags, daemon YAML, API keywords).
+
+``TuneSpec`` holds what a tune needs (device, workload, SLO, knobs, budget, baseline, optimizer, seed,
+measurement settings, history, model version); ``polythrottle.daemon.config.DaemonConfig`` is a
+``TuneSpec`` plus the daemon's own fields. Validation happens here once (pydantic v2, unknown fields
+forbidden); the tuner, the devices and the daemon trust what they get.
+
+Errors keep the one-line style and name the field in the user's own terms: ``Face.CLI`` says ``--slo-ms``,
+``Face.YAML`` says ``daemon.yaml: slo_ms``, ``Face.API`` says ``slo_ms=``. ``spec_error`` turns a pydantic
+``ValidationError`` into that line as a ``BadInputError`` (exit 2); values are shown shortened, never whole.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from polythrottle.errors import BadInputError
+
+MAX_SHOWN = 60
+"""Characters of an offending value an error message shows at most."""
+
+Scalar = int | float | str
+
+
+class Face(enum.Enum):
+    """Where a spec came from, for naming fields in errors."""
+
+    CLI = "cli"
+    YAML = "yaml"
+    API = "api"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to ``MAX_SHOWN`` characters (error messages never print an unbounded value)."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def field_name(name: str, face: Face, source: str = "") -> str:
+    """``slo_ms`` as the user wrote it: ``--slo-ms`` (CLI), ``FILE: slo_ms`` (YAML), ``slo_ms=`` (API)."""
+    if face is Face.CLI:
+        return "--" + name.replace("_", "-")
+    if face is Face.YAML:
+        return f"{source}: {name}" if source else name
+    return f"{name}="
+
+
+def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputError:
+    """The first problem of ``e`` as one line naming the field in ``face``'s terms."""
+    err = e.errors()[0]
+    loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]
+    if not loc:  # a rule across fields
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
+    name = ".".join(loc) if loc else "spec"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return BadInputError(f"{field_name(name, face, source)}: unknown field")
+    if err.get("type") == "missing":
+        return BadInputError(f"{field_name(name, face, source)}: is required")
+    ctx = err.get("ctx") or {}
+    msg = _HOUSE_STYLE.get(str(err.get("type")), msg).format(**{k: _ctx_text(v) for k, v in ctx.items()})
+    value = err.get("input")
+    got = "" if value is None or isinstance(value, Mapping) else f", got {shown(value)}"
+    return BadInputError(f"{field_name(name, face, source)}: {msg}{got}")
+
+
+def _ctx_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}"
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+_HOUSE_STYLE = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "string_too_short": "must not be empty",
+    "literal_error": "must be one of {expected}",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+}
+"""pydantic error types -> the project's one-line wording (``{ctx}`` values filled in, shortened)."""
+
+
+def _no_bool(v: Any) -> Any:
+    """True/False are not numbers here (pydantic would read True as 1)."""
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not true/false")
+    return v
+
+
+def _finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"{what} must be a finite number")
+    return x
+
+
+class DeviceSpec(BaseModel):
+    """How to open a device: which one, what it measures and how (``profile``, ``apply``, ``restore``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    device: str = Field(min_length=1)
+    workload: str | None = None
+    noise: float = Field(0.0, ge=0, le=10)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    percentile: float = Field(99.0, gt=0, le=100)
+    window_s: float | None = Field(None, gt=0)
+    repeats: int | None = Field(None, ge=1)
+    no_clock_control: bool = False
+    state_dir: Path | None = None
+    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
+
+    @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
+    @classmethod
+    def _numbers_not_bools(cls, v: Any) -> Any:
+        return _no_bool(v)
+
+    @field_validator("noise", "percentile", "window_s")
+    @classmethod
+    def _finite_measure(cls, v: float | None) -> float | None:
+        return None if v is None else _finite(v, "the value")
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], face: Face = Face.API, source: str = "") -> Any:
+        """Validate ``data``; raises BadInputError naming the field in ``face``'s terms."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as e:
+            raise spec_error(e, face, source) from None
+
+    def device_options(self) -> Any:
+        """The ``polythrottle.devices.DeviceOptions`` this spec opens its device with."""
+        from polythrottle.devices import DeviceOptions
+
+        return DeviceOptions(workload=self.workload, noise=self.noise, seed=self.seed,
+                             no_clock_control=self.no_clock_control, state_dir=self.state_dir,
+                             percentile=self.percentile, window_s=self.window_s, repeats=self.repeats,
+                             slo_metric=self.slo_metric)
+
+
+class TuneSpec(DeviceSpec):
+    """Everything a tune needs; see README "Using it" for each field. Units in names."""
+
+    slo_ms: float = Field(gt=0)
+    knobs: tuple[str, ...] | None = None
+    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    budget: int = Field(20, ge=2)
+    optimizer: str = "cbo"
+    history: str | Literal[False] | None = None
+    model_version: str | None = None
+    model_files: tuple[Path, ...] = ()
+    warm_start: bool = True
+    carbon_country: str | None = None
+    carbon_intensity_g_per_kwh: float | None = Field(None, ge=0)
+
+    @field_validator("slo_ms", "budget", "carbon_intensity_g_per_kwh", mode="before")
+    @classmethod
+    def _tune_numbers_not_bools(cls, v: Any) -> Any:
+        return _no_bool(v)
+
+    @field_validator("slo_ms", "carbon_intensity_g_per_kwh")
+    @classmethod
+    def _finite_numbers(cls, v: float | None) -> float | None:
+        return None if v is None else _finite(v, "the value")
+
+    @field_validator("knobs", mode="before")
+    @classmethod
+    def _knob_list(cls, v: Any) -> Any:
+        """``"a,b"`` (one string) or a list of names: never a string read letter by letter."""
+        if isinstance(v, str):
+            v = [s for s in (p.strip() for p in v.split(",")) if s]
+            if not v:
+                raise ValueError("is empty")
+        if isinstance(v, list | tuple):
+            names = [str(n).strip() if isinstance(n, str) else n for n in v]
+            if not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError("must be knob names")
+            if len(set(names)) != len(names):
+                raise ValueError(f"lists a knob twice: {', '.join(names)}")
+            return tuple(names)
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        from polythrottle.optim import OPTIMIZERS
+
+        if v not in OPTIMIZERS:
+            raise ValueError(f"must be one of {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("model_version")
+    @classmethod
+    def _non_empty_version(cls, v: str | None) -> str | None:
+        if v is not None and not v:
+            raise ValueError("is empty")
+        return v
+
+    @field_validator("baseline")
+    @classmethod
+    def _finite_baseline(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name, x in v.items():
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ValueError(f"{name}={x} is not a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _one_model_version(self) -> TuneSpec:
+        if self.model_version is not None and self.model_files:
+            raise ValueError("give model_version or model_files, not both")
+        return self
+
+
+__all__ = ["DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]

@@ -1,0 +1,142 @@
+"""Clock controls on fake trees: write order the kernel accepts, validation, policies, EMC protocols."""
+
+import pytest
+
+from polythrottle.clocks import CpufreqControl, DevfreqControl, EmcControl, EmcProtocol, pair_writes
+from polythrottle.clocks.base import Write
+from polythrottle.clocks.sysfs import KernelRefusedError, SysfsIO
+from polythrottle.errors import BadInputError, DeviceError, InvalidValueError, PermissionDeniedError
+from tests import fake_jetson as fj
+
+
+@pytest.fixture
+def orin(tmp_path):
+    root = tmp_path / "root"
+    board = fj.build(root, "agx-orin-jp5")
+    return root, board, fj.FakeKernelIO(root)
+
+
+def test_pair_writes_order():
+    # raising above the current max: max first
+    assert pair_writes("lo", "hi", 900, 900, 100, 500) == [Write("hi", "900"), Write("lo", "900")]
+    # lowering below the current min: min first
+    assert pair_writes("lo", "hi", 100, 100, 500, 900) == [Write("lo", "100"), Write("hi", "100")]
+    # inside the range: min first is always safe
+    assert pair_writes("lo", "hi", 300, 600, 100, 900) == [Write("lo", "300"), Write("hi", "600")]
+    # unchanged values are not written
+    assert pair_writes("lo", "hi", 100, 600, 100, 900) == [Write("hi", "600")]
+    assert pair_writes("lo", "hi", 100, 900, 100, 900) == []
+
+
+def test_kernel_double_refuses_min_above_max(orin):
+    root, board, io = orin
+    with pytest.raises(KernelRefusedError, match="refused"):
+        io.write(f"{board.gpu_dir}/min_freq", board.gpu_hz[-1] + 1)
+    with pytest.raises(KernelRefusedError):
+        io.write(f"{board.gpu_dir}/max_freq", board.gpu_hz[0] - 1)
+    with pytest.raises(KernelRefusedError):
+        io.write(f"{board.policy_dir(0)}/scaling_min_freq", "garbage")
+    assert fj.write_log(root) == []
+
+
+def test_kernel_double_refuses_writes_as_non_root(tmp_path):
+    root = tmp_path / "root"
+    board = fj.build(root, "tx2", nonroot=True)
+    with pytest.raises(PermissionDeniedError, match="needs root"):
+        fj.FakeKernelIO(root).write(f"{board.gpu_dir}/max_freq", board.gpu_hz[0])
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root ignores file modes; the kernel double covers this case")
+def test_plain_files_refuse_writes_as_non_root(tmp_path):
+    root = tmp_path / "root"
+    board = fj.build(root, "tx2", nonroot=True)
+    with pytest.raises(PermissionDeniedError, match="needs root"):
+        SysfsIO(root).write(f"{board.gpu_dir}/max_freq", board.gpu_hz[0])
+
+
+def test_devfreq_lock_raise_and_lower_in_kernel_order(orin):
+    root, board, io = orin
+    gpu = DevfreqControl(io, board.gpu_dir)
+    assert gpu.steps_mhz()[0] == 114.75 and gpu.steps_mhz()[-1] == 1300.5
+    # the boot state is min=114.75, max=1300.5: lock at 624.75 (min first), then raise to the top
+    for mhz in (624.75, 1300.5, 114.75, 624.75):
+        cur = gpu.read_state()
+        for w in gpu.writes(gpu.target({"gpu_mhz": mhz}, cur), cur):
+            io.write(w.path, w.value)  # the double raises if the order were wrong
+        assert gpu.current_mhz()["gpu_mhz"] == mhz
+    assert fj.read(root, f"{board.gpu_dir}/cur_freq") == "624750000"
+
+
+def test_devfreq_validation(orin):
+    root, board, io = orin
+    gpu = DevfreqControl(io, board.gpu_dir)
+    cur = gpu.read_state()
+    with pytest.raises(InvalidValueError, match="not an available step.*114.75"):
+        gpu.target({"gpu_mhz": 625}, cur)
+    with pytest.raises(InvalidValueError):
+        gpu.target({"gpu_mhz": "fast"}, cur)
+    with pytest.raises(InvalidValueError, match="above"):
+        gpu.target({"gpu_min_mhz": 1300.5, "gpu_max_mhz": 114.75}, cur)
+    with pytest.raises(BadInputError, match="not both"):
+        gpu.target({"gpu_mhz": 114.75, "gpu_min_mhz": 114.75}, cur)
+    assert gpu.target({"gpu_max_mhz": "522.75"}, cur) == {f"{board.gpu_dir}/max_freq": "522750000"}
+
+
+def test_cpufreq_policies_follow_links_and_skip_offline(tmp_path):
+    root = tmp_path / "root"
+    board = fj.build(root, "xavier-nx")  # cpus 4-5 offline: policy4 not written
+    cpu = CpufreqControl(fj.FakeKernelIO(root))
+    assert [p.directory for p in cpu.policies] == board.online_policies
+    assert [p.cpus for p in cpu.policies] == [(0, 1), (2, 3)]
+    root2 = tmp_path / "tx2"
+    fj.build(root2, "tx2")
+    cpu2 = CpufreqControl(fj.FakeKernelIO(root2))
+    assert [p.cpus for p in cpu2.policies] == [(0, 3, 4, 5), (1, 2)]  # Denver cluster is policy1
+    assert cpu2.steps_mhz()[0] == 345.6
+
+
+def test_emc_bpmp_locks_before_rate_and_unlocks_after(orin):
+    root, board, io = orin
+    d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+    emc = EmcControl(io, EmcProtocol(f"{d}/rate", f"{d}/mrq_rate_locked", cap_paths=(f"{d}/max_rate",)),
+                     [204, 665.6, 2133, 3199])
+    cur = emc.read_state()
+    assert emc.writes(emc.target({"emc_mhz": 665.6}, cur), cur) == [
+        Write(f"{d}/mrq_rate_locked", "1"), Write(f"{d}/rate", "665600000")]
+    locked = {f"{d}/rate": "665600000", f"{d}/mrq_rate_locked": "1"}
+    assert emc.writes(cur, locked) == [Write(f"{d}/rate", "3199000000"), Write(f"{d}/mrq_rate_locked", "0")]
+    with pytest.raises(InvalidValueError, match="204, 665.6, 2133, 3199"):
+        emc.target({"emc_mhz": 1600}, cur)
+
+
+def test_emc_cap_hides_steps_above_firmware_max(tmp_path):
+    root = tmp_path / "root"
+    fj.build(root, "xavier-nx")  # max_rate 1866 MHz
+    d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+    emc = EmcControl(fj.FakeKernelIO(root), EmcProtocol(f"{d}/rate", f"{d}/mrq_rate_locked",
+                                                       cap_paths=(f"{d}/max_rate", "/nonexistent")),
+                     [204, 1866, 2133, 3199])
+    assert emc.steps_mhz() == (204, 1866)
+
+
+def test_emc_tegra210_override_order_and_no_zero_rate(tmp_path):
+    root = tmp_path / "root"
+    fj.build(root, "nano")
+    d = "/sys/kernel/debug/clk/override.emc"
+    proto = EmcProtocol(f"{d}/clk_update_rate", f"{d}/clk_state", lock_first=False)
+    emc = EmcControl(fj.FakeKernelIO(root), proto, [204, 1600])
+    cur = emc.read_state()
+    assert emc.writes(emc.target({"emc_mhz": 204}, cur), cur) == [
+        Write(f"{d}/clk_update_rate", "204000000"), Write(f"{d}/clk_state", "1")]
+    # restoring an override that was never set (rate 0): unlock only, never ask for rate 0
+    applied = {f"{d}/clk_update_rate": "204000000", f"{d}/clk_state": "1"}
+    never_set = {f"{d}/clk_update_rate": "0", f"{d}/clk_state": "0"}
+    assert emc.writes(never_set, applied) == [Write(f"{d}/clk_state", "0")]
+
+
+def test_fail_rule_raises_given_errno(orin):
+    root, board, io = orin
+    fj.set_rules(root, fail={f"{board.gpu_dir}/max_freq": "EIO"})
+    with pytest.raises(DeviceError, match="Input/output error"):
+        io.write(f"{board.gpu_dir}/max_freq", board.gpu_hz[-1])

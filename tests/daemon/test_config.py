@@ -1,0 +1,112 @@
+"""The daemon's config file: defaults, paths relative to the file, one-line errors naming file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polythrottle.daemon.config import DEFAULT_CARBON_G_PER_KWH, ConfigError, DaemonConfig, load_config
+
+GOOD = "device: sim:jetson-agx-orin\nworkload: efficientnet-b0\nslo_ms: 25\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "daemon.yaml"
+    p.write_text(text)
+    return p
+
+
+# ----- config -------------------------------------------------------------------------------------
+def test_config_defaults_and_relative_paths(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD + "model_files: [m.bin]\nstate_dir: st\nknobs: gpu_mhz,emc_mhz\n"))
+    assert cfg.slo_ms == 25.0 and cfg.budget == 15 and cfg.retune_budget == 5
+    assert cfg.model_files == (tmp_path / "m.bin",) and cfg.state_dir == tmp_path / "st"
+    assert cfg.history_path() == str(tmp_path / "st" / "history.sqlite")
+    assert cfg.knobs == ("gpu_mhz", "emc_mhz")
+    assert cfg.carbon_intensity_g_per_kwh == DEFAULT_CARBON_G_PER_KWH
+    assert cfg.metrics is not None and cfg.metrics.address == "127.0.0.1"
+    assert load_config(write(tmp_path, GOOD + "metrics: false\n")).metrics is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("device: [unclosed\n", "not valid YAML at line 2"),
+    ("- a\n- b\n", "expected a mapping of fields"),
+    ("", "got an empty file"),
+    ("workload: x\nslo_ms: 25\n", "device: is required"),
+    (GOOD.replace("25", "fast"), "slo_ms: must be a number, got 'fast'"),
+    (GOOD.replace("25", "-3"), "slo_ms: must be > 0"),
+    (GOOD + "slo: 20\n", "unknown field 'slo' (did you mean 'slo_ms'?)"),
+    (GOOD + "budget: 4\nretune_budget: 6\n", "retune_budget: must be <= budget (4)"),
+    (GOOD + "budget: 1.5\n", "budget: must be an integer"),
+    (GOOD + "optimizer: magic\n", "optimizer: must be one of cbo, random"),
+    (GOOD + "metrics: {port: 99999}\n", "metrics.port: must be <= 65535"),
+    (GOOD + "metrics: {prt: 1}\n", "metrics.unknown field 'prt'"),
+    (GOOD + "model_files: [a]\nmodel_version: v1\n", "give model_files or model_version, not both"),
+    (GOOD + "knobs: [gpu_mhz, gpu_mhz]\n", "knobs: lists a name twice"),
+    (GOOD + "no_clock_control: maybe\n", "no_clock_control: must be true or false"),
+])
+def test_config_errors_name_file_and_field(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+
+def test_paths_relative_to_the_file_and_urls_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    cfg = load_config(write(tmp_path, GOOD + "model_files: a.bin, sub/b.bin\nhistory: h.sqlite\nsocket: run/c.sock\n"
+                                              "workload: wl.py:make\n"))
+    assert cfg.model_files == (tmp_path / "a.bin", tmp_path / "sub" / "b.bin")
+    assert cfg.history_path() == str(tmp_path / "h.sqlite") and cfg.socket == tmp_path / "run" / "c.sock"
+    assert cfg.workload == f"{tmp_path / 'wl.py'}:make" and cfg.path == tmp_path / "daemon.yaml"
+    cfg = load_config(write(tmp_path, GOOD + "history: postgresql://u@db/pt\nworkload: torchvision:resnet18\n"))
+    assert cfg.history_path() == "postgresql://u@db/pt" and cfg.workload == "torchvision:resnet18"
+
+
+def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_path):
+    with pytest.raises(ConfigError, match="slo_ms: must be a number, got '25'"):
+        load_config(write(tmp_path, GOOD.replace("25", "'25'")))
+    with pytest.raises(ConfigError, match="budget: must be .*, got True"):
+        load_config(write(tmp_path, GOOD + "budget: true\n"))
+    with pytest.raises(ConfigError, match="baseline: value of 'gpu_mhz' must be a number or a name"):
+        load_config(write(tmp_path, GOOD + "baseline: {gpu_mhz: [1]}\n"))
+    cfg = load_config(write(tmp_path, GOOD + "budget:\nhistory:\nmetrics: true\nwarm_start: false\n"))
+    assert cfg.budget == 15 and cfg.history is None and cfg.metrics is not None and cfg.warm_start is False
+    assert load_config(write(tmp_path, GOOD + "metrics:\n")).metrics is None
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD + "1: x\n", "unknown field 1; known fields: baseline, budget"),
+    (GOOD + "budget: 4\nretune_budgt: 2\n", "unknown field 'retune_budgt' (did you mean 'retune_budget'?)"),
+    (GOOD + "metrics: 9347\n", "metrics: must be false or a mapping (address, port), got 9347"),
+    (GOOD + "state_dir: 5\n", "state_dir: must be a path, got 5"),
+    (GOOD + "watch_interval_s: .inf\n", "watch_interval_s: must be a finite number"),
+    (GOOD + "slo_metric: p99\n", "slo_metric: must be one of ttft, tpot, batch"),
+    (GOOD + "carbon_country: Atlantis\n", "carbon_country: unknown country code 'Atlantis'"),
+    (GOOD + "y" * 1000 + ": 1\n", "unknown field 'yyyyyyyy"),
+])
+def test_more_errors_are_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 600 + len(str(path))
+
+
+def test_a_config_is_a_tune_spec_and_can_be_built_in_code(tmp_path):
+    from polythrottle.spec import TuneSpec
+
+    cfg = DaemonConfig(device="sim:jetson-tx2", slo_ms=20, carbon_intensity_g_per_kwh=100, state_dir=tmp_path)
+    assert isinstance(cfg, TuneSpec) and cfg.budget == 15 and cfg.carbon.source == "given"
+    assert cfg.resolved_state_dir() == tmp_path and cfg.device_options().state_dir == tmp_path
+    other = DaemonConfig(device="sim:jetson-tx2", slo_ms=30, state_dir=tmp_path)
+    assert other.carbon.intensity_g_per_kwh == DEFAULT_CARBON_G_PER_KWH and other.carbon_country is None
+    assert cfg.same_device(other) and not cfg.same_device(DaemonConfig(device="sim:jetson-tx2", slo_ms=20, seed=1))

@@ -1,0 +1,142 @@
+"""The daemon as a process: refusals of a bad config (one line, exit 2, nothing started), ``--check``,
+waiting for a model file, an infeasible SLO after a reload (random search: no torch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polythrottle.daemon.config import load_config
+from polythrottle.daemon.service import Daemon
+from polythrottle.errors import BadInputError
+from tests.conftest import ROOT
+from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config
+
+GOOD = "device: sim:jetson-agx-orin\nworkload: efficientnet-b0\nslo_ms: 25\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "daemon.yaml"
+    p.write_text(text)
+    return p
+
+
+# ----- the socket's requests, answered in-process (nothing is started: no device call, no thread) ----------
+@pytest.fixture
+def daemon(tmp_path):
+    (tmp_path / "models" / "dir").mkdir(parents=True)
+    (tmp_path / "models" / "model.bin").write_bytes(b"v1")
+    cfg = write(tmp_path, GOOD + "model_files: [models/model.bin, models/dir]\nstate_dir: state\nsocket: c.sock\n"
+                               "metrics: false\n")
+    return Daemon(load_config(cfg))
+
+
+def test_status_request(daemon):
+    reply = daemon.handle_request({"command": "status"})
+    assert reply["ok"] and reply["status"]["state"] == "starting" and reply["status"]["jobs"]["queued"] == 0
+
+
+def test_model_updated_requests_queue_one_job(daemon, tmp_path):
+    a = daemon.handle_request({"command": "model-updated"})
+    b = daemon.handle_request({"command": "model-updated", "model_files": [str(tmp_path / "models" / "model.bin")],
+                               "force": True})
+    assert a["ok"] and a["queued"] == "model" and b["job"] == a["job"]  # folded into the queued one
+    (job,) = daemon.jobs.pending()
+    assert job.force and job.model_files == [str(tmp_path / "models" / "model.bin")]
+    c = daemon.handle_request({"command": "model-updated", "model_version": "v9"})
+    assert c["model_version"] == "v9" and daemon.jobs.pending()[0].model_version == "v9"
+    assert daemon.handle_request({"command": "status"})["status"]["jobs"]["queued"] == 1
+
+
+@pytest.mark.parametrize("req, words", [
+    ({"command": "format-disk"}, "unknown command 'format-disk'"),
+    ({"command": "model-updated", "model_files": ["/etc/shadow"]}, "not one of the daemon config's model_files"),
+    ({"command": "model-updated", "model_files": ["models/model.bin"]}, "not an absolute path"),
+    ({"command": "model-updated", "model_version": ""}, "model_version must be a non-empty string"),
+    ({"command": "model-updated", "force": 1}, "force must be true or false"),
+])
+def test_requests_the_daemon_refuses(daemon, req, words):
+    with pytest.raises(BadInputError, match=words):
+        daemon.handle_request(req)
+    assert len(daemon.jobs) == 0
+
+
+def test_a_request_naming_a_missing_configured_file_is_refused(daemon, tmp_path):
+    missing = tmp_path / "models" / "dir" / "later.bin"
+    with pytest.raises(BadInputError, match="later.bin not found"):
+        daemon.handle_request({"command": "model-updated", "model_files": [str(missing)]})
+
+
+def test_reload_request_checks_the_file_first(daemon, tmp_path):
+    cfg = tmp_path / "daemon.yaml"
+    good = cfg.read_text()
+    cfg.write_text(good + "slo_ms: [\n")
+    with pytest.raises(BadInputError, match="not valid YAML"):
+        daemon.handle_request({"command": "reload"})
+    assert not daemon.controller.cancel.is_set() and len(daemon.jobs) == 0
+    cfg.write_text(good.replace("slo_ms: 25", "slo_ms: 30"))
+    reply = daemon.handle_request({"command": "reload"})
+    assert reply["queued"] == "reload" and daemon.controller.cancel.is_set()
+    assert daemon.jobs.pending()[0].config.slo_ms == 30 and daemon.config.slo_ms == 25  # switched by the worker
+
+
+# ----- as a process ----------------------------------------------------------------------------------------
+def run_daemon(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return subprocess.run([sys.executable, "-m", "polythrottle", "daemon", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("device: sim:jetson-agx-orin\nslo_ms: [25\n", "not valid YAML"),
+    (GOOD + "knobs: [gpu_mhz, turbo]\n", "turbo"),
+    (GOOD.replace("efficientnet-b0", "no-such-model"), "unknown workload 'no-such-model'"),
+])
+def test_garbage_config_refuses_to_start_with_one_line(tmp_path, text, message):
+    cfg = write(tmp_path, text + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: false\n")
+    r = run_daemon("--config", str(cfg))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "ctl.sock").exists()  # nothing started
+
+
+def test_check_validates_without_starting(tmp_path):
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\n")
+    r = run_daemon("--config", str(cfg), "--check")
+    assert r.returncode == 0 and "OK" in r.stdout
+    assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "state").exists()
+
+
+
+def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
+    model = tmp_path / "model.bin"
+    fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],
+                  optimizer="random", budget=3, retune_budget=2, seed=1, state_dir="state",
+                  model_files=["model.bin"], socket="ctl.sock", monitor_interval_s=0, watch_interval_s=0.1,
+                  metrics=False)
+    cfg = write_config(tmp_path / "daemon.yaml", **fields)
+    notify = NotifyListener(tmp_path / "notify.sock")
+    d = DaemonProcess(cfg, notify, tmp_path / "daemon.log")
+    try:
+        s = d.wait(lambda s: s["state"] == "waiting", 30, "the daemon to wait for its model file")
+        assert "model.bin not found" in s["last_error"] and s["applied"] is None
+        wait_for(lambda: notify.seen("READY", "1"), 30, "READY=1 (up and answering, nothing applied)")
+        model.write_bytes(b"v1")
+        s = d.wait(lambda s: s["state"] == "serving", 30, "a tune once the model file appeared")
+        assert s["last_tune"]["measurements"] == 3 and s["last_error"] is None
+
+        write_config(cfg, **{**fields, "slo_ms": 0.001})  # nothing can meet this
+        assert d.request("reload")["ok"]
+        s = d.wait(lambda s: s["state"] == "error", 30, "the infeasible tune")
+        assert s["applied"] is None and "no config met the 0.001 ms SLO" in s["last_error"]
+        assert s["last_tune"]["feasible"] is False
+        assert d.request("status")["ok"]  # still answering
+        assert d.stop() == 0
+    finally:
+        d.kill()
+        notify.close()

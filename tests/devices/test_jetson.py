@@ -1,0 +1,139 @@
+"""The jetson device in-process on fake trees: sessions, kept settings, crash leftovers, reporting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from polythrottle.clocks.sysfs import WritesDisabledError
+from polythrottle.devices.jetson import open_device
+from polythrottle.devices.originals import OriginalsStore
+from polythrottle.devices.registry import DeviceOptions
+from polythrottle.errors import BadInputError, UnsupportedError
+from tests import fake_jetson as fj
+
+
+@pytest.fixture
+def orin(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    board = fj.build(root, "agx-orin-jp5")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
+    opts = DeviceOptions(state_dir=tmp_path / "state")
+    return root, board, opts
+
+
+def gpu(root, board) -> tuple[str, str]:
+    return fj.read(root, f"{board.gpu_dir}/min_freq"), fj.read(root, f"{board.gpu_dir}/max_freq")
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_session_restores_what_it_changed(orin):
+    root, board, opts = orin
+    before = gpu(root, board)
+    with open_device("", opts) as dev:
+        dev.apply({"gpu_mhz": 420.75, "cpu_mhz": 729.6})
+        dev.apply({"gpu_mhz": 1300.5})
+        assert gpu(root, board) == ("1300500000", "1300500000")
+    assert gpu(root, board) == before
+    assert fj.read(root, f"{board.policy_dir(4)}/scaling_max_freq") == "2201600"
+    assert OriginalsStore(opts.state_dir).originals(dev.originals_location().device_id) == {}
+
+
+def test_session_after_a_kept_apply_returns_to_the_applied_state(orin):
+    root, board, opts = orin
+    first = open_device("", opts)
+    first.apply({"gpu_mhz": 624.75})
+    first.keep()  # as `polythrottle apply` does
+    with open_device("", opts) as dev:  # e.g. a tune
+        dev.apply({"gpu_mhz": 114.75, "emc_mhz": 204})
+    assert gpu(root, board) == ("624750000", "624750000")  # the kept setting, not the tune's last one
+    assert fj.read(root, board.emc_files["lock"]) == "0"
+    saved = OriginalsStore(opts.state_dir).load(dev.originals_location().device_id)
+    assert saved.originals == {f"{board.gpu_dir}/min_freq": "114750000", f"{board.gpu_dir}/max_freq": "1300500000"}
+    assert saved.meta["kept"] is True
+    open_device("", opts).restore_saved()
+    assert gpu(root, board) == ("114750000", "1300500000")
+
+
+def test_leftovers_of_a_crashed_session_are_restored_before_a_new_one(orin, capsys):
+    root, board, opts = orin
+    crashed = open_device("", opts)
+    crashed.apply({"gpu_mhz": 114.75, "cpu_mhz": 268.8})  # then the process dies without restoring
+    store = OriginalsStore(opts.state_dir)
+    device_id = crashed.originals_location().device_id
+    store.record(device_id, {}, meta={"pid": dead_pid()})
+    with open_device("", opts) as dev:
+        dev.apply({"emc_mhz": 665.6})
+        assert gpu(root, board) == ("114750000", "1300500000")  # the crash's GPU lock is gone
+        assert "did not finish" in capsys.readouterr().err
+    assert fj.read(root, f"{board.policy_dir(0)}/scaling_min_freq") == "115200"
+    assert fj.read(root, board.emc_files["rate"]) == "3199000000"
+    assert store.originals(device_id) == {}
+
+
+def test_no_clock_control_writes_nothing(orin):
+    root, board, opts = orin
+    dev = open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True))
+    with pytest.raises(BadInputError, match="no-clock-control"):
+        dev.apply({"gpu_mhz": 114.75})
+    with pytest.raises(UnsupportedError, match="no-clock-control"):
+        dev.space()
+    with pytest.raises(BadInputError, match="no-clock-control"):
+        dev.restore_saved()
+    with pytest.raises(WritesDisabledError):  # the IO itself refuses, whoever asks
+        dev.control.io.write(f"{board.gpu_dir}/max_freq", "114750000")
+    assert fj.write_log(root) == []
+    assert all(not k.available for k in dev.info().knobs)
+
+
+def test_space_default_and_current(orin):
+    root, board, opts = orin
+    dev = open_device("", opts)
+    space = dev.space()
+    assert space.names == ["gpu_mhz", "emc_mhz", "cpu_mhz"]
+    assert dev.default_config() == {"gpu_mhz": 1300.5, "emc_mhz": 3199.0, "cpu_mhz": 2201.6}
+    assert dev.current()["emc_mhz"] == 3199.0
+    dev.apply({"gpu_min_mhz": 420.75})
+    assert dev.current()["gpu_min_mhz"] == 420.75 and dev.current()["gpu_max_mhz"] == 1300.5
+    dev.close()
+
+
+def test_unavailable_knobs_say_why(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    fj.build(root, "tx2")
+    import shutil
+
+    shutil.rmtree(root / "sys/kernel/debug")  # debugfs not mounted
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    dev = open_device("", DeviceOptions(state_dir=tmp_path / "state"))
+    status = {k.name: k for k in dev.info().knobs}
+    assert not status["emc_mhz"].available and "debugfs is not mounted" in status["emc_mhz"].reason
+    assert status["gpu_mhz"].available
+    with pytest.raises(UnsupportedError, match="emc_mhz cannot be set"):
+        dev.apply({"emc_mhz": 1600})
+    monkeypatch.setattr(dev.control.io, "writable", lambda path: False)  # as a user who is not root
+    status = {k.name: k for k in dev.info().knobs}
+    assert status["gpu_mhz"].reason.startswith("not root")
+
+
+def test_every_profile_gives_a_usable_layout():
+    from polythrottle.boards.layout import profile_layout
+    from polythrottle.boards.profiles import list_profiles
+
+    names = list_profiles()
+    assert {"jetson-agx-orin", "jetson-xavier-nx", "jetson-tx2", "jetson-nano"} <= set(names)
+    for name in names:
+        layout = profile_layout(name)
+        assert layout.gpu_dirs and all(d.startswith("/sys/") for d in layout.gpu_dirs), name
+        assert layout.emc and layout.emc_steps_mhz, name
+        assert layout.cpu_root == "/sys/devices/system/cpu" and layout.board_rails, name
+        for proto in layout.emc:
+            assert proto.rate_path.startswith("/sys/kernel/debug/") and proto.lock_path != proto.rate_path

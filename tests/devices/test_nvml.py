@@ -1,0 +1,406 @@
+"""The nvml device with NVML mocked at the pynvml boundary (tests/fake_nvml.py), workloads on the CPU.
+
+Covers: which setters are called and in what order, restores on close / errors / SIGTERM / the next
+start after a crash, NotSupported and NoPermission, and --no-clock-control being airtight.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pynvml
+import pytest
+import torch
+
+from polythrottle.devices import DeviceOptions
+from polythrottle.devices.base import Device
+from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
+from polythrottle.devices.nvml import open_device
+from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
+from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.measure.harness import HarnessSettings
+from polythrottle.tuner import Tuner
+from tests.conftest import ROOT
+from tests.fake_nvml import FakeGpu
+
+torch.set_num_threads(1)
+FAST = HarnessSettings(window_s=0.01, warmup_s=0.0, warmup_batches=1, repeats=2, min_batches=2)
+DRIVER = ROOT / "tests" / "nvml_driver.py"
+UUID = "GPU-00000000-1111-2222-3333-444444444444"
+
+
+def open_gpu(tmp_path: Path, *, no_clock_control: bool = False, workload: str = "builtin:mlp") -> Device:
+    opts = DeviceOptions(workload=workload, no_clock_control=no_clock_control, state_dir=tmp_path / "state")
+    return open_device("0", opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
+
+
+def state_file(tmp_path: Path) -> Path:
+    files = list((tmp_path / "state").glob("*.json")) if (tmp_path / "state").exists() else []
+    return files[0] if files else tmp_path / "state" / "absent.json"
+
+
+@pytest.fixture(autouse=True)
+def fake_sysfs_root(tmp_path, monkeypatch) -> Path:
+    """Kernel files resolve under an empty tree (never the real /sys), subprocesses included."""
+    root = tmp_path / "sysroot"
+    root.mkdir()
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    return root
+
+
+def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=(800000, 3200000)) -> None:
+    """Two CPUs sharing policy0, as the kernel lays it out (cpuN/cpufreq -> ../cpufreq/policy0)."""
+    pol = root / "sys/devices/system/cpu/cpufreq/policy0"
+    pol.mkdir(parents=True)
+    (pol / "scaling_available_frequencies").write_text(" ".join(map(str, steps_khz)) + "\n")
+    (pol / "scaling_min_freq").write_text(f"{cur[0]}\n")
+    (pol / "scaling_max_freq").write_text(f"{cur[1]}\n")
+    for n in (0, 1):
+        d = root / f"sys/devices/system/cpu/cpu{n}"
+        d.mkdir(parents=True)
+        (d / "cpufreq").symlink_to("../cpufreq/policy0")
+
+
+@pytest.fixture
+def gpu(monkeypatch) -> FakeGpu:
+    g = FakeGpu()
+    g.install(monkeypatch.setattr)
+    return g
+
+
+# ----- clock control: order of writes and restores --------------------------------------------------
+def test_probe_apply_and_restore_order(gpu, tmp_path):
+    dev = open_gpu(tmp_path)
+    probe = [
+        ("nvmlDeviceSetGpuLockedClocks", (345, 1980)), ("nvmlDeviceResetGpuLockedClocks", ()),
+        ("nvmlDeviceSetMemoryLockedClocks", (1593, 2619)), ("nvmlDeviceResetMemoryLockedClocks", ()),
+        ("nvmlDeviceSetPowerManagementLimit", (700_000,)),
+    ]
+    assert gpu.setter_calls() == probe  # each knob probed with a write that changes nothing
+    space = dev.space()
+    assert space.names[:3] == ["gpu_mhz", "mem_mhz", "power_limit_w"]
+    gpu_steps = space.knob("gpu_mhz").values
+    assert len(gpu_steps) <= 16 and gpu_steps[0] == 345 and gpu_steps[-1] == 1980
+    # gpu clocks above the low memory clock's maximum are not valid with it
+    assert not space.contains({**dev.default_config(), "mem_mhz": 1593, "gpu_mhz": 1980})
+    assert dev.default_config() == {"gpu_mhz": 1980, "mem_mhz": 2619, "power_limit_w": 700, "batch_size": 1,
+                                    "precision": "fp32"}
+    gpu.calls.clear()
+    target = {"gpu_mhz": 1005, "mem_mhz": 1593, "power_limit_w": 400, "batch_size": 4, "precision": "bf16"}
+    dev.apply(target)
+    assert gpu.setter_calls() == [("nvmlDeviceSetPowerManagementLimit", (400_000,)),
+                                  ("nvmlDeviceSetMemoryLockedClocks", (1593, 1593)),
+                                  ("nvmlDeviceSetGpuLockedClocks", (1005, 1005))]
+    saved = json.loads(state_file(tmp_path).read_text())["originals"]
+    assert saved == {POWER_LIMIT: 700_000, MEM_LOCK: "reset", GPU_LOCK: "reset"}  # recorded before writing
+    m = dev.measure()
+    assert m.energy_j > 0 and m.extra["observed_gpu_mhz"] == 1980
+    gpu.calls.clear()
+    dev.apply(target)  # nothing changed: no hardware write
+    assert gpu.setter_calls() == []
+    dev.close()
+    assert gpu.setter_calls() == [("nvmlDeviceResetGpuLockedClocks", ()),
+                                  ("nvmlDeviceResetMemoryLockedClocks", ()),
+                                  ("nvmlDeviceSetPowerManagementLimit", (700_000,))]  # reverse order
+    assert gpu.locked_gpu is None and gpu.locked_mem is None and gpu.power_limit_mw == 700_000
+    assert not state_file(tmp_path).exists()
+
+
+def test_cpu_clock_through_cpufreq(gpu, tmp_path, fake_sysfs_root):
+    make_cpufreq(fake_sysfs_root)
+    pol = fake_sysfs_root / "sys/devices/system/cpu/cpufreq/policy0"
+    dev = open_gpu(tmp_path)
+    assert dev.space().knob("cpu_mhz").values == (800, 1600, 2400, 3200)
+    assert dev.default_config()["cpu_mhz"] == 3200
+    dev.apply({**dev.default_config(), "cpu_mhz": 1600})
+    assert (pol / "scaling_min_freq").read_text().strip() == "1600000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "1600000"
+    saved = json.loads(state_file(tmp_path).read_text())["originals"]
+    assert saved["/sys/devices/system/cpu/cpufreq/policy0/scaling_min_freq"] == "800000"
+    dev.apply({**dev.default_config(), "cpu_mhz": 3200})  # raising: max first, then min
+    dev.close()
+    assert (pol / "scaling_min_freq").read_text().strip() == "800000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "3200000"
+    assert not state_file(tmp_path).exists()
+
+
+def test_cpu_clock_unavailable_says_why(gpu, tmp_path):
+    dev = open_gpu(tmp_path)
+    reason = {k.name: k.reason for k in dev.info().knobs}["cpu_mhz"]
+    assert reason.startswith("cpufreq:") and "cpu_mhz" not in dev.space().names
+    dev.close()
+
+
+def test_invalid_config_writes_nothing(gpu, tmp_path):
+    dev = open_gpu(tmp_path)
+    gpu.calls.clear()
+    for bad in ({"gpu_mhz": 1234}, {"gpu_mhz": 1980, "mem_mhz": 1593}, {"precision": "fp8"}, {"warp": 1}):
+        with pytest.raises(BadInputError):
+            dev.apply({**dev.default_config(), **bad})
+    assert gpu.setter_calls() == []
+    dev.close()
+
+
+def test_restore_on_error_inside_with_block(gpu, tmp_path):
+    with pytest.raises(RuntimeError):
+        with open_gpu(tmp_path) as dev:
+            dev.apply({**dev.default_config(), "gpu_mhz": 345})
+            raise RuntimeError("boom")
+    assert gpu.locked_gpu is None and gpu.setter_calls()[-3][0] == "nvmlDeviceResetGpuLockedClocks"
+
+
+def test_keep_leaves_settings_and_restore_saved_puts_them_back(gpu, tmp_path):
+    opts = DeviceOptions(state_dir=tmp_path / "state")  # no workload: hardware knobs only (apply/restore)
+    dev = open_device("0", opts, torch_device="cpu")
+    assert dev.hardware_knobs == ["gpu_mhz", "mem_mhz", "power_limit_w"] and dev.space().names == dev.hardware_knobs
+    dev.apply({**dev.default_config(), "gpu_mhz": 345})
+    dev.keep()
+    dev.close()
+    assert gpu.locked_gpu == (345, 345) and state_file(tmp_path).exists()
+    later = open_device("0", opts, torch_device="cpu")  # a new process: leftovers restored at open
+    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
+    later.apply({**later.default_config(), "power_limit_w": 200})
+    assert sorted(later.restore_saved()) == sorted([POWER_LIMIT, MEM_LOCK, GPU_LOCK])
+    assert gpu.power_limit_mw == 700_000 and gpu.locked_mem is None
+    later.close()
+    ncc = open_device("0", DeviceOptions(state_dir=tmp_path / "state", no_clock_control=True), torch_device="cpu")
+    assert ncc.restore_saved() == []
+    ncc.close()
+
+
+def test_leftovers_of_a_crashed_run_are_restored_at_open(gpu, tmp_path):
+    store = tmp_path / "state"
+    store.mkdir()
+    (store / f"nvml_{UUID}.json").write_text(json.dumps(
+        {"device": f"nvml:{UUID}", "originals": {POWER_LIMIT: 650_000, GPU_LOCK: "reset"}}))
+    gpu.locked_gpu = (345, 345)
+    dev = open_gpu(tmp_path)
+    assert gpu.setter_calls()[:2] == [("nvmlDeviceResetGpuLockedClocks", ()),
+                                      ("nvmlDeviceSetPowerManagementLimit", (650_000,))]
+    assert gpu.locked_gpu is None and gpu.power_limit_mw == 650_000
+    dev.close()
+    assert not state_file(tmp_path).exists()
+
+
+# ----- refusals -------------------------------------------------------------------------------------
+def test_not_supported_knob_is_reported_and_tuning_goes_on(monkeypatch, tmp_path):
+    gpu = FakeGpu(refuse={"nvmlDeviceSetMemoryLockedClocks": pynvml.NVMLError_NotSupported})
+    gpu.install(monkeypatch.setattr)
+    dev = open_gpu(tmp_path)
+    status = {k.name: k for k in dev.info().knobs}
+    assert not status["mem_mhz"].available and "Not Supported" in status["mem_mhz"].reason
+    assert status["gpu_mhz"].available and status["power_limit_w"].available
+    assert "mem_mhz" not in dev.space().names
+    res = Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", seed=0, knobs=["gpu_mhz", "batch_size"]).run()
+    assert res.best is not None and len(res.history) == 3
+    dev.close()
+    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
+
+
+def test_no_permission_leaves_only_software_knobs(monkeypatch, tmp_path):
+    refuse = {n: pynvml.NVMLError_NoPermission for n in
+              ("nvmlDeviceSetGpuLockedClocks", "nvmlDeviceSetMemoryLockedClocks", "nvmlDeviceSetPowerManagementLimit")}
+    gpu = FakeGpu(refuse=refuse)
+    gpu.install(monkeypatch.setattr)
+    dev = open_gpu(tmp_path)
+    status = {k.name: k for k in dev.info().knobs}
+    for n in ("gpu_mhz", "mem_mhz", "power_limit_w"):
+        assert not status[n].available and "needs root" in status[n].reason
+    assert dev.space().names == ["batch_size", "precision"]
+    assert not dev.info().touches_hardware
+    dev.apply(dev.default_config())
+    assert dev.measure().energy_j > 0
+    dev.close()
+    assert not state_file(tmp_path).exists()
+
+
+def test_missing_counter_falls_back_to_sampled_power(monkeypatch, tmp_path):
+    FakeGpu(energy_counter=False).install(monkeypatch.setattr)
+    dev = open_gpu(tmp_path, no_clock_control=True)
+    assert "integrated power" in dev.info().details["energy"]
+    dev.apply(dev.default_config())
+    assert dev.measure().energy_j > 0
+    dev.close()
+
+
+def test_open_errors(gpu, tmp_path):
+    with pytest.raises(BadInputError, match="no such GPU"):
+        open_device("3", DeviceOptions(workload="builtin:mlp"), torch_device="cpu")
+    bare = open_device("0", DeviceOptions(no_clock_control=True, state_dir=tmp_path), torch_device="cpu")
+    with pytest.raises(BadInputError, match="--workload"):  # without a workload: settings only
+        bare.measure()
+    bare.close()
+    with pytest.raises(BadInputError, match="unknown builtin"):
+        open_device("0", DeviceOptions(workload="builtin:nope"), torch_device="cpu")
+
+
+# ----- --no-clock-control is airtight -----------------------------------------------------------------
+def test_no_clock_control_never_writes_hardware(monkeypatch, tmp_path, capsys):
+    gpu = FakeGpu(forbid_writes=True)  # every nvmlDeviceSet*/Reset*/Clear* of the module raises
+    gpu.install(monkeypatch.setattr)
+    sys_writes: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def guarded_open(file, mode="r", *a, **k):
+        if str(file).startswith("/sys") and any(c in mode for c in "wax+"):
+            sys_writes.append(str(file))
+            raise PermissionError(f"test refuses writes to {file}")
+        return real_open(file, mode, *a, **k)
+
+    def guarded_os_open(path, flags, *a, **k):
+        if str(path).startswith("/sys") and flags & (os.O_WRONLY | os.O_RDWR):
+            sys_writes.append(str(path))
+            raise PermissionError(f"test refuses writes to {path}")
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)
+    # a crashed earlier run left saved originals: restoring them would be a write, so it must not happen
+    store = tmp_path / "state"
+    store.mkdir()
+    leftover = store / f"nvml_{UUID}.json"
+    leftover.write_text(json.dumps({"device": f"nvml:{UUID}", "originals": {GPU_LOCK: "reset"}}))
+
+    dev = open_gpu(tmp_path, no_clock_control=True, workload="builtin:tiny-cnn")
+    assert "--no-clock-control leaves them alone" in capsys.readouterr().err
+    assert dev.space().names == ["batch_size", "precision", "channels_last"]
+    status = {k.name: k for k in dev.info().knobs}
+    assert all(not status[n].available and status[n].reason == "--no-clock-control"
+               for n in ("gpu_mhz", "mem_mhz", "power_limit_w", "cpu_mhz"))
+    res = Tuner(dev, slo_ms=1e4, budget=4, optimizer="random", seed=1).run()
+    assert len(res.history) == 4
+    dev.restore()
+    with pytest.raises(ClockControlDisabledError):
+        dev.control.guard.nvml("nvmlDeviceResetGpuLockedClocks", dev.control.handle)
+    dev.close()
+    assert gpu.setter_calls() == [] and sys_writes == [] and dev.control.guard.writes == []
+    assert json.loads(leftover.read_text())["originals"] == {GPU_LOCK: "reset"}  # untouched
+
+
+def test_guard_refuses_before_calling(monkeypatch, tmp_path):
+    from polythrottle.clocks.sysfs import WritesDisabledError
+
+    called = []
+    monkeypatch.setattr(pynvml, "nvmlDeviceSetGpuLockedClocks", lambda *a: called.append(a))
+    f = tmp_path / "sys" / "scaling_max_freq"
+    f.parent.mkdir()
+    f.write_text("1000\n")
+    g = WriteGuard(allowed=False, sysfs_root=tmp_path)
+    with pytest.raises(ClockControlDisabledError, match="no-clock-control"):
+        g.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
+    with pytest.raises(WritesDisabledError):
+        g.io.write("/sys/scaling_max_freq", "500")
+    assert called == [] and f.read_text() == "1000\n" and g.writes == []
+    ok = WriteGuard(allowed=True, sysfs_root=tmp_path)
+    ok.io.write("/sys/scaling_max_freq", "500")
+    ok.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
+    assert f.read_text() == "500" and ok.writes == [("nvmlDeviceSetGpuLockedClocks", (345, 345))]
+    with pytest.raises(ValueError):
+        ok.nvml("nvmlDeviceGetName", object())
+
+
+def test_only_the_guard_calls_nvml_setters():
+    """Static check: no module but the guard calls an NVML setter directly."""
+    pattern = re.compile(r"pynvml\.nvml(Device|System|Unit)(Set|Reset|Clear)\w*\s*\(")
+    offenders = []
+    for path in (ROOT / "polythrottle").rglob("*.py"):
+        if path.name == "guard.py":
+            continue
+        if pattern.search(path.read_text()):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+# ----- through the CLI, in a subprocess ------------------------------------------------------------
+def run_driver(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=timeout)
+
+
+def test_cli_tune_no_clock_control_json(tmp_path):
+    log = tmp_path / "nvml.log"
+    r = run_driver(["tune", "--device", "nvml:0", "--no-clock-control", "--workload", "builtin:mlp",
+                    "--slo-ms", "1000", "--budget", "4", "--seed", "0", "--window-s", "0.01", "--repeats", "2",
+                    "--json", "--state-dir", str(tmp_path / "s")],
+                   {"FAKE_NVML_LOG": str(log), "FAKE_NVML_FORBID_WRITES": "1"})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["knobs"] == ["batch_size", "precision"] and res["feasible"]
+    assert res["device_info"]["name"] == "nvml:0"
+    assert [json.loads(x)[0] for x in log.read_text().splitlines()] == ["nvmlDeviceGetTotalEnergyConsumption"]
+
+
+def test_cli_profile_nvml(tmp_path):
+    out = tmp_path / "t.csv"
+    r = run_driver(["profile", "--device", "nvml:0", "--no-clock-control", "--workload", "builtin:mlp",
+                    "--knobs", "batch_size", "--window-s", "0.01", "--repeats", "1", "--out", str(out),
+                    "--state-dir", str(tmp_path / "s")], {"FAKE_NVML_FORBID_WRITES": "1"})
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("batch_size,energy_j,latency_ms") and len(lines) == 5
+
+
+@pytest.mark.parametrize("no_clock_control", [False, True])
+def test_sigterm_restores(tmp_path, no_clock_control):
+    log = tmp_path / "nvml.log"
+    state = tmp_path / "s"
+    args = ["tune", "--device", "nvml:0", "--workload", "builtin:mlp", "--slo-ms", "1000", "--budget", "6",
+            "--window-s", "30", "--repeats", "1", "--json", "--state-dir", str(state)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_NVML_LOG": str(log)}
+    if no_clock_control:
+        args.append("--no-clock-control")
+        env["FAKE_NVML_FORBID_WRITES"] = "1"
+    p = subprocess.Popen([sys.executable, str(DRIVER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT, env=env)
+    try:
+        # wait until the device is open (first counter read) and, with clock control, the baseline applied
+        marker = ('["nvmlDeviceGetTotalEnergyConsumption", []]' if no_clock_control
+                  else '["nvmlDeviceSetGpuLockedClocks", [1980, 1980]]')
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if log.exists() and marker in log.read_text():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the tune never got that far")
+        if not no_clock_control:
+            assert list(state.glob("*.json")), "originals are saved before the first write"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143, err
+    assert "terminated (settings restored)" in err
+    calls = [json.loads(line)[0] for line in log.read_text().splitlines()]
+    if no_clock_control:
+        assert calls == ["nvmlDeviceGetTotalEnergyConsumption"]  # not one setter or reset
+        return
+    assert calls[-3:] == ["nvmlDeviceResetGpuLockedClocks", "nvmlDeviceResetMemoryLockedClocks",
+                          "nvmlDeviceSetPowerManagementLimit"]
+    assert not list(state.glob("*.json"))
+
+
+def test_cli_without_nvidia_driver_is_one_line(tmp_path):
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver")
+    r = subprocess.run([sys.executable, "-m", "polythrottle", "tune", "--device", "nvml:0", "--workload",
+                        "builtin:mlp", "--slo-ms", "10"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == UnsupportedError.exit_code
+    assert r.stderr.count("\n") == 1 and "NVML unavailable" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "polythrottle", "tune", "--device", "nvml:x", "--workload",
+                        "builtin:mlp", "--slo-ms", "10"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "expected a GPU index" in r.stderr

@@ -1,0 +1,121 @@
+"""``polythrottle history ls|show|export`` and ``polythrottle fleet`` on SQLite and PostgreSQL histories."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from polythrottle.cli import main
+from polythrottle.history import HistoryKey, HistoryStore
+from tests.conftest import run_cli
+
+KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
+BEST = {"gpu_mhz": 600.0, "batch_size": 4}
+
+
+def _fleet(target: str) -> None:
+    """3 units tune v1 (all recommend BEST; unit C's copy is 10% hungrier), unit A also tunes v2."""
+    with HistoryStore(target) as s:
+        for unit, scale in (("A", 1.0), ("B", 1.05), ("C", 1.10)):
+            tid = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz", "batch_size"], unit=unit)
+            s.add_measurement(tid, step=0, config={"gpu_mhz": 900.0, "batch_size": 1}, energy_j=1.0 * scale,
+                              latency_ms=10.0, role="baseline")
+            s.add_measurement(tid, step=1, config=BEST, energy_j=0.5 * scale, latency_ms=40.0 * scale, role="explore")
+            s.finish_tune(tid, best_config=BEST, best_energy_j=0.5 * scale, best_latency_ms=40.0 * scale,
+                          baseline_energy_j=1.0 * scale, stop_reason="budget")
+        tid = s.begin_tune(KEY, "v2", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz", "batch_size"], unit="A")
+        s.add_measurement(tid, step=0, config=BEST, energy_j=0.6, latency_ms=41.0, role="baseline")
+
+
+class _Run:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """``polythrottle ARGS`` in this process (fast); returns code, stdout, stderr."""
+    def run(*args: str) -> _Run:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse errors
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return _Run(code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history(request, tmp_path: Path) -> str:
+    target = str(tmp_path / "h.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    _fleet(target)
+    return target
+
+
+def test_ls_show_export(history: str, tmp_path: Path, cli) -> None:
+    r = cli("history", "ls", "--history", history)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "STARTED", "DEVICE", "UNIT"] and len(lines) == 5
+    assert "running" in lines[1] and " A " in lines[1]  # newest first: the unfinished v2 tune
+    r = cli("history", "ls", "--history", history, "--unit", "B", "--json")
+    (b,) = json.loads(r.stdout)
+    assert b["unit"] == "B" and b["board"] == "jetson-agx-orin" and b["measurements"] == 2 and b["status"] == "done"
+
+    r = cli("history", "show", str(b["id"]), "--history", history)
+    assert r.returncode == 0 and "unit B" in r.stdout and "STEP" in r.stdout and "baseline" in r.stdout
+    r = cli("history", "show", str(b["id"]), "--history", history, "--json")
+    doc = json.loads(r.stdout)
+    assert [m["step"] for m in doc["measurements"]] == [0, 1] and doc["best_config"] == BEST
+
+    r = cli("history", "export", "--history", history)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 7 and {r_["unit"] for r_ in rows} == {"A", "B", "C"}
+    first = rows[0]
+    assert first["board"] == "jetson-agx-orin" and first["device"] == "sim:jetson-agx-orin"
+    assert first["workload"] == "efficientnet-b0" and first["model_version"] == "v1"
+    assert json.loads(first["config"]) == {"batch_size": 1, "gpu_mhz": 900.0}
+    assert float(first["energy_j"]) == 1.0 and float(first["latency_ms"]) == 10.0 and first["time"].endswith("Z")
+    out = tmp_path / "m.json"
+    r = cli("history", "export", "--history", history, "--format", "json", "--out", str(out),
+                "--model-version", "v2")
+    assert r.returncode == 0 and "wrote 1 measurements" in r.stderr
+    (m,) = json.loads(out.read_text())
+    assert m["config"] == BEST and m["unit"] == "A" and m["measurement_id"].endswith(":0")
+
+
+def test_fleet_summary(history: str, cli) -> None:
+    r = cli("fleet", "--history", history, "--json")
+    assert r.returncode == 0, r.stderr
+    groups = {g["model_version"]: g for g in json.loads(r.stdout)}
+    g = groups["v1"]
+    assert (g["units"], g["tunes"], g["measurements"], g["best_tunes"]) == (3, 3, 6, 3)
+    assert g["best_config"] == BEST and g["config_units"] == 3 and g["board"] == "jetson-agx-orin"
+    assert g["energy_j"]["min"] == pytest.approx(0.5) and g["energy_j"]["max"] == pytest.approx(0.55)
+    assert g["energy_j"]["median"] == pytest.approx(0.525) and 0.03 < g["energy_j"]["cv"] < 0.05
+    assert g["feasible_units"] == 3
+    assert groups["v2"]["best_config"] is None and groups["v2"]["units"] == 1
+    r = cli("fleet", "--history", history)
+    assert "3 units, 3 tunes, 6 measurements" in r.stdout and "best (3 tunes): batch_size=4, gpu_mhz=600.0" in r.stdout
+
+
+def test_errors_are_one_line(tmp_path: Path, cli) -> None:
+    missing = tmp_path / "none.sqlite"
+    r = run_cli("history", "ls", "--history", str(missing))  # a real process: one line on stderr, exit 2
+    assert r.returncode == 2 and r.stderr == f"polythrottle: error: no history database at {missing}\n"
+    for args in (("history", "ls"), ("fleet",), ("history", "export")):
+        r = cli(*args, "--history", str(missing))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no history database at" in r.stderr
+    assert not missing.exists()  # reading never creates a history
+    target = str(tmp_path / "h.sqlite")
+    HistoryStore(target).close()
+    r = cli("history", "show", "42", "--history", target)
+    assert r.returncode == 2 and "has no tune 42" in r.stderr
+    r = cli("history", "export", "--history", target, "--format", "xml")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1

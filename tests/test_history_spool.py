@@ -1,0 +1,117 @@
+"""SpooledHistory against a real PostgreSQL that goes away: down at open, stopped mid-tune and restarted;
+every measurement ends up on the server exactly once, and the tune finishes on what it has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polythrottle.devices import DeviceOptions, open_device
+from polythrottle.history import HistoryKey, HistoryStore, SpooledHistory
+from polythrottle.history_tune import run_tune
+from polythrottle.tuner import TuneRecord
+
+KEY = HistoryKey("sim:jetson-agx-orin", "efficientnet-b0", "abc")
+
+
+@pytest.fixture
+def restart(pg_cluster):
+    """The session cluster, guaranteed running again after the test."""
+    yield pg_cluster
+    if not pg_cluster.running():
+        pg_cluster.start()
+
+
+def _server_rows(url: str, tune_client_id: str) -> list[tuple[str, int]]:
+    with HistoryStore(url) as s:
+        _, mrows = s.rows()
+    return sorted((m.client_id, m.step) for m in mrows if m.tune_client_id == tune_client_id)
+
+
+def test_server_down_at_open_then_back(pg_url: str, restart, tmp_path: Path) -> None:
+    HistoryStore(pg_url).close()  # schema created while it was up
+    restart.stop()
+    h = SpooledHistory(pg_url, tmp_path, retry_s=0.0, timeout_s=2.0)
+    assert not h.online and "unreachable" in (h.last_error or "")
+    tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U1")
+    assert tid < 0  # begun on the spool
+    for i in range(3):
+        h.add_measurement(tid, step=i, config={"gpu_mhz": 100.0 * (i + 1)}, energy_j=1.0 + i, latency_ms=10.0,
+                          role="explore")
+    assert h.pending() == 3
+    assert [o.step for o in h.observations(KEY, model_version="v1")] == [0, 1, 2]  # reads: what the spool has
+    restart.start()
+    h.finish_tune(tid, best_config={"gpu_mhz": 100.0}, best_energy_j=1.0, best_latency_ms=10.0)  # next write syncs
+    assert h.online and h.pending() == 0 and h.uploaded == 3
+    h.add_measurement(tid, step=3, config={"gpu_mhz": 400.0}, energy_j=4.0, latency_ms=10.0, role="explore")
+    h.close()
+    with HistoryStore(pg_url) as s:
+        (t,) = s.tunes()
+        assert t.unit == "U1" and t.status == "done" and t.measurements == 4
+        assert s.best(KEY, model_version="v1") is not None
+    cid = t.client_id
+    assert _server_rows(pg_url, cid) == [(f"{cid}:{i}", i) for i in range(4)]
+
+
+def test_server_stopped_mid_tune_every_measurement_synced_once(pg_url: str, restart, tmp_path: Path) -> None:
+    budget = 12
+    h = SpooledHistory(pg_url, tmp_path / "state", retry_s=0.0, timeout_s=2.0)
+    assert h.online
+    dev = open_device("sim:jetson-agx-orin?unit=7", DeviceOptions(workload="efficientnet-b0", noise=0.02, seed=3))
+    events: list[str] = []
+
+    def outage(rec: TuneRecord) -> None:
+        if rec.step == 3:
+            restart.stop()  # the database goes away mid-tune
+            events.append("stopped")
+        elif rec.step == 8:
+            restart.start()  # and comes back: the next write uploads the spool
+            events.append("started")
+
+    try:
+        result = run_tune(dev, 30.0, budget, store=h, model_version="v1", seed=0, on_record=outage, optimizer="random")
+    finally:
+        dev.close()
+    assert events == ["stopped", "started"]
+    assert len(result.history) == budget and result.best is not None  # the tune finished on what it had
+    assert h.uploaded > 0 and h.pending() == 0 and h.online
+    h.close()
+    with HistoryStore(pg_url) as s:
+        (t,) = s.tunes()
+        assert (t.status, t.unit, t.measurements) == ("done", "7", budget)
+        assert t.best_config == result.best.config
+        assert t.id == result.extra["history_tune_id"]  # begun online: the server's id
+    cid = t.client_id
+    assert _server_rows(pg_url, cid) == sorted((f"{cid}:{i}", i) for i in range(budget))
+
+
+def test_upload_repeated_after_a_crash_stores_nothing_twice(pg_url: str, restart, tmp_path: Path) -> None:
+    HistoryStore(pg_url).close()
+    restart.stop()
+    h = SpooledHistory(pg_url, tmp_path, retry_s=3600.0, timeout_s=2.0)
+    tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U2")
+    for i in range(4):
+        h.add_measurement(tid, step=i, config={"gpu_mhz": 1.0 * i}, energy_j=1.0, latency_ms=1.0, role="explore")
+    h.close()
+    restart.start()
+    # a process that uploaded the spool and died before deleting it: the same rows reach the server again
+    with HistoryStore(h.spool_file) as spool, HistoryStore(pg_url) as server:
+        server.merge(*spool.rows())
+    again = SpooledHistory(pg_url, tmp_path, timeout_s=2.0)  # the next open uploads (repeats) the spool
+    assert again.online and again.pending() == 0 and again.uploaded == 4
+    again.close()
+    with HistoryStore(pg_url) as s:
+        (t,) = s.tunes()
+        assert t.measurements == 4 and t.status == "running"
+    assert len(_server_rows(pg_url, t.client_id)) == 4
+
+
+def test_wrong_password_is_not_spooled(pg_cluster, tmp_path: Path) -> None:
+    from polythrottle.history import HistoryError, HistoryUnavailable
+
+    url = pg_cluster.url().replace("pt-secret", "wrong-secret")
+    with pytest.raises(HistoryError) as e:
+        SpooledHistory(url, tmp_path)
+    assert not isinstance(e.value, HistoryUnavailable)
+    assert "wrong-secret" not in str(e.value) and "password authentication failed" in str(e.value)
