@@ -189,7 +189,15 @@ def test_speed_order_prunes_dominated_configs_until_measurements_contradict_it()
         opt.tell(Observation(at(1, "fp32", "on"), 1.0, 2.0))
         opt.tell(Observation(at(1, "fp16", "on"), 2.0, 4.0))
     assert opt._check_order()
-    assert opt.undominated.all()  # precision has no known order any more; cuda_graphs has none to test
+    # precision has no known order any more; the CUDA-graphs order, which nothing contradicted, stays
+    kept = {(c["precision"], c["cuda_graphs"]) for c in (space.config(i) for i in np.flatnonzero(opt.undominated))}
+    assert kept == {("fp32", "on"), ("fp16", "on"), ("bf16", "on")}
+    # once graphs-on is measured slower and costlier than graphs-off, that order goes too
+    for _ in range(2):
+        opt.tell(Observation(at(2, "fp16", "off"), 1.0, 2.0))
+        opt.tell(Observation(at(2, "fp16", "on"), 2.0, 4.0))
+    assert opt._check_order()
+    assert opt.undominated.all()
 
 
 def _drive_env(opt, budget, noise=0.02, seed=0, baseline=None, exact=False):
