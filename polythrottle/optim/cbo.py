@@ -102,6 +102,7 @@ class CBOSettings:
     safety_p: float = 0.9
     bound_factor: float = 3.0
     stop_delta: float = 0.01
+    stop_delta_noise: bool = True
     stop_p: float = 0.3
     min_evals: int = 6
     impossible_p: float = 0.01
@@ -111,7 +112,7 @@ class CBOSettings:
     initial_design: bool = True
     pessimistic_mean: bool = True
     smooth_objective: bool = True
-    energy_dominance: bool = True
+    confirm_pick: bool = True
     stop_candidates: int = 64
     stop_samples: int = 512
     slack_as_sd: bool = False
@@ -151,15 +152,6 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
         self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
         self._energy_free = etrend != 0
-        # per energy-trended knob: the row one step the cheap way, all else equal (-1: none)
-        self._cheaper_step = []
-        for j in np.flatnonzero(etrend):
-            step = np.full(len(space), -1, dtype=np.int64)
-            for i, r in enumerate(space.rows):
-                key = list(int(v) for v in r)
-                key[j] -= int(etrend[j])
-                step[i] = space._lookup.get(tuple(key), -1)
-            self._cheaper_step.append(step)
 
     @property
     def exact(self) -> bool:
@@ -252,8 +244,6 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         design = self._design_point(left, est, allowed, margin)
         if design is not None:
             return design
-        if self.settings.energy_dominance and self._cheaper_step and feasible.any():
-            values = values + self._log_cheaper_infeasible(left, est, log_pof)
         values = np.where(allowed, values, -np.inf)
         best = int(np.argmax(values))
         self.last_acq_value = float(values[best])
@@ -269,17 +259,26 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
 
         # ... or when a better feasible config is unlikely to remain
         if len(self.observations) >= self.settings.min_evals:
-            p_remain = self.p_better_remains(view, self.settings.stop_delta)
+            p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
                 recheck = None if exact else self._uncertain_pick(remaining)
+                if recheck is None and not exact and self.settings.confirm_pick:
+                    recheck = self._unconfirmed_pick(est)
                 if recheck is not None:
                     return recheck
                 self.stop_reason = (
-                    f"converged: P(an unmeasured config is feasible and >= {self.settings.stop_delta:.0%} cheaper "
+                    f"converged: P(an unmeasured config is feasible and >= {self.stop_delta():.0%} cheaper "
                     f"than the recommendation) = {p_remain:.2g} < {self.settings.stop_p:g} after "
                     f"{len(self.observations)} measurements"
                 )
         return pick
+
+    def stop_delta(self) -> float:
+        """The saving worth looking further for: ``stop_delta``, or (``stop_delta_noise``) the relative
+        noise of one objective measurement if larger (a saving one measurement cannot tell from noise)."""
+        if not self.settings.stop_delta_noise or self.exact:
+            return self.settings.stop_delta
+        return max(self.settings.stop_delta, -math.expm1(-self.noise_std()[0]))
 
     def view(self, left: np.ndarray, remaining: int | None = None) -> CandidateView:
         """The model's view of the unmeasured candidates ``left`` (see ``CandidateView``)."""

@@ -64,19 +64,5 @@ class SafeDesign:
         gain = (self._energy_dir[cand] - self._energy_dir[anchor]).sum(1)
         return int(cand[int(np.argmax(gain))]) if gain.max() > 0 else None
 
-    def _log_cheaper_infeasible(self, left: np.ndarray, est: PointEstimates, log_pof: np.ndarray) -> np.ndarray:
-        """log P(the config one step the cheap way on each energy-trended knob is infeasible), per
-        candidate: energy per inference falls with the batch, so a config is only worth its expected
-        improvement where the next larger batch (all else equal) does not fit under the threshold."""
-        p_all = np.zeros(len(self.space))
-        p_all[left] = np.exp(log_pof)
-        p_all[np.asarray(est.idx)] = est.p
-        out = np.zeros(len(left))
-        for step in self._cheaper_step:
-            nxt = step[left]
-            has = nxt >= 0
-            out[has] += np.log(np.maximum(1.0 - p_all[nxt[has]], 1e-12))
-        return out
-
 
 __all__ = ["SafeDesign"]

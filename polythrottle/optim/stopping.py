@@ -57,6 +57,16 @@ class Stopping:
         hit = (draws[:, 0] < target) & (draws[:, 1] <= -margin) & (u < upper[top][None])
         return float(hit.any(1).mean())
 
+    def _unconfirmed_pick(self, est: PointEstimates) -> int | None:
+        """The recommendation, if it was measured only once while no config has been measured twice: its
+        P(feasible) then rests on a noise level the GP inferred from differences between configs, which
+        no repeat has checked (a lucky measurement just under the threshold looks safe)."""
+        sure = est.p >= self.settings.confidence
+        if not sure.any() or (est.n > 1).any():
+            return None
+        j = int(np.flatnonzero(sure)[np.argmin(est.lobj[sure])])
+        return est.idx[j] if est.n[j] < 2 else None
+
     def _uncertain_pick(self, remaining: int | None = None) -> int | None:
         j, _ = self._recheck_value(remaining)
         return j
