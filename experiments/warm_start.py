@@ -129,8 +129,8 @@ def write_table(path: Path, land: Landscape, energy: np.ndarray, latency: np.nda
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow([*land.knobs, "energy_j", "latency_ms"])
-        for c, e, l in zip(land.configs, energy, latency):
-            w.writerow([*(c[k] for k in land.knobs), repr(float(e)), repr(float(l))])
+        for c, e, lat in zip(land.configs, energy, latency):
+            w.writerow([*(c[k] for k in land.knobs), repr(float(e)), repr(float(lat))])
     return path
 
 
@@ -297,7 +297,7 @@ def main() -> None:
         w, c = [r["warm"] for r in rs], [r["cold"] for r in rs]
         n = len(rs)
 
-        def count(xs, f):
+        def count(xs, f, n=n):
             return f"{sum(1 for x in xs if f(x))}/{n}"
 
         old_ok = count(rs, lambda r: r["old_best_on_new"] and r["old_best_on_new"]["feasible_now"]
