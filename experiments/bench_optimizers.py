@@ -389,7 +389,7 @@ def _init_worker(optimizers: Sequence[str]) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    needs = {"cbo": ("torch", "botorch"), "optuna-gp": ("torch", "optuna.samplers._gp.sampler"), "optuna-tpe": ("optuna",)}
+    needs = {"cbo": ("torch", "botorch", "polythrottle.optim.cbo"), "optuna-gp": ("torch", "optuna.samplers._gp.sampler"), "optuna-tpe": ("optuna",)}
     for module in dict.fromkeys(m for o in optimizers for m in needs.get(o, ())):
         try:
             importlib.import_module(module)

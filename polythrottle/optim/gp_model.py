@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.fx.experimental.symbolic_shapes  # see below
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
@@ -20,6 +21,8 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from polythrottle.optim.base import Observation
 
+# GPyTorch's kernels call torch.broadcast_shapes, whose first call imports torch.fx's symbolic shapes (and
+# sympy): ~0.9 s. Imported with this module, so that it is paid once at import, not by the first proposal.
 DTYPE = torch.double
 NOISE_PRIOR_DOF = 2.0
 
