@@ -1,5 +1,10 @@
 """Safe constrained Bayesian optimization over a finite candidate set (BoTorch / GPyTorch).
 
+This module holds the loop (``ConstrainedBO``: ask, tell, recommend) and its settings; the parts live
+beside it: ``gp_model`` (the surrogate), ``speed_order`` (what the knobs' semantics imply),
+``safe_design`` (where exploration may go, the first moves), ``stopping`` (when a tune ends, what is
+worth re-measuring), ``estimates`` (what is known of measured and unmeasured configs).
+
 Model: one GP per outcome, on log(objective) and log(constraint / threshold), both standardised,
 inputs in [0, 1] (clocks and batch sizes on a log axis, categorical values in their known speed order,
 see ``Knob.encode``).
@@ -23,15 +28,17 @@ over every allowed unmeasured candidate; log P(feasible) while no point is belie
 Recommendation: among measured points, the lowest mean measured objective whose probability of
 feasibility is at least ``confidence``. A point whose feasibility is still uncertain is re-measured
 rather than trusted on one noisy sample, when the value of doing so beats a new point's expected
-improvement (and in the last ``recheck_reserve`` measurements). With exact measurements (every
-observation reports a relative noise of 0) nothing is measured twice.
+improvement (and in the last ``recheck_reserve`` measurements); a recommendation measured once while
+no config was measured twice is measured again before the tune ends (``confirm_pick``). With exact
+measurements (every observation reports a relative noise of 0) nothing is measured twice.
 
 The optimizer ends the tune itself (``stop_reason``) when
 * no config can meet the threshold: nothing measured is feasible and no unmeasured config has
   P(feasible) >= ``impossible_p`` (the fastest configs were measured and everything else is slower);
 * a better feasible config is unlikely to remain: after ``min_evals`` measurements, with a confident
   recommendation and no re-measurement worth making, no unmeasured config has a probability >=
-  ``stop_p`` of being feasible and at least ``stop_delta`` cheaper than the recommendation;
+  ``stop_p`` of being feasible and cheaper than the recommendation by at least ``stop_delta`` or (with
+  ``stop_delta_noise``) one measurement's relative noise, whichever is larger;
 * every config has been measured.
 """
 
@@ -71,6 +78,10 @@ class CBOSettings:
       whose bound is under ``bound_factor`` x the threshold.
     stop_delta, stop_p, min_evals: stop when, after at least ``min_evals`` observations, no unmeasured
       config has P(feasible and objective < (1 - stop_delta) x the recommendation's) >= ``stop_p``.
+    stop_delta_noise: ... with ``stop_delta`` raised to one objective measurement's relative noise (the GP's
+      estimate) where that is larger: a smaller saving could not be told from noise.
+    confirm_pick: before ending on a recommendation measured once while no config has been measured
+      twice, measure it again (the noise level is then only the GP's inference; see ``_unconfirmed_pick``).
     impossible_p: stop as infeasible when nothing measured and no unmeasured config has P(feasible) >= this.
     recheck_reserve: in the last measurements of a budget, re-measuring a point of uncertain feasibility
       competes with new points (as from ``confident_best_after`` on).
