@@ -54,6 +54,8 @@ def main() -> None:
         row = f"| {spec} | {wl} | {n} | {statistics.median(ps):.3f} | {max(ps):.3f} |"
         print(row, flush=True)
         lines.append(row)
+    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} (above ~0.5 other jobs shared the 2 cores: "
+              "wall-clock seconds per proposal are then inflated, with torch on 2 threads by several times)."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

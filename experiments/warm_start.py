@@ -209,8 +209,17 @@ def run_case(land: Landscape, seed: int, args, tmp: Path) -> dict:
         ev = evaluate(dev, tuner, res, recs, opt1, land.slo_ms)
         ev["wall_s"] = round(wall, 2)
         if mode == "warm":
-            ev["fallback"] = tuner.optimizer.fallback_reason
-            ev["est_shift"] = [round(x, 3) for x in tuner.optimizer.shift]
+            opt = tuner.optimizer
+            ev["fallback"] = opt.fallback_reason
+            ev["est_shift"] = [round(x, 3) for x in opt.shift]
+            # issue 15: never a costlier pick than the previous best once that re-measures feasible
+            prev = None if opt.previous_best is None else tuner.full_config(opt.previous_best)
+            again = [r.measurement for r in res.history if prev is not None and r.config == prev]
+            ok = bool(again) and float(np.mean([m.latency_ms for m in again])) <= land.slo_ms
+            ev["prev_best_feasible_again"] = ok
+            ev["costlier_than_prev_best"] = bool(
+                ok and res.best is not None and res.best.energy_j > float(np.mean([m.energy_j for m in again])) * (1 + 1e-9)
+            )
         row[mode] = ev
     return row
 
@@ -278,8 +287,9 @@ def main() -> None:
         "truly feasible and within 5%; `rec stable`: new measurements after which every later recommendation is.",
         "",
         "| landscape | SLO ms | warm: to 5% | cold: to 5% | warm hits <= 5 | cold hits <= 5 | warm rec@5 | cold rec@5 "
-        "| warm rec stable | cold rec stable | warm final ok | cold final ok | old best still ok | fallbacks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| warm rec stable | cold rec stable | warm final ok | cold final ok | old best still ok | fallbacks "
+        "| previous best re-measured feasible | warm pick costlier than it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = [(land.name, land.slo_ms) for land in lands] + [("all", None)]
     for name, slo in groups:
@@ -298,7 +308,8 @@ def main() -> None:
             f"| {count(w, lambda x: x['rec_ok_at_5'])} | {count(c, lambda x: x['rec_ok_at_5'])} "
             f"| {med(x['rec_stable_5pct_at'] for x in w):g} | {med(x['rec_stable_5pct_at'] for x in c):g} "
             f"| {count(w, lambda x: x['final_ok'])} | {count(c, lambda x: x['final_ok'])} | {old_ok} "
-            f"| {count(w, lambda x: x['fallback'])} |"
+            f"| {count(w, lambda x: x['fallback'])} | {count(w, lambda x: x.get('prev_best_feasible_again'))} "
+            f"| {count(w, lambda x: x.get('costlier_than_prev_best'))} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -35,20 +35,60 @@ def default_latency_trend(name: str) -> int:
     return 1 if name == "batch_size" else 0
 
 
+def default_energy_trend(name: str) -> int:
+    """Known direction of energy per inference as knob ``name`` rises: -1 for ``batch_size``, else 0."""
+    return -1 if name == "batch_size" else 0
+
+
+PRECISION_SPEED_RANK = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 2, "int8": 3}
+"""Lower precision runs no slower and uses no more energy: fp32 -> tf32 -> fp16 / bf16 -> int8."""
+SWITCH_SPEED_RANK = {"cuda_graphs": {"off": 0, "on": 1}}
+"""Switches known to make inference no slower when on (CUDA graphs remove per-kernel launch overhead)."""
+
+
+def default_semantics(name: str, values: Sequence[Value]) -> tuple[int, tuple[int, ...] | None, float | None]:
+    """What is known of knob ``name`` from its name alone, used where nothing better is known (e.g. the
+    columns of a replayed table): ``(latency_trend, speed_rank, latency_exponent)``, see ``Knob``.
+
+    Clocks (``*_mhz``) and ``batch_size`` change latency at most in proportion to their value (a
+    clock halved at most doubles the time; a batch twice as large takes at most twice as long);
+    ``precision`` (fp32, tf32, fp16, bf16, int8) and ``cuda_graphs`` (off, on) have a known order.
+    """
+    numeric = all(_is_number(v) for v in values)
+    if numeric:
+        trend = default_latency_trend(name)
+        return trend, None, (1.0 if trend else None)
+    table = PRECISION_SPEED_RANK if name == "precision" else SWITCH_SPEED_RANK.get(name)
+    if table is not None and all(isinstance(v, str) and v.lower() in table for v in values):
+        return 0, tuple(table[str(v).lower()] for v in values), None
+    return 0, None, None
+
+
 @dataclass(frozen=True)
 class Knob:
     """One tunable knob: a name (units in it, e.g. ``gpu_mhz``) and its ordered discrete values.
 
     Numeric knobs are sorted ascending; categorical knobs keep the given order.
     ``log_scale`` encodes numeric values on a log axis (clocks and batch sizes act multiplicatively).
-    ``latency_trend``: how latency moves as the value rises, when physics says so: -1 falls (clocks,
-    ``*_mhz``), +1 rises (``batch_size``), 0 unknown (precision, switches). Default: from the name.
+    ``latency_trend``: how latency moves as a numeric value rises, when physics says so: -1 falls
+    (clocks, ``*_mhz``), +1 rises (``batch_size``), 0 unknown. ``latency_exponent``: for a trended
+    knob, the most latency can grow when the value moves the slow way, as a power of the value ratio
+    (1.0: at most in proportion; None: no bound known). ``speed_rank``: for a categorical knob, one
+    integer per value (in ``values`` order); a higher rank is known to run no slower and use no more
+    energy (precision fp32 < tf32 < fp16 = bf16 < int8; cuda_graphs off < on); values of equal rank
+    are not ordered; None: no order known. ``energy_trend``: how energy per inference moves as a numeric
+    value rises, where known: -1 falls (``batch_size``: fixed costs shared by more inputs), 0 unknown
+    (clocks: too low wastes static power, too high wastes dynamic power). Defaults: from the name
+    (``default_semantics``).
     """
 
     name: str
     values: tuple[Value, ...]
     log_scale: bool | None = None
     latency_trend: int | None = None
+    speed_rank: tuple[int, ...] | None = None
+    latency_exponent: float | None = None
+    energy_trend: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -64,10 +104,27 @@ class Knob:
             raise BadInputError(f"knob {self.name!r} mixes numbers and strings")
         if self.log_scale is None:
             object.__setattr__(self, "log_scale", numeric and min(self.values) > 0)  # type: ignore[type-var]
+        trend, rank, exponent = default_semantics(self.name, self.values)
         if self.latency_trend is None:
-            object.__setattr__(self, "latency_trend", default_latency_trend(self.name) if numeric else 0)
+            object.__setattr__(self, "latency_trend", trend)
+            if self.latency_exponent is None:
+                object.__setattr__(self, "latency_exponent", exponent)
         elif self.latency_trend not in (-1, 0, 1):
             raise BadInputError(f"knob {self.name!r}: latency_trend must be -1, 0 or 1")
+        elif self.latency_trend and not numeric:
+            raise BadInputError(f"knob {self.name!r}: latency_trend needs numeric values (use speed_rank)")
+        if self.latency_exponent is not None and not (self.latency_exponent > 0 and self.latency_trend):
+            raise BadInputError(f"knob {self.name!r}: latency_exponent needs a latency_trend and must be > 0")
+        if self.energy_trend is None:
+            object.__setattr__(self, "energy_trend", default_energy_trend(self.name) if numeric else 0)
+        elif self.energy_trend not in (-1, 0, 1) or (self.energy_trend and not numeric):
+            raise BadInputError(f"knob {self.name!r}: energy_trend must be -1, 0 or 1, on numeric values")
+        if self.speed_rank is None:
+            object.__setattr__(self, "speed_rank", rank)
+        else:
+            object.__setattr__(self, "speed_rank", tuple(int(r) for r in self.speed_rank))
+            if numeric or len(self.speed_rank) != len(self.values):
+                raise BadInputError(f"knob {self.name!r}: speed_rank needs one rank per categorical value")
 
     @property
     def numeric(self) -> bool:
@@ -107,7 +164,8 @@ class Knob:
         return ", ".join(vals)
 
     def encode(self) -> np.ndarray:
-        """Values mapped to [0, 1] (log axis for log-scale numerics; index order for categoricals)."""
+        """Values mapped to [0, 1] (log axis for log-scale numerics; categoricals in ``speed_rank``
+        order, else in index order, evenly spaced)."""
         n = len(self.values)
         if n == 1:
             return np.zeros(1)
@@ -116,7 +174,10 @@ class Knob:
             if self.log_scale:
                 x = np.log(x)
             return (x - x.min()) / (x.max() - x.min())
-        return np.arange(n, dtype=float) / (n - 1)
+        pos = np.empty(n)
+        order = sorted(range(n), key=lambda i: (self.speed_rank[i], i)) if self.speed_rank else range(n)
+        pos[list(order)] = np.arange(n, dtype=float) / (n - 1)
+        return pos
 
 
 @dataclass(frozen=True)

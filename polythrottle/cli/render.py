@@ -92,6 +92,14 @@ class LiveView:
         self._print(self._line(cells), None if ok else "red")
 
 
+def no_config_line(result: TuneResult) -> str:
+    """What to say when nothing met the SLO: the lowest latency reachable and the config that reaches it."""
+    f = result.fastest
+    if f is None:
+        return f"lowest latency seen {result.lowest_latency_ms:.4g} ms"
+    return f"lowest latency reachable {f.latency_ms:.4g} ms, with {fmt_config(f.config)}"
+
+
 def result_table(result: TuneResult, carbon: CarbonIntensity | None = None) -> Table:
     """A row per knob (then energy, latency, CO2, measurements); a column for the baseline and the pick."""
     t = Table(title=f"SLO {result.slo_ms:g} ms, {len(result.history)} measurements ({result.optimizer})",
@@ -118,8 +126,7 @@ def print_result(result: TuneResult, console: Console, carbon: CarbonIntensity |
     console.print(result_table(result, carbon))
     if result.best is None:
         console.print(
-            f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; lowest latency seen: "
-            f"{result.lowest_latency_ms:.4g} ms."
+            f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; {no_config_line(result)}."
         )
     else:
         p = result.best.p_feasible

@@ -55,7 +55,7 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
 
 def run(args: argparse.Namespace) -> int:
     from polythrottle.carbon import resolve, tune_extra
-    from polythrottle.cli.render import LiveView, print_result  # rich rendering only when needed
+    from polythrottle.cli.render import LiveView, no_config_line, print_result  # rich rendering only when needed
     from polythrottle.tuning.session import run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
@@ -108,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if result.best is None:
         if args.json or args.quiet:
             print(
-                f"polythrottle: no config met the {args.slo_ms:g} ms SLO; lowest latency seen "
-                f"{result.lowest_latency_ms:.4g} ms",
+                f"polythrottle: no config met the {args.slo_ms:g} ms SLO; {no_config_line(result)}",
                 file=sys.stderr,
             )
         return 3

@@ -1,45 +1,69 @@
-"""Constrained Bayesian optimization over a finite candidate set (BoTorch / GPyTorch).
+"""Safe constrained Bayesian optimization over a finite candidate set (BoTorch / GPyTorch).
+
+This module holds the loop (``ConstrainedBO``: ask, tell, recommend) and its settings; the parts live
+beside it: ``gp_model`` (the surrogate), ``speed_order`` (what the knobs' semantics imply),
+``safe_design`` (where exploration may go, the first moves), ``stopping`` (when a tune ends, what is
+worth re-measuring), ``estimates`` (what is known of measured and unmeasured configs).
 
 Model: one GP per outcome, on log(objective) and log(constraint / threshold), both standardised,
-inputs in [0, 1] (clocks and batch sizes on a log axis, see ``Knob.encode``). Acquisition: analytic
-constrained log-EI (Gardner et al. 2014: EI x P(feasible)), maximised exactly over every unmeasured
-candidate; log probability of feasibility while no point is believed feasible. The feasibility factor is
-clipped to what the knobs' known latency trends imply from measured points (a config slower than one
-measured infeasible is infeasible too). Initial design: the first observation (the tuner's baseline), or
-scrambled-Sobol points snapped to valid candidates when ``n_init`` asks for more.
+inputs in [0, 1] (clocks and batch sizes on a log axis, categorical values in their known speed order,
+see ``Knob.encode``).
+
+Knob semantics (``Knob.latency_trend``, ``latency_exponent``, ``speed_rank``) give a partial order of
+the candidates by speed: a config with lower clocks, a larger batch or a slower precision than a
+measured one, and the same values of every knob without a known order, is no faster. They are used twice:
+
+* Feasibility bounds: P(feasible) of a candidate is clipped to what measured points imply (a config
+  slower than one measured infeasible is infeasible too, with ``monotone_slack``).
+* Safe exploration (SafeOpt-style): only configs likely under ``safety_factor`` x the threshold are
+  measured. Where the knobs' latency exponents bound the slowdown from a measured config (a clock
+  halved at most doubles the latency, a batch twice as large takes at most twice as long), the bound
+  decides; elsewhere the GP must give P(constraint <= safety_factor x threshold) >= ``safety_p``.
+  A config never slower than the fastest measured one is always allowed (so the fastest configs can
+  be reached when even the baseline is far over the threshold).
+
+Acquisition: analytic constrained log-EI (EI x P(feasible), Gardner et al. 2014), maximised exactly
+over every allowed unmeasured candidate; log P(feasible) while no point is believed feasible.
 
 Recommendation: among measured points, the lowest mean measured objective whose probability of
 feasibility is at least ``confidence``. A point whose feasibility is still uncertain is re-measured
-rather than trusted on one noisy sample: chosen by the value of re-measuring it (objective saved x the
-chance that a few repeats confirm it), and taken instead of a new point when that value beats the new
-point's expected improvement over the recommendation (and in the last ``recheck_reserve`` measurements).
+rather than trusted on one noisy sample, when the value of doing so beats a new point's expected
+improvement (and in the last ``recheck_reserve`` measurements); a recommendation measured once while
+no config was measured twice is measured again before the tune ends (``confirm_pick``). With exact
+measurements (every observation reports a relative noise of 0) nothing is measured twice.
+
+The optimizer ends the tune itself (``stop_reason``) when
+* no config can meet the threshold: nothing measured is feasible and no unmeasured config has
+  P(feasible) >= ``impossible_p`` (the fastest configs were measured and everything else is slower);
+* a better feasible config is unlikely to remain: after ``min_evals`` measurements, with a confident
+  recommendation and no re-measurement worth making, no unmeasured config has a probability >=
+  ``stop_p`` of being feasible and cheaper than the recommendation by at least ``stop_delta`` or (with
+  ``stop_delta_noise``) one measurement's relative noise, whichever is larger;
+* every config has been measured.
 """
+
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogProbabilityOfFeasibility
-from botorch.fit import fit_gpytorch_mll
+from botorch.acquisition.analytic import _log_ei_helper
 from botorch.models import SingleTaskGP
-from botorch.models.transforms.outcome import Standardize
-from botorch.models.utils.gpytorch_modules import get_matern_kernel_with_gamma_prior
-from gpytorch.constraints import GreaterThan
-from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import LogNormalPrior
-from scipy.special import ndtr, ndtri
+from scipy.special import log_ndtr, ndtr, ndtri
 
 from polythrottle.optim.base import Observation, Optimizer, Recommendation
+from polythrottle.optim.estimates import CandidateView, PointEstimates
+from polythrottle.optim.gp_model import DTYPE, OutcomeGP, matern_kernel
+from polythrottle.optim.safe_design import SafeDesign
+from polythrottle.optim.speed_order import OrderBounds, SpeedOrder
+from polythrottle.optim.stopping import Stopping
 from polythrottle.space import SearchSpace
 
-DTYPE = torch.double
-NOISE_PRIOR_DOF = 2.0
+EXACT_SE = 1e-9
+"""Standard error of a point's mean log constraint when measurements are exact."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +72,21 @@ class CBOSettings:
 
     n_init: initial-design size, observations told before the first ask included (e.g. the baseline).
     confidence: P(feasible) a recommendation must reach.
-    ei_stop: stop when the best expected improvement of log objective (~ relative improvement) is below this,
-      after at least ``min_evals`` observations.
-    recheck_reserve: the last measurements of a budget go to re-measuring candidates of uncertain feasibility.
+    safety_factor, safety_p: measure only configs likely under ``safety_factor`` x the threshold: the
+      knobs' latency bound proves it or the GP gives P >= ``safety_p`` (None: no limit; see ``allowed``).
+    bound_factor: ... and, where the knobs' latency exponents bound a config's latency, only configs
+      whose bound is under ``bound_factor`` x the threshold.
+    stop_delta, stop_p, min_evals: stop when, after at least ``min_evals`` observations, no unmeasured
+      config has P(feasible and objective < (1 - stop_delta) x the recommendation's) >= ``stop_p``.
+    stop_delta_noise: ... with ``stop_delta`` raised to one objective measurement's relative noise (the GP's
+      estimate) where that is larger: a smaller saving could not be told from noise.
+    confirm_pick: before ending on a recommendation measured once while no config has been measured
+      twice, measure it again (the noise level is then only the GP's inference; see ``_unconfirmed_pick``).
+    impossible_p: stop as infeasible when nothing measured and no unmeasured config has P(feasible) >= this.
+    recheck_reserve: in the last measurements of a budget, re-measuring a point of uncertain feasibility
+      competes with new points (as from ``confident_best_after`` on).
     max_repeats: most measurements of one point.
-    recheck_min_p: a measured point with at least this P(feasible) may be re-measured (see ``_uncertain_pick``).
+    recheck_min_p: a measured point with at least this P(feasible) may be re-measured (see ``_recheck_value``).
     reported_noise: how observations' own noise estimates (``objective_rel_std``...) are used:
       "fixed" as the exact noise; "floor" as a lower bound, the GP learning extra homoscedastic noise on
       top (live windows of one measurement miss the spread between measurements); "ignore": inferred.
@@ -61,16 +95,38 @@ class CBOSettings:
       None: never.
     recheck_compete: from ``confident_best_after`` on, re-measure a point whenever the value of doing so
       (see ``_recheck_value``) beats the best expected improvement of a new point.
-    monotone_slack: use the knobs' known latency trends (``Knob.latency_trend``) with this relative
-      slack: a point at least as slow as a measured one (no faster on any trended knob, equal on the
-      others) is no more likely feasible than that one at (1 + slack) x threshold, and a point at least
-      as fast no less likely than it at threshold / (1 + slack). None: ignore trends.
+    prune_dominated: explore only points not dominated by the knobs' speed ranks (a point with the same
+      other values and a higher-ranked precision, CUDA graphs on, ... is no slower and no costlier);
+      a rank that measurements contradict is dropped.
+    pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
+    initial_design: move along the knobs' known energy trends first (see ``_design_point``).
+    confirm_margin: judge unmeasured configs (expected improvement, stopping) on P(latency under the
+      threshold by a margin that ``max_repeats`` measurements can confirm), not on P(feasible).
+    monotone_slack: use the knobs' known speed order with this relative slack: a point at least as
+      slow as a measured one is no more likely feasible than that one at (1 + slack) x threshold, and a
+      point at least as fast no less likely than it at threshold / (1 + slack). None: ignore the order.
     """
 
     n_init: int = 1
     confidence: float = 0.975
-    ei_stop: float = 1e-4
-    min_evals: int = 12
+    safety_factor: float | None = 1.2
+    safety_p: float = 0.9
+    bound_factor: float = 3.0
+    stop_delta: float = 0.01
+    stop_delta_noise: bool = True
+    stop_p: float = 0.3
+    min_evals: int = 6
+    impossible_p: float = 0.01
+    prune_dominated: bool = True
+    confirm_margin: bool = True
+    lengthscale_prior: tuple[str, float, float] = ("lognormal", -0.1, 1.0)
+    initial_design: bool = True
+    pessimistic_mean: bool = True
+    smooth_objective: bool = True
+    confirm_pick: bool = True
+    stop_candidates: int = 64
+    stop_samples: int = 512
+    slack_as_sd: bool = False
     max_batch: int = 4096
     warm_maxiter: int = 30
     recheck_reserve: int = 5
@@ -78,24 +134,11 @@ class CBOSettings:
     reported_noise: str = "floor"
     monotone_slack: float | None = 0.05
     recheck_min_p: float = 0.1
-    confident_best_after: int | None = 10
+    confident_best_after: int | None = 6
     recheck_compete: bool = True
 
 
-class PointEstimates(NamedTuple):
-    """Per measured point: row index, mean log objective, mean log constraint/threshold, the standard
-    error of that mean, P(feasible) (clipped to the latency-trend bounds when they are used) and the
-    number of measurements."""
-
-    idx: list[int]
-    lobj: np.ndarray
-    lcon: np.ndarray
-    se: np.ndarray
-    p: np.ndarray
-    n: np.ndarray
-
-
-class ConstrainedBO(Optimizer):
+class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
     name = "cbo"
 
     def __init__(
@@ -116,111 +159,24 @@ class ConstrainedBO(Optimizer):
             dimension=max(self.X_all.shape[1], 1), scramble=True, seed=0 if seed is None else int(seed)
         )
         self.last_acq_value: float | None = None
-        trend = np.array([k.latency_trend or 0 for k in space.knobs], dtype=int)
-        self._slowness = (space.rows * trend).astype(np.int64)  # larger on a trended knob = slower
-        self._untrended = space.rows[:, trend == 0]
-        self._use_trends = self.settings.monotone_slack is not None and bool(trend.any())
+        self._set_order(frozenset())
+        etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
+        self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
+        self._energy_free = etrend != 0
 
-    # ----- model ------------------------------------------------------------------------------------
-    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        obs = self.observations
-        X = self.X_all[[o.index for o in obs]]
-        Y = torch.tensor(
-            [[math.log(o.objective), math.log(o.constraint / self.threshold)] for o in obs], dtype=DTYPE
+    @property
+    def exact(self) -> bool:
+        """Whether every observation says it is exact (relative noise 0 on both outcomes)."""
+        return bool(self.observations) and all(
+            o.objective_rel_std == 0.0 and o.constraint_rel_std == 0.0 for o in self.observations
         )
-        if self.settings.reported_noise != "ignore" and all(
-            o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs
-        ):
-            var = torch.tensor(
-                [[max(o.objective_rel_std, 1e-3) ** 2, max(o.constraint_rel_std, 1e-3) ** 2] for o in obs],
-                dtype=DTYPE,
-            )
-            return X, Y, var
-        return X, Y, None
-
-    def model(self) -> SingleTaskGP:
-        """The GP over (log objective, log constraint/threshold), refitted when observations changed."""
-        if self._model is not None and self._model_n == len(self.observations):
-            return self._model
-        X, Y, var = self._train_data()
-        # Matern-5/2 with BoTorch's Gamma(3, 6) lengthscale prior rather than the dimension-scaled
-        # default: on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped
-        # early far from the optimum (experiments/results/bench.md)
-        covar = get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape=torch.Size([2]))
-        model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
-        if var is not None and self.settings.reported_noise == "floor":
-            # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
-            prior = LogNormalPrior(loc=-4.0, scale=1.0)
-            model.likelihood = FixedNoiseGaussianLikelihood(
-                noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
-                batch_shape=model._aug_batch_shape, noise_prior=prior,
-                noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
-            )
-        if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
-            # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
-            model.load_state_dict(self._hyper, strict=False)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny matrices: one thread is ~2x faster than two (measured)
-        kwargs = {} if self._hyper is None else {"optimizer_kwargs": {"options": {"maxiter": self.settings.warm_maxiter}}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                fit_gpytorch_mll(mll, **kwargs)
-            except Exception:  # noqa: BLE001 - keep the prior hyper-parameters if fitting fails
-                pass
-            finally:
-                torch.set_num_threads(threads)
-        model.eval()
-        self._hyper = {
-            k: v.clone() for k, v in model.state_dict().items() if k.startswith(("likelihood", "covar_module", "mean_module"))
-        }
-        self._hyper_inferred_noise = var is None
-        self._model, self._model_n = model, len(self.observations)
-        return model
-
-    def posterior(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and std (latent, no observation noise) of both outcomes at ``indices``."""
-        model = self.model()
-        with torch.no_grad():
-            post = model.posterior(self.X_all[list(indices)])
-            return post.mean.numpy(), post.variance.clamp_min(1e-12).sqrt().numpy()
-
-    def noise_std(self) -> tuple[float, float]:
-        """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""
-        model = self.model()
-        _, _, var = self._train_data()
-        stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
-        if var is not None:
-            v = var.mean(0)
-            extra = getattr(model.likelihood, "second_noise", 0.0)  # learned noise beyond the reported
-            v = v + torch.as_tensor(extra, dtype=DTYPE).detach().reshape(-1) * stdvs**2
-            return tuple(float(x) for x in v.sqrt())  # type: ignore[return-value]
-        noise = model.likelihood.noise.detach().reshape(-1)
-        sd = (noise * stdvs**2).sqrt()
-        return float(sd[0]), float(sd[-1])
-
-    def _constraint_noise_sd(self, by_point: dict[int, list[Observation]]) -> float:
-        """Per-measurement noise sd of log constraint.
-
-        The GP's noise estimate also absorbs model misfit on rough landscapes, so it overstates pure
-        measurement noise. Replicated points measure the noise itself: their pooled within-point
-        variance updates the GP's estimate as a prior worth ``NOISE_PRIOR_DOF`` degrees of freedom.
-        """
-        _, sd_gp = self.noise_std()
-        ss, dof = 0.0, 0
-        for obs in by_point.values():
-            if len(obs) > 1:
-                logs = np.log([o.constraint for o in obs])
-                ss += float(((logs - logs.mean()) ** 2).sum())
-                dof += len(obs) - 1
-        return math.sqrt((NOISE_PRIOR_DOF * sd_gp**2 + ss) / (NOISE_PRIOR_DOF + dof))
 
     def _point_estimates(self) -> PointEstimates:
         """Per measured point: indices, mean log objective, mean log constraint/threshold, P(feasible).
 
         The estimate of a point is the mean of its own measurements (unbiased, unlike the GP's
-        smoothed mean at a rough optimum); its standard error uses the GP's noise estimate.
+        smoothed mean at a rough optimum); its standard error uses the GP's noise estimate (exact
+        measurements: none).
         """
         by_point: dict[int, list[Observation]] = {}
         for o in self.observations:
@@ -229,30 +185,22 @@ class ConstrainedBO(Optimizer):
         lobj = np.array([np.mean([math.log(o.objective) for o in by_point[i]]) for i in idx])
         lcon = np.array([np.mean([math.log(o.constraint / self.threshold) for o in by_point[i]]) for i in idx])
         n = np.array([len(by_point[i]) for i in idx], dtype=float)
-        se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
+        if self.exact:
+            se = np.full(len(idx), EXACT_SE)
+        else:
+            se = np.maximum(self._constraint_noise_sd(by_point), 1e-3) / np.sqrt(n)
+            if self.settings.smooth_objective and len(idx) >= 3:
+                # the GP's posterior mean at the measured points: pools neighbours, so a config is not
+                # preferred on one lucky measurement when the objective's noise is a few percent
+                lobj = self.posterior(idx)[0][:, 0]
         est = PointEstimates(idx, lobj, lcon, se, ndtr(-lcon / se), n)
-        if self._use_trends:
-            lower, upper = self._trend_bounds(np.asarray(idx), est)
+        if self._use_order:
+            if self.exact:
+                lower, upper = self._trend_bounds(np.asarray(idx), est)
+            else:
+                lower, upper = self._measured_order_bounds(est)
             est = est._replace(p=np.minimum(np.maximum(est.p, lower), upper))
         return est
-
-    def _trend_bounds(self, points: np.ndarray, est: PointEstimates | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points (``est``,
-        default: the current estimates) and the knobs' latency trends (see ``CBOSettings.monotone_slack``)."""
-        idx, _, lcon, se, _, _ = est if est is not None else self._point_estimates()
-        slack = math.log1p(self.settings.monotone_slack or 0.0)
-        p_up, p_lo = ndtr((slack - lcon) / se), ndtr((-slack - lcon) / se)
-        lower, upper = np.zeros(len(points)), np.ones(len(points))
-        s_m, u_m = self._slowness[idx], self._untrended[idx]
-        for start in range(0, len(points), self.settings.max_batch):
-            sl = slice(start, start + self.settings.max_batch)
-            s_c, u_c = self._slowness[points[sl]][:, None, :], self._untrended[points[sl]][:, None, :]
-            same = (u_c == u_m[None]).all(-1)
-            slower = same & (s_c >= s_m[None]).all(-1)  # the point is at least as slow as measured m
-            faster = same & (s_c <= s_m[None]).all(-1)
-            upper[sl] = np.where(slower, p_up[None], 1.0).min(1)
-            lower[sl] = np.where(faster, p_lo[None], 0.0).max(1)
-        return lower, upper
 
     # ----- ask --------------------------------------------------------------------------------------
     def _initial_point(self) -> int:
@@ -262,109 +210,109 @@ class ConstrainedBO(Optimizer):
         return int(left[int(torch.argmin(d))])
 
     def ask(self, remaining: int | None = None) -> int:
-        left = self.unmeasured()
-        if len(left) == 0:
-            self.stop_reason = "every point of the space has been measured"
-            rec = self.recommend()
-            return rec.index if rec.index is not None else self.observations[-1].index
         if len(self.observations) < self.settings.n_init:
             return self._initial_point()
+        self._check_order()
+        left = self.unmeasured()
+        left = left[self.undominated[left]]
+        if len(left) == 0:
+            self.stop_reason = (
+                f"every config of the space has been measured ({len(self.observations)} measurements)"
+                if len(self.measured) == len(self.space) else
+                f"every config not dominated by the knobs' speed order has been measured ({len(self.observations)} "
+                "measurements)"
+            )
+            rec = self.recommend()
+            return rec.index if rec.index is not None else self.observations[-1].index
 
-        if remaining is not None and remaining <= self.settings.recheck_reserve:
-            recheck = self._uncertain_pick(remaining)
-            if recheck is not None:
-                return recheck
-
-        est = self._point_estimates()
+        exact = self.exact
+        view = self.view(left, remaining)
+        est, mean, std, log_pof, log_pof_c, margin = view.est, view.mean, view.std, view.log_pof, view.log_pof_c, view.margin
         lobj, feasible = est.lobj, est.p >= 0.5
-        model = self.model()
-        choices = self.X_all[left]
         sure = est.p >= self.settings.confidence
         late = self.settings.confident_best_after is not None and len(self.observations) >= self.settings.confident_best_after
-        cons = {1: (None, 0.0)}
         if feasible.any():
             # early: improve on the best point believed feasible (race to the optimum); late: on the
             # point that would be recommended, so that a slightly costlier point that can be
             # confirmed feasible still has value when the best one sits on the latency boundary
             best_f = float(lobj[sure].min()) if late and sure.any() else float(lobj[feasible].min())
-            acq = LogConstrainedExpectedImprovement(
-                model, best_f=best_f, objective_index=0, constraints=cons, maximize=False
-            )
+            u = torch.as_tensor((best_f - mean[:, 0]) / std[:, 0], dtype=DTYPE)
+            log_ei = _log_ei_helper(u).numpy() + np.log(std[:, 0])
+            values = log_ei + log_pof_c
         else:
-            acq = LogProbabilityOfFeasibility(model, constraints=cons)
-        values = self._evaluate(acq, choices)
-        if self._use_trends:
-            # swap the GP's feasibility factor for one clipped to what the latency trends imply
-            log_pof = (
-                self._evaluate(LogProbabilityOfFeasibility(model, constraints=cons), choices)
-                if feasible.any()
-                else values  # the acquisition already is the log P(feasible)
+            values = log_pof.copy()
+
+        # the tune ends itself when no config can meet the threshold ...
+        p_max = float(np.exp(log_pof.max()))
+        if not (est.p >= self.settings.impossible_p).any() and p_max < self.settings.impossible_p:
+            self.stop_reason = (
+                f"no config can meet the threshold: none of the {len(est.idx)} measured configs does, and no "
+                f"other has P(feasible) >= {self.settings.impossible_p:g} (highest {p_max:.2g})"
             )
-            lower, upper = self._trend_bounds(left, est)
-            lo, hi = torch.as_tensor(np.log(np.maximum(lower, 1e-300))), torch.as_tensor(np.log(np.maximum(upper, 1e-300)))
-            values = values - log_pof + torch.minimum(torch.maximum(log_pof, lo), hi)
-        best = int(torch.argmax(values))
+            return int(left[int(np.argmax(values))])
+
+        allowed = self.allowed(left, est, mean, std)
+        design = self._design_point(left, est, allowed, margin)
+        if design is not None:
+            return design
+        values = np.where(allowed, values, -np.inf)
+        best = int(np.argmax(values))
         self.last_acq_value = float(values[best])
         pick = int(left[best])
-        if late and self.settings.recheck_compete:
+        reserve = remaining is not None and remaining <= self.settings.recheck_reserve
+        if exact:
+            pass
+        elif (late or reserve) and self.settings.recheck_compete:
             # both are expected relative improvements of the recommendation: re-measure when that pays more
             recheck, value = self._recheck_value(remaining, est)
             if recheck is not None and math.log(value) > self.last_acq_value:
                 return recheck
-        if (
-            feasible.any()
-            and len(self.observations) >= self.settings.min_evals
-            and self.last_acq_value < math.log(self.settings.ei_stop)
-        ):
-            recheck = self._uncertain_pick(remaining)
-            if recheck is not None:
-                return recheck
-            self.stop_reason = (
-                f"expected improvement below {self.settings.ei_stop:.2%} of the objective"
-            )
+
+        # ... or when a better feasible config is unlikely to remain
+        if len(self.observations) >= self.settings.min_evals:
+            p_remain = self.p_better_remains(view, self.stop_delta())
+            if p_remain is not None and p_remain < self.settings.stop_p:
+                recheck = None if exact else self._uncertain_pick(remaining)
+                if recheck is None and not exact and self.settings.confirm_pick:
+                    recheck = self._unconfirmed_pick(est)
+                if recheck is not None:
+                    return recheck
+                self.stop_reason = (
+                    f"converged: P(an unmeasured config is feasible and >= {self.stop_delta():.0%} cheaper "
+                    f"than the recommendation) = {p_remain:.2g} < {self.settings.stop_p:g} after "
+                    f"{len(self.observations)} measurements"
+                )
         return pick
 
-    def _evaluate(self, acq: torch.nn.Module, X: torch.Tensor) -> torch.Tensor:
-        """Acquisition values at every row of ``X`` (q = 1), in batches of ``settings.max_batch``."""
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.cat([acq(X[i : i + self.settings.max_batch].unsqueeze(1)) for i in range(0, len(X), self.settings.max_batch)])
+    def stop_delta(self) -> float:
+        """The saving worth looking further for: ``stop_delta``, or (``stop_delta_noise``) the relative
+        noise of one objective measurement if larger (a saving one measurement cannot tell from noise)."""
+        if not self.settings.stop_delta_noise or self.exact:
+            return self.settings.stop_delta
+        return max(self.settings.stop_delta, -math.expm1(-self.noise_std()[0]))
 
-    def _uncertain_pick(self, remaining: int | None = None) -> int | None:
-        j, _ = self._recheck_value(remaining)
-        return j
-
-    def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None) -> tuple[int | None, float]:
-        """A measured point worth re-measuring and the value of doing so (an expected relative saving on
-        the recommendation's objective), or (None, 0.0). ``est``: the current point estimates, if at hand.
-
-        Candidates: points better than the current recommendation whose feasibility is uncertain
-        (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
-        Each is valued by the relative objective it would save over the recommendation times the
-        probability that ``k`` more measurements (up to ``max_repeats`` and the ``remaining`` budget)
-        raise its P(feasible) to the confidence: the preposterior of its mean log constraint is
-        normal around the current mean with variance sd^2 (1/n - 1/(n+k)). The most valuable wins;
-        a point just under the threshold beats a cheaper one that is most likely infeasible.
-        """
-        idx, lobj, lcon, se, p, n = est if est is not None else self._point_estimates()
-        conf = self.settings.confidence
-        sure = p >= conf
-        rec_lobj = float(lobj[sure].min()) if sure.any() else math.inf
-        k = np.maximum(self.settings.max_repeats - n, 0.0)
-        if remaining is not None:
-            k = np.minimum(k, max(remaining, 0))
-        sd = se * np.sqrt(n)
-        z = float(ndtri(conf))
-        pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / (n + k), 1e-12))
-        p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
-        gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
-        value = np.where((k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
-        j = int(np.argmax(value))
-        return (idx[j], float(value[j])) if value[j] > 0 else (None, 0.0)
+    def view(self, left: np.ndarray, remaining: int | None = None) -> CandidateView:
+        """The model's view of the unmeasured candidates ``left`` (see ``CandidateView``)."""
+        est = self._point_estimates()
+        mean, std = self.posterior(left)
+        lower, upper = self._trend_bounds(left, est) if self._use_order else (np.zeros(len(left)), np.ones(len(left)))
+        log_lo, log_hi = np.log(np.maximum(lower, 1e-300)), np.log(np.maximum(upper, 1e-300))
+        log_pof = np.clip(log_ndtr(-mean[:, 1] / std[:, 1]), log_lo, log_hi)
+        # what is worth measuring is a config that can be confirmed feasible: latency a few noise
+        # standard errors under the threshold (those of the measurements it can still get)
+        margin = 0.0
+        upper_c = upper
+        if self.settings.confirm_margin and not self.exact:
+            repeats = self.settings.max_repeats if remaining is None else max(1, min(self.settings.max_repeats, remaining))
+            margin = float(ndtri(self.settings.confidence) * est.se[0] * math.sqrt(est.n[0] / repeats))
+            if self._use_order:
+                _, upper_c = self._trend_bounds(left, est, margin)
+        log_pof_c = np.minimum(log_ndtr((-margin - mean[:, 1]) / std[:, 1]), np.log(np.maximum(upper_c, 1e-300)))
+        return CandidateView(left, est, mean, std, log_pof, log_pof_c, upper_c, margin)
 
     # ----- recommend --------------------------------------------------------------------------------
     def recommend(self) -> Recommendation:
-        if len(self.observations) < 2:
+        if len(self.observations) < 2 and not self.exact:
             return super().recommend()
         idx, lobj, lcon, _, p, _ = self._point_estimates()
         conf = self.settings.confidence
@@ -386,4 +334,4 @@ class ConstrainedBO(Optimizer):
         )
 
 
-__all__ = ["CBOSettings", "ConstrainedBO"]
+__all__ = ["DTYPE", "CBOSettings", "ConstrainedBO", "SpeedOrder", "matern_kernel"]

@@ -10,9 +10,12 @@ measurement noise). The prior observations, moved by ``delta``, join the new one
 constrained-BO GP (``ConstrainedBO``) with their noise variance raised by ``tau**2``, so they guide the
 search where nothing new was measured and yield to new measurements where there are some.
 
-Order of measurements: the tuner's baseline, then the previous best (the prior point predicted best and
-feasible after the estimated shift), then constrained EI as usual. Recommendations use new measurements
-only (``ConstrainedBO.recommend``).
+Order of measurements: the tuner's baseline, then the previous best (what ``ConstrainedBO`` recommends
+from the prior observations alone; skipped when the estimated shift makes it infeasible), then the safe
+constrained EI of ``ConstrainedBO`` as usual. Recommendations use new measurements only
+(``ConstrainedBO.recommend``), with one rule on top: once the previous best re-measures feasible (mean
+new latency under the threshold), nothing costlier than it (mean new energy) is recommended; the
+previous best itself is recommended when no confidently feasible config is cheaper.
 
 Large shifts: when the residual spread exceeds ``WarmStartSettings.max_tau`` (the landscape changed
 shape, not just level) the prior is dropped and the tune continues as a cold start (``fallback_reason``
@@ -34,7 +37,7 @@ from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from polythrottle.errors import BadInputError
-from polythrottle.optim.base import Observation
+from polythrottle.optim.base import Observation, Recommendation
 from polythrottle.optim.cbo import DTYPE, CBOSettings, ConstrainedBO
 from polythrottle.space import SearchSpace
 
@@ -56,8 +59,8 @@ class WarmStartSettings:
     max_prior: int = 400
 
 
-WARM_CBO_SETTINGS = CBOSettings(n_init=1, min_evals=6)
-"""Defaults of the underlying BO for a re-tune: no random initial design; may stop after 6 measurements."""
+WARM_CBO_SETTINGS = CBOSettings(n_init=1, min_evals=4)
+"""Defaults of the underlying BO for a re-tune: no random initial design; may stop after 4 measurements."""
 
 
 class WarmStartBO(ConstrainedBO):
@@ -94,8 +97,11 @@ class WarmStartBO(ConstrainedBO):
         self._prior_noise: tuple[float, float] = (1e-3, 1e-3)
         self._prior_pick_done = False
         self._transfer_n = -1
+        self.previous_best: int | None = None
+        """What the prior observations alone recommend (index), or None."""
         if self.prior:
             self._fit_prior()
+            self.previous_best = self._recommend_from_prior()
 
     @property
     def prior_active(self) -> bool:
@@ -214,22 +220,24 @@ class WarmStartBO(ConstrainedBO):
             return super().noise_std()
         return self._new_noise()
 
-    def _prior_pick(self) -> int | None:
-        """The previous best, moved by the estimated shift: among prior points, the lowest mean energy
-        whose shifted mean latency is feasible with probability >= ``settings.confidence`` (standard
-        error from the prior's noise and the point's repeats, as ``ConstrainedBO.recommend`` judges)."""
-        by_point: dict[int, list[Observation]] = {}
+    def _recommend_from_prior(self) -> int | None:
+        """The previous best: what ``ConstrainedBO`` (cold settings) recommends from the prior alone."""
+        cold = ConstrainedBO(self.space, self.threshold, self.seed, self._cold_settings)
         for o in self.prior:
-            by_point.setdefault(o.index, []).append(o)
-        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(self.settings.confidence)))
-        best: tuple[float, int] | None = None
-        for i, obs in by_point.items():
-            lobj = float(np.mean([math.log(o.objective) for o in obs]))
-            lcon = float(np.mean([math.log(o.constraint / self.threshold) for o in obs])) + self.shift[1]
-            se = self._prior_noise[1] / math.sqrt(len(obs))
-            if lcon <= -z * se and (best is None or lobj < best[0]):
-                best = (lobj, i)
-        return None if best is None else best[1]
+            cold.tell(o)
+        try:
+            return cold.recommend().index
+        except Exception:  # noqa: BLE001 - a prior the GP cannot fit: no previous best, a plain warm start
+            return None
+
+    def _prior_pick(self) -> int | None:
+        """The previous best, unless the estimated latency shift makes it infeasible (its mean prior
+        latency moved by the shift is over the threshold)."""
+        i = self.previous_best
+        if i is None:
+            return None
+        lcon = [math.log(o.constraint / self.threshold) for o in self.prior if o.index == i]
+        return i if float(np.mean(lcon)) + self.shift[1] <= 0.0 else None
 
     def ask(self, remaining: int | None = None) -> int:
         self._update_transfer()
@@ -239,6 +247,24 @@ class WarmStartBO(ConstrainedBO):
             if pick is not None and pick not in self.measured:
                 return pick
         return super().ask(remaining)
+
+    def recommend(self) -> Recommendation:
+        """``ConstrainedBO.recommend``, but never costlier than the previous best once that re-measures
+        feasible (mean new latency under the threshold); then the previous best itself, unless a
+        confidently feasible config is cheaper."""
+        rec = super().recommend()
+        i = self.previous_best
+        new = [o for o in self.observations if o.index == i]
+        if i is None or not new:
+            return rec
+        lobj = float(np.mean([math.log(o.objective) for o in new]))
+        lcon = float(np.mean([math.log(o.constraint / self.threshold) for o in new]))
+        if lcon > 0.0 or (rec.index is not None and rec.objective is not None and rec.objective <= math.exp(lobj)):
+            return rec
+        est = self._point_estimates()
+        p = float(est.p[est.idx.index(i)])
+        return Recommendation(i, math.exp(lobj), math.exp(lcon) * self.threshold, p,
+                              "the previous model version's best, re-measured feasible (mean of its new measurements)")
 
 
 def configs_to_prior(

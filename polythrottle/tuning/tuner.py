@@ -1,8 +1,9 @@
 """The tuner joins a device and an optimizer: propose -> apply -> measure -> record -> recommend.
 
 It measures the baseline (the device's default config, or the one given) first, then lets the
-optimizer pick configs until the budget is spent or the optimizer says further measurements are not
-worth it, and reports the recommendation and its saving against the baseline.
+optimizer pick configs until the budget is spent or the optimizer ends the tune (``stop_reason`` set
+while choosing: the config it returned is then not measured), and reports the recommendation, its
+saving against the baseline and the fastest config measured (what to report when nothing met the SLO).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class TuneResult:
     stop_reason: str
     recommendation_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    fastest: ConfigSummary | None = None
+    """The measured config with the lowest mean latency (the lowest latency reachable, as far as measured)."""
 
     @property
     def feasible(self) -> bool:
@@ -112,6 +115,7 @@ class TuneResult:
             "measurements": len(self.history),
             "stop_reason": self.stop_reason,
             "recommendation_reason": self.recommendation_reason,
+            "fastest": None if self.fastest is None else self.fastest.to_dict(),
             "history": [r.to_dict() for r in self.history],
             **self.extra,
         }
@@ -199,17 +203,28 @@ class Tuner:
         self._callbacks = [on_record] if on_record else []
         base_sub = {n: self.baseline_config[n] for n in self.tuned_knobs}
         base_index = self.space.index_of(base_sub)
-        self._tell(base_index, self._measure(self.baseline_config, 0.0, "baseline"))
+        first = self._measure(self.baseline_config, 0.0, "baseline")
+        self._tell(base_index, first)
+        exact = first.energy_rel_std == 0.0 and first.latency_rel_std == 0.0
         stop_reason = f"budget of {self.budget} measurements spent"
         while len(self.history) < self.budget:
             t0 = time.perf_counter()
             index = self.optimizer.ask(remaining=self.budget - len(self.history))
             propose_s = time.perf_counter() - t0
-            role = "recheck" if index in self.optimizer.measured else "explore"
-            self._tell(index, self._measure(self.full_config(index), propose_s, role))
-            if self.optimizer.stop_reason:
-                stop_reason = f"{self.optimizer.stop_reason} (after {len(self.history)} measurements)"
+            if self.optimizer.stop_reason:  # the optimizer ends the tune: its last pick is not measured
+                stop_reason = self.optimizer.stop_reason
+                if "measurements" not in stop_reason:
+                    stop_reason += f" (after {len(self.history)} measurements)"
                 break
+            measured = index in self.optimizer.measured
+            if measured and exact:
+                # the device says its measurements are exact: measuring a config again cannot tell more
+                stop_reason = (f"the optimizer asked to re-measure a config, but measurements are exact "
+                               f"(after {len(self.history)} measurements)")
+                break
+            m = self._measure(self.full_config(index), propose_s, "recheck" if measured else "explore")
+            exact = exact and m.energy_rel_std == 0.0 and m.latency_rel_std == 0.0
+            self._tell(index, m)
         return self._result(stop_reason)
 
     def _summary(self, config: Config, **pred: float | None) -> ConfigSummary:
@@ -232,6 +247,8 @@ class Tuner:
                 predicted_latency_ms=rec.constraint,
                 p_feasible=rec.p_feasible,
             )
+        configs: dict[tuple, Config] = {tuple(r.config.items()): r.config for r in self.history}
+        summaries = [self._summary(c) for c in configs.values()]
         return TuneResult(
             slo_ms=self.slo_ms,
             optimizer=self.optimizer.name,
@@ -242,4 +259,5 @@ class Tuner:
             history=list(self.history),
             stop_reason=stop_reason,
             recommendation_reason=rec.reason,
+            fastest=min(summaries, key=lambda c: c.latency_ms),
         )

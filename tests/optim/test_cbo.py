@@ -101,28 +101,8 @@ def test_knob_latency_trend_defaults_from_name():
         Knob("gpu_mhz", (1, 2), latency_trend=2)
 
 
-def _told(points):
-    """A cbo optimizer told (gpu_mhz, batch_size, latency_ms) points, each measured 3 times."""
-    opt = make_optimizer("cbo", SPACE, SLO, 0)
-    for gpu, batch, latency in points:
-        i = SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
-        for _ in range(3):
-            opt.tell(Observation(i, 1.0, latency))
-    opt._point_estimates()
-    return opt
 
 
-def test_trend_bounds_follow_dominance():
-    # a confidently infeasible point at (800 MHz, batch 8): slower points (lower clock, larger batch)
-    # are bounded near 0; a confidently feasible one at (1000, 2) makes faster points near-certain
-    opt = _told([(800, 8, 2.0 * SLO), (1000, 2, 0.5 * SLO)])
-    at = lambda gpu, batch: np.array([SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})])
-    lo, hi = opt._trend_bounds(at(700, 16))
-    assert hi[0] < 0.01 and lo[0] == 0.0
-    lo, hi = opt._trend_bounds(at(1200, 1))
-    assert lo[0] > 0.99 and hi[0] == 1.0
-    lo, hi = opt._trend_bounds(at(1200, 32))  # faster clock, larger batch: not comparable to either
-    assert (lo[0], hi[0]) == (0.0, 1.0)
 
 
 def test_cbo_without_trends_still_converges():
@@ -138,20 +118,38 @@ def test_cbo_without_trends_still_converges():
     assert rec.index is not None and LATENCY[rec.index] <= SLO and ENERGY[rec.index] <= 1.05 * OPT
 
 
-def test_recheck_prefers_the_point_repeats_can_confirm():
-    # the recommendation costs 2.0; B (1.0) measured 2% over the SLO is most likely infeasible, C (1.2)
-    # measured 5% under it is likely feasible but not yet confidently: C is worth re-measuring, not B
-    opt = make_optimizer("cbo", SPACE, SLO, 0)
-    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
-    for lat in (0.48, 0.50, 0.52):
-        opt.tell(Observation(at(1300, 1), 2.0, lat * SLO))
-    for lat in (0.97, 1.03):
-        opt.tell(Observation(at(1000, 2), 1.5, lat * SLO))
-    opt.tell(Observation(at(700, 8), 1.0, 1.02 * SLO))
-    opt.tell(Observation(at(900, 4), 1.2, 0.95 * SLO))
-    est = opt._point_estimates()
-    p = dict(zip(est.idx, est.p))
-    assert opt.settings.recheck_min_p <= p[at(700, 8)] < p[at(900, 4)] < opt.settings.confidence
-    assert opt._uncertain_pick(remaining=5) == at(900, 4)
-    # with nothing left to spend there is nothing to gain from a recheck
-    assert opt._uncertain_pick(remaining=0) is None
+
+
+# ----- issue 15: knob semantics, safe exploration, tunes that end themselves ---------------------------
+def test_knob_semantics_defaults_from_name():
+    prec = Knob("precision", ("fp16", "fp32", "tf32", "bf16"))
+    assert prec.speed_rank == (2, 0, 1, 2) and prec.latency_trend == 0
+    assert list(prec.encode()) == [2 / 3, 0.0, 1 / 3, 1.0]  # along the speed order: fp32, tf32, fp16, bf16
+    assert Knob("cuda_graphs", ("on", "off")).speed_rank == (1, 0)
+    assert Knob("channels_last", ("off", "on")).speed_rank is None
+    assert Knob("precision", ("fp16", "native")).speed_rank is None  # an unknown value: no order at all
+    assert Knob("gpu_mhz", (1, 2)).latency_exponent == 1.0 and Knob("gpu_mhz", (1, 2)).energy_trend == 0
+    assert Knob("batch_size", (1, 2)).energy_trend == -1
+    assert Knob("power_w", (1, 2)).latency_exponent is None
+    with pytest.raises(BadInputError):
+        Knob("precision", ("fp16", "fp32"), speed_rank=(1,))
+    with pytest.raises(BadInputError):
+        Knob("batch_size", (1, 2), latency_exponent=1.0, latency_trend=0)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+

@@ -179,3 +179,35 @@ def test_default_history_is_best_effort(tmp_path: Path, monkeypatch, capsys, sma
         open_history(args)
     args.history, args.device = None, f"replay:{small_table}"
     assert open_history(args) == (None, "v1")  # simulated devices: no history unless asked
+
+
+def test_warm_retune_never_picks_costlier_than_a_previous_best_that_remeasures_feasible() -> None:
+    # the same landscape again: the previous best (what the prior alone recommends) is measured second;
+    # once it re-measures feasible, nothing costlier is recommended, whatever the rest of the budget finds
+    e, lat = old_truth()
+    for seed in (0, 1):
+        prior = old_history(seed)
+        warm = WarmStartBO(SPACE, SLO, seed, prior=prior)
+        prev = warm.previous_best
+        assert prev is not None and lat[prev] <= SLO
+        baseline = SPACE.index_of({"gpu_mhz": 1300, "batch_size": 1})
+        _told(warm, baseline, e, lat)
+        assert warm.ask(remaining=5) == prev
+        warm.tell(Observation(prev, float(e[prev]), float(0.999 * SLO)))  # feasible, by a hair
+        rec = warm.recommend()
+        assert rec.index is not None and rec.objective <= e[prev] * (1 + 1e-9)
+
+
+def test_readme_api_example_saves_energy_on_the_retune(xavier_table: Path, tmp_path: Path) -> None:
+    import polythrottle as pt
+
+    for seed in (0, 1):
+        hist = str(tmp_path / f"h{seed}.sqlite")
+        dev = pt.open_device(f"replay:{xavier_table}", noise=0.02, seed=seed)
+        try:
+            r1 = pt.tune(dev, slo_ms=100, budget=15, history=hist, model_version="v1", seed=seed)
+            r2 = pt.retune(dev, slo_ms=100, budget=6, history=hist, model_version="v2", seed=seed)
+        finally:
+            dev.close()
+        assert r1.best is not None and r2.best is not None and r2.saving_pct > 0
+        assert r2.extra["warm_start"]["from_version"] == "v1"

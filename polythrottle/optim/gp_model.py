@@ -1,0 +1,155 @@
+"""The surrogate of constrained BO: one GP per outcome (log objective, log constraint / threshold), its
+fit, posterior and noise estimates (BoTorch / GPyTorch). ``OutcomeGP`` is mixed into ``ConstrainedBO``
+(it uses ``self.observations``, ``self.threshold``, ``self.settings`` and ``self.X_all``)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.fx.experimental.symbolic_shapes  # see below
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import MaternKernel, ScaleKernel
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior, LogNormalPrior
+
+from polythrottle.optim.base import Observation
+
+# GPyTorch's kernels call torch.broadcast_shapes, whose first call imports torch.fx's symbolic shapes (and
+# sympy): ~0.9 s. Imported with this module, so that it is paid once at import, not by the first proposal.
+DTYPE = torch.double
+NOISE_PRIOR_DOF = 2.0
+
+
+def matern_kernel(dims: int, lengthscale_prior: tuple[str, float, float]) -> ScaleKernel:
+    """Scaled Matern-5/2 with ARD over ``dims`` inputs for the two outcomes (batch of 2), a lengthscale
+    prior ("gamma", concentration, rate) or ("lognormal", loc, scale) and BoTorch's Gamma(2, 0.15)
+    outputscale prior."""
+    batch = torch.Size([2])
+    kind, a, b = lengthscale_prior
+    prior = GammaPrior(a, b) if kind == "gamma" else LogNormalPrior(a, b)
+    return ScaleKernel(
+        MaternKernel(nu=2.5, ard_num_dims=dims, batch_shape=batch, lengthscale_prior=prior),
+        batch_shape=batch, outputscale_prior=GammaPrior(2.0, 0.15),
+    )
+
+
+class OutcomeGP:
+    """The GP over (log objective, log constraint / threshold) of ``self.observations``."""
+
+    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        obs = self.observations
+        X = self.X_all[[o.index for o in obs]]
+        Y = torch.tensor(
+            [[math.log(o.objective), math.log(o.constraint / self.threshold)] for o in obs], dtype=DTYPE
+        )
+        if self.settings.reported_noise != "ignore" and all(
+            o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs
+        ):
+            var = torch.tensor(
+                [[max(o.objective_rel_std, 1e-3) ** 2, max(o.constraint_rel_std, 1e-3) ** 2] for o in obs],
+                dtype=DTYPE,
+            )
+            return X, Y, var
+        return X, Y, None
+
+    def model(self) -> SingleTaskGP:
+        """The GP over (log objective, log constraint/threshold), refitted when observations changed."""
+        if self._model is not None and self._model_n == len(self.observations):
+            return self._model
+        X, Y, var = self._train_data()
+        # Matern-5/2 with BoTorch's Gamma(3, 6) lengthscale prior rather than the dimension-scaled
+        # default: on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped
+        # early far from the optimum (experiments/results/bench.md)
+        covar = matern_kernel(X.shape[-1], self.settings.lengthscale_prior)
+        model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
+        if var is not None and self.settings.reported_noise == "floor":
+            # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
+            prior = LogNormalPrior(loc=-4.0, scale=1.0)
+            model.likelihood = FixedNoiseGaussianLikelihood(
+                noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
+                batch_shape=model._aug_batch_shape, noise_prior=prior,
+                noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
+            )
+        if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
+            # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
+            model.load_state_dict(self._hyper, strict=False)
+        if self.settings.pessimistic_mean:
+            # unexplored configs are predicted like the costliest and slowest measured ones, not like the
+            # average of the (mostly near-optimal) measured ones: less exploration of far corners
+            model.mean_module.raw_constant.data = model.train_targets.max(dim=-1).values.clone()
+            model.mean_module.raw_constant.requires_grad_(False)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: one thread is ~2x faster than two (measured)
+        kwargs = {} if self._hyper is None else {"optimizer_kwargs": {"options": {"maxiter": self.settings.warm_maxiter}}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fit_gpytorch_mll(mll, **kwargs)
+            except Exception:  # noqa: BLE001 - keep the prior hyper-parameters if fitting fails
+                pass
+            finally:
+                torch.set_num_threads(threads)
+        model.eval()
+        self._hyper = {
+            k: v.clone() for k, v in model.state_dict().items() if k.startswith(("likelihood", "covar_module", "mean_module"))
+        }
+        self._hyper_inferred_noise = var is None
+        self._model, self._model_n = model, len(self.observations)
+        return model
+
+    def posterior(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and std (latent, no observation noise) of both outcomes at ``indices``, each (n, 2)."""
+        model = self.model()
+        idx = np.asarray(indices, dtype=np.int64)
+        means, stds = [], []
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i in range(0, len(idx), self.settings.max_batch):
+                # a batch of single points (n x 1 x d): marginals only, no n x n joint covariance
+                post = model.posterior(self.X_all[idx[i : i + self.settings.max_batch]].unsqueeze(-2))
+                means.append(post.mean.squeeze(-2).numpy())
+                stds.append(post.variance.squeeze(-2).clamp_min(1e-12).sqrt().numpy())
+        if not means:
+            return np.zeros((0, 2)), np.zeros((0, 2))
+        return np.concatenate(means), np.concatenate(stds)
+
+    def noise_std(self) -> tuple[float, float]:
+        """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""
+        model = self.model()
+        _, _, var = self._train_data()
+        stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
+        if var is not None:
+            v = var.mean(0)
+            extra = getattr(model.likelihood, "second_noise", 0.0)  # learned noise beyond the reported
+            v = v + torch.as_tensor(extra, dtype=DTYPE).detach().reshape(-1) * stdvs**2
+            return tuple(float(x) for x in v.sqrt())  # type: ignore[return-value]
+        noise = model.likelihood.noise.detach().reshape(-1)
+        sd = (noise * stdvs**2).sqrt()
+        return float(sd[0]), float(sd[-1])
+
+    def _constraint_noise_sd(self, by_point: dict[int, list[Observation]]) -> float:
+        """Per-measurement noise sd of log constraint.
+
+        The GP's noise estimate also absorbs model misfit on rough landscapes, so it overstates pure
+        measurement noise. Replicated points measure the noise itself: their pooled within-point
+        variance updates the GP's estimate as a prior worth ``NOISE_PRIOR_DOF`` degrees of freedom.
+        """
+        _, sd_gp = self.noise_std()
+        ss, dof = 0.0, 0
+        for obs in by_point.values():
+            if len(obs) > 1:
+                logs = np.log([o.constraint for o in obs])
+                ss += float(((logs - logs.mean()) ** 2).sum())
+                dof += len(obs) - 1
+        return math.sqrt((NOISE_PRIOR_DOF * sd_gp**2 + ss) / (NOISE_PRIOR_DOF + dof))
+
+
+__all__ = ["DTYPE", "OutcomeGP", "matern_kernel"]

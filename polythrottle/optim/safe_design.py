@@ -1,0 +1,68 @@
+"""Safe exploration for constrained BO: which configs may be measured (SafeOpt-style, from the knobs'
+latency bounds and the GP) and the safe initial design along the knobs' known energy trends.
+``SafeDesign`` is mixed into ``ConstrainedBO`` (it uses ``self.settings``, ``self.space``,
+``latency_bound`` and the energy-trend tables set up in ``ConstrainedBO.__init__``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import ndtr
+
+from polythrottle.optim.estimates import PointEstimates
+
+
+class SafeDesign:
+    """Where exploration may go, and the first moves from the baseline."""
+
+    def allowed(self, points: np.ndarray, est: PointEstimates, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """Which of ``points`` exploration may measure (SafeOpt-style; ``mean``/``std``: the GP posterior
+        at them). A point must be provably under ``bound_factor`` x threshold by the knobs' latency
+        exponents from a measured config (or no slower than the fastest measured one), or else one step
+        from a point believed feasible over knobs without such a bound (its latency would be feasible if
+        they did not matter); and likely under ``safety_factor`` x threshold: the bound proves it, or the
+        GP gives P >= ``safety_p``. If no point is allowed, those with the lowest step bound are."""
+        if self.settings.safety_factor is None:
+            return np.ones(len(points), dtype=bool)
+        log_k = math.log(self.settings.safety_factor)
+        log_hard = math.log(max(self.settings.bound_factor, self.settings.safety_factor))
+        bound, step = self.latency_bound(points, est)
+        fastest = float((est.lcon + est.se).min()) + 1e-12
+        feasible_known = bool((est.p >= 0.5).any())
+        step_ok = np.isinf(bound) & (step <= (1e-12 if feasible_known else fastest))
+        hard_ok = (bound <= max(log_hard, fastest)) | step_ok
+        soft_ok = (bound <= max(log_k, fastest)) | (ndtr((log_k - mean[:, 1]) / std[:, 1]) >= self.settings.safety_p)
+        allowed = hard_ok & soft_ok
+        if not allowed.any():
+            allowed = step <= step.min() + 1e-12
+        return allowed
+
+    def _design_point(self, left: np.ndarray, est: PointEstimates, allowed: np.ndarray, margin: float) -> int | None:
+        """Safe initial design along the knobs' known energy trends (``Knob.energy_trend``, e.g. a larger
+        batch is cheaper per inference): from the cheapest config believed feasible, if nothing has been
+        measured along those knobs from it yet, the config that moves them furthest the cheap way while
+        the latency bound keeps it under the threshold (by ``margin``). None when there is no such move."""
+        if not self.settings.initial_design or not self._energy_free.any():
+            return None
+        ok = np.flatnonzero(est.p >= 0.5)
+        if len(ok) == 0:
+            return None
+        anchor = est.idx[int(ok[np.argmin(est.lobj[ok])])]
+        fixed = ~self._energy_free
+        rows = self.space.rows
+        same = (rows[:, fixed] == rows[anchor, fixed]).all(1)
+        if sum(bool(same[i]) for i in est.idx) > 1:
+            return None  # the cheap direction was already explored from this anchor
+        cand = left[same[left] & allowed & (self._energy_dir[left] >= self._energy_dir[anchor]).all(1)]
+        if len(cand) == 0:
+            return None
+        bound, _ = self.latency_bound(cand, est)
+        cand = cand[bound <= -margin]
+        if len(cand) == 0:
+            return None
+        gain = (self._energy_dir[cand] - self._energy_dir[anchor]).sum(1)
+        return int(cand[int(np.argmax(gain))]) if gain.max() > 0 else None
+
+
+__all__ = ["SafeDesign"]

@@ -1,0 +1,249 @@
+"""The knobs' speed order (``Knob.latency_trend``, ``latency_exponent``, ``speed_rank``) and what it
+implies for constrained BO: dominated configs, bounds on P(feasible) of configs slower or faster than
+measured ones, bounds on their latency, and ranks that measurements contradict.
+
+``SpeedOrder`` is the partial order of a space's points; ``OrderBounds`` is mixed into ``ConstrainedBO``
+(it uses ``self.space``, ``self.settings``, ``self.measured`` and ``self._point_estimates``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import ndtr, owens_t
+
+from polythrottle.optim.estimates import PointEstimates
+from polythrottle.space import SearchSpace
+
+
+def bvn_cdf(h: np.ndarray, k: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """P(X <= h, Y <= k) for standard normals X, Y with correlation ``rho`` (|rho| < 1), elementwise
+    (Owen's T-function formula)."""
+    h = np.where(np.abs(h) < 1e-12, 1e-12, h)
+    k = np.where(np.abs(k) < 1e-12, 1e-12, k)
+    r = np.clip(rho, -0.999999, 0.999999)
+    q = np.sqrt(1.0 - r * r)
+    beta = np.where(h * k > 0, 0.0, 0.5)
+    return 0.5 * ndtr(h) + 0.5 * ndtr(k) - owens_t(h, (k / h - r) / q) - owens_t(k, (h / k - r) / q) - beta
+
+
+class SpeedOrder:
+    """The partial order of a space's points by speed, from the knobs' semantics.
+
+    ``slower(c, m)``: point c is at least as slow as point m (no faster on any ordered knob, equal on
+    the unordered ones). ``log_slowdown(c, m)``: an upper bound on log(latency(c) / latency(m)) from the
+    knobs' latency exponents (inf where no bound is known).
+    """
+
+    def __init__(self, space: SearchSpace, unranked: frozenset[int] = frozenset()) -> None:
+        rows = space.rows
+        self.unranked = unranked
+        trended, ranked, other, exps, logv = [], [], [], [], []
+        for j, k in enumerate(space.knobs):
+            if j in unranked:  # its speed order was contradicted by measurements
+                other.append(j)
+            elif k.numeric and k.latency_trend:
+                trended.append(j)
+                v = np.asarray(k.values, dtype=float)
+                ok = k.latency_exponent is not None and v.min() > 0
+                exps.append(k.latency_exponent if ok else math.inf)
+                # larger = slower, in log units of the value (0 where no exponent applies)
+                logv.append(k.latency_trend * (np.log(v) if ok else np.zeros(len(v)))[rows[:, j]])
+            elif k.speed_rank is not None:
+                ranked.append(j)
+            else:
+                other.append(j)
+        self.active = bool(trended or ranked)
+        trend = np.array([space.knobs[j].latency_trend for j in trended], dtype=np.int64)
+        self.slow = rows[:, trended].astype(np.int64) * trend  # larger = slower (value index order)
+        self.logv = np.stack(logv, axis=1) if logv else np.zeros((len(rows), 0))
+        self.exps = np.asarray(exps, dtype=float)
+        self.rank = (
+            np.stack([np.asarray(space.knobs[j].speed_rank)[rows[:, j]] for j in ranked], axis=1)
+            if ranked else np.zeros((len(rows), 0), dtype=np.int64)
+        )
+        self.rval = rows[:, ranked]
+        self.other = rows[:, other]
+        self.ranked_cols = ranked
+        self._unranked_key = rows[:, trended + other]
+
+    def dominated(self) -> np.ndarray:
+        """Per point: whether another point of the space has the same values of every knob without a
+        speed rank and a rank at least as high on every ranked knob, higher on one (the same value
+        where ranks tie). By the knobs' semantics it is then no slower and uses no more energy."""
+        n = len(self.rval)
+        if not self.ranked_cols:
+            return np.zeros(n, dtype=bool)
+        _, group = np.unique(self._unranked_key, axis=0, return_inverse=True)
+        combos, combo = np.unique(self.rval, axis=0, return_inverse=True)
+        group, combo = group.reshape(-1), combo.reshape(-1)
+        rank = self.rank[np.unique(combo, return_index=True)[1]]  # rank of each combo
+        ra, rb = rank[:, None, :], rank[None, :, :]
+        eq = combos[:, None, :] == combos[None, :, :]
+        geq = ((ra > rb) | eq).all(-1)
+        strict = (ra > rb).any(-1)
+        dom = geq & strict  # dom[a, b]: combo a dominates combo b
+        exists = np.zeros((group.max() + 1, len(combos)), dtype=bool)
+        exists[group, combo] = True
+        return (exists[group] & dom[:, combo].T).any(-1)
+
+    def contradicted(self, idx: np.ndarray, lobj: np.ndarray, lcon: np.ndarray, tol_obj: np.ndarray,
+                     tol_con: np.ndarray) -> set[int]:
+        """Ranked knobs (space columns) whose order measured points contradict: a point at least as
+        fast by the order (equal on every other knob) measured slower or costlier than another by more
+        than the tolerances (log units, per point)."""
+        bad: set[int] = set()
+        if not self.ranked_cols or len(idx) < 2:
+            return bad
+        key = self._unranked_key[idx]
+        same = (key[:, None, :] == key[None]).all(-1)
+        ra, rb = self.rank[idx][:, None, :], self.rank[idx][None]
+        va, vb = self.rval[idx][:, None, :], self.rval[idx][None]
+        geq = ((ra > rb) | (va == vb)).all(-1) & (ra > rb).any(-1) & same  # a dominates b
+        tc = np.hypot(tol_con[:, None], tol_con[None])
+        to = np.hypot(tol_obj[:, None], tol_obj[None])
+        wrong = geq & ((lcon[:, None] > lcon[None] + tc) | (lobj[:, None] > lobj[None] + to))
+        for a, b in zip(*np.nonzero(wrong)):
+            bad.update(c for c, x, y in zip(self.ranked_cols, self.rval[idx[a]], self.rval[idx[b]]) if x != y)
+        return bad
+
+    def _cmp(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For candidates c and measured m (row indices): (same unordered values, c no faster on the
+        trended knobs, c no faster on the ranked knobs), each (len(c), len(m))."""
+        same = (self.other[c][:, None, :] == self.other[m][None]).all(-1)
+        slow_t = (self.slow[c][:, None, :] >= self.slow[m][None]).all(-1)
+        rc, rm = self.rank[c][:, None, :], self.rank[m][None]
+        eq = self.rval[c][:, None, :] == self.rval[m][None]
+        slow_r = ((rc < rm) | eq).all(-1)
+        return same, slow_t, slow_r
+
+    def relations(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(c at least as slow as m, c at least as fast as m), each (len(c), len(m))."""
+        same, slow_t, slow_r = self._cmp(c, m)
+        fast_t = (self.slow[c][:, None, :] <= self.slow[m][None]).all(-1)
+        rc, rm = self.rank[c][:, None, :], self.rank[m][None]
+        eq = self.rval[c][:, None, :] == self.rval[m][None]
+        fast_r = ((rc > rm) | eq).all(-1)
+        return same & slow_t & slow_r, same & fast_t & fast_r
+
+    def log_slowdown(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Upper bounds on log(latency(c) / latency(m)), each (len(c), len(m)): the bound (inf where
+        none is known), and the part of it the knobs with a latency exponent account for (the knobs
+        without a known bound on their effect left out)."""
+        same = (self.other[c][:, None, :] == self.other[m][None]).all(-1)
+        rc, rm = self.rank[c][:, None, :], self.rank[m][None]
+        eq = self.rval[c][:, None, :] == self.rval[m][None]
+        no_slower_r = ((rc > rm) | eq).all(-1)
+        slower_t = self.slow[c][:, None, :] > self.slow[m][None]
+        bounded = np.isfinite(self.exps)
+        d = np.maximum(self.logv[c][:, None, :] - self.logv[m][None], 0.0)
+        f = (d[..., bounded] * self.exps[bounded]).sum(-1)
+        unbounded = slower_t[..., ~bounded].any(-1)
+        return np.where(same & no_slower_r & ~unbounded, f, math.inf), f
+
+
+class OrderBounds:
+    """Bounds from the speed order of the measured points (see the module docstring)."""
+
+    def _set_order(self, unranked: frozenset[int]) -> None:
+        """Use the knobs' speed order, without the ranks of ``unranked`` knobs (contradicted by measurements)."""
+        self.order = SpeedOrder(self.space, unranked)
+        self._use_order = self.settings.monotone_slack is not None and self.order.active
+        self.undominated = ~self.order.dominated() if self.settings.prune_dominated else np.ones(len(self.space), bool)
+        """Points not dominated by the knobs' speed ranks (``SpeedOrder.dominated``): the only ones explored."""
+
+    def _check_order(self) -> bool:
+        """Drop the ranks that measurements contradict (beyond 10% and three standard errors); True if any."""
+        if not self.settings.prune_dominated or not self.order.ranked_cols or len(self.measured) < 2:
+            return False
+        est = self._point_estimates()
+        sd_obj = 0.0 if self.exact else self.noise_std()[0]
+        tol_obj = math.log(1.1) / math.sqrt(2) + 3 * sd_obj / np.sqrt(est.n)
+        tol_con = math.log(1.1) / math.sqrt(2) + 3 * est.se
+        bad = self.order.contradicted(np.asarray(est.idx), est.lobj, est.lcon, tol_obj, tol_con)
+        if bad - self.order.unranked:
+            self._set_order(frozenset(self.order.unranked | bad))
+            return True
+        return False
+
+    def _measured_order_bounds(self, est: PointEstimates) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds on the P(feasible) of measured points from the other measured points and the speed
+        order: for a point i at least as slow as a measured j, P(i feasible | L_i >= L_j / (1 + slack)),
+        the two estimates' normal errors conditioned on the order (an upper bound: the smallest over j);
+        for i at least as fast as j, P(i feasible | L_i <= L_j (1 + slack)) (a lower bound: the largest).
+        Unlike clipping to j's own probability, a point measured often is not overruled by one noisy
+        measurement of a neighbour."""
+        m = np.asarray(est.idx)
+        k = len(m)
+        lower, upper = np.zeros(k), np.ones(k)
+        if k < 2:
+            return lower, upper
+        slower, faster = self.order.relations(m, m)
+        np.fill_diagonal(slower, False)
+        np.fill_diagonal(faster, False)
+        if not (slower.any() or faster.any()):
+            return lower, upper
+        s = math.log1p(self.settings.monotone_slack or 0.0)
+        mu, sd = est.lcon, est.se
+        sd_d = np.sqrt(sd[:, None] ** 2 + sd[None] ** 2)
+        mu_d = mu[:, None] - mu[None]
+        rho = np.broadcast_to((sd[:, None] / sd_d), sd_d.shape)
+        a = np.broadcast_to((-mu / sd)[:, None], sd_d.shape)
+        base = ndtr(-mu / sd)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b_up = (-s - mu_d) / sd_d  # i slower than j: D = L_i - L_j >= -s
+            den_up = ndtr(-b_up)
+            cond_up = (ndtr(a) - bvn_cdf(a, b_up, rho)) / den_up
+            b_lo = (s - mu_d) / sd_d  # i faster than j: D <= s
+            den_lo = ndtr(b_lo)
+            cond_lo = bvn_cdf(a, b_lo, rho) / den_lo
+        use_up = slower & (den_up > 1e-6)  # a pair the measurements flatly contradict says nothing
+        use_lo = faster & (den_lo > 1e-6)
+        upper = np.where(use_up, np.clip(cond_up, 0.0, 1.0), 1.0).min(1)
+        lower = np.where(use_lo, np.clip(cond_lo, 0.0, 1.0), 0.0).max(1)
+        return np.minimum(lower, np.maximum(base, upper)), upper
+
+    def _trend_bounds(self, points: np.ndarray, est: PointEstimates | None = None,
+                      margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds on P(feasible) of ``points`` implied by the measured points (``est``,
+        default: the current estimates) and the knobs' speed order (see ``CBOSettings.monotone_slack``);
+        with ``margin``, on P(log(constraint / threshold) <= -margin)."""
+        idx, _, lcon, se, _, _ = est if est is not None else self._point_estimates()
+        slack = math.log1p(self.settings.monotone_slack or 0.0)
+        if self.settings.slack_as_sd:
+            sd = np.sqrt(se**2 + slack**2)
+            p_up = p_lo = ndtr((-margin - lcon) / sd)
+        else:
+            p_up, p_lo = ndtr((slack - margin - lcon) / se), ndtr((-slack - margin - lcon) / se)
+        lower, upper = np.zeros(len(points)), np.ones(len(points))
+        m = np.asarray(idx)
+        for start in range(0, len(points), self.settings.max_batch):
+            sl = slice(start, start + self.settings.max_batch)
+            slower, faster = self.order.relations(np.asarray(points[sl]), m)
+            upper[sl] = np.where(slower, p_up[None], 1.0).min(1)
+            lower[sl] = np.where(faster, p_lo[None], 0.0).max(1)
+        return lower, upper
+
+    def latency_bound(self, points: np.ndarray, est: PointEstimates | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Upper bounds on log(constraint / threshold) of ``points`` from the measured points and the
+        knobs' latency exponents: (the bound, inf where no measured point gives one; the step bound,
+        from the points believed feasible (else the fastest measured one) with the effect of the knobs
+        without a known bound left out, i.e. what the point's latency would be at most if those knobs
+        did not matter)."""
+        idx, _, lcon, se, p, _ = est if est is not None else self._point_estimates()
+        anchor = lcon + se  # a measured point's latency, one standard error up
+        step_from = p >= 0.5
+        if not step_from.any():
+            step_from = anchor <= anchor.min()
+        out, step = np.full(len(points), math.inf), np.full(len(points), math.inf)
+        m = np.asarray(idx)
+        for start in range(0, len(points), self.settings.max_batch):
+            sl = slice(start, start + self.settings.max_batch)
+            full, partial = self.order.log_slowdown(np.asarray(points[sl]), m)
+            out[sl] = (full + anchor[None]).min(1)
+            step[sl] = (partial + anchor[None])[:, step_from].min(1)
+        return out, step
+
+
+__all__ = ["OrderBounds", "SpeedOrder", "bvn_cdf"]

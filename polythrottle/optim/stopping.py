@@ -1,0 +1,106 @@
+"""When a constrained-BO tune ends itself: the probability that a better feasible config remains among
+the unmeasured ones (sampled from the GP's joint posterior), and which measured point is still worth
+re-measuring (and how much) before the recommendation can be trusted. ``Stopping`` is mixed into
+``ConstrainedBO`` (it uses ``self.settings``, ``self.model``, ``self.exact`` and ``self._point_estimates``)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from scipy.special import log_ndtr, ndtr, ndtri
+
+from polythrottle.optim.estimates import CandidateView, PointEstimates
+from polythrottle.optim.gp_model import DTYPE
+
+
+class Stopping:
+    """Stopping and re-measuring decisions."""
+
+    def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
+        """P(an unmeasured config is feasible and ``delta`` cheaper than the recommendation); None while
+        nothing is confidently feasible."""
+        sure = view.est.p >= self.settings.confidence
+        if not sure.any():
+            return None
+        target = float(view.est.lobj[sure].min()) + math.log1p(-delta)
+        p_better = np.exp(view.log_pof_c + log_ndtr((target - view.mean[:, 0]) / view.std[:, 0]))
+        return self._p_better_remains(view.left, p_better, target, view.margin, view.upper_c)
+
+    def _p_better_remains(self, left: np.ndarray, p_better: np.ndarray, target: float, margin: float,
+                          upper: np.ndarray) -> float:
+        """P(at least one unmeasured config is feasible (by ``margin``) with log objective < ``target``),
+        by sampling the GP's joint posterior at the ``stop_candidates`` configs with the highest marginal
+        probability ``p_better`` (neighbouring configs are correlated: their chances do not add up);
+        a config's feasibility is also capped by its speed-order bound ``upper``. Seeded: reproducible."""
+        k = min(self.settings.stop_candidates, len(left))
+        if k == 0 or float(p_better.max()) < 1e-4:
+            return float(p_better.max()) if k else 0.0
+        top = np.argsort(p_better)[-k:]
+        model = self.model()
+        gen = torch.Generator().manual_seed(len(self.observations) * 7919 + (self.seed or 0))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = self.X_all[left[top]]
+            mvn = model(x.unsqueeze(0).expand(2, *x.shape))  # latent, standardised; batch of two outcomes
+            loc, cov = mvn.loc, mvn.covariance_matrix
+            cov = cov + 1e-9 * torch.eye(k, dtype=DTYPE)
+            chol = torch.linalg.cholesky(cov)
+            z = torch.randn((self.settings.stop_samples, 2, k, 1), generator=gen, dtype=DTYPE)
+            draws = (loc.unsqueeze(-1) + chol @ z).squeeze(-1)  # (samples, 2, k), standardised units
+            stdvs = model.outcome_transform.stdvs.reshape(2, 1)
+            means = model.outcome_transform.means.reshape(2, 1)
+            draws = (draws * stdvs + means).numpy()
+        u = torch.rand((self.settings.stop_samples, k), generator=gen, dtype=DTYPE).numpy()
+        hit = (draws[:, 0] < target) & (draws[:, 1] <= -margin) & (u < upper[top][None])
+        return float(hit.any(1).mean())
+
+    def _unconfirmed_pick(self, est: PointEstimates) -> int | None:
+        """The recommendation, if it was measured only once while no config has been measured twice: its
+        P(feasible) then rests on a noise level the GP inferred from differences between configs, which
+        no repeat has checked (a lucky measurement just under the threshold looks safe)."""
+        sure = est.p >= self.settings.confidence
+        if not sure.any() or (est.n > 1).any():
+            return None
+        j = int(np.flatnonzero(sure)[np.argmin(est.lobj[sure])])
+        return est.idx[j] if est.n[j] < 2 else None
+
+    def _uncertain_pick(self, remaining: int | None = None) -> int | None:
+        j, _ = self._recheck_value(remaining)
+        return j
+
+    def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None) -> tuple[int | None, float]:
+        """A measured point worth re-measuring and the value of doing so (an expected relative saving on
+        the recommendation's objective), or (None, 0.0). ``est``: the current point estimates, if at hand.
+
+        Candidates: points better than the current recommendation whose feasibility is uncertain
+        (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
+        Each is valued by the relative objective it would save over the recommendation times the
+        probability that ``k`` more measurements (up to ``max_repeats`` and the ``remaining`` budget)
+        raise its P(feasible) to the confidence: the preposterior of its mean log constraint is
+        normal around the current mean with variance sd^2 (1/n - 1/(n+k)). The most valuable wins;
+        a point just under the threshold beats a cheaper one that is most likely infeasible.
+        With exact measurements nothing is worth re-measuring.
+        """
+        if self.exact:
+            return None, 0.0
+        idx, lobj, lcon, se, p, n = est if est is not None else self._point_estimates()
+        conf = self.settings.confidence
+        sure = p >= conf
+        rec_lobj = float(lobj[sure].min()) if sure.any() else math.inf
+        k = np.maximum(self.settings.max_repeats - n, 0.0)
+        if remaining is not None:
+            k = np.minimum(k, max(remaining, 0))
+        sd = se * np.sqrt(n)
+        z = float(ndtri(conf))
+        pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / (n + k), 1e-12))
+        p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
+        gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
+        value = np.where((k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
+        j = int(np.argmax(value))
+        return (idx[j], float(value[j])) if value[j] > 0 else (None, 0.0)
+
+
+__all__ = ["Stopping"]

@@ -1,0 +1,62 @@
+"""The knobs' speed order in constrained BO (polythrottle/optim/speed_order.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polythrottle.optim import Observation, make_optimizer
+from polythrottle.space import Knob, SearchSpace
+from tests.optim.cbo_problem import FASTEST, SLO, SPACE, told
+
+
+def test_trend_bounds_follow_dominance():
+    # a confidently infeasible point at (800 MHz, batch 8): slower points (lower clock, larger batch)
+    # are bounded near 0; a confidently feasible one at (1000, 2) makes faster points near-certain
+    opt = told([(800, 8, 2.0 * SLO), (1000, 2, 0.5 * SLO)])
+    at = lambda gpu, batch: np.array([SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})])
+    lo, hi = opt._trend_bounds(at(700, 16))
+    assert hi[0] < 0.01 and lo[0] == 0.0
+    lo, hi = opt._trend_bounds(at(1200, 1))
+    assert lo[0] > 0.99 and hi[0] == 1.0
+    lo, hi = opt._trend_bounds(at(1200, 32))  # faster clock, larger batch: not comparable to either
+    assert (lo[0], hi[0]) == (0.0, 1.0)
+
+
+def test_speed_order_prunes_dominated_configs_until_measurements_contradict_it():
+    from polythrottle.optim.cbo import ConstrainedBO, SpeedOrder
+
+    space = SearchSpace.product([Knob("batch_size", (1, 2, 4)), Knob("precision", ("fp32", "fp16", "bf16")),
+                                 Knob("cuda_graphs", ("off", "on"))])
+    dominated = SpeedOrder(space).dominated()
+    kept = {(c["precision"], c["cuda_graphs"]) for c in (space.config(i) for i in np.flatnonzero(~dominated))}
+    assert kept == {("fp16", "on"), ("bf16", "on")}  # fp16 and bf16 tie: neither dominates the other
+    opt = ConstrainedBO(space, 10.0, 0)
+    at = lambda b, p, g: space.index_of({"batch_size": b, "precision": p, "cuda_graphs": g})
+    # fp16 measured clearly slower and costlier than fp32 with everything else equal: the order is wrong here
+    for _ in range(2):
+        opt.tell(Observation(at(1, "fp32", "on"), 1.0, 2.0))
+        opt.tell(Observation(at(1, "fp16", "on"), 2.0, 4.0))
+    assert opt._check_order()
+    # precision has no known order any more; the CUDA-graphs order, which nothing contradicted, stays
+    kept = {(c["precision"], c["cuda_graphs"]) for c in (space.config(i) for i in np.flatnonzero(opt.undominated))}
+    assert kept == {("fp32", "on"), ("fp16", "on"), ("bf16", "on")}
+    # once graphs-on is measured slower and costlier than graphs-off, that order goes too
+    for _ in range(2):
+        opt.tell(Observation(at(2, "fp16", "off"), 1.0, 2.0))
+        opt.tell(Observation(at(2, "fp16", "on"), 2.0, 4.0))
+    assert opt._check_order()
+    assert opt.undominated.all()
+
+
+def test_repeated_measurements_outweigh_one_noisy_faster_neighbour():
+    # B is slower than A by the knobs' order (lower clock). A measured once 1% over the SLO must not cap
+    # B's P(feasible), when B was measured four times 6% under it, at A's own P(feasible).
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    a, b = SPACE.index_of({"gpu_mhz": 1300, "batch_size": 8}), SPACE.index_of({"gpu_mhz": 1200, "batch_size": 8})
+    opt.tell(Observation(a, 1.0, 1.01 * SLO))
+    for x in (0.93, 0.95, 0.94, 0.94):
+        opt.tell(Observation(b, 1.0, x * SLO))
+    opt.tell(Observation(FASTEST, 3.0, 0.2 * SLO))
+    est = opt._point_estimates()
+    p = dict(zip(est.idx, est.p))
+    assert p[a] < 0.5 < opt.settings.confidence <= p[b]

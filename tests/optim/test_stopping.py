@@ -1,0 +1,62 @@
+"""Tunes that end themselves and re-measurements (polythrottle/optim/stopping.py)."""
+
+from __future__ import annotations
+
+from polythrottle.optim import Observation, make_optimizer
+from tests.optim.cbo_problem import FASTEST, SLO, SPACE, drive_env
+
+
+def test_recheck_prefers_the_point_repeats_can_confirm():
+    # the recommendation costs 2.0; B (1.0) measured 2% over the SLO is most likely infeasible, C (1.2)
+    # measured 5% under it is likely feasible but not yet confidently: C is worth re-measuring, not B
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+    for lat in (0.48, 0.50, 0.52):
+        opt.tell(Observation(at(1300, 1), 2.0, lat * SLO))
+    for lat in (0.97, 1.03):
+        opt.tell(Observation(at(1000, 2), 1.5, lat * SLO))
+    opt.tell(Observation(at(700, 8), 1.0, 1.02 * SLO))
+    opt.tell(Observation(at(900, 4), 1.2, 0.95 * SLO))
+    est = opt._point_estimates()
+    p = dict(zip(est.idx, est.p))
+    assert opt.settings.recheck_min_p <= p[at(700, 8)] < p[at(900, 4)] < opt.settings.confidence
+    assert opt._uncertain_pick(remaining=5) == at(900, 4)
+    # with nothing left to spend there is nothing to gain from a recheck
+    assert opt._uncertain_pick(remaining=0) is None
+
+
+def test_zero_noise_never_measures_a_config_twice():
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    seen = drive_env(opt, 30, baseline=FASTEST, exact=True)
+    assert opt.exact and len(seen) == len(set(seen))
+    assert opt.recommend().p_feasible in (0.0, 1.0)
+
+
+def test_tuner_stops_before_measuring_and_never_remeasures_an_exact_device(tmp_path):
+    from polythrottle.devices import DeviceOptions, open_device
+    from polythrottle.tuning.tuner import Tuner
+
+    dev = open_device("sim:jetson-agx-orin", DeviceOptions(workload="efficientnet-b0", noise=0.0))
+    dev.apply(dev.default_config())
+    m = dev.measure()
+    assert m.energy_rel_std == 0.0 and m.latency_rel_std == 0.0
+    res = Tuner(dev, 20.0, 20, knobs=["gpu_mhz", "emc_mhz", "batch_size"], seed=0).run()
+    configs = [tuple(r.config.items()) for r in res.history]
+    assert len(configs) == len(set(configs)) and res.stop_reason and len(res.history) <= 20
+    assert res.fastest is not None and res.fastest.latency_ms == min(r.measurement.latency_ms for r in res.history)
+    noisy = open_device("sim:jetson-agx-orin", DeviceOptions(workload="efficientnet-b0", noise=0.02, seed=0))
+    noisy.apply(noisy.default_config())
+    assert noisy.measure().latency_rel_std is None  # the true noise level is not leaked to the optimizer
+
+
+def test_a_recommendation_measured_once_is_confirmed_before_the_tune_ends():
+    # no config measured twice: the noise level is the GP's guess, so the pick is measured again first
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+    for (gpu, batch), energy, lat in (((1300, 1), 3.0, 0.2), ((1300, 4), 1.5, 0.5), ((1200, 8), 1.0, 0.8)):
+        opt.tell(Observation(at(gpu, batch), energy, lat * SLO))
+    est = opt._point_estimates()
+    rec = opt.recommend().index
+    assert rec is not None and opt._unconfirmed_pick(est) == rec
+    opt.tell(Observation(rec, 1.0, 0.81 * SLO))
+    assert opt._unconfirmed_pick(opt._point_estimates()) is None
