@@ -103,7 +103,7 @@ class Knob:
         elif any(_is_number(v) for v in self.values):
             raise BadInputError(f"knob {self.name!r} mixes numbers and strings")
         if self.log_scale is None:
-            object.__setattr__(self, "log_scale", numeric and min(self.values) > 0)  # type: ignore[type-var]
+            object.__setattr__(self, "log_scale", numeric and min(float(v) for v in self.values) > 0)
         trend, rank, exponent = default_semantics(self.name, self.values)
         if self.latency_trend is None:
             object.__setattr__(self, "latency_trend", trend)
@@ -175,7 +175,8 @@ class Knob:
                 x = np.log(x)
             return (x - x.min()) / (x.max() - x.min())
         pos = np.empty(n)
-        order = sorted(range(n), key=lambda i: (self.speed_rank[i], i)) if self.speed_rank else range(n)
+        rank = self.speed_rank
+        order = sorted(range(n), key=lambda i: (rank[i], i)) if rank else range(n)
         pos[list(order)] = np.arange(n, dtype=float) / (n - 1)
         return pos
 
@@ -223,8 +224,7 @@ class SearchSpace:
     @classmethod
     def from_configs(cls, knobs: Sequence[Knob], configs: Iterable[Mapping[str, Value]]) -> SearchSpace:
         """Sparse space: only the given configs are valid."""
-        rows = [[k.index(c[k.name]) for k in knobs] for c in configs]
-        rows = sorted(set(map(tuple, rows)))
+        rows = sorted({tuple(k.index(c[k.name]) for k in knobs) for c in configs})
         return cls(tuple(knobs), np.asarray(rows, dtype=np.int32))
 
     # ----- queries ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from polythrottle.optim.base import Observation
+from polythrottle.optim.cbo_state import CBOState
 
 # GPyTorch's kernels call torch.broadcast_shapes, whose first call imports torch.fx's symbolic shapes (and
 # sympy): ~0.9 s. Imported with this module, so that it is paid once at import, not by the first proposal.
@@ -40,7 +42,18 @@ def matern_kernel(dims: int, lengthscale_prior: tuple[str, float, float]) -> Sca
     )
 
 
-class OutcomeGP:
+def standardization(model: SingleTaskGP) -> tuple[torch.Tensor, torch.Tensor]:
+    """The means and standard deviations the model's ``Standardize`` outcome transform applied (each of
+    the two outcomes); TypeError if the model standardizes otherwise."""
+    t = model.outcome_transform
+    if not isinstance(t, Standardize):
+        raise TypeError(f"expected a Standardize outcome transform, got {type(t).__name__}")
+    means: torch.Tensor = getattr(t, "means")  # noqa: B009 - buffers: typed through nn.Module.__getattr__
+    stdvs: torch.Tensor = getattr(t, "stdvs")  # noqa: B009
+    return means, stdvs
+
+
+class OutcomeGP(CBOState):
     """The GP over (log objective, log constraint / threshold) of ``self.observations``."""
 
     def _train_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -49,12 +62,10 @@ class OutcomeGP:
         Y = torch.tensor(
             [[math.log(o.objective), math.log(o.constraint / self.threshold)] for o in obs], dtype=DTYPE
         )
-        if self.settings.reported_noise != "ignore" and all(
-            o.objective_rel_std is not None and o.constraint_rel_std is not None for o in obs
-        ):
+        reported = [(o.objective_rel_std, o.constraint_rel_std) for o in obs]
+        if self.settings.reported_noise != "ignore" and all(e is not None and c is not None for e, c in reported):
             var = torch.tensor(
-                [[max(o.objective_rel_std, 1e-3) ** 2, max(o.constraint_rel_std, 1e-3) ** 2] for o in obs],
-                dtype=DTYPE,
+                [[max(e or 0.0, 1e-3) ** 2, max(c or 0.0, 1e-3) ** 2] for e, c in reported], dtype=DTYPE
             )
             return X, Y, var
         return X, Y, None
@@ -88,7 +99,7 @@ class OutcomeGP:
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny matrices: one thread is ~2x faster than two (measured)
-        kwargs = {} if self._hyper is None else {"optimizer_kwargs": {"options": {"maxiter": self.settings.warm_maxiter}}}
+        kwargs: dict[str, Any] = {} if self._hyper is None else {"optimizer_kwargs": {"options": {"maxiter": self.settings.warm_maxiter}}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -125,7 +136,7 @@ class OutcomeGP:
         """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""
         model = self.model()
         _, _, var = self._train_data()
-        stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
+        stdvs = standardization(model)[1].detach().reshape(-1)
         if var is not None:
             v = var.mean(0)
             extra = getattr(model.likelihood, "second_noise", 0.0)  # learned noise beyond the reported

@@ -10,10 +10,11 @@ import math
 import numpy as np
 from scipy.special import ndtr
 
+from polythrottle.optim.cbo_state import CBOState
 from polythrottle.optim.estimates import PointEstimates
 
 
-class SafeDesign:
+class SafeDesign(CBOState):
     """Where exploration may go, and the first moves from the baseline."""
 
     def allowed(self, points: np.ndarray, est: PointEstimates, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

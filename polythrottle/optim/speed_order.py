@@ -13,6 +13,7 @@ import math
 import numpy as np
 from scipy.special import ndtr, owens_t
 
+from polythrottle.optim.cbo_state import CBOState
 from polythrottle.optim.estimates import PointEstimates
 from polythrottle.space import SearchSpace
 
@@ -143,7 +144,7 @@ class SpeedOrder:
         return np.where(same & no_slower_r & ~unbounded, f, math.inf), f
 
 
-class OrderBounds:
+class OrderBounds(CBOState):
     """Bounds from the speed order of the measured points (see the module docstring)."""
 
     def _set_order(self, unranked: frozenset[int]) -> None:

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr, ndtr, ndtri
 
+from polythrottle.optim.cbo_state import CBOState
 from polythrottle.optim.estimates import CandidateView, PointEstimates
-from polythrottle.optim.gp_model import DTYPE
+from polythrottle.optim.gp_model import DTYPE, standardization
 
 
-class Stopping:
+class Stopping(CBOState):
     """Stopping and re-measuring decisions."""
 
     def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
@@ -50,8 +51,7 @@ class Stopping:
             chol = torch.linalg.cholesky(cov)
             z = torch.randn((self.settings.stop_samples, 2, k, 1), generator=gen, dtype=DTYPE)
             draws = (loc.unsqueeze(-1) + chol @ z).squeeze(-1)  # (samples, 2, k), standardised units
-            stdvs = model.outcome_transform.stdvs.reshape(2, 1)
-            means = model.outcome_transform.means.reshape(2, 1)
+            means, stdvs = (x.reshape(2, 1) for x in standardization(model))
             draws = (draws * stdvs + means).numpy()
         u = torch.rand((self.settings.stop_samples, k), generator=gen, dtype=DTYPE).numpy()
         hit = (draws[:, 0] < target) & (draws[:, 1] <= -margin) & (u < upper[top][None])

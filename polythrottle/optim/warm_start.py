@@ -39,6 +39,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from polythrottle.errors import BadInputError
 from polythrottle.optim.base import Observation, Recommendation
 from polythrottle.optim.cbo import DTYPE, CBOSettings, ConstrainedBO
+from polythrottle.optim.gp_model import standardization
 from polythrottle.space import SearchSpace
 
 
@@ -126,7 +127,7 @@ class WarmStartBO(ConstrainedBO):
                 pass
         model.eval()
         noise = model.likelihood.noise.detach().reshape(-1)
-        stdvs = model.outcome_transform.stdvs.detach().reshape(-1)
+        stdvs = standardization(model)[1].detach().reshape(-1)
         sd = (noise * stdvs**2).sqrt()
         self._prior_noise = (max(float(sd[0]), 1e-3), max(float(sd[-1]), 1e-3))
         self._prior_model = model
