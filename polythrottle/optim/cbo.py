@@ -174,8 +174,9 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         p_max = float(np.exp(log_pof.max()))
         if not (est.p >= self.settings.impossible_p).any() and p_max < self.settings.impossible_p:
             self.stop_reason = (
-                f"no config can meet the threshold: none of the {len(est.idx)} measured configs does, and no "
-                f"other has P(feasible) >= {self.settings.impossible_p:g} (highest {p_max:.2g})"
+                f"no config can meet the threshold: "
+                f"{'the one measured config does not' if len(est.idx) == 1 else f'none of the {len(est.idx)} measured configs does'}"
+                f", and no other has P(feasible) >= {self.settings.impossible_p:g} (highest {p_max:.2g})"
             )
             return int(left[int(np.argmax(values))])
 

@@ -122,6 +122,10 @@ class TuneResult:
 
 
 OnRecord = Callable[[TuneRecord], None]
+def _count(n: int) -> str:
+    return f"{n} measurement" if n == 1 else f"{n} measurements"
+
+
 class Tuner:
     """Tune ``device`` for the lowest energy per inference with latency <= ``slo_ms``.
 
@@ -213,14 +217,14 @@ class Tuner:
             propose_s = time.perf_counter() - t0
             if self.optimizer.stop_reason:  # the optimizer ends the tune: its last pick is not measured
                 stop_reason = self.optimizer.stop_reason
-                if "measurements" not in stop_reason:
-                    stop_reason += f" (after {len(self.history)} measurements)"
+                if "measurement" not in stop_reason:
+                    stop_reason += f" (after {_count(len(self.history))})"
                 break
             measured = index in self.optimizer.measured
             if measured and exact:
                 # the device says its measurements are exact: measuring a config again cannot tell more
                 stop_reason = (f"the optimizer asked to re-measure a config, but measurements are exact "
-                               f"(after {len(self.history)} measurements)")
+                               f"(after {_count(len(self.history))})")
                 break
             m = self._measure(self.full_config(index), propose_s, "recheck" if measured else "explore")
             exact = exact and m.energy_rel_std == 0.0 and m.latency_rel_std == 0.0
