@@ -218,7 +218,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         noise of one objective measurement if larger (a saving one measurement cannot tell from noise)."""
         if not self.settings.stop_delta_noise or self.exact:
             return self.settings.stop_delta
-        return max(self.settings.stop_delta, -math.expm1(-self.noise_std()[0]))
+        return max(self.settings.stop_delta, -math.expm1(-self._objective_noise_sd()))
 
     def view(self, left: np.ndarray, remaining: int | None = None) -> CandidateView:
         """The model's view of the unmeasured candidates ``left`` (see ``CandidateView``)."""

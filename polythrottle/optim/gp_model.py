@@ -147,17 +147,28 @@ class OutcomeGP(CBOState):
         return float(sd[0]), float(sd[-1])
 
     def _constraint_noise_sd(self, by_point: dict[int, list[Observation]]) -> float:
-        """Per-measurement noise sd of log constraint.
+        """Per-measurement noise sd of log constraint (see ``_pooled_noise_sd``)."""
+        return self._pooled_noise_sd(by_point, 1)
+
+    def _objective_noise_sd(self) -> float:
+        """Per-measurement noise sd of log objective (see ``_pooled_noise_sd``)."""
+        by_point: dict[int, list[Observation]] = {}
+        for o in self.observations:
+            by_point.setdefault(o.index, []).append(o)
+        return self._pooled_noise_sd(by_point, 0)
+
+    def _pooled_noise_sd(self, by_point: dict[int, list[Observation]], outcome: int) -> float:
+        """Per-measurement noise sd of log objective (``outcome`` 0) or log constraint (1).
 
         The GP's noise estimate also absorbs model misfit on rough landscapes, so it overstates pure
         measurement noise. Replicated points measure the noise itself: their pooled within-point
         variance updates the GP's estimate as a prior worth ``NOISE_PRIOR_DOF`` degrees of freedom.
         """
-        _, sd_gp = self.noise_std()
+        sd_gp = self.noise_std()[outcome]
         ss, dof = 0.0, 0
         for obs in by_point.values():
             if len(obs) > 1:
-                logs = np.log([o.constraint for o in obs])
+                logs = np.log([o.objective if outcome == 0 else o.constraint for o in obs])
                 ss += float(((logs - logs.mean()) ** 2).sum())
                 dof += len(obs) - 1
         return math.sqrt((NOISE_PRIOR_DOF * sd_gp**2 + ss) / (NOISE_PRIOR_DOF + dof))
