@@ -7,35 +7,7 @@ import pytest
 from polythrottle.errors import BadInputError
 from polythrottle.optim import Observation, make_optimizer
 from polythrottle.space import Knob, SearchSpace
-
-SPACE = SearchSpace.product([Knob("gpu_mhz", tuple(range(100, 1400, 100))), Knob("batch_size", (1, 2, 4, 8, 16, 32))])
-SLO = 60.0
-
-
-def truth(cfg):
-    f, b = cfg["gpu_mhz"], cfg["batch_size"]
-    latency = 5.0 * b * (1300 / f) ** 0.9 + 3.0
-    energy = (0.3 + 1.2 * (f / 1300) ** 2) * (1 + 2.0 / b) * (1300 / f) ** 0.3
-    return energy, latency
-
-
-ENERGY, LATENCY = np.array([truth(SPACE.config(i)) for i in range(len(SPACE))]).T
-OPT = ENERGY[LATENCY <= SLO].min()
-
-
-def run(name, seed, budget=20, noise=0.02):
-    rng = np.random.default_rng(seed)
-    opt = make_optimizer(name, SPACE, SLO, seed)
-    first = None
-    for step in range(budget):
-        i = opt.ask(remaining=budget - step)
-        e, lat = ENERGY[i] * (1 + noise * rng.standard_normal()), LATENCY[i] * (1 + noise * rng.standard_normal())
-        opt.tell(Observation(i, e, lat))
-        if first is None and LATENCY[i] <= SLO and ENERGY[i] <= 1.05 * OPT:
-            first = step + 1
-        if opt.stop_reason:
-            break
-    return opt, first
+from tests.optim.cbo_problem import ENERGY, LATENCY, OPT, SLO, SPACE, run
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
