@@ -529,7 +529,9 @@ def _fmt(x: float, pct: bool = False) -> str:
 
 
 def _git_version() -> str:
-    """Which code ran: the tree's commit and the last commit of the optimizer package (git, if available)."""
+    """Which code ran: the tree's commit (and whether the package or this benchmark had uncommitted
+    changes) and the last commit of the optimizer package (git, if available). Read when the run starts,
+    before it writes its own results into the tree."""
     import subprocess
 
     def git(*a: str) -> str:
@@ -538,8 +540,9 @@ def _git_version() -> str:
         except (OSError, subprocess.SubprocessError):
             return "?"
 
+    changed = git("status", "--porcelain", "--", "polythrottle", "experiments/bench_optimizers.py") not in ("", "?")
     return (
-        f"tree `{git('describe', '--always', '--dirty')}`, "
+        f"tree `{git('describe', '--always')}`{' with uncommitted changes to the package or the benchmark' if changed else ''}, "
         f"`polythrottle/optim/` last changed in `{git('log', '-1', '--format=%h', '--', 'polythrottle/optim')}`"
     )
 
@@ -578,7 +581,7 @@ def _summary_rows(summary: dict[str, dict[str, float]]) -> list[str]:
 
 def write_markdown(path: Path, args: argparse.Namespace, command: str, truths: list[Truth], rows: list[dict],
                    api: list[dict], ptime: dict | None, checks: list[Check], wall_s: float,
-                   load: tuple[float, float]) -> None:
+                   load: tuple[float, float], code: str) -> None:
     b = args.budget
     bench = [r for r in rows if r["check"] == "bench"]
     cpu = sum(r["cpu_s"] for r in rows + api)
@@ -587,7 +590,7 @@ def write_markdown(path: Path, args: argparse.Namespace, command: str, truths: l
         "",
         f"Regenerate: `{command}`",
         "",
-        f"Code: {_git_version()}.",
+        f"Code: {code}.",
         "",
         f"{len({r['landscape'] for r in bench})} landscapes x {args.seeds} seeds (from {args.first_seed}) x "
         f"{len({r['optimizer'] for r in bench})} optimizers = {len(bench)} runs, budget {b} measurements per run (the "
@@ -805,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = args.stem or ("bench-quick" if args.quick else "bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
+    code = _git_version()
     t_start = time.perf_counter()
 
     lands = suite(args.suite)
@@ -876,7 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit = 180.0 if args.quick else 1800.0
     checks.append(("all", f"wall time <= {limit / 60:g} min (as measured)", wall_s <= limit, f"{wall_s / 60:.1f} min"))
     write_markdown(out_dir / f"{stem}.md", args, command, truths, rows, api, ptime, checks, wall_s,
-                   (load0, os.getloadavg()[0]))
+                   (load0, os.getloadavg()[0]), code)
     write_plot(out_dir / f"{stem}.png", bench, args.budget, command)
     print((out_dir / f"{stem}.md").read_text())
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from polythrottle.atomicfile import atomic_write_text
 from polythrottle.devices import DeviceOptions
 from polythrottle.errors import BadInputError
 from polythrottle.space import parse_assignments
@@ -113,16 +112,6 @@ def write_output(path: Path, text: str, flag: str = "--out") -> None:
             with path.open("w") as f:
                 f.write(text)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, text)
     except OSError as e:
         raise BadInputError(f"{flag} {path}: cannot write ({e.strerror or e})") from None

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from polythrottle.atomicfile import atomic_writer
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 from polythrottle.errors import BadInputError
 
@@ -141,13 +140,7 @@ def run_export(args: argparse.Namespace) -> int:
             write_measurements(rows, sys.stdout, args.format)
             return 0
         out = args.out.expanduser()
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                n = write_measurements(rows, f, args.format)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(out, newline="") as f:
+            n = write_measurements(rows, f, args.format)
     print(f"wrote {n} measurements to {out}", file=sys.stderr)
     return 0

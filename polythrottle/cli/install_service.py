@@ -23,6 +23,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from polythrottle.atomicfile import atomic_write_text
 from polythrottle.errors import BadInputError, PermissionDeniedError
 from polythrottle.paths import SYSTEM_STATE_DIR, is_root
 
@@ -107,12 +108,7 @@ def verify_unit(text: str) -> None:
 
 def _install(path: Path, text: str, mode: int, gid: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    if gid >= 0:
-        os.chown(tmp, 0, gid)
-    os.replace(tmp, path)
+    atomic_write_text(path, text, mode=mode, gid=gid)
 
 
 def _group_id(system: bool) -> int:

@@ -8,12 +8,12 @@ live in the saved-originals store (``polythrottle.devices.originals``); this fil
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from polythrottle.atomicfile import atomic_write_text
 
 FILENAME = "state.json"
 MAX_BYTES = 1 << 20
@@ -28,18 +28,7 @@ def write_state(state_dir: Path, data: dict[str, Any]) -> None:
     """Replace the state file with ``data`` atomically. Raises OSError."""
     path = state_path(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=FILENAME + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o600)
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:

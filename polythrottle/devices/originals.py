@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polythrottle.atomicfile import atomic_write_text, fsync_dir
 from polythrottle.errors import DeviceBusyError, DeviceError, PermissionDeniedError, brief
 from polythrottle.paths import state_dir
 
@@ -272,34 +272,12 @@ class OriginalsStore:
         path = self.path(state.device_id)
         data = json.dumps(state.to_json(), indent=2, sort_keys=False) + "\n"
         try:
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=self.directory)
+            atomic_write_text(path, data, mode=0o600, sync_dir=True)
         except PermissionError:
             raise PermissionDeniedError(f"cannot write in the state directory {self.directory}") from None
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        self._fsync_dir()
 
     def _fsync_dir(self) -> None:
-        try:
-            dfd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        fsync_dir(self.directory)
 
     # ----- API ----------------------------------------------------------------------------------
     def record(self, device_id: str, values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
