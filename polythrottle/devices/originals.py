@@ -276,9 +276,6 @@ class OriginalsStore:
         except PermissionError:
             raise PermissionDeniedError(f"cannot write in the state directory {self.directory}") from None
 
-    def _fsync_dir(self) -> None:
-        fsync_dir(self.directory)
-
     # ----- API ----------------------------------------------------------------------------------
     def record(self, device_id: str, values: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[str]:
         """Record original ``values`` for settings not recorded yet; returns the keys newly recorded.
@@ -324,7 +321,7 @@ class OriginalsStore:
                     self.path(device_id).unlink()
                 except FileNotFoundError:
                     pass
-                self._fsync_dir()
+                fsync_dir(self.directory)
 
     def device_ids(self) -> list[str]:
         """Every device id with saved originals."""

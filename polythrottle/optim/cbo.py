@@ -201,7 +201,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(self.observations) >= self.settings.min_evals:
             p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
-                recheck = None if exact else self._uncertain_pick(remaining)
+                recheck = None if exact else self._uncertain_pick(remaining, est)
                 if recheck is None and not exact and self.settings.confirm_pick:
                     recheck = self._unconfirmed_pick(est)
                 if recheck is not None:

@@ -109,33 +109,26 @@ class SpeedOrder:
             bad.update(c for c, x, y in zip(self.ranked_cols, self.rval[idx[a]], self.rval[idx[b]]) if x != y)
         return bad
 
-    def _cmp(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For candidates c and measured m (row indices): (same unordered values, c no faster on the
-        trended knobs, c no faster on the ranked knobs), each (len(c), len(m))."""
+    def _ranked_cmp(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For candidates c and measured m (row indices), each (len(c), len(m)): whether they share the
+        unordered values, and whether c is at least as fast / at least as slow as m on the ranked knobs."""
         same = (self.other[c][:, None, :] == self.other[m][None]).all(-1)
-        slow_t = (self.slow[c][:, None, :] >= self.slow[m][None]).all(-1)
         rc, rm = self.rank[c][:, None, :], self.rank[m][None]
         eq = self.rval[c][:, None, :] == self.rval[m][None]
-        slow_r = ((rc < rm) | eq).all(-1)
-        return same, slow_t, slow_r
+        return same, ((rc > rm) | eq).all(-1), ((rc < rm) | eq).all(-1)
 
     def relations(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c at least as slow as m, c at least as fast as m), each (len(c), len(m))."""
-        same, slow_t, slow_r = self._cmp(c, m)
+        same, fast_r, slow_r = self._ranked_cmp(c, m)
+        slow_t = (self.slow[c][:, None, :] >= self.slow[m][None]).all(-1)
         fast_t = (self.slow[c][:, None, :] <= self.slow[m][None]).all(-1)
-        rc, rm = self.rank[c][:, None, :], self.rank[m][None]
-        eq = self.rval[c][:, None, :] == self.rval[m][None]
-        fast_r = ((rc > rm) | eq).all(-1)
         return same & slow_t & slow_r, same & fast_t & fast_r
 
     def log_slowdown(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Upper bounds on log(latency(c) / latency(m)), each (len(c), len(m)): the bound (inf where
         none is known), and the part of it the knobs with a latency exponent account for (the knobs
         without a known bound on their effect left out)."""
-        same = (self.other[c][:, None, :] == self.other[m][None]).all(-1)
-        rc, rm = self.rank[c][:, None, :], self.rank[m][None]
-        eq = self.rval[c][:, None, :] == self.rval[m][None]
-        no_slower_r = ((rc > rm) | eq).all(-1)
+        same, no_slower_r, _ = self._ranked_cmp(c, m)
         slower_t = self.slow[c][:, None, :] > self.slow[m][None]
         bounded = np.isfinite(self.exps)
         d = np.maximum(self.logv[c][:, None, :] - self.logv[m][None], 0.0)

@@ -67,8 +67,8 @@ class Stopping(CBOState):
         j = int(np.flatnonzero(sure)[np.argmin(est.lobj[sure])])
         return est.idx[j] if est.n[j] < 2 else None
 
-    def _uncertain_pick(self, remaining: int | None = None) -> int | None:
-        j, _ = self._recheck_value(remaining)
+    def _uncertain_pick(self, remaining: int | None = None, est: PointEstimates | None = None) -> int | None:
+        j, _ = self._recheck_value(remaining, est)
         return j
 
     def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None) -> tuple[int | None, float]:

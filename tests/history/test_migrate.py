@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from polythrottle.history import SCHEMA_VERSION, HistoryKey, HistoryStore
+from polythrottle.history import SCHEMA_VERSION, HistoryKey, HistoryStore, parse_target
 from polythrottle.history.version import KNOWN_REVISIONS
 
 # The v1 schema, verbatim from polythrottle/history.py before the history package (PRAGMA user_version = 1).
@@ -160,7 +160,7 @@ def test_fresh_and_migrated_schemas_match_schema_py(tmp_path: Path, pg_url: str)
     HistoryStore(pg_url).close()
     assert _schema_diff(f"sqlite:///{fresh}") == []
     assert _schema_diff(f"sqlite:///{old}") == []
-    assert _schema_diff(pg_url.replace("postgresql://", "postgresql+psycopg://")) == []
+    assert _schema_diff(parse_target(pg_url).url) == []
 
 
 def test_known_revisions_match_the_shipped_scripts() -> None:

@@ -20,6 +20,7 @@ from polythrottle.history import (
     HistoryKey,
     HistoryStore,
     default_history_path,
+    parse_target,
     space_fingerprint,
 )
 from polythrottle.space import Knob, SearchSpace
@@ -227,8 +228,7 @@ def test_newer_revision_is_refused(target: str) -> None:
     import sqlalchemy as sa
 
     HistoryStore(target).close()
-    url = target if "://" in target else f"sqlite:///{target}"
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(parse_target(target).url)
     with engine.begin() as c:
         c.execute(sa.text("UPDATE polythrottle_version SET version_num = '0099'"))
     engine.dispose()
@@ -239,7 +239,7 @@ def test_newer_revision_is_refused(target: str) -> None:
 def test_foreign_tables_in_a_server_database_are_refused(pg_url: str) -> None:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(parse_target(pg_url).url)
     with engine.begin() as c:
         c.execute(sa.text("CREATE TABLE tunes (x int)"))
     engine.dispose()
