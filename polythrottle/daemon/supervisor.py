@@ -27,6 +27,7 @@ from polythrottle.daemon.jobs import MODEL, START, JobQueue
 from polythrottle.daemon.sdnotify import Notifier, watchdog_interval_s
 from polythrottle.daemon.server import ControlServer
 from polythrottle.daemon.status import DaemonStatus
+from polythrottle.daemon.wakeup import Wakeup
 from polythrottle.daemon.watcher import ModelWatcher
 from polythrottle.errors import PolyThrottleError, clip
 
@@ -51,7 +52,7 @@ class Supervisor:
         self.jobs = jobs
         self.notifier = notifier
         self.reload = reload
-        self._wake = threading.Event()
+        self._wake = Wakeup()  # set by the signal handler: never a threading.Event (see wakeup.py)
         self._term: int | None = None
         self._hup = False
         self._fatal: PolyThrottleError | None = None
@@ -85,7 +86,6 @@ class Supervisor:
         next_watch = time.monotonic() + cfg.watch_interval_s
         while True:
             self._wake.wait(tick)
-            self._wake.clear()
             if self._term is not None or self._fatal is not None or not worker.is_alive():
                 break
             if self._hup:
@@ -178,6 +178,8 @@ class Supervisor:
             server.stop()
         self.status.stop_metrics()
         self.status.write_file()
+        if not worker.is_alive():  # a worker stuck in a device call may still set the wake-up
+            self._wake.close()
         if self._fatal is not None:
             raise self._fatal
         return 1 if self.controller.restore_failed else 0
