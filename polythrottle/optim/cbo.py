@@ -28,9 +28,10 @@ over every allowed unmeasured candidate; log P(feasible) while no point is belie
 Recommendation: among measured points, the lowest mean measured objective whose probability of
 feasibility is at least ``confidence``. A point whose feasibility is still uncertain is re-measured
 rather than trusted on one noisy sample, when the value of doing so beats a new point's expected
-improvement (and in the last ``recheck_reserve`` measurements); a recommendation measured once while
-no config was measured twice is measured again before the tune ends (``confirm_pick``). With exact
-measurements (every observation reports a relative noise of 0) nothing is measured twice.
+improvement (and in the last ``recheck_reserve`` measurements); a recommendation measured once is
+measured again before the tune ends while no config was measured twice or a rival is within noise of
+it (``confirm_pick``). With exact measurements (every observation reports a relative noise of 0)
+nothing is measured twice.
 
 The optimizer ends the tune itself (``stop_reason``) when
 * no config can meet the threshold: nothing measured is feasible and no unmeasured config has

@@ -31,8 +31,8 @@ class CBOSettings:
       config has P(feasible and objective < (1 - stop_delta) x the recommendation's) >= ``stop_p``.
     stop_delta_noise: ... with ``stop_delta`` raised to one objective measurement's relative noise (the GP's
       estimate) where that is larger: a smaller saving could not be told from noise.
-    confirm_pick: before ending on a recommendation measured once while no config has been measured
-      twice, measure it again (the noise level is then only the GP's inference; see ``_unconfirmed_pick``).
+    confirm_pick: before ending on a recommendation measured once, measure it again while no config has
+      been measured twice or another confident one is within noise of it (see ``_unconfirmed_pick``).
     impossible_p: stop as infeasible when nothing measured and no unmeasured config has P(feasible) >= this.
     recheck_reserve: in the last measurements of a budget, re-measuring a point of uncertain feasibility
       competes with new points (as from ``confident_best_after`` on).
@@ -116,6 +116,9 @@ class CBOState(Optimizer):
 
         @abstractmethod
         def _point_estimates(self) -> PointEstimates: ...
+
+        @abstractmethod
+        def _objective_noise_sd(self) -> float: ...
 
         @abstractmethod
         def latency_bound(self, points: np.ndarray, est: PointEstimates | None = None

@@ -43,7 +43,8 @@ class SafeDesign(CBOState):
         """Safe initial design along the knobs' known energy trends (``Knob.energy_trend``, e.g. a larger
         batch is cheaper per inference): from the cheapest config believed feasible, if nothing has been
         measured along those knobs from it yet, the config that moves them furthest the cheap way while
-        the latency bound keeps it under the threshold (by ``margin``). None when there is no such move."""
+        the latency bound keeps it under the threshold (by ``margin``); failing that, a one-step probe
+        (``_probe_point``). None when there is no such move."""
         if not self.settings.initial_design or not self._energy_free.any():
             return None
         ok = np.flatnonzero(est.p >= 0.5)
@@ -55,15 +56,34 @@ class SafeDesign(CBOState):
         same = (rows[:, fixed] == rows[anchor, fixed]).all(1)
         if sum(bool(same[i]) for i in est.idx) > 1:
             return None  # the cheap direction was already explored from this anchor
-        cand = left[same[left] & allowed & (self._energy_dir[left] >= self._energy_dir[anchor]).all(1)]
-        if len(cand) == 0:
+        cheaper_way = left[same[left] & (self._energy_dir[left] >= self._energy_dir[anchor]).all(1)]
+        gain_all = (self._energy_dir[cheaper_way] - self._energy_dir[anchor]).sum(1)
+        cheaper_way = cheaper_way[gain_all > 0]
+        if len(cheaper_way) == 0:
             return None
-        bound, _ = self.latency_bound(cand, est)
-        cand = cand[bound <= -margin]
-        if len(cand) == 0:
+        bound, _ = self.latency_bound(cheaper_way, est)
+        cand = cheaper_way[allowed[np.searchsorted(left, cheaper_way)] & (bound <= -margin)]
+        if len(cand) > 0:
+            gain = (self._energy_dir[cand] - self._energy_dir[anchor]).sum(1)
+            return int(cand[int(np.argmax(gain))])
+        return self._probe_point(anchor, cheaper_way, bound, est)
+
+    def _probe_point(self, anchor: int, cheaper_way: np.ndarray, bound: np.ndarray, est: PointEstimates) -> int | None:
+        """When no move along the energy-trended knobs is provably feasible: one step along such a knob
+        that no measurement has varied yet (its latency effect is then unknown to the GP, which would
+        keep the cheap direction out of the safe set for good), from ``anchor``, if the knobs' latency
+        bound keeps it under ``bound_factor`` x threshold. The fastest such step; None if there is none."""
+        rows = self.space.rows
+        measured = rows[np.asarray(est.idx)]
+        never_varied = self._energy_free & (measured == measured[0]).all(0)
+        if not never_varied.any():
             return None
-        gain = (self._energy_dir[cand] - self._energy_dir[anchor]).sum(1)
-        return int(cand[int(np.argmax(gain))]) if gain.max() > 0 else None
+        steps = np.abs(self._energy_dir[cheaper_way] - self._energy_dir[anchor])
+        one_step = (steps.sum(1) == 1) & (steps[:, never_varied].sum(1) == 1)
+        ok = one_step & (bound <= math.log(self.settings.bound_factor))
+        if not ok.any():
+            return None
+        return int(cheaper_way[ok][int(np.argmin(bound[ok]))])
 
 
 __all__ = ["SafeDesign"]

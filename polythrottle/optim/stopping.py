@@ -58,14 +58,24 @@ class Stopping(CBOState):
         return float(hit.any(1).mean())
 
     def _unconfirmed_pick(self, est: PointEstimates) -> int | None:
-        """The recommendation, if it was measured only once while no config has been measured twice: its
-        P(feasible) then rests on a noise level the GP inferred from differences between configs, which
-        no repeat has checked (a lucky measurement just under the threshold looks safe)."""
+        """The recommendation, if it was measured only once and either no config has been measured twice
+        (its P(feasible) then rests on a noise level the GP inferred from differences between configs,
+        which no repeat has checked: a lucky measurement just under the threshold looks safe) or another
+        confidently feasible config is within two noise sd of its log objective (the lowest of noisy
+        estimates is biased low; a second measurement settles which is cheaper). Else None."""
         sure = est.p >= self.settings.confidence
-        if not sure.any() or (est.n > 1).any():
+        if not sure.any():
             return None
         j = int(np.flatnonzero(sure)[np.argmin(est.lobj[sure])])
-        return est.idx[j] if est.n[j] < 2 else None
+        if est.n[j] >= 2:
+            return None
+        if not (est.n > 1).any():
+            return est.idx[j]
+        # a rival confidently feasible within two noise sd of the pick's objective: the pick may have
+        # won on one lucky measurement (the winner's curse); a second measurement settles it
+        rivals = sure & (est.lobj - est.lobj[j] <= 2.0 * self._objective_noise_sd())
+        rivals[j] = False
+        return est.idx[j] if rivals.any() else None
 
     def _uncertain_pick(self, remaining: int | None = None, est: PointEstimates | None = None) -> int | None:
         j, _ = self._recheck_value(remaining, est)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from polythrottle.optim import make_optimizer
+from polythrottle.optim import Observation, make_optimizer
 from tests.optim.cbo_problem import ENERGY, FASTEST, LATENCY, OPT, SLO, SPACE, drive_env
 
 
@@ -38,3 +39,38 @@ def test_cli_impossible_slo_exits_3_naming_the_fastest_config(capsys):
     assert code == 3 and res["best"] is None and res["measurements"] <= 5
     assert "no config can meet" in res["stop_reason"]
     assert "lowest latency reachable" in err and "gpu_mhz=921.6" in err and res["fastest"]["latency_ms"] > 100
+
+
+
+def _asked_after(told_points, slo, settings=None):
+    """cbo's next ask after it was told ``(gpu_mhz, batch_size)`` points (their true values, 2% noise)."""
+    from polythrottle.optim.cbo import ConstrainedBO
+
+    rng = np.random.default_rng(0)
+    opt = ConstrainedBO(SPACE, slo, 0, settings)
+    for gpu, batch in told_points:
+        i = SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+        opt.tell(Observation(i, ENERGY[i] * (1 + 0.02 * rng.standard_normal()),
+                             LATENCY[i] * (1 + 0.02 * rng.standard_normal())))
+    return SPACE.config(opt.ask(remaining=18))
+
+
+@pytest.mark.parametrize("slo", [14.0, 9.0])
+def test_a_batch_step_no_bound_proves_feasible_is_probed(slo):
+    # the baseline (1300 MHz, batch 1) takes 8 ms, so batch 2 is bounded only by 16 ms (twice as long
+    # at most): no provably feasible move; one step along the batch knob, whose latency effect nothing
+    # measured shows yet, is under 3x the SLO and is measured next (truly 13 ms: feasible at 14 ms,
+    # not at 9 ms; either way the GP then knows what a batch step costs)
+    assert _asked_after([(1300, 1)], slo) == {"gpu_mhz": 1300, "batch_size": 2}
+
+
+def test_no_probe_beyond_the_hard_bound():
+    # with a hard bound of 1.5 x the SLO, the 16 ms bound of batch 2 (1.8 x 9 ms) keeps it unmeasured
+    from polythrottle.optim.cbo import CBOSettings
+
+    assert _asked_after([(1300, 1)], 9.0, CBOSettings(bound_factor=1.5))["batch_size"] == 1
+
+
+def test_a_provably_feasible_batch_move_goes_as_far_as_the_bound_allows():
+    # SLO 60 ms: batch 4 is bounded by 4 x 8 = 32 ms, batch 8 by 64 ms: the design moves to batch 4
+    assert _asked_after([(1300, 1)], 60.0) == {"gpu_mhz": 1300, "batch_size": 4}
