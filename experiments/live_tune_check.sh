@@ -5,7 +5,7 @@
 # about 6-8 minutes on an H100/H200 (64 configs x ~4.5 s, then <= 20 tune measurements).
 #
 # Usage:  bash experiments/live_tune_check.sh OUTDIR [SLO_MS]        (default SLO 4 ms)
-#         WINDOW_S=1 REPEATS=2 PYTHON=python3 bash experiments/live_tune_check.sh OUTDIR 4
+#         WINDOW_S=1 REPEATS=2 PYTHON=python3 CODE=abc1234 bash experiments/live_tune_check.sh OUTDIR 4
 # Then, on any machine:
 #         python experiments/live_tune_report.py OUTDIR --name h200_resnet50 --out-dir experiments/results
 # Writes into OUTDIR: table.csv (knobs, energy_j, latency_ms, ...), profile.json (every measurement with its
@@ -23,7 +23,8 @@ WL=torchvision:resnet50
 mkdir -p "$OUT"
 {
   echo "slo_ms=$SLO window_s=$WIN repeats=$REP knobs=$SW workload=$WL"
-  echo "code=$(git describe --always --dirty 2>/dev/null || echo unknown)"
+  # CODE=<commit> names the code when the checkout's git metadata is not its own (a copied tree)
+  echo "code=${CODE:-$(git describe --always --dirty 2>/dev/null || echo unknown)}"
   date -u +%FT%TZ
 } > "$OUT/meta.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.limit,persistence_mode --format=csv \

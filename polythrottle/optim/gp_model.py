@@ -19,6 +19,7 @@ from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
+from gpytorch.utils.warnings import NumericalWarning
 
 from polythrottle.optim.base import Observation
 from polythrottle.optim.cbo_state import CBOState
@@ -79,15 +80,20 @@ class OutcomeGP(CBOState):
         # default: on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped
         # early far from the optimum (experiments/results/bench.md)
         covar = matern_kernel(X.shape[-1], self.settings.lengthscale_prior)
-        model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
-        if var is not None and self.settings.reported_noise == "floor":
-            # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
-            prior = LogNormalPrior(loc=-4.0, scale=1.0)
-            model.likelihood = FixedNoiseGaussianLikelihood(
-                noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
-                batch_shape=model._aug_batch_shape, noise_prior=prior,
-                noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
-            )
+        with warnings.catch_warnings():
+            # a live measurement's reported noise can be tinier than GPyTorch's smallest fixed noise
+            # (1e-6 once standardized), which it rounds up with a NumericalWarning: harmless, and not
+            # for a user's terminal
+            warnings.simplefilter("ignore", NumericalWarning)
+            model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
+            if var is not None and self.settings.reported_noise == "floor":
+                # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
+                prior = LogNormalPrior(loc=-4.0, scale=1.0)
+                model.likelihood = FixedNoiseGaussianLikelihood(
+                    noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
+                    batch_shape=model._aug_batch_shape, noise_prior=prior,
+                    noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
+                )
         if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
             # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
             model.load_state_dict(self._hyper, strict=False)
