@@ -264,6 +264,11 @@ class SearchSpace:
             shown = clip(", ".join(f"{n}={config[n]}" for n in self.names), 300)
             raise InvalidValueError(f"config {shown} is not a valid combination on this device") from None
 
+    def row_of(self, value_indices: Sequence[int]) -> int | None:
+        """Row of the point whose ``rows`` entry is ``value_indices`` (one value index per knob), or None
+        if that combination is not in the space."""
+        return self._lookup.get(tuple(int(v) for v in value_indices))
+
     def contains(self, config: Mapping[str, Value | str]) -> bool:
         try:
             self.index_of(config)

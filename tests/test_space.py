@@ -53,6 +53,7 @@ def test_sparse_space_rejects_missing_combination():
     assert s.contains({"f": 1, "g": 1})
     with pytest.raises(InvalidValueError, match="not a valid combination"):
         s.index_of({"f": 1, "g": 2})
+    assert s.row_of([1, 1]) == s.index_of({"f": 2, "g": 2}) and s.row_of([0, 1]) is None  # value indices
 
 
 def test_restrict_holds_other_knobs_fixed():

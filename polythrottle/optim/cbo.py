@@ -35,7 +35,9 @@ nothing is measured twice.
 
 The optimizer ends the tune itself (``stop_reason``) when
 * no config can meet the threshold: nothing measured is feasible and no unmeasured config has
-  P(feasible) >= ``impossible_p`` (the fastest configs were measured and everything else is slower);
+  P(feasible) >= ``impossible_p`` (the fastest configs were measured and everything else is slower),
+  once the speed ranks that verdict rests on were checked (``rank_check``: the fastest measured config
+  one rank lower on each ranked knob, once per knob);
 * a better feasible config is unlikely to remain: after ``min_evals`` measurements, with a confident
   recommendation and no re-measurement worth making, no unmeasured config has a probability >=
   ``stop_p`` of being feasible and cheaper than the recommendation by at least ``stop_delta`` or (with
@@ -89,6 +91,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         )
         self.last_acq_value: float | None = None
         self._set_order(frozenset())
+        self._rank_checked = set()
         etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
         self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
         self._energy_free = etrend != 0
@@ -174,6 +177,9 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         # the tune ends itself when no config can meet the threshold ...
         p_max = float(np.exp(log_pof.max()))
         if not (est.p >= self.settings.impossible_p).any() and p_max < self.settings.impossible_p:
+            check = self.rank_check(est)
+            if check is not None:
+                return check
             self.stop_reason = (
                 f"no config can meet the threshold: "
                 f"{'the one measured config does not' if len(est.idx) == 1 else f'none of the {len(est.idx)} measured configs does'}"

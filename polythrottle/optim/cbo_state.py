@@ -101,6 +101,8 @@ class CBOState(Optimizer):
     _hyper_inferred_noise: bool
     _energy_dir: np.ndarray
     _energy_free: np.ndarray
+    _rank_checked: set[int]
+    """Ranked knobs (space columns) whose rank ``rank_check`` has already tested."""
 
     if TYPE_CHECKING:  # provided by the parts; declared for the type checker only
 
