@@ -56,16 +56,15 @@ class SafeDesign(CBOState):
         same = (rows[:, fixed] == rows[anchor, fixed]).all(1)
         if sum(bool(same[i]) for i in est.idx) > 1:
             return None  # the cheap direction was already explored from this anchor
-        cheaper_way = left[same[left] & (self._energy_dir[left] >= self._energy_dir[anchor]).all(1)]
-        gain_all = (self._energy_dir[cheaper_way] - self._energy_dir[anchor]).sum(1)
-        cheaper_way = cheaper_way[gain_all > 0]
-        if len(cheaper_way) == 0:
+        gain = (self._energy_dir[left] - self._energy_dir[anchor]).sum(1)
+        cheap = same[left] & (self._energy_dir[left] >= self._energy_dir[anchor]).all(1) & (gain > 0)
+        if not cheap.any():
             return None
+        cheaper_way, gain = left[cheap], gain[cheap]
         bound, _ = self.latency_bound(cheaper_way, est)
-        cand = cheaper_way[allowed[np.searchsorted(left, cheaper_way)] & (bound <= -margin)]
-        if len(cand) > 0:
-            gain = (self._energy_dir[cand] - self._energy_dir[anchor]).sum(1)
-            return int(cand[int(np.argmax(gain))])
+        ok = allowed[cheap] & (bound <= -margin)
+        if ok.any():
+            return int(cheaper_way[ok][int(np.argmax(gain[ok]))])
         return self._probe_point(anchor, cheaper_way, bound, est)
 
     def _probe_point(self, anchor: int, cheaper_way: np.ndarray, bound: np.ndarray, est: PointEstimates) -> int | None:
