@@ -68,6 +68,15 @@ H100_TABLES = (  # (file, name, SLOs ms): the committed live tables (issue 5), s
 )
 H100_BASELINE = (("precision", "fp32"), ("cuda_graphs", "off"))
 """What the live nvml device starts from (``NvmlDevice.default_config``: fp32, no graphs, smallest batch)."""
+LLM_BASELINE = (("precision", "fp32"), ("kv_cache", "dynamic"))
+"""What the live LLM runner starts from (fp32, dynamic KV cache, smallest batch)."""
+GPU_TABLES = tuple((f, n, s, H100_BASELINE) for f, n, s in H100_TABLES) + (
+    # measured live on the H200 (issue 15's live tune check; the runtime workloads): the same round SLOs
+    ("h200_resnet50_table.csv", "h200-resnet50", (1.5, 4.0, 10.0), H100_BASELINE),
+    # llama-200m generation, SLO on time per output token (p99): 24 configs, static_graphs 2.2-7.9 ms, others 10-27 ms
+    ("h200_llm_runtimes_llm_table.csv", "h200-llm", (3.0, 4.0, 10.0), LLM_BASELINE),
+)
+"""(file, name, SLOs ms, baseline): every GPU table measured live, software knobs, each at three SLOs."""
 OURS = "cbo"
 OPTUNA = ("optuna-tpe", "optuna-gp")
 SLOW = ("cbo", "optuna-gp")
@@ -192,16 +201,16 @@ H100_NOISE = 0.03
 
 
 def real_landscapes(kind: str) -> list[Landscape]:
-    """Measured tables: the shared AGX Xavier table and the committed H100 tables, several SLOs each."""
+    """Measured tables: the shared AGX Xavier table and the committed H100 and H200 tables, several SLOs each."""
     lands: list[Landscape] = []
     if XAVIER_TABLE.is_file():
         slos: list[float | str] = [50.0, 100.0, 200.0] if kind == "full" else [100.0]
         lands += replay_landscapes(XAVIER_TABLE, slos, 0.02, "agx-xavier")
     else:
         print(f"note: measured table {XAVIER_TABLE} not found; its landscapes are skipped", file=sys.stderr)
-    for fname, name, slos_ms in H100_TABLES if kind == "full" else H100_TABLES[:1]:
+    for fname, name, slos_ms, baseline in GPU_TABLES if kind == "full" else GPU_TABLES[:1]:
         chosen: list[float | str] = list(slos_ms) if kind == "full" else [slos_ms[1]]
-        lands += replay_landscapes(RESULTS / fname, chosen, H100_NOISE, name, baseline=H100_BASELINE)
+        lands += replay_landscapes(RESULTS / fname, chosen, H100_NOISE, name, baseline=baseline)
     return lands
 
 

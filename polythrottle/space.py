@@ -42,8 +42,13 @@ def default_energy_trend(name: str) -> int:
 
 PRECISION_SPEED_RANK = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 2, "int8": 3}
 """Lower precision runs no slower and uses no more energy: fp32 -> tf32 -> fp16 / bf16 -> int8."""
-SWITCH_SPEED_RANK = {"cuda_graphs": {"off": 0, "on": 1}}
-"""Switches known to make inference no slower when on (CUDA graphs remove per-kernel launch overhead)."""
+SWITCH_SPEED_RANK = {
+    "cuda_graphs": {"off": 0, "on": 1},
+    "kv_cache": {"dynamic": 0, "static": 0, "static_graphs": 1},
+}
+"""Knobs with a value known to make inference no slower: CUDA graphs remove per-kernel launch overhead;
+an LLM's static KV cache replayed as CUDA graphs (``static_graphs``) decodes faster than a dynamic or a
+static cache run eagerly (those two are not ordered: which is faster depends on model and batch)."""
 
 
 def default_semantics(name: str, values: Sequence[Value]) -> tuple[int, tuple[int, ...] | None, float | None]:

@@ -36,8 +36,9 @@ nothing is measured twice.
 The optimizer ends the tune itself (``stop_reason``) when
 * no config can meet the threshold: nothing measured is feasible and no unmeasured config has
   P(feasible) >= ``impossible_p`` (the fastest configs were measured and everything else is slower),
-  once the speed ranks that verdict rests on were checked (``rank_check``: the fastest measured config
-  one rank lower on each ranked knob, once per knob);
+  once what that verdict rests on was checked (``verdict_check``: the fastest measured config one rank
+  lower on each ranked knob, once per knob, and every value of a categorical knob without a known speed
+  order measured once);
 * a better feasible config is unlikely to remain: after ``min_evals`` measurements, with a confident
   recommendation and no re-measurement worth making, no unmeasured config has a probability >=
   ``stop_p`` of being feasible and cheaper than the recommendation by at least ``stop_delta`` or (with
@@ -177,7 +178,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         # the tune ends itself when no config can meet the threshold ...
         p_max = float(np.exp(log_pof.max()))
         if not (est.p >= self.settings.impossible_p).any() and p_max < self.settings.impossible_p:
-            check = self.rank_check(est)
+            check = self.verdict_check(est)
             if check is not None:
                 return check
             self.stop_reason = (

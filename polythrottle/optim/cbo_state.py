@@ -102,7 +102,7 @@ class CBOState(Optimizer):
     _energy_dir: np.ndarray
     _energy_free: np.ndarray
     _rank_checked: set[int]
-    """Ranked knobs (space columns) whose rank ``rank_check`` has already tested."""
+    """Ranked knobs (space columns) whose rank ``verdict_check`` has already tested."""
 
     if TYPE_CHECKING:  # provided by the parts; declared for the type checker only
 
@@ -115,6 +115,9 @@ class CBOState(Optimizer):
 
         @abstractmethod
         def noise_std(self) -> tuple[float, float]: ...
+
+        @abstractmethod
+        def posterior(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]: ...
 
         @abstractmethod
         def _point_estimates(self) -> PointEstimates: ...

@@ -67,6 +67,9 @@ class SpeedOrder:
         self.rval = rows[:, ranked]
         self.other = rows[:, other]
         self.ranked_cols = ranked
+        self.unordered_cols = [j for j in other if not space.knobs[j].numeric]
+        """Categorical knobs with no known speed order (or a contradicted one): a GP cannot extrapolate
+        to their unmeasured values."""
         self._unranked_key = rows[:, trended + other]
 
     def dominated(self) -> np.ndarray:
@@ -161,14 +164,22 @@ class OrderBounds(CBOState):
             return True
         return False
 
-    def rank_check(self, est: PointEstimates) -> int | None:
-        """Before a verdict that rests on the speed ranks (no config can meet the threshold): an unmeasured
-        config one rank lower than the fastest measured one on a ranked knob not checked yet, the same on
-        every other knob. Ranks hold for most models and batch sizes, not all (on an H100, ResNet-50 at
-        batch 1 with CUDA graphs runs faster in TF32 than in fp16); a config they rule out as slower is
-        otherwise never measured, and the verdict would name a fastest config that is not. One check per
-        ranked knob and tune; None when none is left."""
-        if not self.settings.prune_dominated or not self.order.ranked_cols:
+    def verdict_check(self, est: PointEstimates) -> int | None:
+        """Before a verdict that rests on the knobs' speed order and the GP (no config can meet the
+        threshold), a config that checks what they assume, or None when nothing is left to check:
+
+        * a ranked knob not checked yet: the fastest measured config one rank lower on it, the same on
+          every other knob. Ranks hold for most models and batch sizes, not all (on an H100, ResNet-50
+          at batch 1 with CUDA graphs runs faster in TF32 than in fp16); a config they rule out as
+          slower is otherwise never measured, and the verdict would name a fastest config that is not.
+          One check per ranked knob and tune.
+        * a value never measured of a categorical knob without a known speed order (an LLM's
+          ``kv_cache``: dynamic, static, static_graphs): the fastest measured config with that value
+          (else the unmeasured config with that value the GP predicts fastest). The GP has no data on
+          such a value and puts it near the slowest measured config; on a 24-config LLM table that
+          declared a 3 ms SLO impossible after two measurements, where static_graphs runs at 2.2 ms.
+        """
+        if not self.settings.prune_dominated:
             return None
         rows = self.space.rows
         fastest = rows[est.idx[int(np.argmin(est.lcon))]]
@@ -182,6 +193,19 @@ class OrderBounds(CBOState):
                 i = self.space.row_of([*fastest[:col], int(v), *fastest[col + 1 :]])
                 if i is not None and i not in self.measured:
                     return i
+        measured = rows[np.asarray(est.idx)]
+        for col in self.order.unordered_cols:
+            for value in range(len(self.space.knobs[col].values)):
+                if (measured[:, col] == value).any():
+                    continue
+                j = self.space.row_of([*fastest[:col], value, *fastest[col + 1 :]])
+                if j is None or j in self.measured:
+                    left = np.flatnonzero(rows[:, col] == value)
+                    left = left[~np.isin(left, list(self.measured))]
+                    if len(left) == 0:
+                        continue
+                    j = int(left[int(np.argmin(self.posterior(left)[0][:, 1]))])
+                return j
         return None
 
     def _measured_order_bounds(self, est: PointEstimates) -> tuple[np.ndarray, np.ndarray]:

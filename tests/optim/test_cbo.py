@@ -98,6 +98,8 @@ def test_knob_semantics_defaults_from_name():
     assert prec.speed_rank == (2, 0, 1, 2) and prec.latency_trend == 0
     assert list(prec.encode()) == [2 / 3, 0.0, 1 / 3, 1.0]  # along the speed order: fp32, tf32, fp16, bf16
     assert Knob("cuda_graphs", ("on", "off")).speed_rank == (1, 0)
+    # an LLM's KV cache: replayed as CUDA graphs is fastest; dynamic and static (eager) are not ordered
+    assert Knob("kv_cache", ("dynamic", "static", "static_graphs")).speed_rank == (0, 0, 1)
     assert Knob("channels_last", ("off", "on")).speed_rank is None
     assert Knob("precision", ("fp16", "native")).speed_rank is None  # an unknown value: no order at all
     assert Knob("gpu_mhz", (1, 2)).latency_exponent == 1.0 and Knob("gpu_mhz", (1, 2)).energy_trend == 0

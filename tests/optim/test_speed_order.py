@@ -86,3 +86,47 @@ def test_an_impossible_verdict_first_checks_the_ranks_it_rests_on():
     assert "no config can meet" in opt.stop_reason and opt.recommend().index is None
     assert len(seen) <= 5
     assert space.index_of({"batch_size": 1, "precision": "tf32", "cuda_graphs": "on"}) in seen
+
+
+def test_an_impossible_verdict_first_measures_every_value_of_an_unordered_knob():
+    # a categorical knob without a known speed order (here "backend"): the GP has no data on its
+    # unmeasured values and predicts them as slow as the slowest measured config. Two slow measurements
+    # must not end the tune as impossible while the fast value (c, 10x faster) was never measured.
+    space = SearchSpace.product([Knob("batch_size", (1, 8, 32)), Knob("precision", ("fp32", "bf16")),
+                                 Knob("backend", ("a", "b", "c"))])
+    assert space.knobs[2].speed_rank is None
+    base = {"a": 23.0, "b": 25.0, "c": 2.2}
+
+    def latency(cfg):
+        return base[cfg["backend"]] * (1.0 if cfg["precision"] == "bf16" else 1.4) * cfg["batch_size"] ** 0.1
+
+    opt = make_optimizer("cbo", space, 4.0, 0)
+    rng = np.random.default_rng(0)
+    seen = []
+    i = space.index_of({"batch_size": 1, "precision": "fp32", "backend": "a"})
+    while len(seen) < 20 and not opt.stop_reason:
+        c = space.config(i)
+        opt.tell(Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal())))
+        seen.append(i)
+        i = opt.ask(remaining=20 - len(seen))
+    assert "no config can meet" not in opt.stop_reason
+    assert any(space.config(j)["backend"] == "c" for j in seen)
+    rec = opt.recommend()
+    assert rec.index is not None and space.config(rec.index)["backend"] == "c"
+
+
+def test_an_impossible_verdict_stands_after_every_unordered_value_was_measured():
+    space = SearchSpace.product([Knob("batch_size", (1, 8)), Knob("backend", ("a", "b", "c"))])
+    opt = make_optimizer("cbo", space, 1.0, 0)
+    rng = np.random.default_rng(1)
+    seen = []
+    i = space.index_of({"batch_size": 1, "backend": "a"})
+    while len(seen) < 20 and not opt.stop_reason:
+        c = space.config(i)
+        lat = {"a": 20.0, "b": 30.0, "c": 12.0}[c["backend"]] * c["batch_size"] ** 0.5
+        opt.tell(Observation(i, lat / c["batch_size"], lat * (1 + 0.03 * rng.standard_normal())))
+        seen.append(i)
+        i = opt.ask(remaining=20 - len(seen))
+    assert "no config can meet" in opt.stop_reason
+    assert {space.config(j)["backend"] for j in seen} == {"a", "b", "c"}
+    assert len(seen) <= 5
