@@ -62,6 +62,20 @@ def test_repeated_measurements_outweigh_one_noisy_faster_neighbour():
     assert p[a] < 0.5 < opt.settings.confidence <= p[b]
 
 
+def _tune(space, slo, start, latency, seed=0, budget=20):
+    """Run cbo from config ``start`` on a noiseless-energy, 3%-noise-latency problem; (optimizer, measured indices)."""
+    opt = make_optimizer("cbo", space, slo, 0)
+    rng = np.random.default_rng(seed)
+    seen = []
+    i = space.index_of(start)
+    while len(seen) < budget and not opt.stop_reason:
+        c = space.config(i)
+        opt.tell(Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal())))
+        seen.append(i)
+        i = opt.ask(remaining=budget - len(seen))
+    return opt, seen
+
+
 def test_an_impossible_verdict_first_checks_the_ranks_it_rests_on():
     # at batch 1 with CUDA graphs, TF32 is faster than fp16 (as on the H100 ResNet-50 table); the SLO is
     # under every latency. The speed ranks (fp32 -> tf32 -> fp16, graphs off -> on) say fp16 + graphs is
@@ -74,15 +88,7 @@ def test_an_impossible_verdict_first_checks_the_ranks_it_rests_on():
     def latency(c):
         return base[c["precision"]] * (1.0 if c["cuda_graphs"] == "on" else 4.0) * (1 + 0.6 * (c["batch_size"] - 1))
 
-    opt = make_optimizer("cbo", space, 0.8, 0)
-    rng = np.random.default_rng(0)
-    seen = []
-    i = space.index_of({"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"})
-    while len(seen) < 20 and not opt.stop_reason:
-        c = space.config(i)
-        opt.tell(Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal())))
-        seen.append(i)
-        i = opt.ask(remaining=20 - len(seen))
+    opt, seen = _tune(space, 0.8, {"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"}, latency)
     assert "no config can meet" in opt.stop_reason and opt.recommend().index is None
     assert len(seen) <= 5
     assert space.index_of({"batch_size": 1, "precision": "tf32", "cuda_graphs": "on"}) in seen
@@ -100,15 +106,7 @@ def test_an_impossible_verdict_first_measures_every_value_of_an_unordered_knob()
     def latency(cfg):
         return base[cfg["backend"]] * (1.0 if cfg["precision"] == "bf16" else 1.4) * cfg["batch_size"] ** 0.1
 
-    opt = make_optimizer("cbo", space, 4.0, 0)
-    rng = np.random.default_rng(0)
-    seen = []
-    i = space.index_of({"batch_size": 1, "precision": "fp32", "backend": "a"})
-    while len(seen) < 20 and not opt.stop_reason:
-        c = space.config(i)
-        opt.tell(Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal())))
-        seen.append(i)
-        i = opt.ask(remaining=20 - len(seen))
+    opt, seen = _tune(space, 4.0, {"batch_size": 1, "precision": "fp32", "backend": "a"}, latency)
     assert "no config can meet" not in opt.stop_reason
     assert any(space.config(j)["backend"] == "c" for j in seen)
     rec = opt.recommend()
@@ -117,16 +115,11 @@ def test_an_impossible_verdict_first_measures_every_value_of_an_unordered_knob()
 
 def test_an_impossible_verdict_stands_after_every_unordered_value_was_measured():
     space = SearchSpace.product([Knob("batch_size", (1, 8)), Knob("backend", ("a", "b", "c"))])
-    opt = make_optimizer("cbo", space, 1.0, 0)
-    rng = np.random.default_rng(1)
-    seen = []
-    i = space.index_of({"batch_size": 1, "backend": "a"})
-    while len(seen) < 20 and not opt.stop_reason:
-        c = space.config(i)
-        lat = {"a": 20.0, "b": 30.0, "c": 12.0}[c["backend"]] * c["batch_size"] ** 0.5
-        opt.tell(Observation(i, lat / c["batch_size"], lat * (1 + 0.03 * rng.standard_normal())))
-        seen.append(i)
-        i = opt.ask(remaining=20 - len(seen))
+
+    def latency(cfg):
+        return {"a": 20.0, "b": 30.0, "c": 12.0}[cfg["backend"]] * cfg["batch_size"] ** 0.5
+
+    opt, seen = _tune(space, 1.0, {"batch_size": 1, "backend": "a"}, latency, seed=1)
     assert "no config can meet" in opt.stop_reason
     assert {space.config(j)["backend"] for j in seen} == {"a", "b", "c"}
     assert len(seen) <= 5
