@@ -8,7 +8,9 @@ cpufreq policy's scaling_min_freq = scaling_max_freq, in kHz). Every path is rea
 
 Safety, in this order on every ``apply``: values are validated against the steps the kernel reports
 (the profile's list for EMC) and nothing is written if any is invalid (InvalidValueError, exit 2);
-write permission is checked (PermissionDeniedError, exit 4, "needs root"); then the originals session
+every file to write must be a board file under ``/sys`` that no link leads out of the root
+(``SysfsIO.check_write_target``, DeviceError) and writable (PermissionDeniedError, exit 4, "needs
+root"); then the originals session
 (``originals_session``) claims the board under the state lock (a live process holding unkept changes:
 DeviceBusyError; a dead one's leftovers: restored first), saves the original values of every file of
 each touched clock (kept from the first apply, never overwritten), and the writes go in an order the
@@ -187,6 +189,7 @@ class JetsonControl(Control):
             return
         for _clock, _, writes in plans:
             for w in writes:
+                self.io.check_write_target(w.path)  # a board file, not behind a link out of the root
                 if not self.io.writable(w.path):
                     raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
         with self._session.claimed():  # may restore a crashed run's leftovers: plan again from the files now

@@ -11,7 +11,7 @@ from polythrottle.clocks.sysfs import WritesDisabledError
 from polythrottle.devices.jetson import open_device
 from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
 from tests import fake_jetson as fj
 
 
@@ -137,3 +137,20 @@ def test_every_profile_gives_a_usable_layout():
         assert layout.cpu_root == "/sys/devices/system/cpu" and layout.board_rails, name
         for proto in layout.emc:
             assert proto.rate_path.startswith("/sys/kernel/debug/") and proto.lock_path != proto.rate_path
+
+
+def test_a_clock_file_linked_out_of_the_root_is_refused_before_anything_is_saved(orin):
+    """A dry-run tree whose GPU directory links out of it (e.g. to the real board): one error before the first
+    write; nothing saved (a saved entry behind such a link could never be restored), nothing written."""
+    root, board, opts = orin
+    outside = root.parent / "real-board-gpu"
+    gpu_dir = root / board.gpu_dir.lstrip("/")
+    gpu_dir.rename(outside)
+    gpu_dir.symlink_to(outside)
+    dev = open_device("", opts)
+    with pytest.raises(DeviceError, match="outside"):
+        dev.apply({"cpu_mhz": 729.6, "gpu_mhz": 624.75})
+    assert (outside / "min_freq").read_text() == "114750000\n"
+    assert fj.write_log(root) == []
+    assert not list(opts.state_dir.glob("*.json"))
+    dev.close()
