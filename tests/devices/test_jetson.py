@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from polythrottle.clocks.sysfs import WritesDisabledError
+from polythrottle.clocks.sysfs import KernelRefusedError, WritesDisabledError
 from polythrottle.devices.jetson import open_device
 from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
@@ -152,5 +152,24 @@ def test_a_clock_file_linked_out_of_the_root_is_refused_before_anything_is_saved
         dev.apply({"cpu_mhz": 729.6, "gpu_mhz": 624.75})
     assert (outside / "min_freq").read_text() == "114750000\n"
     assert fj.write_log(root) == []
+    assert not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+@pytest.mark.parametrize("knob, value, clamped", [
+    ("gpu_mhz", 1300.5, "*/devfreq/*/min_freq"),
+    ("cpu_mhz", 2201.6, "*/policy4/scaling_min_freq"),
+])
+def test_a_value_the_kernel_silently_caps_is_refused_and_rolled_back(orin, knob, value, clamped):
+    """The kernel takes a limit above a thermal or nvpmodel cap without an error but holds the cap: the apply
+    reads back what it wrote, says which file holds what, and puts back what it had written."""
+    root, board, opts = orin
+    before = fj.snapshot(root)
+    fj.set_rules(root, clamp={clamped: 1032750000 if knob == "gpu_mhz" else 1420800})
+    dev = open_device("", opts)
+    with pytest.raises(KernelRefusedError, match=r"holds \d+ in /sys/.* after \d+ was written.*rolled back"):
+        dev.apply({"emc_mhz": 665.6, knob: value})
+    assert {p: v.strip() for p, v in fj.snapshot(root).items() if not p.endswith("cur_freq")} == \
+        {p: v.strip() for p, v in before.items() if not p.endswith("cur_freq")}
     assert not list(opts.state_dir.glob("*.json"))
     dev.close()
