@@ -173,3 +173,28 @@ def test_a_value_the_kernel_silently_caps_is_refused_and_rolled_back(orin, knob,
         {p: v.strip() for p, v in before.items() if not p.endswith("cur_freq")}
     assert not list(opts.state_dir.glob("*.json"))
     dev.close()
+
+
+def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, capsys):
+    """--no-clock-control restores nothing (a restore is a write), so it must say that the board still runs
+    at a crashed run's clocks (its measurements would be made there), and how to put them back."""
+    root, board, opts = orin
+    crashed = open_device("", opts)
+    crashed.apply({"gpu_mhz": 114.75, "cpu_mhz": 268.8})
+    store = OriginalsStore(opts.state_dir)
+    store.record(crashed.originals_location().device_id, {}, meta={"pid": dead_pid()})
+    written = len(fj.write_log(root))
+    capsys.readouterr()
+    dev = open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True))
+    err = capsys.readouterr().err
+    assert "did not finish" in err and "polythrottle restore --device jetson" in err and err.count("\n") == 1
+    assert len(fj.write_log(root)) == written  # nothing restored, nothing written
+    dev.close()
+    # a kept apply is the user's choice, not a crash's leftover: no warning
+    kept = open_device("", opts)
+    kept.restore_saved()
+    kept.apply({"gpu_mhz": 624.75})
+    kept.keep()
+    capsys.readouterr()
+    open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True)).close()
+    assert capsys.readouterr().err == ""
