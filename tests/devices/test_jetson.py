@@ -198,3 +198,17 @@ def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, caps
     capsys.readouterr()
     open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True)).close()
     assert capsys.readouterr().err == ""
+
+
+def test_tuning_a_clock_this_user_cannot_write_says_so(tmp_path, monkeypatch):
+    from polythrottle.errors import PermissionDeniedError
+    from polythrottle.tuning.tuner import Tuner
+
+    root = tmp_path / "root"
+    fj.build(root, "agx-orin-jp5")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.clocks.sysfs.SysfsIO.writable", lambda self, p: "/cpufreq/" in p)
+    dev = open_device("", DeviceOptions(state_dir=tmp_path / "state"))
+    assert dev.space().names == ["cpu_mhz"]
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here: not root"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["gpu_mhz", "cpu_mhz"])

@@ -404,3 +404,31 @@ def test_cli_without_nvidia_driver_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "polythrottle", "tune", "--device", "nvml:x", "--workload",
                         "builtin:mlp", "--slo-ms", "10"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "expected a GPU index" in r.stderr
+
+
+# ----- a hardware knob named but not settable here: the reason, not "unknown knob" ------------------------
+def test_a_knob_the_driver_refuses_is_named_with_the_reason(monkeypatch, tmp_path):
+    from polythrottle.errors import PermissionDeniedError
+
+    refuse = {"nvmlDeviceSetGpuLockedClocks": pynvml.NVMLError_NoPermission,
+              "nvmlDeviceSetMemoryLockedClocks": pynvml.NVMLError_NotSupported}
+    FakeGpu(refuse=refuse).install(monkeypatch.setattr)
+    dev = open_gpu(tmp_path)
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here: .*needs root"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["gpu_mhz", "batch_size"])
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", baseline={"gpu_mhz": 1980})
+    with pytest.raises(UnsupportedError, match="mem_mhz cannot be set here: .*not supported"):
+        dev.apply({**dev.default_config(), "mem_mhz": 1593})
+    with pytest.raises(BadInputError, match="unknown knob 'nope'"):  # a name no part of the device has
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["nope"])
+    dev.close()
+
+
+def test_cli_apply_without_permission_is_one_line_exit_4(tmp_path):
+    refuse = ",".join(f"{n}:NoPermission" for n in ("nvmlDeviceSetGpuLockedClocks", "nvmlDeviceSetMemoryLockedClocks",
+                                                     "nvmlDeviceSetPowerManagementLimit"))
+    r = run_driver(["apply", "--device", "nvml:0", "--set", "gpu_mhz=1980", "--state-dir", str(tmp_path / "s")],
+                   {"FAKE_NVML_REFUSE": refuse})
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.count("\n") == 1 and "gpu_mhz cannot be set here" in r.stderr and "needs root" in r.stderr
