@@ -44,7 +44,10 @@ def is_root_user() -> bool:
 
 
 def _permission_denied(verb: str, path: str) -> PermissionDeniedError:
-    return PermissionDeniedError(f"cannot {verb} {path}: permission denied; {ROOT_HINT}")
+    hint = ROOT_HINT
+    if is_root_user():  # root passes the permission checks: the kernel refuses this file itself
+        hint += " (this process is already root: the file is read-only, or the kernel is locked down)"
+    return PermissionDeniedError(f"cannot {verb} {path}: permission denied; {hint}")
 
 
 class SysfsIO:

@@ -182,3 +182,15 @@ def test_a_write_outside_sys_or_not_a_plain_path_is_refused(tmp_path, path):
         SysfsIO(root).write(path, "624750000")
     assert (victim / "min_freq").read_text() == "114750000\n"
     assert fj.snapshot(root) == before
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_a_write_refused_to_root_does_not_just_say_run_as_root(orin, monkeypatch, as_root):
+    """EACCES/EPERM for root is the kernel refusing the file itself (read-only attribute, lockdown, read-only
+    mount): the line says so instead of only "run as root"."""
+    root, board, io = orin
+    monkeypatch.setattr("polythrottle.clocks.sysfs.is_root_user", lambda: as_root)
+    fj.set_rules(root, fail={f"{board.gpu_dir}/max_freq": "EPERM"})
+    with pytest.raises(PermissionDeniedError, match="needs root") as e:
+        io.write(f"{board.gpu_dir}/max_freq", board.gpu_hz[-1])
+    assert ("already root" in str(e.value)) == as_root
