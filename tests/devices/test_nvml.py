@@ -25,7 +25,7 @@ from polythrottle.devices.base import Device
 from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
 from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
-from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
 from polythrottle.measure.harness import HarnessSettings
 from polythrottle.tuning.tuner import Tuner
 from tests.conftest import ROOT
@@ -432,3 +432,29 @@ def test_cli_apply_without_permission_is_one_line_exit_4(tmp_path):
                    {"FAKE_NVML_REFUSE": refuse})
     assert r.returncode == 4, r.stderr
     assert r.stderr.count("\n") == 1 and "gpu_mhz cannot be set here" in r.stderr and "needs root" in r.stderr
+
+
+@pytest.mark.parametrize("failures", [1, 99])
+def test_a_probe_whose_reset_fails_keeps_the_original_saved(gpu, tmp_path, monkeypatch, failures):
+    """The probe locks the full range, then resets: if the reset fails, the GPU stays locked, so its original
+    must stay saved (put back when the open fails, or by `polythrottle restore` later), never forgotten."""
+    real_reset = pynvml.nvmlDeviceResetGpuLockedClocks
+    left = {"failures": failures}
+
+    def reset(handle):
+        if left["failures"] > 0:
+            left["failures"] -= 1
+            raise pynvml.NVMLError_Unknown()
+        return real_reset(handle)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceResetGpuLockedClocks", reset)
+    with pytest.raises(DeviceError):
+        open_gpu(tmp_path)
+    if failures == 1:  # the second reset (the open's own restore) worked
+        assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
+        return
+    assert gpu.locked_gpu == (345, 1980)
+    assert json.loads(state_file(tmp_path).read_text())["originals"] == {GPU_LOCK: "reset"}
+    left["failures"] = 0  # the driver recovers: the next start puts it back
+    open_gpu(tmp_path).close()
+    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
