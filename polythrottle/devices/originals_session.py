@@ -147,7 +147,8 @@ class OriginalsSession:
         values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
         print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
               f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
-        self._restore_locked(values)
+        with interrupts.deferred():  # a signal cannot cut it short and leave the crash's clocks in place
+            self._restore_locked(values)
         self._prior = {}
 
     def crash_leftovers(self) -> tuple[int | None, list[str]]:
