@@ -12,6 +12,8 @@ Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a te
   ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
 - EACCES for paths matching ``deny`` in ``ROOT/.fake_kernel.json`` (a non-root user; file modes alone
   cannot show this when tests run as root, which ignores them) and any errno for ``fail`` entries;
+- ``clamp`` entries (glob -> highest value): a larger value is taken without an error but the file then
+  holds the highest one, as a min/max limit reads back under a thermal or nvpmodel cap;
 - every accepted write is appended to ``ROOT/.fake_kernel.log`` ("path value" lines, in order);
 - fault hooks at the n-th write attempt of the tree (counted across processes in
   ``ROOT/.fake_kernel.count``, from 0): ``hooks=[{"at": N, "when": "before"|"after", "do": ACTION}]``
@@ -257,10 +259,12 @@ def build(root: Path, key: str, *, nonroot: bool = False) -> FakeBoard:
 
 
 def set_rules(root: Path, *, deny: list[str] | None = None, fail: dict[str, str] | None = None,
-              hooks: list[dict] | None = None) -> None:
+              hooks: list[dict] | None = None, clamp: dict[str, int] | None = None) -> None:
     """Kernel-double rules: ``deny`` (globs -> EACCES on write), ``fail`` (path -> errno name), ``hooks``
-    (fault hooks at the n-th write; see the module docstring). Resets the write counter."""
-    (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}, "hooks": hooks or []}))
+    (fault hooks at the n-th write; see the module docstring), ``clamp`` (glob -> highest value the file
+    takes silently). Resets the write counter."""
+    (root / ".fake_kernel.json").write_text(json.dumps({"deny": deny or [], "fail": fail or {}, "hooks": hooks or [],
+                                                        "clamp": clamp or {}}))
     (root / ".fake_kernel.count").write_text("0")
     (root / ".fake_kernel.measures").write_text("0")
     for p in root.glob(".fake_kernel.release.*"):
@@ -434,6 +438,9 @@ class FakeKernelIO(sysfs.SysfsIO):
         if board in rules.get("fail", {}):
             code = getattr(errno, rules["fail"][board])
             raise OSError(code, os.strerror(code), str(local))
+        for pattern, highest in rules.get("clamp", {}).items():
+            if fnmatch.fnmatch(board, pattern) and text.strip().lstrip("-").isdigit() and int(text) > highest:
+                text = str(highest)
         name = local.name
         if name in _CUR:
             try:

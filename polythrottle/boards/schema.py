@@ -24,10 +24,10 @@ Schema (``schema_version: 1``)::
         interface: devfreq | bpmp-debugfs | tegra-bwmgr | cpufreq
         unit: Hz | kHz                   # unit of the sysfs files (knob steps are MHz)
         variants:                        # tried in order; the first whose path exists is used
-          - {path: str, jetpack: [4|5|6, ...], note: str?}     # path: absolute
-        files: {role: filename, ...}     # e.g. available/min/max/current/governor, rate/lock/...
+          - {path: str, jetpack: [4|5|6, ...], note: str?}     # path: a plain path under /sys
+        files: {role: filename, ...}     # e.g. available/min/max/current/governor, rate/lock/... (no '..')
         protocol: [str, ...]             # write order / hints, in words
-        paths: {role: path, ...}         # extra absolute paths (e.g. emc_cap, override)
+        paths: {role: path, ...}         # extra plain paths under /sys (e.g. emc_cap, override)
         clusters: [{policy: policy0, cpus: [0, 1, 2, 3]}, ...]   # cpufreq only (required there)
         note: str?
         unknown: [str, ...]
@@ -59,6 +59,7 @@ Unit conventions: knob steps are MHz; a backend writes ``round(mhz * 1e6)`` to H
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,10 +100,25 @@ def _jetpacks(values: tuple[int, ...]) -> tuple[int, ...]:
     return values
 
 
-def _absolute(path: str) -> str:
-    if not path.startswith("/"):
-        raise fail(f"expected an absolute path, got {shown(path)}")
+def _sys_path(path: str, at: Loc = ()) -> str:
+    """A clock's files are written as root: only plain paths under /sys (sysfs, debugfs), no ``..``."""
+    if not path.startswith("/sys/") or posixpath.normpath(path) != path.rstrip("/"):
+        raise fail(f"expected a plain path under /sys (no '..', '.' or '//'), got {shown(path)}", at=at)
     return path
+
+
+def _sys_paths(paths: dict[str, str]) -> dict[str, str]:
+    for role, path in paths.items():
+        _sys_path(path, at=(role,))
+    return paths
+
+
+def _file_names(files: dict[str, str]) -> dict[str, str]:
+    """File names relative to a clock's directory, never leaving it (``device/railgate_enable`` is fine)."""
+    for role, name in files.items():
+        if name.startswith("/") or posixpath.normpath(name) != name or ".." in name.split("/"):
+            raise fail(f"expected a file name inside the clock's directory, got {shown(name)}", at=(role,))
+    return files
 
 
 def _channel_base(base: int) -> int:
@@ -169,7 +185,7 @@ class KnobSpec(Section):
 class PathVariant(Section):
     """One place a control lives, and the JetPack major versions it was seen on."""
 
-    path: Annotated[Str, AfterValidator(_absolute)]
+    path: Annotated[Str, AfterValidator(_sys_path)]
     jetpack: JetPacks
     note: Str = ""
 
@@ -198,9 +214,9 @@ class ClockSpec(Section):
     interface: Annotated[Str, AfterValidator(one_of(INTERFACES))]
     unit: Annotated[Str, AfterValidator(one_of(UNITS))]
     variants: Annotated[tuple[PathVariant, ...], AfterValidator(non_empty("at least one path variant is needed"))]
-    files: dict[str, Str]
+    files: Annotated[dict[str, Str], AfterValidator(_file_names)]
     protocol: tuple[Str, ...] = ()
-    paths: dict[str, Str] = {}
+    paths: Annotated[dict[str, Str], AfterValidator(_sys_paths)] = {}
     clusters: Annotated[tuple[CpuCluster, ...], AfterValidator(_disjoint_clusters)] = ()
     note: Str = ""
     unknown: tuple[Str, ...] = ()

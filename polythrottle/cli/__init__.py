@@ -93,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before the command's handlers were in place (importing it): nothing changed yet
+        print("polythrottle: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 __all__ = ["COMMANDS", "BadInputError", "Terminated", "build_parser", "main", "run"]

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
                             "(apply works on jetson and nvml devices; `tune` tunes simulated ones)")
     device = open_device(args.device, device_options(args))
     try:
+        unavailable = device.unavailable_knob_error(config)  # e.g. no permission: why, not "nothing to apply"
+        if unavailable is not None:
+            raise unavailable
         if not device.info().touches_hardware:
             raise BadInputError(f"device {args.device} has no hardware settings to apply")
         hardware = device.hardware_knobs

@@ -2,7 +2,10 @@
 
 Every path the hardware backends use is written as on a real board (``/sys/...``) and resolved under
 the root ``POLYTHROTTLE_ROOT`` (default ``/``), so a copy of a Jetson's ``/sys``, ``/proc`` and debugfs
-can stand in for the board (dry runs, tests). Errors become typed exceptions with one clear line:
+can stand in for the board (dry runs, tests). Writes go only to files under ``/sys`` (sysfs, debugfs),
+named by plain paths that resolve, links followed, under ``ROOT/sys``: a link in a copied tree that leads
+out of it (e.g. to the real board) or a profile path with ``..`` is refused before anything is written.
+Errors become typed exceptions with one clear line:
 EACCES/EPERM/EROFS -> PermissionDeniedError (exit 4, "needs root"); EINVAL -> KernelRefusedError;
 anything else -> DeviceError.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import posixpath
 from pathlib import Path
 
 from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, brief
@@ -40,7 +44,10 @@ def is_root_user() -> bool:
 
 
 def _permission_denied(verb: str, path: str) -> PermissionDeniedError:
-    return PermissionDeniedError(f"cannot {verb} {path}: permission denied; {ROOT_HINT}")
+    hint = ROOT_HINT
+    if is_root_user():  # root passes the permission checks: the kernel refuses this file itself
+        hint += " (this process is already root: the file is read-only, or the kernel is locked down)"
+    return PermissionDeniedError(f"cannot {verb} {path}: permission denied; {hint}")
 
 
 class SysfsIO:
@@ -126,11 +133,25 @@ class SysfsIO:
         """Whether a write would pass the permission check (root passes DAC checks)."""
         return os.access(self.path(board_path), os.W_OK)
 
+    def check_write_target(self, board_path: str) -> None:
+        """DeviceError unless ``board_path`` is a kernel file a write may go to: a plain absolute path under
+        ``/sys`` (no ``..``, ``.`` or ``//``) whose local file, links followed, lies under ``ROOT/sys``."""
+        shown = brief(board_path, 100)
+        if (not isinstance(board_path, str) or not board_path.startswith("/sys/")
+                or posixpath.normpath(board_path) != board_path):
+            raise DeviceError(f"refusing to write {shown}: not a plain path under /sys")
+        allowed = os.path.join(os.path.realpath(self.root), "sys")
+        real = os.path.realpath(self.path(board_path))
+        if os.path.commonpath([allowed, real]) != allowed:
+            raise DeviceError(f"refusing to write {shown}: it leads to {brief(real, 100)}, outside {allowed}")
+
     def write(self, board_path: str, value: int | str) -> None:
-        """Write ``value`` to ``board_path``. Raises PermissionDeniedError, KernelRefusedError, DeviceError."""
+        """Write ``value`` to ``board_path`` (``check_write_target`` first). Raises PermissionDeniedError,
+        KernelRefusedError, DeviceError."""
         text = str(value)
         if not self.writes_allowed:
             raise WritesDisabledError(f"refusing to write {text} to {board_path}: --no-clock-control is set")
+        self.check_write_target(board_path)
         try:
             self._write_raw(self.path(board_path), text)
         except OSError as e:

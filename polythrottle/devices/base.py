@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
@@ -24,7 +24,7 @@ import numpy as np
 
 from polythrottle.clocks.base import Write
 from polythrottle.devices.originals import OriginalsLocation
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.errors import BadInputError, PermissionDeniedError, PolyThrottleError, UnsupportedError
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import MAX_POINTS, Config, Knob, KnobStatus, SearchSpace, Value
@@ -216,11 +216,30 @@ class Device:
         cfg = {k.name: want.get(k.name, k.values[-1]) for k in space.knobs}
         return space.normalize(cfg) if space.contains(cfg) else space.config(0)
 
+    def unavailable_knob_error(self, names: Iterable[str]) -> PolyThrottleError | None:
+        """The error for the first of ``names`` that is a knob of this device which cannot be set here, with
+        the reason its status gives: BadInputError under --no-clock-control, PermissionDeniedError where root
+        is needed, else UnsupportedError. None if no name is such a knob (offered, or unknown to the device)."""
+        statuses = (self.control.statuses() if self.control is not None else []) + \
+            (self.measurer.statuses() if self.measurer is not None else [])
+        why = {k.name: k.reason for k in statuses if not k.available}
+        for name in names:
+            if name in why:
+                msg = f"{name} cannot be set here: {why[name] or 'unavailable'}"
+                if "--no-clock-control" in why[name]:
+                    return BadInputError(msg)
+                return PermissionDeniedError(msg) if "root" in why[name] else UnsupportedError(msg)
+        return None
+
     def apply(self, config: Mapping[str, Value]) -> None:
         """Validate ``config`` whole, then set the hardware knobs, then the software ones. Raises
         BadInputError (nothing written) or DeviceError (what this apply wrote is rolled back)."""
         if self.control is None or self.control.whole_configs:
-            cfg = self.space().normalize(config)
+            space = self.space()
+            err = self.unavailable_knob_error(n for n in config if n not in space.names)
+            if err is not None:
+                raise err
+            cfg = space.normalize(config)
             if self.control is not None:
                 hardware = {k.name for k in self.control.knobs()}
                 self.control.apply({k: v for k, v in cfg.items() if k in hardware})

@@ -8,13 +8,16 @@ cpufreq policy's scaling_min_freq = scaling_max_freq, in kHz). Every path is rea
 
 Safety, in this order on every ``apply``: values are validated against the steps the kernel reports
 (the profile's list for EMC) and nothing is written if any is invalid (InvalidValueError, exit 2);
-write permission is checked (PermissionDeniedError, exit 4, "needs root"); then the originals session
+every file to write must be a board file under ``/sys`` that no link leads out of the root
+(``SysfsIO.check_write_target``, DeviceError) and writable (PermissionDeniedError, exit 4, "needs
+root"); then the originals session
 (``originals_session``) claims the board under the state lock (a live process holding unkept changes:
 DeviceBusyError; a dead one's leftovers: restored first), saves the original values of every file of
 each touched clock (kept from the first apply, never overwritten), and the writes go in an order the
-kernel accepts. On ANY exception during the writes (a refused write, KeyboardInterrupt, SystemExit)
-the files are put back to their values before this apply, judged from what they say now, before the
-exception goes on. ``restore()`` puts back what this process changed; ``restore_saved()``
+kernel accepts, then every file written is read back: one the kernel took but holds at another value
+(a cap) is KernelRefusedError. On ANY exception during the writes and the read-back (a refused or capped
+write, KeyboardInterrupt, SystemExit) the files are put back to their values before this apply, judged
+from what they say now, before the exception goes on. ``restore()`` puts back what this process changed; ``restore_saved()``
 (``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
 known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
 the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.interrupts``).
@@ -23,6 +26,7 @@ the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.in
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -30,7 +34,7 @@ from typing import Any
 from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
 from polythrottle.clocks.base import UNIT_PER_MHZ
-from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
+from polythrottle.clocks.sysfs import ROOT_HINT, KernelRefusedError, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
 from polythrottle.devices.originals_session import OriginalsSession, OwnedFiles, PutBack, checked_files
@@ -59,6 +63,9 @@ from polythrottle.space import Config, Knob, KnobStatus, Value
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
 RANGE_KNOBS = ("gpu_min_mhz", "gpu_max_mhz")
+READBACK_TOLERANCE = 0.005
+"""How far a file read back after an apply may be from the value written (relative): adjacent steps of
+every clock are further apart, so a value held at another step is caught, a rounded rate is not."""
 Plan = tuple[ClockControl, dict[str, str], list[Write]]
 """One clock's part of an apply: the clock, its files before (path -> text), the ordered writes."""
 
@@ -87,6 +94,17 @@ class JetsonControl(Control):
         self._session = OriginalsSession(store, self.device_id, self, device_arg="jetson",
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
+        if no_clock_control:
+            self._report_leftovers()
+
+    def _report_leftovers(self) -> None:
+        """--no-clock-control restores nothing (a restore is a write): say when a run that did not finish left
+        clocks changed, since this run measures at them."""
+        owner, keys = self._session.crash_leftovers()
+        if keys:
+            print(f"polythrottle: warning: {len(keys)} clock setting(s) of this board were left changed by a run "
+                  f"that did not finish (pid {owner or 'unknown'}); --no-clock-control leaves them as they are: "
+                  "`polythrottle restore --device jetson` puts them back", file=sys.stderr)
 
     # ----- discovery ----------------------------------------------------------------------------------
     def _open_clocks(self) -> None:
@@ -187,6 +205,7 @@ class JetsonControl(Control):
             return
         for _clock, _, writes in plans:
             for w in writes:
+                self.io.check_write_target(w.path)  # a board file, not behind a link out of the root
                 if not self.io.writable(w.path):
                     raise PermissionDeniedError(f"cannot write {w.path}: permission denied; {ROOT_HINT}")
         with self._session.claimed():  # may restore a crashed run's leftovers: plan again from the files now
@@ -194,9 +213,19 @@ class JetsonControl(Control):
             if plans:
                 originals = {p: v for _, before, _ in plans for p, v in before.items()}
                 writes = [w for _, _, ws in plans for w in ws]
-                steps = [partial(self.io.write, w.path, w.value) for w in writes]
+                steps = [partial(self.io.write, w.path, w.value) for w in writes] + [partial(self._read_back, writes)]
                 done = self._session.write(originals, steps, lambda _done: self._rollback(plans))
                 self._last_writes = writes[:done]
+
+    def _read_back(self, writes: list[Write]) -> None:
+        """KernelRefusedError if a file written does not hold the value written last (more than
+        ``READBACK_TOLERANCE`` apart): the kernel took it without an error but keeps a cap (a thermal or
+        nvpmodel limit, firmware rounding), so the board does not run the config asked for."""
+        for path, value in {w.path: w.value for w in writes}.items():
+            got, want = self.io.read_int(path), int(value)
+            if abs(got - want) > READBACK_TOLERANCE * abs(want):
+                raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
+                                         "(a cap: a thermal or nvpmodel limit?)")
 
     def _plan(self, by_clock: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
         """(clock, its files now, ordered writes) for every clock that changes. Raises InvalidValueError."""

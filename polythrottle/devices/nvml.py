@@ -140,13 +140,13 @@ class NvmlControl(Control):
         }
         gpu_all = self._gpu_by_mem.get(mem_all[-1], []) if mem_all else []
         self._probe("gpu_mhz", gpu_all, GPU_LOCK, RESET,
-                    lambda: (g.nvml("nvmlDeviceSetGpuLockedClocks", h, gpu_all[0], gpu_all[-1]),
-                             g.nvml("nvmlDeviceResetGpuLockedClocks", h)),
-                    lambda v: g.nvml("nvmlDeviceSetGpuLockedClocks", h, v, v))
+                    lambda: g.nvml("nvmlDeviceSetGpuLockedClocks", h, gpu_all[0], gpu_all[-1]),
+                    lambda v: g.nvml("nvmlDeviceSetGpuLockedClocks", h, v, v),
+                    undo=lambda: g.nvml("nvmlDeviceResetGpuLockedClocks", h))
         self._probe("mem_mhz", mem_all, MEM_LOCK, RESET,
-                    lambda: (g.nvml("nvmlDeviceSetMemoryLockedClocks", h, mem_all[0], mem_all[-1]),
-                             g.nvml("nvmlDeviceResetMemoryLockedClocks", h)),
-                    lambda v: g.nvml("nvmlDeviceSetMemoryLockedClocks", h, v, v))
+                    lambda: g.nvml("nvmlDeviceSetMemoryLockedClocks", h, mem_all[0], mem_all[-1]),
+                    lambda v: g.nvml("nvmlDeviceSetMemoryLockedClocks", h, v, v),
+                    undo=lambda: g.nvml("nvmlDeviceResetMemoryLockedClocks", h))
         try:
             current_mw, lo, hi = self._power_limits()
         except DeviceError as e:
@@ -171,8 +171,9 @@ class NvmlControl(Control):
         probe()
 
     def _probe(self, name: str, values: list[int], key: str, original: Any, probe: Callable[[], object],
-               set_fn: Callable[[int], None]) -> None:
-        """Offer ``name`` if a write that changes nothing is accepted; its original is saved meanwhile."""
+               set_fn: Callable[[int], None], undo: Callable[[], object] | None = None) -> None:
+        """Offer ``name`` if a write that changes nothing (``probe``, then ``undo``) is accepted; its original is
+        saved meanwhile, and stays saved if ``undo`` fails (the probe's write is then still in place)."""
         if len(values) < 2:
             self._statuses.append(KnobStatus(name, False, "the driver lists fewer than 2 values"))
             return
@@ -187,7 +188,9 @@ class NvmlControl(Control):
                 why = "needs root" if isinstance(e, PermissionDeniedError) else "not supported"
                 self._statuses.append(KnobStatus(name, False, f"driver refused: {nvml_cause(e)} ({why})"))
                 return
-            self._session.settled(recorded)  # the probe already put it back
+            if undo is not None:
+                self._probe_call(name, undo)  # fails: the original stays saved, restored when the open fails
+            self._session.settled(recorded)  # the probe put it back
         knob = Knob(name, tuple(values), log_scale=True, latency_trend=-1 if name.endswith("_mhz") else 0)
         self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
         self._statuses.append(KnobStatus(name, True))

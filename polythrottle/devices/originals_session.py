@@ -147,8 +147,23 @@ class OriginalsSession:
         values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
         print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
               f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
-        self._restore_locked(values)
+        with interrupts.deferred():  # a signal cannot cut it short and leave the crash's clocks in place
+            self._restore_locked(values)
         self._prior = {}
+
+    def crash_leftovers(self) -> tuple[int | None, list[str]]:
+        """(owner pid, keys) of saved originals a run that did not finish left (not kept, owner dead or
+        unknown); ``(None, [])`` when there are none or the file cannot be read (``restore`` says why)."""
+        try:
+            state = self.store.load(self.device_id)
+        except DeviceError:
+            return None, []
+        if state is None or not state.originals or state.meta.get("kept") is True:
+            return None, []
+        owner = owner_pid(state.meta.get("pid"))
+        if owner is not None and (owner == os.getpid() or owner_alive(owner, state.meta.get("started"))):
+            return None, []
+        return owner, list(state.originals)
 
     def _check_not_busy(self, owner: int | None, started: Any = None) -> None:
         """DeviceBusyError if ``owner`` is another live process (the same one that saved the originals: a

@@ -167,6 +167,10 @@ class Tuner:
         self.budget = int(budget)
         self.seed = seed
         self.full_space = device.space()
+        err = device.unavailable_knob_error(n for n in (*(knobs or ()), *(baseline or {}))
+                                            if n not in self.full_space.names)
+        if err is not None:  # a knob of the device that cannot be set here: why, not "unknown knob"
+            raise err
         default = dict(device.default_config())
         for name, value in (baseline or {}).items():
             default[name] = self.full_space.knob(name).parse(value)

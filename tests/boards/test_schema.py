@@ -137,7 +137,7 @@ def test_value_rules(tmp_path):
     assert _bad(tmp_path, lambda d: d["control"]["gpu"].__setitem__("unit", "MHz")).endswith(
         "field control.gpu.unit: 'MHz' is not one of: Hz, kHz")
     assert _bad(tmp_path, lambda d: d["control"]["gpu"]["variants"][0].__setitem__("path", "sys/x")).endswith(
-        "field control.gpu.variants[0].path: expected an absolute path, got 'sys/x'")
+        "field control.gpu.variants[0].path: expected a plain path under /sys (no '..', '.' or '//'), got 'sys/x'")
     assert _bad(tmp_path, lambda d: d["control"]["gpu"]["variants"][0].__setitem__("jetpack", [9])).endswith(
         "expected JetPack major versions from [4, 5, 6], got [9]")
     assert _bad(tmp_path, lambda d: d["power"]["interfaces"][0].__setitem__("channel_base", 2)).endswith(
@@ -177,3 +177,27 @@ def test_huge_values_are_shortened(tmp_path):
         assert "..." in msg
     msg = _bad(tmp_path, lambda d: d.__setitem__(huge, 1))
     assert "unknown field" in msg and len(msg) < len(str(tmp_path)) + 400
+
+
+@pytest.mark.parametrize("where, value", [
+    (("variants", 0, "path"), "/sys/../etc"),
+    (("variants", 0, "path"), "/etc/gpu"),
+    (("variants", 0, "path"), "/sys/devices//17000000.ga10b"),
+    (("files", "min"), "../../../../etc/passwd"),
+    (("files", "max"), "/etc/passwd"),
+])
+def test_a_clock_path_outside_sys_is_refused(tmp_path, where, value):
+    """Clock files are written as root: a profile may name only plain paths under /sys for them."""
+    def mutate(d):
+        target = d["control"]["gpu"]
+        for k in where[:-1]:
+            target = target[k]
+        target[where[-1]] = value
+    msg = _bad(tmp_path, mutate)
+    field = "variants[0].path" if where[0] == "variants" else ".".join(where)
+    assert f"field control.gpu.{field}: expected a" in msg
+
+
+def test_an_emc_override_path_outside_sys_is_refused(tmp_path):
+    msg = _bad(tmp_path, lambda d: d["control"]["emc"]["paths"].__setitem__("override_rate", "/sys/../etc/shadow"))
+    assert "field control.emc.paths.override_rate" in msg and "/sys" in msg

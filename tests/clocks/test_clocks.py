@@ -140,3 +140,57 @@ def test_fail_rule_raises_given_errno(orin):
     fj.set_rules(root, fail={f"{board.gpu_dir}/max_freq": "EIO"})
     with pytest.raises(DeviceError, match="Input/output error"):
         io.write(f"{board.gpu_dir}/max_freq", board.gpu_hz[-1])
+
+
+# ----- writes stay inside the board's kernel files ----------------------------------------------------
+@pytest.mark.parametrize("io_class", [SysfsIO, fj.FakeKernelIO])
+def test_a_write_never_follows_a_link_out_of_the_root(tmp_path, io_class):
+    """A dry-run tree whose GPU directory (or one file) is a link to somewhere else (e.g. the real board's
+    /sys, as a hand-made copy may hold): the write is refused, the file behind the link untouched."""
+    root = tmp_path / "root"
+    board = fj.build(root, "agx-orin-jp5")
+    outside = tmp_path / "real-board-gpu"
+    gpu_dir = root / board.gpu_dir.lstrip("/")
+    gpu_dir.rename(outside)
+    gpu_dir.symlink_to(outside)  # absolute: it leaves the root
+    secret = tmp_path / "secret"
+    secret.write_text("114750000\n")
+    cpu_min = root / board.policy_dir(0).lstrip("/") / "scaling_min_freq"
+    cpu_min.unlink()
+    cpu_min.symlink_to(secret)
+    io = io_class(root)
+    with pytest.raises(DeviceError, match="outside"):
+        io.write(f"{board.gpu_dir}/min_freq", "624750000")
+    with pytest.raises(DeviceError, match="outside"):
+        io.write(f"{board.policy_dir(0)}/scaling_min_freq", "1036800")
+    assert (outside / "min_freq").read_text() == "114750000\n"
+    assert secret.read_text() == "114750000\n"
+
+
+@pytest.mark.parametrize("path", ["/sys/../victim/min_freq", "/sys/devices/x/../../../victim/min_freq",
+                                  "/proc/device-tree/model", "/etc/passwd", "sys/devices/min_freq", "/sys//x"])
+def test_a_write_outside_sys_or_not_a_plain_path_is_refused(tmp_path, path):
+    root = tmp_path / "root"
+    fj.build(root, "agx-orin-jp5")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "min_freq").write_text("114750000\n")
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0\n")
+    before = fj.snapshot(root)
+    with pytest.raises(DeviceError, match="refusing to write"):
+        SysfsIO(root).write(path, "624750000")
+    assert (victim / "min_freq").read_text() == "114750000\n"
+    assert fj.snapshot(root) == before
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_a_write_refused_to_root_does_not_just_say_run_as_root(orin, monkeypatch, as_root):
+    """EACCES/EPERM for root is the kernel refusing the file itself (read-only attribute, lockdown, read-only
+    mount): the line says so instead of only "run as root"."""
+    root, board, io = orin
+    monkeypatch.setattr("polythrottle.clocks.sysfs.is_root_user", lambda: as_root)
+    fj.set_rules(root, fail={f"{board.gpu_dir}/max_freq": "EPERM"})
+    with pytest.raises(PermissionDeniedError, match="needs root") as e:
+        io.write(f"{board.gpu_dir}/max_freq", board.gpu_hz[-1])
+    assert ("already root" in str(e.value)) == as_root

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from polythrottle.clocks.sysfs import WritesDisabledError
+from polythrottle.clocks.sysfs import KernelRefusedError, WritesDisabledError
 from polythrottle.devices.jetson import open_device
 from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
 from tests import fake_jetson as fj
 
 
@@ -137,3 +137,78 @@ def test_every_profile_gives_a_usable_layout():
         assert layout.cpu_root == "/sys/devices/system/cpu" and layout.board_rails, name
         for proto in layout.emc:
             assert proto.rate_path.startswith("/sys/kernel/debug/") and proto.lock_path != proto.rate_path
+
+
+def test_a_clock_file_linked_out_of_the_root_is_refused_before_anything_is_saved(orin):
+    """A dry-run tree whose GPU directory links out of it (e.g. to the real board): one error before the first
+    write; nothing saved (a saved entry behind such a link could never be restored), nothing written."""
+    root, board, opts = orin
+    outside = root.parent / "real-board-gpu"
+    gpu_dir = root / board.gpu_dir.lstrip("/")
+    gpu_dir.rename(outside)
+    gpu_dir.symlink_to(outside)
+    dev = open_device("", opts)
+    with pytest.raises(DeviceError, match="outside"):
+        dev.apply({"cpu_mhz": 729.6, "gpu_mhz": 624.75})
+    assert (outside / "min_freq").read_text() == "114750000\n"
+    assert fj.write_log(root) == []
+    assert not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+@pytest.mark.parametrize("knob, value, clamped", [
+    ("gpu_mhz", 1300.5, "*/devfreq/*/min_freq"),
+    ("cpu_mhz", 2201.6, "*/policy4/scaling_min_freq"),
+])
+def test_a_value_the_kernel_silently_caps_is_refused_and_rolled_back(orin, knob, value, clamped):
+    """The kernel takes a limit above a thermal or nvpmodel cap without an error but holds the cap: the apply
+    reads back what it wrote, says which file holds what, and puts back what it had written."""
+    root, board, opts = orin
+    before = fj.snapshot(root)
+    fj.set_rules(root, clamp={clamped: 1032750000 if knob == "gpu_mhz" else 1420800})
+    dev = open_device("", opts)
+    with pytest.raises(KernelRefusedError, match=r"holds \d+ in /sys/.* after \d+ was written.*rolled back"):
+        dev.apply({"emc_mhz": 665.6, knob: value})
+    assert {p: v.strip() for p, v in fj.snapshot(root).items() if not p.endswith("cur_freq")} == \
+        {p: v.strip() for p, v in before.items() if not p.endswith("cur_freq")}
+    assert not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, capsys):
+    """--no-clock-control restores nothing (a restore is a write), so it must say that the board still runs
+    at a crashed run's clocks (its measurements would be made there), and how to put them back."""
+    root, board, opts = orin
+    crashed = open_device("", opts)
+    crashed.apply({"gpu_mhz": 114.75, "cpu_mhz": 268.8})
+    store = OriginalsStore(opts.state_dir)
+    store.record(crashed.originals_location().device_id, {}, meta={"pid": dead_pid()})
+    written = len(fj.write_log(root))
+    capsys.readouterr()
+    dev = open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True))
+    err = capsys.readouterr().err
+    assert "did not finish" in err and "polythrottle restore --device jetson" in err and err.count("\n") == 1
+    assert len(fj.write_log(root)) == written  # nothing restored, nothing written
+    dev.close()
+    # a kept apply is the user's choice, not a crash's leftover: no warning
+    kept = open_device("", opts)
+    kept.restore_saved()
+    kept.apply({"gpu_mhz": 624.75})
+    kept.keep()
+    capsys.readouterr()
+    open_device("", DeviceOptions(state_dir=opts.state_dir, no_clock_control=True)).close()
+    assert capsys.readouterr().err == ""
+
+
+def test_tuning_a_clock_this_user_cannot_write_says_so(tmp_path, monkeypatch):
+    from polythrottle.errors import PermissionDeniedError
+    from polythrottle.tuning.tuner import Tuner
+
+    root = tmp_path / "root"
+    fj.build(root, "agx-orin-jp5")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.clocks.sysfs.SysfsIO.writable", lambda self, p: "/cpufreq/" in p)
+    dev = open_device("", DeviceOptions(state_dir=tmp_path / "state"))
+    assert dev.space().names == ["cpu_mhz"]
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here: not root"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["gpu_mhz", "cpu_mhz"])

@@ -25,7 +25,7 @@ from polythrottle.devices.base import Device
 from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
 from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
-from polythrottle.errors import BadInputError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
 from polythrottle.measure.harness import HarnessSettings
 from polythrottle.tuning.tuner import Tuner
 from tests.conftest import ROOT
@@ -404,3 +404,57 @@ def test_cli_without_nvidia_driver_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "polythrottle", "tune", "--device", "nvml:x", "--workload",
                         "builtin:mlp", "--slo-ms", "10"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "expected a GPU index" in r.stderr
+
+
+# ----- a hardware knob named but not settable here: the reason, not "unknown knob" ------------------------
+def test_a_knob_the_driver_refuses_is_named_with_the_reason(monkeypatch, tmp_path):
+    from polythrottle.errors import PermissionDeniedError
+
+    refuse = {"nvmlDeviceSetGpuLockedClocks": pynvml.NVMLError_NoPermission,
+              "nvmlDeviceSetMemoryLockedClocks": pynvml.NVMLError_NotSupported}
+    FakeGpu(refuse=refuse).install(monkeypatch.setattr)
+    dev = open_gpu(tmp_path)
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here: .*needs root"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["gpu_mhz", "batch_size"])
+    with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here"):
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", baseline={"gpu_mhz": 1980})
+    with pytest.raises(UnsupportedError, match="mem_mhz cannot be set here: .*not supported"):
+        dev.apply({**dev.default_config(), "mem_mhz": 1593})
+    with pytest.raises(BadInputError, match="unknown knob 'nope'"):  # a name no part of the device has
+        Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["nope"])
+    dev.close()
+
+
+def test_cli_apply_without_permission_is_one_line_exit_4(tmp_path):
+    refuse = ",".join(f"{n}:NoPermission" for n in ("nvmlDeviceSetGpuLockedClocks", "nvmlDeviceSetMemoryLockedClocks",
+                                                     "nvmlDeviceSetPowerManagementLimit"))
+    r = run_driver(["apply", "--device", "nvml:0", "--set", "gpu_mhz=1980", "--state-dir", str(tmp_path / "s")],
+                   {"FAKE_NVML_REFUSE": refuse})
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.count("\n") == 1 and "gpu_mhz cannot be set here" in r.stderr and "needs root" in r.stderr
+
+
+@pytest.mark.parametrize("failures", [1, 99])
+def test_a_probe_whose_reset_fails_keeps_the_original_saved(gpu, tmp_path, monkeypatch, failures):
+    """The probe locks the full range, then resets: if the reset fails, the GPU stays locked, so its original
+    must stay saved (put back when the open fails, or by `polythrottle restore` later), never forgotten."""
+    real_reset = pynvml.nvmlDeviceResetGpuLockedClocks
+    left = {"failures": failures}
+
+    def reset(handle):
+        if left["failures"] > 0:
+            left["failures"] -= 1
+            raise pynvml.NVMLError_Unknown()
+        return real_reset(handle)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceResetGpuLockedClocks", reset)
+    with pytest.raises(DeviceError):
+        open_gpu(tmp_path)
+    if failures == 1:  # the second reset (the open's own restore) worked
+        assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
+        return
+    assert gpu.locked_gpu == (345, 1980)
+    assert json.loads(state_file(tmp_path).read_text())["originals"] == {GPU_LOCK: "reset"}
+    left["failures"] = 0  # the driver recovers: the next start puts it back
+    open_gpu(tmp_path).close()
+    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()

@@ -179,3 +179,25 @@ def test_a_restore_that_fails_says_so_and_keeps_the_originals(store):
     board.refuse = set()
     board.restore()  # still tracked: a later restore completes it
     assert board.values == ORIGINAL and store.originals("board") == {}
+
+
+def test_a_signal_while_a_crashed_runs_leftovers_are_restored_waits_for_the_restore(store, capsys):
+    """A restore defers signals, the one the next start makes of a crashed run's leftovers too: SIGINT
+    arriving after the first leftover is back still lets the others come back before it is handled."""
+    import os
+    import signal
+
+    store.record("board", {"a": "1", "b": "2"}, meta={"pid": dead_pid()})
+    board = Board(store)
+    board.values = {"a": "99", "b": "98"}  # what the crashed run left
+    write = board.set
+
+    def signalled(k: str, v: str) -> None:
+        write(k, v)
+        if k == "a" and v == "1":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    board.set = signalled
+    with interrupts.command_signals(), pytest.raises(KeyboardInterrupt):
+        board.apply({"b": "20"})
+    assert board.values == ORIGINAL and store.originals("board") == {}  # both back; the apply never started

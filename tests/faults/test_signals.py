@@ -189,3 +189,18 @@ def test_tune_slow_final_restore_two_signals(board):
     rc, _, err = finish(p)
     assert fj.writes_attempted(board.root) == TUNE_WRITES + TUNE_RESTORE_WRITES
     check_interrupted(board, rc, err, "SIGINT")
+
+
+def test_ctrl_c_while_the_cli_starts_is_one_line_not_a_traceback(monkeypatch, capsys):
+    """SIGINT before the command's handlers are in place (importing the subcommands takes a moment): nothing
+    was changed yet; exit 130 with one line."""
+    import polythrottle.cli as cli
+
+    def slow_imports():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", slow_imports)
+    with pytest.raises(SystemExit) as e:
+        cli.run()
+    assert e.value.code == 130
+    assert capsys.readouterr().err == "polythrottle: interrupted\n"
