@@ -149,6 +149,14 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         left = self.unmeasured()
         left = left[self.undominated[left]]
         if len(left) == 0:
+            # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
+            # measured once) gets the re-measurements that may confirm it before the tune ends
+            est = self._point_estimates()
+            recheck = None if self.exact else self._uncertain_pick(remaining, est)
+            if recheck is None and not self.exact and self.settings.confirm_pick:
+                recheck = self._unconfirmed_pick(est)
+            if recheck is not None:
+                return recheck
             self.stop_reason = (
                 f"every config of the space has been measured ({len(self.observations)} measurements)"
                 if len(self.measured) == len(self.space) else

@@ -25,6 +25,28 @@ def test_recheck_prefers_the_point_repeats_can_confirm():
     assert opt._uncertain_pick(remaining=0) is None
 
 
+def test_a_space_measured_to_the_end_still_confirms_its_cheapest_uncertain_config():
+    # four configs, all measured: the cheapest (batch 8) measured once 7% under the SLO is not yet
+    # confidently feasible. With nothing left to explore the tune re-measures it instead of ending on
+    # a config that costs 5x more
+    from polythrottle.space import Knob, SearchSpace
+
+    space = SearchSpace.product([Knob("batch_size", (1, 2, 4, 8))])
+    opt = make_optimizer("cbo", space, 3.0, 0)
+    # batch 1 measured twice, 8% apart: the measurements are noisy
+    for b, lat, e in ((1, 2.0, 0.36), (1, 2.16, 0.37), (2, 2.3, 0.19), (4, 2.5, 0.10), (8, 2.8, 0.057)):
+        opt.tell(Observation(space.index_of({"batch_size": b}), e, lat))
+    est = opt._point_estimates()
+    assert dict(zip(est.idx, est.p))[3] < opt.settings.confidence
+    assert opt.ask(remaining=10) == space.index_of({"batch_size": 8})
+    assert not opt.stop_reason
+    # confirmed by repeats, the tune then ends on it
+    for lat in (2.75, 2.8, 2.78):
+        opt.tell(Observation(space.index_of({"batch_size": 8}), 0.057, lat))
+    opt.ask(remaining=7)
+    assert opt.stop_reason and opt.recommend().index == space.index_of({"batch_size": 8})
+
+
 def test_zero_noise_never_measures_a_config_twice():
     opt = make_optimizer("cbo", SPACE, SLO, 0)
     seen = drive_env(opt, 30, baseline=FASTEST, exact=True)
