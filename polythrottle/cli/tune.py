@@ -56,16 +56,19 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
 def run(args: argparse.Namespace) -> int:
     from polythrottle.carbon import resolve, tune_extra
     from polythrottle.cli.render import LiveView, no_config_line, print_result  # rich rendering only when needed
-    from polythrottle.tuning.session import run_tune
+    from polythrottle.tuning.session import check_tune, run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
-    store, model_version = open_history(args)
     device = open_device(spec.device, spec.device_options())
     keep = False
+    store = None
     try:
+        # knobs and baseline checked against the device before the history is opened (which creates it)
+        check_tune(device, spec.slo_ms, spec.budget, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
+        store, model_version = open_history(args)
         live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
                                                  device=spec.device, knobs=knobs)
         result = run_tune(device, spec.slo_ms, spec.budget, store=store, model_version=model_version,

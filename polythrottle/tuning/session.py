@@ -98,6 +98,13 @@ def choose_prior(store: History, key: HistoryKey, version: str, unit: str,
     return ([], note) if note is not None else None
 
 
+def check_tune(device: Device, slo_ms: float, budget: int = 20, *, knobs: Sequence[str] | None = None,
+               baseline: Mapping[str, Value | str] | None = None, seed: int | None = None) -> None:
+    """Check a tune's SLO, budget, knobs and baseline against ``device`` without measuring anything: what a
+    face calls before it opens (and so creates) a history database. Raises BadInputError."""
+    Tuner(device, slo_ms, budget, optimizer="random", knobs=knobs, baseline=baseline, seed=seed)  # imports no torch
+
+
 def run_tune(
     device: Device,
     slo_ms: float,
@@ -179,4 +186,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "is_simulated", "run_tune", "tune_key"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "is_simulated", "run_tune", "tune_key"]

@@ -81,6 +81,27 @@ def test_bad_input_one_line_exit_2(small_table, capsys, args, message):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "sim:no-such-board", "--workload", "resnet50"], "unknown profile"),
+        (["--device", "sim:jetson-orin-nano", "--workload", "no-such-model"], "unknown workload"),
+        (["--knobs", "volts"], "unknown knob 'volts'"),
+        (["--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),
+    ],
+)
+def test_bad_input_creates_no_history(small_table, capsys, tmp_path, args, message):
+    """Exit 2 means nothing was written: a history database named by --history is not created for a
+    tune refused for an unknown device, workload, knob or value."""
+    history = tmp_path / "sub" / "h.sqlite"
+    if "--device" not in args:
+        args = ["--device", f"replay:{small_table}", *args]
+    code = main(["tune", *args, "--slo-ms", "10", "--history", str(history)])
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not history.exists() and not history.parent.exists()
+
+
 def test_malformed_table_via_subprocess(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("gpu_mhz,energy_j\n1,2\n")
