@@ -326,7 +326,8 @@ class SearchSpace:
 
 
 def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
-    """Parse ``"a=1,b=2"`` (or a list of such strings) into ``{"a": "1", "b": "2"}``."""
+    """Parse ``"a=1,b=2"`` (or a list of such strings) into ``{"a": "1", "b": "2"}``. A knob given twice
+    with different values is refused (BadInputError), never settled silently by the last one."""
     if not text:
         return {}
     parts = [text] if isinstance(text, str) else list(text)
@@ -340,5 +341,7 @@ def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
         name, value = (s.strip() for s in part.split("=", 1))
         if not name or not value:
             raise BadInputError(f"expected KNOB=VALUE, got {brief(part, 60)}")
+        if out.get(name, value) != value:
+            raise BadInputError(f"{brief(name, 60)} is given twice ({clip(out[name], 40)} and {clip(value, 40)})")
         out[name] = value
     return out

@@ -69,6 +69,10 @@ def test_infeasible_slo_exits_3_and_names_lowest_latency(small_table, capsys):
         (["--slo-ms", "10", "--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),
         (["--slo-ms", "10", "--optimizer", "magic"], "--optimizer: must be one of cbo"),
         (["--slo-ms", "10", "--noise", "-1"], "--noise: must be >= 0"),
+        (["--slo-ms", "10", "--carbon-intensity", "-1"], "--carbon-intensity: must be >= 0"),
+        (["--slo-ms", "10", "--seed", str(2**40)], f"--seed: must be <= {2**32 - 1}, got {2**40}"),
+        (["--slo-ms", "10", "--baseline", "gpu_mhz=300", "--baseline", "gpu_mhz=900"],
+         "'gpu_mhz' is given twice (300 and 900)"),
     ],
 )
 def test_bad_input_one_line_exit_2(small_table, capsys, args, message):
