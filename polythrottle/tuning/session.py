@@ -55,9 +55,14 @@ class WarmStartInfo:
 def tune_key(tuner: Tuner, device: Device) -> HistoryKey:
     """The history key of ``tuner``'s tuned space on ``device``: the device's identity and workload, the tuned
     knobs and their values, the fixed knobs' values (``polythrottle.identity.history_key``). Every face
-    (CLI, Python API, daemon) takes its key from here."""
+    (CLI, Python API, daemon) takes its key from here. The tuned knobs count in the device's order, not the
+    order a face listed them in (``--knobs b,a`` is the space of ``a,b``)."""
     fixed = {n: v for n, v in tuner.baseline_config.items() if n not in tuner.tuned_knobs}
-    return history_key(device.identity(), device.workload_name, tuner.space, fixed)
+    space = tuner.space
+    in_device_order = [n for n in tuner.full_space.names if n in tuner.tuned_knobs]
+    if in_device_order != list(tuner.tuned_knobs):
+        space = tuner.full_space.restrict(in_device_order, tuner.baseline_config)
+    return history_key(device.identity(), device.workload_name, space, fixed)
 
 
 def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner) -> list[tuple[str, Observation]]:
