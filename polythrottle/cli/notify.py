@@ -64,4 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"daemon: {args.event} accepted (job {reply.get('job')})")
     if args.wait and reply["status"]["state"] not in ("serving",):
         return 1
+    if args.wait and reply.get("job") and reply["status"]["jobs"].get("last_failed") == reply["job"]:
+        print(f"polythrottle: the daemon refused the {args.event}: {reply['status'].get('last_error')}", file=sys.stderr)
+        return 1  # refused (a reload whose device or workload cannot be opened): the old config still serves
     return 0
