@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.wait and reply["status"]["state"] not in ("serving",):
         return 1
     if args.wait and reply.get("job") and reply["status"]["jobs"].get("last_failed") == reply["job"]:
-        print(f"polythrottle: the daemon refused the {args.event}: {reply['status'].get('last_error')}", file=sys.stderr)
+        print(f"polythrottle: error: {reply['status'].get('last_error') or f'the daemon refused the {args.event}'}",
+              file=sys.stderr)
         return 1  # refused (a reload whose device or workload cannot be opened): the old config still serves
     return 0
