@@ -13,6 +13,7 @@ from rich.console import Console
 from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
+from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -51,6 +52,16 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
             row["latencies_ms"] = extra["latencies_ms"]
             payload.setdefault("slo_metric", extra.get("slo_metric"))
             payload.setdefault("energy_per", extra.get("energy_per"))
+
+
+def _say_spooled(store: object) -> None:
+    """One warning line when a history server was out of reach and measurements wait in the local spool."""
+    pending = getattr(store, "pending", None)
+    n = pending() if callable(pending) else 0
+    if n:
+        why = getattr(store, "last_error", None) or f"history server {getattr(store, 'url', '')} not reached"
+        print(f"polythrottle: warning: {clip(str(why), 200)}; {n} measurements wait in the local spool "
+              f"{getattr(store, 'spool_file', '')} (uploaded once the server answers)", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                     f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
                     "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
                 )
+        _say_spooled(store)
     finally:
         if not keep:
             device.close()

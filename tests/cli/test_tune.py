@@ -126,3 +126,14 @@ def test_shared_table_end_to_end(xavier_table, capsys):
                              "--noise", "0.02", "--seed", "0")
     assert code == 0
     assert res["best"]["latency_ms"] <= 100 and res["saving_pct"] > 20
+
+
+def test_unreachable_history_server_is_said_once(small_table, tmp_path):
+    """A PostgreSQL history out of reach: the tune goes on into the local spool, and stderr says so in one line
+    (it was silent: the user believed the measurements were on the server)."""
+    r = run_cli("tune", "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "3", "--quiet",
+                "--state-dir", str(tmp_path / "state"), "--history", "postgresql://u:secret@127.0.0.1:1/fleet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "3 measurements" in lines[0] and "spool" in lines[0]
+    assert "secret" not in r.stderr
