@@ -125,7 +125,7 @@ class DeviceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, protected_namespaces=())
 
     device: str = Field(min_length=1)
-    workload: str | None = None
+    workload: str | None = Field(None, min_length=1)
     noise: float = Field(0.0, ge=0, le=10)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     percentile: float = Field(99.0, gt=0, le=100)
