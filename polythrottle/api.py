@@ -27,7 +27,7 @@ from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.space import Config, Value
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
-from polythrottle.tuning.session import run_tune
+from polythrottle.tuning.session import check_tune, run_tune
 from polythrottle.tuning.tuner import OnRecord, TuneResult
 
 if TYPE_CHECKING:
@@ -123,6 +123,9 @@ def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tup
         sd = None if state_dir is None else Path(state_dir)
         target = default_history(sd) if history is True else history
         return open_history(target, spool_dir=default_history_path(sd).parent), True
+    if not all(callable(getattr(history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+        raise BadInputError(f"history=: must be a history store, a path or URL, True or None, "
+                            f"got {type(history).__name__}")
     return history, False
 
 
@@ -161,6 +164,8 @@ def tune(
     if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
     ``co2_g_per_inference`` of the baseline and the pick. Raises BadInputError, DeviceError, HistoryError.
     """
+    if not isinstance(device, (str, Device)):
+        raise BadInputError(f"device=: must be a device spec (text) or an open Device, got {type(device).__name__}")
     spec = TuneSpec.parse({  # every argument checked, named as the keyword, before anything happens
         "device": device if isinstance(device, str) else device.identity().device, "slo_ms": slo_ms,
         "budget": budget, "optimizer": optimizer, "warm_start": warm_start, "baseline": baseline or {},
@@ -174,23 +179,26 @@ def tune(
         if opened != slo_metric:
             raise BadInputError(f"slo_metric={slo_metric}: the device was opened to bound {opened}; "
                                 f"pass slo_metric to open_device")
-    store, close_store = _store(history, state_dir)
     owned = isinstance(device, str)
+    dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
+    store, close_store = None, False
     try:
-        dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
+        knob_list = list(spec.knobs) if spec.knobs else None
+        # knobs and baseline checked against the device before the history is opened (which creates it)
+        check_tune(dev, spec.slo_ms, spec.budget, knobs=knob_list, baseline=spec.baseline, seed=spec.seed)
+        store, close_store = _store(history, state_dir)
+        result = run_tune(dev, spec.slo_ms, spec.budget, store=store, model_version=version,
+                          warm_start=spec.warm_start, optimizer=spec.optimizer, knobs=knob_list,
+                          baseline=spec.baseline, seed=spec.seed, on_record=on_record)
+        result.extra.update(tune_extra(carbon, result))
+        return result
+    finally:
         try:
-            result = run_tune(dev, spec.slo_ms, spec.budget, store=store, model_version=version,
-                              warm_start=spec.warm_start, optimizer=spec.optimizer,
-                              knobs=list(spec.knobs) if spec.knobs else None, baseline=spec.baseline,
-                              seed=spec.seed, on_record=on_record)
-            result.extra.update(tune_extra(carbon, result))
-            return result
-        finally:
             if owned:
                 dev.close()
-    finally:
-        if close_store and store is not None:
-            store.close()
+        finally:
+            if close_store and store is not None:
+                store.close()
 
 
 def retune(

@@ -31,13 +31,19 @@ def _file_sha256(path: Path) -> bytes:
 
 def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     """Fingerprint of the contents of ``paths`` (in the given order; a directory counts every file under
-    it, sorted by relative path). Raises BadInputError if a path is missing or unreadable."""
+    it, sorted by relative path; one path given as text is one path, never read letter by letter). Raises
+    BadInputError if a path is missing or unreadable."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     h = hashlib.sha256()
     n = 0
     for p in paths:
         path = Path(p).expanduser()
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file())
+            try:
+                files = sorted(f for f in path.rglob("*") if f.is_file())
+            except OSError as e:
+                raise BadInputError(f"model files in {path}: cannot list ({e.strerror or e})") from None
         elif path.is_file():
             files = [path]
         else:

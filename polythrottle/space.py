@@ -7,6 +7,8 @@ valid rows, so spaces of tens of thousands of points stay cheap to enumerate, en
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,16 +149,31 @@ class Knob:
                 raise InvalidValueError(
                     f"{self.name}={brief(value, 60)} is not a number; valid: {self.describe_values()}"
                 ) from None
-            for i, v in enumerate(self.values):
-                if math.isclose(float(v), x, rel_tol=1e-9, abs_tol=1e-9):
-                    return i
+            floats = self._floats
+            i = bisect.bisect_left(floats, x)  # values are sorted: only neighbours can match (no scan)
+            while i > 0 and math.isclose(floats[i - 1], x, rel_tol=1e-9, abs_tol=1e-9):
+                i -= 1  # the first of several steps within the tolerance, as a scan would find
+            if i < len(floats) and math.isclose(floats[i], x, rel_tol=1e-9, abs_tol=1e-9):
+                return i
         else:
+            if isinstance(value, str) and value in self._names:  # no scan when the text is a value
+                return self._names[value]
             for i, v in enumerate(self.values):
                 if v == value or str(v) == str(value):
                     return i
         raise InvalidValueError(
             f"{self.name}={clip(str(value), 60)} is not a valid step; valid: {self.describe_values()}"
         )
+
+    @functools.cached_property
+    def _floats(self) -> tuple[float, ...]:
+        """The numeric values as floats, ascending (for bisecting in ``index``)."""
+        return tuple(float(v) for v in self.values)
+
+    @functools.cached_property
+    def _names(self) -> dict[str, int]:
+        """Index of each text value (categorical knobs; values are distinct)."""
+        return {v: i for i, v in enumerate(self.values) if isinstance(v, str)}
 
     def parse(self, text: Value | str) -> Value:
         """The knob's own value for ``text`` (e.g. "1377" -> 1377.0)."""
@@ -314,7 +331,8 @@ class SearchSpace:
 
 
 def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
-    """Parse ``"a=1,b=2"`` (or a list of such strings) into ``{"a": "1", "b": "2"}``."""
+    """Parse ``"a=1,b=2"`` (or a list of such strings) into ``{"a": "1", "b": "2"}``. A knob given twice
+    with different values is refused (BadInputError), never settled silently by the last one."""
     if not text:
         return {}
     parts = [text] if isinstance(text, str) else list(text)
@@ -328,5 +346,7 @@ def parse_assignments(text: str | Sequence[str] | None) -> dict[str, str]:
         name, value = (s.strip() for s in part.split("=", 1))
         if not name or not value:
             raise BadInputError(f"expected KNOB=VALUE, got {brief(part, 60)}")
+        if out.get(name, value) != value:
+            raise BadInputError(f"{brief(name, 60)} is given twice ({clip(out[name], 40)} and {clip(value, 40)})")
         out[name] = value
     return out

@@ -42,10 +42,14 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
+CLI_FLAGS = {"carbon_intensity_g_per_kwh": "--carbon-intensity", "model_files": "--model-file"}
+"""Fields whose flag is not ``--`` + the name with ``-`` for ``_``."""
+
+
 def field_name(name: str, face: Face, source: str = "") -> str:
     """``slo_ms`` as the user wrote it: ``--slo-ms`` (CLI), ``FILE: slo_ms`` (YAML), ``slo_ms=`` (API)."""
     if face is Face.CLI:
-        return "--" + name.replace("_", "-")
+        return CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
     if face is Face.YAML:
         return f"{source}: {name}" if source else name
     return f"{name}="
@@ -72,7 +76,9 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
 
 
 def _ctx_text(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a bound such as 2**32 - 1, exactly
+    if isinstance(value, float):
         return f"{value:g}"
     text = str(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
@@ -119,7 +125,7 @@ class DeviceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, protected_namespaces=())
 
     device: str = Field(min_length=1)
-    workload: str | None = None
+    workload: str | None = Field(None, min_length=1)
     noise: float = Field(0.0, ge=0, le=10)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     percentile: float = Field(99.0, gt=0, le=100)

@@ -75,6 +75,32 @@ def test_api_bad_input(small_table: Path, tmp_path: Path) -> None:
     assert pt.model_version_of(model_files=[str(small_table)]).startswith("sha256:")
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"device": "sim:no-such-board", "workload": "resnet50"}, "unknown profile"),
+    ({"device": "sim:jetson-orin-nano", "workload": "no-such-model"}, "unknown workload"),
+    ({"knobs": ["volts"]}, "unknown knob 'volts'"),
+    ({"baseline": {"gpu_mhz": 123}}, "gpu_mhz=123 is not a valid step"),
+])
+def test_api_bad_input_creates_no_history(small_table: Path, tmp_path: Path, kwargs: dict, message: str) -> None:
+    """A tune refused for bad input writes nothing: the history database it names is not created."""
+    history = tmp_path / "sub" / "h.sqlite"
+    kwargs = {"device": f"replay:{small_table}", **kwargs}
+    with pytest.raises(BadInputError, match=message):
+        pt.tune(kwargs.pop("device"), 50.0, budget=3, history=history, model_version="v1", **kwargs)
+    assert not history.exists() and not history.parent.exists()
+
+
+def test_api_refuses_wrong_types_with_typed_errors(small_table: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="device=: must be a device spec"):
+        pt.tune(None, 50.0)  # type: ignore[arg-type]
+    with pytest.raises(BadInputError, match="history=: must be a history store"):
+        pt.tune(f"replay:{small_table}", 50.0, budget=3, history=5)  # type: ignore[arg-type]
+    # one file named as text is one file (it was read letter by letter: "/" hashed the whole filesystem)
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    assert pt.model_version_of(model_files=str(weights)) == pt.model_version_of(model_files=[weights])  # type: ignore[arg-type]
+
+
 class FakeDaemon:
     """A Unix-socket server answering one JSON line per connection (the daemon's protocol)."""
 

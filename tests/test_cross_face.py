@@ -8,6 +8,7 @@ named differently by each face (profile name, YAML path), as users do.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import polythrottle as pt
 from polythrottle.boards.profiles import PROFILE_DIR
@@ -62,3 +63,17 @@ def test_cli_api_daemon_cli_share_one_history(tmp_path):
     v3 = _cli_tune(history, "v3", seed=2)
     assert v3["warm_start"] is not None and v3["warm_start"]["from_version"] == "v2"
     assert v3["device_identity"] == {"kind": "sim", "board": "jetson-agx-orin", "unit": "0"}
+
+
+def test_knob_order_does_not_split_the_history(small_table, tmp_path):
+    """The same knobs listed in another order (a daemon's YAML, a CLI flag, an API list) are the same space:
+    one history key, so the second tune warm-starts from the first."""
+    history = tmp_path / "history.sqlite"
+    first = pt.tune(f"replay:{small_table}", 50.0, budget=3, knobs=["gpu_mhz", "batch_size"], history=history,
+                    model_version="v1", seed=0)
+    assert first.extra["warm_start"] is None
+    again = pt.tune(f"replay:{small_table}", 50.0, budget=3, knobs=["batch_size", "gpu_mhz"], history=history,
+                    model_version="v1", seed=0)
+    assert again.extra["warm_start"] is not None and again.extra["warm_start"]["prior_measurements"] == 3
+    with sqlite3.connect(history) as db:
+        assert db.execute("SELECT COUNT(DISTINCT space) FROM tunes").fetchone()[0] == 1

@@ -82,3 +82,31 @@ def test_empty_space_and_assignments():
     assert parse_assignments(["a=1", "b=2,c=3"]) == {"a": "1", "b": "2", "c": "3"}
     with pytest.raises(BadInputError):
         parse_assignments("a")
+
+
+def test_value_lookup_does_not_scan_every_step(monkeypatch):
+    """A replayed table with 100,000 distinct clock values (or names) is parsed in linear time: a lookup
+    compares a few neighbouring steps, not all of them (a 20,000-row table took 90 s before)."""
+    import polythrottle.space as space
+
+    clock = Knob("gpu_mhz", tuple(float(i) + 0.25 for i in range(100_000)))
+    names = Knob("variant", tuple(f"n{i}" for i in range(100_000)))
+    calls = []
+    real = space.math.isclose
+    monkeypatch.setattr(space.math, "isclose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert clock.index("77777.25") == 77_777 and clock.index(77_777.25 * (1 + 1e-12)) == 77_777
+    assert clock.index(0.25) == 0 and clock.index(99_999.25) == 99_999
+    assert names.index("n99999") == 99_999
+    assert len(calls) < 20
+    with pytest.raises(InvalidValueError, match="not a valid step"):
+        clock.index(77_777.5)
+    with pytest.raises(InvalidValueError, match="not a valid step"):
+        names.index("nope")
+
+
+def test_value_lookup_keeps_the_tolerance():
+    k = Knob("emc_mhz", (204.0, 665.6, 1600.0))
+    assert k.index(665.6 + 1e-10) == 1 and k.index("1600") == 2 and k.parse("204") == 204.0
+    for bad in (float("nan"), float("inf"), -1.0, 2000.0):
+        with pytest.raises(InvalidValueError):
+            k.index(bad)

@@ -144,20 +144,28 @@ def run(args: argparse.Namespace) -> int:
         raise PermissionDeniedError("install-service writes /etc/systemd/system and /etc/polythrottle: run as root")
     verify_unit(unit)
     config = config_text(args.device, args.workload)
+    if not system:  # refused before anything is written: the nearest existing part must be a directory
+        nearest = next((p for p in (root, *root.parents) if p.exists()), root)
+        if not nearest.is_dir():
+            raise BadInputError(f"--root {root}: {nearest} is not a directory")
     gid = _group_id(system)
     etc = root / "etc" / "polythrottle"
-    etc.mkdir(parents=True, exist_ok=True)
-    os.chmod(etc, 0o750)
-    if gid >= 0:
-        os.chown(etc, 0, gid)
     cfg_path = etc / "daemon.yaml"
-    if cfg_path.exists():
-        print(f"kept the existing config {cfg_path}")
-    else:
-        _install(cfg_path, config, 0o640, gid)
-        print(f"installed a config: edit {cfg_path} (device, workload, slo_ms, model_files)")
     unit_path = root / "etc" / "systemd" / "system" / UNIT_NAME
-    _install(unit_path, unit, 0o644, -1)
+    try:
+        etc.mkdir(parents=True, exist_ok=True)
+        os.chmod(etc, 0o750)
+        if gid >= 0:
+            os.chown(etc, 0, gid)
+        if cfg_path.exists():
+            print(f"kept the existing config {cfg_path}")
+        else:
+            _install(cfg_path, config, 0o640, gid)
+            print(f"installed a config: edit {cfg_path} (device, workload, slo_ms, model_files)")
+        _install(unit_path, unit, 0o644, -1)
+    except OSError as e:
+        where = f"--root {root}" if not system else str(e.filename or root)
+        raise BadInputError(f"{where}: cannot install the service files ({e.strerror or e})") from None
     print(f"installed {unit_path} (ExecStart={exe} daemon --config /etc/polythrottle/daemon.yaml)")
     if system:
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=120)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from polythrottle.cli.socket_args import add_socket_args, resolve_socket
+from polythrottle.cli.socket_args import add_socket_args, resolve_socket, seconds
 from polythrottle.daemon.protocol import EVENTS, MODEL_UPDATED, RELOAD, STATUS, ModelUpdated
 from polythrottle.errors import BadInputError
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the new model's files (their hash is the version; repeatable)")
     p.add_argument("--force", action="store_true", help="re-tune even if the model version did not change")
     p.add_argument("--wait", action="store_true", help="wait until the daemon has handled it; print the outcome")
-    p.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds --wait waits at most (default 1800)")
+    p.add_argument("--wait-timeout", type=seconds, default=1800.0, help="seconds --wait waits at most (default 1800)")
     p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
     add_socket_args(p)
     p.set_defaults(func=run)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.model_version is not None and args.model_file:
             raise BadInputError("give --model-version or --model-file, not both")
         files = [str(f.expanduser().resolve()) for f in args.model_file] if args.model_file else None
-        request = ModelUpdated(args.model_version, files, args.force)
+        request = ModelUpdated.parse(ModelUpdated(args.model_version, files, args.force).fields())  # as the daemon will
         reply = send_command(MODEL_UPDATED, where, timeout_s=args.timeout, **request.fields())
     if args.wait:
         job = int(reply.get("job", 0))
@@ -64,4 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"daemon: {args.event} accepted (job {reply.get('job')})")
     if args.wait and reply["status"]["state"] not in ("serving",):
         return 1
+    if args.wait and reply.get("job") and reply["status"]["jobs"].get("last_failed") == reply["job"]:
+        print(f"polythrottle: error: {reply['status'].get('last_error') or f'the daemon refused the {args.event}'}",
+              file=sys.stderr)
+        return 1  # refused (a reload whose device or workload cannot be opened): the old config still serves
     return 0

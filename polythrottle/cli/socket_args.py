@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from polythrottle.daemon.client import socket_path
+from polythrottle.errors import brief
+
+
+def seconds(text: str) -> float:
+    """argparse type of a timeout: a finite number of seconds > 0 (else exit 2 naming the flag)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {brief(text, 40)}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {brief(text, 40)}")
+    return x
 
 
 def add_socket_args(p: argparse.ArgumentParser) -> None:
@@ -13,7 +26,7 @@ def add_socket_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--socket", type=Path, default=None,
                    help="daemon control socket (default $POLYTHROTTLE_SOCKET, else /run/polythrottle/control.sock)")
     g.add_argument("--config", type=Path, default=None, help="take the socket path from this daemon config file")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon's answer (default 5)")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait for the daemon's answer (default 5)")
 
 
 def resolve_socket(args: argparse.Namespace) -> Path:

@@ -13,6 +13,7 @@ from rich.console import Console
 from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
 from polythrottle.devices import open_device
+from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -53,19 +54,32 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
             payload.setdefault("energy_per", extra.get("energy_per"))
 
 
+def _say_spooled(store: object) -> None:
+    """One warning line when a history server was out of reach and measurements wait in the local spool."""
+    pending = getattr(store, "pending", None)
+    n = pending() if callable(pending) else 0
+    if n:
+        why = getattr(store, "last_error", None) or f"history server {getattr(store, 'url', '')} not reached"
+        print(f"polythrottle: warning: {clip(str(why), 200)}; {n} measurements wait in the local spool "
+              f"{getattr(store, 'spool_file', '')} (uploaded once the server answers)", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from polythrottle.carbon import resolve, tune_extra
     from polythrottle.cli.render import LiveView, no_config_line, print_result  # rich rendering only when needed
-    from polythrottle.tuning.session import run_tune
+    from polythrottle.tuning.session import check_tune, run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
-    store, model_version = open_history(args)
     device = open_device(spec.device, spec.device_options())
     keep = False
+    store = None
     try:
+        # knobs and baseline checked against the device before the history is opened (which creates it)
+        check_tune(device, spec.slo_ms, spec.budget, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
+        store, model_version = open_history(args)
         live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
                                                  device=spec.device, knobs=knobs)
         result = run_tune(device, spec.slo_ms, spec.budget, store=store, model_version=model_version,
@@ -100,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                     f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
                     "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
                 )
+        _say_spooled(store)
     finally:
         if not keep:
             device.close()

@@ -92,7 +92,7 @@ class DaemonConfig(TuneSpec):
     each field. ``path`` is the file it was read from; ``carbon`` the grid intensity in use."""
 
     budget: int = Field(default=DEFAULT_BUDGET, ge=2)
-    history: str | None = None  # the daemon always keeps a history: a path or a URL
+    history: str | None = Field(default=None, min_length=1)  # the daemon always keeps a history: a path or a URL
     carbon_intensity_g_per_kwh: float = Field(default=None, ge=0, validate_default=True)  # None: see _intensity
     retune_budget: int = Field(default=DEFAULT_RETUNE_BUDGET, ge=2)
     watch_interval_s: float = Field(default=2.0, gt=0)

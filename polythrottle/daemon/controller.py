@@ -142,6 +142,7 @@ class Controller:
         device at its own settings (state ``error``). Raises when the first bring-up fails
         before the daemon was ready: it cannot start (re-raises that PolyThrottleError)."""
         self.cancel.clear()  # a cancel meant for the job before this one
+        failed = False
         try:
             if job.kind == START:
                 self.recover()
@@ -150,7 +151,7 @@ class Controller:
                 self.bring_up(job.reason, version=job.model_version, files=job.model_files, force=job.force)
             elif job.kind == RELOAD:
                 assert job.config is not None
-                self.switch(job.config)
+                failed = not self.switch(job.config)
             if not self.ready_sent:
                 self.ready()
             if job.kind != RELOAD:
@@ -163,15 +164,17 @@ class Controller:
             if job.kind == START and not self.ready_sent:
                 raise
             log.error("%s failed: %s", job.kind, e)
+            failed = True
             self.status.set(last_error=str(e), state="error")
             self.restore_quietly()
         except Exception as e:  # a bug: never leave the board at a candidate config
             log.exception("%s failed unexpectedly", job.kind)
             if job.kind == START and not self.ready_sent:
                 raise PolyThrottleError(f"start-up failed: {type(e).__name__}: {e}") from e
+            failed = True
             self.status.set(last_error=f"{type(e).__name__}: {e}", state="error")
             self.restore_quietly()
-        self.status.job_done(job.id)
+        self.status.job_done(job.id, failed=failed)
 
     def ready(self) -> None:
         """Tell systemd the daemon is up (once)."""
@@ -328,10 +331,10 @@ class Controller:
         if old is not None and new.same_device(old.config):
             prepare(new, (self.stop, self.cancel), old.device)  # validation only; writes nothing
 
-    def switch(self, new: DaemonConfig) -> None:
+    def switch(self, new: DaemonConfig) -> bool:
         """Switch to ``new`` (checked by ``check_reload``): restore, reopen the device if it is another, bring
         up under the new config. A config refused now (another device that fails to open) keeps the running
-        one: the device is put back and the job the reload interrupted resumed."""
+        one: the device is put back and the job the reload interrupted resumed. Returns False if refused."""
         old = self.prepared
         assert old is not None
         self.notifier.send(RELOADING=1, STATUS="reloading the config",
@@ -349,7 +352,7 @@ class Controller:
                 self.bring_up(f"reload refused; resuming ({interrupted.reason})", force=True)
             self.status.set(last_error=f"reload refused: {e}")
             self.notifier.send(READY=1, STATUS=self.status.line())
-            return
+            return False
         self.interrupted = None
         old.device.restore()
         if not same:
@@ -360,6 +363,7 @@ class Controller:
         self.status.cleared(model_version=None, state="starting")
         self.bring_up("config reloaded", force=True)
         self.notifier.send(READY=1, STATUS=self.status.line())
+        return True
 
     # ----- restore ------------------------------------------------------------------------------------
     def restore_quietly(self) -> None:

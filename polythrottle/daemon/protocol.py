@@ -48,7 +48,7 @@ def decode_request(line: bytes) -> dict[str, Any]:
     """Parse one request line into a dict with a string ``command``. Raises BadInputError with the reason."""
     try:
         req = json.loads(line.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSONDecodeError, an int over 4300 digits
         raise BadInputError("request is not a JSON object on one line, e.g. {\"command\": \"status\"}") from None
     if not isinstance(req, dict):
         raise BadInputError("request must be a JSON object with a \"command\" field")
@@ -122,7 +122,7 @@ def decode_reply(data: bytes) -> dict[str, Any] | None:
     """The reply object, or None if ``data`` is not one (nothing, garbage, not an object)."""
     try:
         reply = json.loads(data.decode() or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: JSONDecodeError, an int over 4300 digits
         return None
     return reply if isinstance(reply, dict) else None
 

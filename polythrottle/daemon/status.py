@@ -53,6 +53,7 @@ class Snapshot:
     last_error: str | None = None
     recovered: dict[str, Any] | None = None
     last_job_done: int = 0
+    last_job_failed: int = 0
 
 
 def current_numbers(energy_j: float, latency_ms: float, *, slo_ms: float, carbon_g_per_kwh: float,
@@ -179,9 +180,12 @@ class DaemonStatus:
             if m.latency_ms > self.config.slo_ms:
                 self.snap.violations["serving"] += 1
 
-    def job_done(self, job_id: int) -> None:
+    def job_done(self, job_id: int, *, failed: bool = False) -> None:
+        """Job ``job_id`` is over; ``failed``: it was refused or failed (``jobs.last_failed`` says so)."""
         with self._lock:
             self.snap.last_job_done = max(self.snap.last_job_done, job_id)
+            if failed:
+                self.snap.last_job_failed = max(self.snap.last_job_failed, job_id)
 
     # ----- reading ------------------------------------------------------------------------------------
     def line(self) -> str:
@@ -219,7 +223,7 @@ class DaemonStatus:
             "slo_violations": s.violations,
             "last_error": s.last_error,
             "recovered": s.recovered,
-            "jobs": {"queued": self.queued(), "last_done": s.last_job_done},
+            "jobs": {"queued": self.queued(), "last_done": s.last_job_done, "last_failed": s.last_job_failed},
             "socket": str(cfg.socket),
             "metrics_url": f"http://{cfg.metrics.address}:{self.metrics_port}/metrics"
             if cfg.metrics is not None and self.metrics_port else None,

@@ -55,9 +55,14 @@ class WarmStartInfo:
 def tune_key(tuner: Tuner, device: Device) -> HistoryKey:
     """The history key of ``tuner``'s tuned space on ``device``: the device's identity and workload, the tuned
     knobs and their values, the fixed knobs' values (``polythrottle.identity.history_key``). Every face
-    (CLI, Python API, daemon) takes its key from here."""
+    (CLI, Python API, daemon) takes its key from here. The tuned knobs count in the device's order, not the
+    order a face listed them in (``--knobs b,a`` is the space of ``a,b``)."""
     fixed = {n: v for n, v in tuner.baseline_config.items() if n not in tuner.tuned_knobs}
-    return history_key(device.identity(), device.workload_name, tuner.space, fixed)
+    space = tuner.space
+    in_device_order = [n for n in tuner.full_space.names if n in tuner.tuned_knobs]
+    if in_device_order != list(tuner.tuned_knobs):
+        space = tuner.full_space.restrict(in_device_order, tuner.baseline_config)
+    return history_key(device.identity(), device.workload_name, space, fixed)
 
 
 def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner) -> list[tuple[str, Observation]]:
@@ -96,6 +101,13 @@ def choose_prior(store: History, key: HistoryKey, version: str, unit: str,
             note = note or replace(info, fallback=f"the fleet's units disagree (spread {pooled.spread:.2f} in log "
                                                   f"units, more than {MAX_SPREAD:g}): not used")
     return ([], note) if note is not None else None
+
+
+def check_tune(device: Device, slo_ms: float, budget: int = 20, *, knobs: Sequence[str] | None = None,
+               baseline: Mapping[str, Value | str] | None = None, seed: int | None = None) -> None:
+    """Check a tune's SLO, budget, knobs and baseline against ``device`` without measuring anything: what a
+    face calls before it opens (and so creates) a history database. Raises BadInputError."""
+    Tuner(device, slo_ms, budget, optimizer="random", knobs=knobs, baseline=baseline, seed=seed)  # imports no torch
 
 
 def run_tune(
@@ -179,4 +191,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "is_simulated", "run_tune", "tune_key"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "is_simulated", "run_tune", "tune_key"]

@@ -69,6 +69,10 @@ def test_infeasible_slo_exits_3_and_names_lowest_latency(small_table, capsys):
         (["--slo-ms", "10", "--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),
         (["--slo-ms", "10", "--optimizer", "magic"], "--optimizer: must be one of cbo"),
         (["--slo-ms", "10", "--noise", "-1"], "--noise: must be >= 0"),
+        (["--slo-ms", "10", "--carbon-intensity", "-1"], "--carbon-intensity: must be >= 0"),
+        (["--slo-ms", "10", "--seed", str(2**40)], f"--seed: must be <= {2**32 - 1}, got {2**40}"),
+        (["--slo-ms", "10", "--baseline", "gpu_mhz=300", "--baseline", "gpu_mhz=900"],
+         "'gpu_mhz' is given twice (300 and 900)"),
     ],
 )
 def test_bad_input_one_line_exit_2(small_table, capsys, args, message):
@@ -79,6 +83,27 @@ def test_bad_input_one_line_exit_2(small_table, capsys, args, message):
     assert code == 2
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "sim:no-such-board", "--workload", "resnet50"], "unknown profile"),
+        (["--device", "sim:jetson-orin-nano", "--workload", "no-such-model"], "unknown workload"),
+        (["--knobs", "volts"], "unknown knob 'volts'"),
+        (["--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),
+    ],
+)
+def test_bad_input_creates_no_history(small_table, capsys, tmp_path, args, message):
+    """Exit 2 means nothing was written: a history database named by --history is not created for a
+    tune refused for an unknown device, workload, knob or value."""
+    history = tmp_path / "sub" / "h.sqlite"
+    if "--device" not in args:
+        args = ["--device", f"replay:{small_table}", *args]
+    code = main(["tune", *args, "--slo-ms", "10", "--history", str(history)])
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not history.exists() and not history.parent.exists()
 
 
 def test_malformed_table_via_subprocess(tmp_path):
@@ -101,3 +126,14 @@ def test_shared_table_end_to_end(xavier_table, capsys):
                              "--noise", "0.02", "--seed", "0")
     assert code == 0
     assert res["best"]["latency_ms"] <= 100 and res["saving_pct"] > 20
+
+
+def test_unreachable_history_server_is_said_once(small_table, tmp_path):
+    """A PostgreSQL history out of reach: the tune goes on into the local spool, and stderr says so in one line
+    (it was silent: the user believed the measurements were on the server)."""
+    r = run_cli("tune", "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "3", "--quiet",
+                "--state-dir", str(tmp_path / "state"), "--history", "postgresql://u:secret@127.0.0.1:1/fleet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "3 measurements" in lines[0] and "spool" in lines[0]
+    assert "secret" not in r.stderr

@@ -92,6 +92,8 @@ def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_p
     (GOOD + "slo_metric: p99\n", "slo_metric: must be one of ttft, tpot, batch"),
     (GOOD + "carbon_country: Atlantis\n", "carbon_country: unknown country code 'Atlantis'"),
     (GOOD + "y" * 1000 + ": 1\n", "unknown field 'yyyyyyyy"),
+    (GOOD + "history: ''\n", "history: must not be empty"),  # --check said OK, the daemon then refused to start
+    (GOOD + "workload: ' '\n", "workload: must not be empty"),
 ])
 def test_more_errors_are_one_line(tmp_path, text, message):
     path = write(tmp_path, text)

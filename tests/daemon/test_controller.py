@@ -162,6 +162,9 @@ def test_a_refused_reload_resumes_the_tune_it_interrupted(tmp_path):
         assert s["state"] == "serving" and s["device"] == "sim:jetson-tx2" and s["tunes"] == 1
         assert s["last_error"].startswith("reload refused") and "no-such-board" in s["last_error"]
         assert any(m.get("RELOADING") == 1 for m in notifier.sent)
+        assert s["jobs"] == {"queued": 0, "last_done": 2, "last_failed": 2}  # `notify --wait` sees it was refused
+        c.run_job(job(RELOAD, 3, config=config(tmp_path, slo_ms=900)))
+        assert c.status.to_dict()["jobs"] == {"queued": 0, "last_done": 3, "last_failed": 2}
     finally:
         c.close()
 

@@ -23,6 +23,7 @@ def test_a_request_is_one_json_line_and_decodes_back():
 @pytest.mark.parametrize("line, words", [
     (b"hello", "not a JSON object"), (b'["status"]', "JSON object"), (b'{"command": 7}', "no \"command\""),
     (b'{"x": 1}', "no \"command\""), (b"[" * 100_000, "not a JSON object"), (b'{"command": "\xff"}', "not a JSON"),
+    (b'{"command": "status", "x": ' + b"9" * 5000 + b"}", "not a JSON object"),  # over Python's int digit limit
 ])
 def test_bad_request_lines_are_refused_with_the_reason(line, words):
     with pytest.raises(BadInputError, match=words):
@@ -66,6 +67,7 @@ def test_malformed_model_updated_fields_are_refused(fields, words):
 def test_replies():
     assert protocol.decode_reply(protocol.encode_reply(protocol.ok(job=3))) == {"ok": True, "job": 3}
     assert protocol.decode_reply(b"garbage") is None and protocol.decode_reply(b"[1]") is None
+    assert protocol.decode_reply(b'{"ok": true, "x": ' + b"9" * 5000 + b"}") is None
     assert protocol.is_busy(protocol.refused("busy: 32 requests in progress"))
     assert not protocol.is_busy(protocol.refused("unknown command")) and not protocol.is_busy(protocol.ok())
     assert json.loads(protocol.encode_reply({"ok": True, "path": Path("/run/x.sock")}))["path"] == "/run/x.sock"

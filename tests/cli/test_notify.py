@@ -1,0 +1,54 @@
+"""``polythrottle notify``: a malformed request is refused here (exit 2), before the daemon is asked."""
+
+import pytest
+
+from polythrottle.cli import main
+
+
+@pytest.mark.parametrize("version, words", [("", "model_version"), (" ", "model_version"),
+                                            ("v" * 300, "at most 200"), ("a\tb", "printable")])
+def test_bad_model_version_is_refused_before_sending(tmp_path, capsys, version, words):
+    code = main(["notify", "model-updated", "--model-version", version, "--socket", str(tmp_path / "none.sock")])
+    _, err = capsys.readouterr()
+    assert code == 2 and words in err and err.count("\n") == 1  # not exit 1 "no daemon control socket"
+
+
+class _FakeDaemon:
+    """Answers each request line with the next canned reply (the daemon's protocol: one line each way)."""
+
+    def __init__(self, path, replies):
+        import socket
+        import threading
+
+        self.replies = list(replies)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import json
+
+        while self.replies:
+            conn, _ = self.sock.accept()
+            with conn:
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    buf += conn.recv(4096)
+                conn.sendall((json.dumps(self.replies.pop(0)) + "\n").encode())
+
+
+def _status(last_done, last_failed):
+    return {"ok": True, "status": {"state": "serving", "last_error": "reload refused: unknown workload 'x'",
+                                   "jobs": {"queued": 0, "last_done": last_done, "last_failed": last_failed}}}
+
+
+@pytest.mark.parametrize("last_failed, code", [(7, 1), (6, 0)])
+def test_wait_exits_1_when_the_daemon_refused_the_job(tmp_path, capsys, last_failed, code):
+    """A reload the daemon accepted, then refused (a workload it cannot open), leaves it serving the old config:
+    ``notify --wait`` says so with exit 1, not 0."""
+    sock = tmp_path / "ctl.sock"
+    daemon = _FakeDaemon(sock, [{"ok": True, "queued": "reload", "job": 7}, _status(7, last_failed)])
+    assert main(["notify", "reload", "--wait", "--json", "--socket", str(sock)]) == code
+    daemon.sock.close()
+    capsys.readouterr()
