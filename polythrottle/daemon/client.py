@@ -30,6 +30,8 @@ from polythrottle.errors import PolyThrottleError
 DEFAULT_SOCKET = str(paths.SYSTEM_SOCKET)
 RETRY_S = 0.1
 """Pause between tries while the daemon answers ``busy``."""
+MAX_REPLY_BYTES = 16 * 2**20
+"""Largest reply accepted (a status is a few KiB): more is a hostile or broken server."""
 
 
 class DaemonError(PolyThrottleError):
@@ -76,14 +78,23 @@ def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: flo
             except (BrokenPipeError, ConnectionResetError):  # answered without reading (busy): read why
                 pass
             buf = b""
+            deadline = time.monotonic() + timeout_s  # for the whole reply: a server dripping bytes cannot hold us
             while not buf.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DaemonError(f"daemon at {where} sent no complete reply within {timeout_s:g} s")
+                s.settimeout(left)
                 try:
                     chunk = s.recv(65536)
                 except ConnectionResetError:
                     break
+                except TimeoutError:
+                    raise DaemonError(f"daemon at {where} sent no complete reply within {timeout_s:g} s") from None
                 if not chunk:
                     break
                 buf += chunk
+                if len(buf) > MAX_REPLY_BYTES:
+                    raise DaemonError(f"daemon at {where} sent a reply over {MAX_REPLY_BYTES // 2**20} MiB")
     except BlockingIOError:
         raise _Busy(f"daemon control socket {where} is not accepting connections now") from None
     except FileNotFoundError:

@@ -86,3 +86,38 @@ def test_no_daemon(sock):
     with pytest.raises(DaemonError, match="no daemon control socket"):
         send_command("status", sock)
     assert client.socket_path(sock) == sock
+
+
+def _dripping_server(path: Path, stop: threading.Event, chunk: bytes) -> socket.socket:
+    """Accepts one connection, reads the request, then sends ``chunk`` every 50 ms, never a newline."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(chunk)
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("chunk", [b"x", b"y" * 2**20])
+def test_a_server_that_never_finishes_its_reply_is_one_error_not_a_hang(sock, chunk):
+    # a wedged or hostile server dripping bytes (or flooding them) without a newline: the timeout holds
+    # for the whole reply (it was per read: a byte every 50 ms held the client for ever), and a reply over
+    # the size cap is refused
+    stop = threading.Event()
+    srv = _dripping_server(sock, stop, chunk)
+    try:
+        with pytest.raises(DaemonError, match="no complete reply within|sent a reply over"):
+            send_command("status", sock, timeout_s=1.0)
+    finally:
+        stop.set()
+        srv.close()
