@@ -79,17 +79,18 @@ def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: flo
                 pass
             buf = b""
             deadline = time.monotonic() + timeout_s  # for the whole reply: a server dripping bytes cannot hold us
+            late = f"daemon at {where} sent no complete reply within {timeout_s:g} s"
             while not buf.endswith(b"\n"):
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DaemonError(f"daemon at {where} sent no complete reply within {timeout_s:g} s")
+                if left <= 0:  # (a timeout of 0 would make the socket non-blocking)
+                    raise DaemonError(late)
                 s.settimeout(left)
                 try:
                     chunk = s.recv(65536)
                 except ConnectionResetError:
                     break
                 except TimeoutError:
-                    raise DaemonError(f"daemon at {where} sent no complete reply within {timeout_s:g} s") from None
+                    raise DaemonError(late) from None
                 if not chunk:
                     break
                 buf += chunk

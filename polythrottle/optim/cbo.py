@@ -151,10 +151,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
-            est = self._point_estimates()
-            recheck = None if self.exact else self._uncertain_pick(remaining, est)
-            if recheck is None and not self.exact and self.settings.confirm_pick:
-                recheck = self._unconfirmed_pick(est)
+            recheck = self._recheck_before_stop(remaining, self._point_estimates())
             if recheck is not None:
                 return recheck
             self.stop_reason = (
@@ -217,9 +214,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(self.observations) >= self.settings.min_evals:
             p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
-                recheck = None if exact else self._uncertain_pick(remaining, est)
-                if recheck is None and not exact and self.settings.confirm_pick:
-                    recheck = self._unconfirmed_pick(est)
+                recheck = self._recheck_before_stop(remaining, est)
                 if recheck is not None:
                     return recheck
                 self.stop_reason = (

@@ -77,6 +77,17 @@ class Stopping(CBOState):
         rivals[j] = False
         return est.idx[j] if rivals.any() else None
 
+    def _recheck_before_stop(self, remaining: int | None, est: PointEstimates) -> int | None:
+        """What to re-measure before the tune ends (converged, or nothing left to explore): a cheaper config
+        whose feasibility is still uncertain (``_uncertain_pick``), else a pick measured once that needs
+        confirming (``_unconfirmed_pick``, with ``confirm_pick``); None with exact measurements."""
+        if self.exact:
+            return None
+        recheck = self._uncertain_pick(remaining, est)
+        if recheck is None and self.settings.confirm_pick:
+            recheck = self._unconfirmed_pick(est)
+        return recheck
+
     def _uncertain_pick(self, remaining: int | None = None, est: PointEstimates | None = None) -> int | None:
         j, _ = self._recheck_value(remaining, est)
         return j
