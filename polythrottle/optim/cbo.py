@@ -151,7 +151,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
-            recheck = self._recheck_before_stop(remaining, self._point_estimates())
+            recheck = self._recheck_before_stop(remaining, self._point_estimates(), converged=False)
             if recheck is not None:
                 return recheck
             self.stop_reason = (
@@ -214,7 +214,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(self.observations) >= self.settings.min_evals:
             p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
-                recheck = self._recheck_before_stop(remaining, est)
+                recheck = self._recheck_before_stop(remaining, est, converged=True)
                 if recheck is not None:
                     return recheck
                 self.stop_reason = (
@@ -223,13 +223,6 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
                     f"{len(self.observations)} measurements"
                 )
         return pick
-
-    def stop_delta(self) -> float:
-        """The saving worth looking further for: ``stop_delta``, or (``stop_delta_noise``) the relative
-        noise of one objective measurement if larger (a saving one measurement cannot tell from noise)."""
-        if not self.settings.stop_delta_noise or self.exact:
-            return self.settings.stop_delta
-        return max(self.settings.stop_delta, -math.expm1(-self._objective_noise_sd()))
 
     def view(self, left: np.ndarray, remaining: int | None = None) -> CandidateView:
         """The model's view of the unmeasured candidates ``left`` (see ``CandidateView``)."""

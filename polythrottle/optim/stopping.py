@@ -20,6 +20,13 @@ from polythrottle.optim.gp_model import DTYPE, standardization
 class Stopping(CBOState):
     """Stopping and re-measuring decisions."""
 
+    def stop_delta(self) -> float:
+        """The saving worth looking further for: ``stop_delta``, or (``stop_delta_noise``) the relative
+        noise of one objective measurement if larger (a saving one measurement cannot tell from noise)."""
+        if not self.settings.stop_delta_noise or self.exact:
+            return self.settings.stop_delta
+        return max(self.settings.stop_delta, -math.expm1(-self._objective_noise_sd()))
+
     def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
         """P(an unmeasured config is feasible and ``delta`` cheaper than the recommendation); None while
         nothing is confidently feasible."""
@@ -77,13 +84,22 @@ class Stopping(CBOState):
         rivals[j] = False
         return est.idx[j] if rivals.any() else None
 
-    def _recheck_before_stop(self, remaining: int | None, est: PointEstimates) -> int | None:
-        """What to re-measure before the tune ends (converged, or nothing left to explore): a cheaper config
-        whose feasibility is still uncertain (``_uncertain_pick``), else a pick measured once that needs
-        confirming (``_unconfirmed_pick``, with ``confirm_pick``); None with exact measurements."""
+    def _recheck_before_stop(self, remaining: int | None, est: PointEstimates, converged: bool) -> int | None:
+        """What to re-measure before the tune ends (``converged``, or nothing left to explore): a cheaper
+        config whose feasibility is still uncertain (``_uncertain_pick``), else a pick measured once that
+        needs confirming (``_unconfirmed_pick``, with ``confirm_pick``); None with exact measurements.
+
+        A converged tune gives up looking for a config ``stop_delta`` cheaper with probability
+        ``stop_p``: a measured config is worth re-measuring then only by the same measure (it would save
+        at least ``stop_delta`` and repeats confirm it with P >= ``stop_p``); a config measured just over
+        the threshold and barely cheaper is not re-measured up to ``max_repeats`` times. With nothing
+        left to explore every recheck of value is made (the budget has no other use)."""
         if self.exact:
             return None
-        recheck = self._uncertain_pick(remaining, est)
+        if converged:
+            recheck, _ = self._recheck_value(remaining, est, min_gain=self.stop_delta(), min_p_reach=self.settings.stop_p)
+        else:
+            recheck = self._uncertain_pick(remaining, est)
         if recheck is None and self.settings.confirm_pick:
             recheck = self._unconfirmed_pick(est)
         return recheck
@@ -92,9 +108,12 @@ class Stopping(CBOState):
         j, _ = self._recheck_value(remaining, est)
         return j
 
-    def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None) -> tuple[int | None, float]:
+    def _recheck_value(self, remaining: int | None = None, est: PointEstimates | None = None, min_gain: float = 0.0,
+                       min_p_reach: float = 0.0) -> tuple[int | None, float]:
         """A measured point worth re-measuring and the value of doing so (an expected relative saving on
         the recommendation's objective), or (None, 0.0). ``est``: the current point estimates, if at hand.
+        While a recommendation is confident, only points that would save at least ``min_gain`` (relative)
+        with a probability ``min_p_reach`` of being confirmed count.
 
         Candidates: points better than the current recommendation whose feasibility is uncertain
         (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
@@ -119,7 +138,8 @@ class Stopping(CBOState):
         pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / (n + k), 1e-12))
         p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
         gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
-        value = np.where((k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
+        worth = (gain >= min_gain) & (p_reach >= min_p_reach) if sure.any() else True
+        value = np.where(worth & (k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
         j = int(np.argmax(value))
         return (idx[j], float(value[j])) if value[j] > 0 else (None, 0.0)
 

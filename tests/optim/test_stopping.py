@@ -82,3 +82,34 @@ def test_a_recommendation_measured_once_is_confirmed_before_the_tune_ends():
     assert rec is not None and opt._unconfirmed_pick(est) == rec
     opt.tell(Observation(rec, 1.0, 0.81 * SLO))
     assert opt._unconfirmed_pick(opt._point_estimates()) is None
+
+
+def test_a_converged_tune_rechecks_only_a_config_worth_its_own_stop_rule():
+    # the recommendation (1200 MHz, batch 8) is confirmed; B (1100 MHz, batch 8) is barely cheaper and
+    # measured just under the SLO, C (700 MHz, batch 16) is 30% cheaper, measured 5% under it. Before a
+    # converged tune ends, only C is worth re-measuring: B could save less than the saving the tune
+    # stopped looking for. With nothing left to explore, B is re-measured too (nothing else to spend on)
+    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+
+    def told(with_c):
+        opt = make_optimizer("cbo", SPACE, SLO, 0)
+        for (gpu, batch), energy, lat in (((1300, 1), 3.0, 0.2), ((1300, 4), 1.5, 0.5), ((1300, 8), 1.2, 0.7)):
+            opt.tell(Observation(at(gpu, batch), energy, lat * SLO))
+        for lat in (0.80, 0.82, 0.79):
+            opt.tell(Observation(at(1200, 8), 1.0, lat * SLO))
+        opt.tell(Observation(at(1100, 8), 0.997, 0.985 * SLO))
+        if with_c:
+            opt.tell(Observation(at(700, 16), 0.7, 0.95 * SLO))
+        return opt
+
+    opt = told(with_c=True)
+    est = opt._point_estimates()
+    p = dict(zip(est.idx, est.p))
+    assert p[at(1100, 8)] < opt.settings.confidence and p[at(700, 16)] < opt.settings.confidence
+    assert opt.recommend().index == at(1200, 8)
+    assert opt._recheck_before_stop(10, est, converged=True) == at(700, 16)
+    opt = told(with_c=False)
+    est = opt._point_estimates()
+    assert opt.recommend().index == at(1200, 8) and opt.settings.recheck_min_p <= dict(zip(est.idx, est.p))[at(1100, 8)]
+    assert opt._recheck_before_stop(10, est, converged=True) is None
+    assert opt._recheck_before_stop(10, est, converged=False) == at(1100, 8)
