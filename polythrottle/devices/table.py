@@ -59,60 +59,23 @@ class ReplayTable:
         self.path = path
         if not path.is_file():
             raise BadInputError(f"replay table {path} not found")
+        configs: list[tuple[Value, ...]] = []
+        metrics: list[list[float]] = []
         try:
             with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
                 reader = csv.DictReader(f)
                 header = [h.strip() for h in (reader.fieldnames or [])]
-                raw_rows = list(reader)
+                self._check_header(path, header)
+                # rows are parsed as they are read: a list of every row's dict first held ~65 bytes of
+                # Python objects per byte of CSV
+                for lineno, row in enumerate(reader, start=2):
+                    vals, ms = self._parse_row(path, lineno, row)
+                    configs.append(vals)
+                    metrics.append(ms)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise BadInputError(f"replay table {path}: cannot read CSV ({clip(str(e), 120)})") from None
-        if not header:
-            raise BadInputError(f"replay table {path} is empty (no header)")
-        if len(set(header)) != len(header):
-            raise BadInputError(f"replay table {path}: duplicate column names in header")
-        missing = [m for m in REQUIRED_METRICS if m not in header]
-        if missing:
-            raise BadInputError(f"replay table {path}: missing column(s) {', '.join(missing)}")
-        self.knob_names = [h for h in header if h not in METRIC_COLUMNS]
-        self.metric_names = [h for h in header if h in METRIC_COLUMNS]
-        if not self.knob_names:
-            raise BadInputError(f"replay table {path}: no knob columns (only metrics)")
-        if not raw_rows:
+        if not configs:
             raise BadInputError(f"replay table {path} has no data rows")
-
-        configs: list[tuple[Value, ...]] = []
-        metrics: list[list[float]] = []
-        for lineno, row in enumerate(raw_rows, start=2):
-            row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in row.items()}
-            if None in row or "" in row and row[""]:
-                raise BadInputError(f"replay table {path}, line {lineno}: more fields than the header")
-            vals: list[Value] = []
-            for name in self.knob_names:
-                text = row.get(name)
-                if text is None or text == "":
-                    raise BadInputError(f"replay table {path}, line {lineno}: empty value for {brief(name, 40)}")
-                value = _parse_value(text)
-                if isinstance(value, float) and not math.isfinite(value) or "\x00" in text or len(text) > 200:
-                    raise BadInputError(f"replay table {path}, line {lineno}: {brief(name, 40)}={brief(text, 40)} "
-                                        "is not a knob value (a finite number or a name)")
-                vals.append(value)
-            ms: list[float] = []
-            for name in self.metric_names:
-                text = row.get(name)
-                if (text is None or text == "") and name not in REQUIRED_METRICS:
-                    ms.append(math.nan)
-                    continue
-                try:
-                    x = float(text)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    raise BadInputError(
-                        f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is not a number"
-                    ) from None
-                if not math.isfinite(x) or (name in REQUIRED_METRICS and x <= 0) or x < 0:
-                    raise BadInputError(f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is out of range")
-                ms.append(x)
-            configs.append(tuple(vals))
-            metrics.append(ms)
 
         knobs = []
         for j, name in enumerate(self.knob_names):
@@ -125,18 +88,67 @@ class ReplayTable:
                 dict.fromkeys(c[j] for c in configs)
             )
             knobs.append(Knob(name, tuple(ordered)))
-        self.space = SearchSpace.from_configs(knobs, [dict(zip(self.knob_names, c)) for c in configs])
-
+        # each distinct value is looked up once (``Knob.index``: numeric steps match within a tolerance),
+        # then every row's value indices; rows measured more than once are averaged
+        steps = [{v: k.index(v) for v in {c[j] for c in configs}} for j, k in enumerate(knobs)]
+        keys = np.asarray([[steps[j][v] for j, v in enumerate(c)] for c in configs], dtype=np.int32)
+        rows, point = np.unique(keys, axis=0, return_inverse=True)
+        self.space = SearchSpace(tuple(knobs), rows)
+        m = np.asarray(metrics, dtype=float).reshape(len(configs), len(self.metric_names))
+        ok = ~np.isnan(m)
         sums = np.zeros((len(self.space), len(self.metric_names)))
         counts = np.zeros((len(self.space), len(self.metric_names)))
-        for c, ms in zip(configs, metrics):
-            i = self.space.index_of(dict(zip(self.knob_names, c)))
-            m = np.asarray(ms)
-            ok = ~np.isnan(m)
-            sums[i, ok] += m[ok]
-            counts[i, ok] += 1
+        np.add.at(sums, point.reshape(-1), np.where(ok, m, 0.0))
+        np.add.at(counts, point.reshape(-1), ok.astype(float))
         with np.errstate(invalid="ignore", divide="ignore"):
             self.values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    def _check_header(self, path: Path, header: list[str]) -> None:
+        """Sets ``knob_names`` and ``metric_names`` from the CSV header; BadInputError if it is unusable."""
+        if not header:
+            raise BadInputError(f"replay table {path} is empty (no header)")
+        if len(set(header)) != len(header):
+            raise BadInputError(f"replay table {path}: duplicate column names in header")
+        missing = [m for m in REQUIRED_METRICS if m not in header]
+        if missing:
+            raise BadInputError(f"replay table {path}: missing column(s) {', '.join(missing)}")
+        self.knob_names = [h for h in header if h not in METRIC_COLUMNS]
+        self.metric_names = [h for h in header if h in METRIC_COLUMNS]
+        if not self.knob_names:
+            raise BadInputError(f"replay table {path}: no knob columns (only metrics)")
+
+    def _parse_row(self, path: Path, lineno: int, raw: dict) -> tuple[tuple[Value, ...], list[float]]:
+        """One data row: its knob values and its metrics (NaN where an optional metric is empty);
+        BadInputError naming the line and the field that is wrong."""
+        row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in raw.items()}
+        if None in row or "" in row and row[""]:
+            raise BadInputError(f"replay table {path}, line {lineno}: more fields than the header")
+        vals: list[Value] = []
+        for name in self.knob_names:
+            text = row.get(name)
+            if text is None or text == "":
+                raise BadInputError(f"replay table {path}, line {lineno}: empty value for {brief(name, 40)}")
+            value = _parse_value(text)
+            if isinstance(value, float) and not math.isfinite(value) or "\x00" in text or len(text) > 200:
+                raise BadInputError(f"replay table {path}, line {lineno}: {brief(name, 40)}={brief(text, 40)} "
+                                    "is not a knob value (a finite number or a name)")
+            vals.append(value)
+        ms: list[float] = []
+        for name in self.metric_names:
+            text = row.get(name)
+            if (text is None or text == "") and name not in REQUIRED_METRICS:
+                ms.append(math.nan)
+                continue
+            try:
+                x = float(text)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise BadInputError(
+                    f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is not a number"
+                ) from None
+            if not math.isfinite(x) or (name in REQUIRED_METRICS and x <= 0) or x < 0:
+                raise BadInputError(f"replay table {path}, line {lineno}: {name}={brief(text, 40)} is out of range")
+            ms.append(x)
+        return tuple(vals), ms
 
     @classmethod
     def from_arrays(cls, label: str, space: SearchSpace, metrics: Mapping[str, np.ndarray]) -> ReplayTable:
