@@ -69,11 +69,12 @@ def add_history_location(p: argparse.ArgumentParser) -> None:
 
 
 def open_for_reading(args: argparse.Namespace) -> HistoryStore:
-    """The history named by --history (or the default), opened without creating a missing SQLite file.
+    """The history named by --history (or the default), opened read-only: nothing is written (a missing
+    SQLite file is refused, not created; a history the user may only read can be read).
     Raises HistoryError (exit 2) or HistoryUnavailable (exit 6, server out of reach)."""
     from polythrottle.history import HistoryStore, default_history
 
-    return HistoryStore(args.history or default_history(args.state_dir), create=False)
+    return HistoryStore(default_history(args.state_dir) if args.history is None else args.history, read_only=True)
 
 
 __all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history"]

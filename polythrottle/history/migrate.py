@@ -63,29 +63,42 @@ def schema_revision(engine: sa.Engine) -> str | None:
     return revs[0] if len(revs) == 1 else None
 
 
+class UpgradeNeeded(HistoryError):
+    """A reader (``read_only``) met a database that must be created or upgraded first (a write)."""
+
+
+def _refuse_newer(revs: list[str], target: HistoryTarget) -> None:
+    unknown = [r for r in revs if r not in KNOWN_REVISIONS]
+    if unknown or len(revs) > 1:
+        raise HistoryError(
+            f"history database {target.display} has schema revision {', '.join(revs)}, newer than this "
+            f"PolyThrottle supports ({HEAD_REVISION}); upgrade PolyThrottle or use another history"
+        )
+
+
 def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTarget,
-                  sqlite_user_version: int = 0) -> int:
+                  sqlite_user_version: int = 0, *, read_only: bool = False) -> int:
     """Upgrade the database to the head revision if needed; returns the schema version (an int).
 
-    Raises HistoryError for a newer schema or a database that is not a PolyThrottle history, and
-    SQLAlchemy errors (the caller translates them)."""
+    Raises HistoryError for a newer schema or a database that is not a PolyThrottle history,
+    UpgradeNeeded when ``read_only`` and the database is not at the head revision (nothing is written),
+    and SQLAlchemy errors (the caller translates them)."""
     with engine.connect() as conn:
         tables = _tables(conn)
         revs = _revisions(conn, tables)
         conn.rollback()
     if revs == [HEAD_REVISION]:
         return SCHEMA_VERSION
+    _refuse_newer(revs, target)
+    if read_only:
+        state = f"is at schema revision {revs[0]}" if revs else "has no history schema yet"
+        raise UpgradeNeeded(f"history database {target.display} {state} (this PolyThrottle reads {HEAD_REVISION})")
     with write_engine.connect() as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         tables = _tables(conn)  # again, under the lock: another process may have migrated meanwhile
         revs = _revisions(conn, tables)
-        unknown = [r for r in revs if r not in KNOWN_REVISIONS]
-        if unknown or len(revs) > 1:
-            raise HistoryError(
-                f"history database {target.display} has schema revision {', '.join(revs)}, newer than this "
-                f"PolyThrottle supports ({HEAD_REVISION}); upgrade PolyThrottle or use another history"
-            )
+        _refuse_newer(revs, target)
         if revs == [HEAD_REVISION]:
             return SCHEMA_VERSION
         stamp = None
@@ -101,4 +114,4 @@ def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTar
     return SCHEMA_VERSION
 
 
-__all__ = ["MIGRATIONS_DIR", "ensure_schema", "schema_revision"]
+__all__ = ["MIGRATIONS_DIR", "UpgradeNeeded", "ensure_schema", "schema_revision"]

@@ -24,8 +24,9 @@ def prepare(path: Path, create: bool) -> None:
             raise HistoryError(f"history database {path}: cannot create its directory ({e.strerror})") from None
 
 
-def check(engine: sa.Engine, url: str) -> int:
-    """Refuse a file that is not ours, newer or corrupt; switch on WAL. Returns its ``user_version``."""
+def check(engine: sa.Engine, url: str, *, read_only: bool = False) -> int:
+    """Refuse a file that is not ours, newer or corrupt; switch on WAL (unless ``read_only``: a reader
+    writes nothing). Returns its ``user_version``."""
     raw = engine.raw_connection()
     try:
         c = raw.driver_connection
@@ -43,6 +44,8 @@ def check(engine: sa.Engine, url: str) -> int:
         quick = c.execute("PRAGMA quick_check").fetchone()[0]
         if quick != "ok":
             raise HistoryError(f"history database {url} is corrupt ({quick}); move it away to start a new history")
+        if read_only:
+            return int(version)
         mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise HistoryError(f"history database {url}: cannot enable write-ahead logging (got {mode})")
