@@ -7,7 +7,8 @@
   ``--out`` is written whole or not at all.
 
 Exit codes: 0 done; 2 bad input or an unusable history (missing, corrupt, newer schema, wrong
-credentials; also ``show`` of an unknown id); 6 the history server cannot be reached; 1 a file error.
+credentials; also ``show`` of an unknown id; an ``--out`` that cannot be written, nothing written);
+6 the history server cannot be reached.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_writer
+from polythrottle.cli.common import check_output
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 from polythrottle.errors import BadInputError
 
@@ -133,14 +135,22 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from polythrottle.history.export import write_measurements
 
+    out = None if args.out is None else args.out.expanduser()
+    check_output(out)  # before the history is read
     with open_for_reading(args) as store:
         rows = store.export(device=args.device, workload=args.workload, model_version=args.model_version,
                             unit=args.unit)
-        if args.out is None:
+        if out is None:
             write_measurements(rows, sys.stdout, args.format)
             return 0
-        out = args.out.expanduser()
-        with atomic_writer(out, newline="") as f:
-            n = write_measurements(rows, f, args.format)
+        try:
+            if out.exists() and not out.is_file():  # a FIFO, /dev/stdout: written in place, never replaced
+                with out.open("w", newline="") as f:
+                    n = write_measurements(rows, f, args.format)
+            else:
+                with atomic_writer(out, newline="") as f:
+                    n = write_measurements(rows, f, args.format)
+        except OSError as e:
+            raise BadInputError(f"--out {out}: cannot write ({e.strerror or e})") from None
     print(f"wrote {n} measurements to {out}", file=sys.stderr)
     return 0
