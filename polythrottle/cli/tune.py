@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history
@@ -110,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
             print_result(result, console_out, carbon)
             warm = result.extra.get("warm_start")
             if warm:
-                console_out.print(
-                    f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
-                    "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
+                console_out.print(  # model versions are the user's text: printed as is, never as markup
+                    escape(f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} "
+                           "stored measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."),
+                    highlight=False,
                 )
         _say_spooled(store)
     finally:
