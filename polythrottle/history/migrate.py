@@ -6,6 +6,7 @@ so that many processes opening a new database at once migrate it exactly once:
 
 - a version newer than this code knows -> HistoryError (upgrade PolyThrottle);
 - a SQLite file of the v1 era (``user_version = 1``, no version table) -> stamped ``0001``, upgraded;
+  so is one of the pre-Alembic v2 era (``user_version = 2``: v1 tables plus ``unit``, keys already mapped);
 - tables named like ours without our version table -> HistoryError (not a PolyThrottle history);
 - an empty database -> created from revision 0001 up.
 
@@ -103,8 +104,10 @@ def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTar
             return SCHEMA_VERSION
         stamp = None
         if not revs and tables & _OUR_TABLES:
-            if target.is_sqlite and sqlite_user_version == 1 and _OUR_TABLES <= tables:
-                stamp = "0001"  # written by PolyThrottle before Alembic: the v1 schema
+            if target.is_sqlite and sqlite_user_version in (1, 2) and _OUR_TABLES <= tables:
+                # written by PolyThrottle before Alembic: the v1 schema, or v1 plus a ``unit`` column
+                # (``user_version = 2``, main between #13 and the history package), which 0002 keeps
+                stamp = "0001"
             else:
                 raise HistoryError(
                     f"history database {target.display} has tables {', '.join(sorted(tables & _OUR_TABLES))} "
