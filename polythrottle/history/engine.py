@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from polythrottle.errors import first_line
-from polythrottle.history.errors import HistoryError, HistoryUnavailable
+from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
 from polythrottle.history.target import HistoryTarget
 
 _PG_CONFIG_ERRORS = (
@@ -130,7 +130,7 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
         if "locked" in low or "busy" in low:
             return HistoryError(f"{where} is locked by another process ({what})")
         if "not a database" in low or "malformed" in low or "corrupt" in low:
-            return HistoryError(f"{where} is corrupt ({msg}); move it away to start a new history")
+            return HistoryCorrupt(f"{where} is corrupt ({msg}); move it away to start a new history")
         if "readonly" in low or "read-only" in low or "unable to open" in low or "disk i/o" in low:
             return HistoryError(f"{where} cannot be written ({msg})")
         return HistoryError(f"{where}: {what} failed ({msg})")
