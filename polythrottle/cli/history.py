@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_writer
-from polythrottle.cli.common import check_output
+from polythrottle.cli.common import check_output, printable
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 from polythrottle.errors import BadInputError
 
@@ -68,6 +68,7 @@ def _num(x: float | None, fmt: str = ".4g") -> str:
 
 
 def _table(rows: list[list[str]]) -> None:
+    rows = [[printable(c) for c in r] for r in rows]  # stored text: never a newline or a terminal escape
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -112,13 +113,14 @@ def run_show(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(f"tune {tune.id} ({tune.client_id}): {tune.status}, {tune.measurements} measurements")
-    print(f"device {tune.key.device}, unit {tune.unit or '?'}, workload {tune.key.workload or '-'}, "
-          f"space {tune.key.space}")
-    print(f"model {tune.model_version}" + (f" (warm from {tune.warm_from})" if tune.warm_from else "")
-          + f", SLO {tune.slo_ms:g} ms, optimizer {tune.optimizer}, knobs {', '.join(tune.knobs)}")
+    p = printable  # stored text: never a newline or a terminal escape
+    print(f"tune {tune.id} ({p(tune.client_id)}): {p(tune.status)}, {tune.measurements} measurements")
+    print(f"device {p(tune.key.device)}, unit {p(tune.unit or '?')}, workload {p(tune.key.workload or '-')}, "
+          f"space {p(tune.key.space)}")
+    print(f"model {p(tune.model_version)}" + (f" (warm from {p(tune.warm_from)})" if tune.warm_from else "")
+          + f", SLO {tune.slo_ms:g} ms, optimizer {p(tune.optimizer)}, knobs {p(', '.join(tune.knobs))}")
     print(f"started {_when(tune.started_at)}, finished {_when(tune.finished_at)}"
-          + (f", stop: {tune.stop_reason}" if tune.stop_reason else ""))
+          + (f", stop: {p(tune.stop_reason)}" if tune.stop_reason else ""))
     if tune.best_config is not None:
         print(f"best {json.dumps(tune.best_config, sort_keys=True)}: {_num(tune.best_energy_j)} J, "
               f"{_num(tune.best_latency_ms)} ms (baseline {_num(tune.baseline_energy_j)} J)")
