@@ -199,3 +199,12 @@ def test_stored_text_cannot_break_the_tables_or_drive_the_terminal(tmp_path: Pat
         assert "wl\\x1b[2J\\nnext line" in r.stdout and "[bold]x" in r.stdout
     (t,) = json.loads(cli("history", "ls", "--history", target, "--json").stdout)
     assert t["workload"] == evil.workload and t["model_version"] == version
+
+
+@pytest.mark.parametrize("args", [("ls", "--limit", "99999999999999999999"), ("show", "99999999999999999999"),
+                                  ("ls", "--limit", "-1"), ("show", "x")])
+def test_hostile_numbers_are_one_line_exit_2(tmp_path: Path, cli, args) -> None:
+    target = str(tmp_path / "h.sqlite")
+    HistoryStore(target).close()
+    r = cli("history", *args, "--history", target)  # a huge one used to be exit 1, OverflowError
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Overflow" not in r.stderr, r.stderr
