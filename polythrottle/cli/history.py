@@ -151,6 +151,9 @@ def run_export(args: argparse.Namespace) -> int:
     out = None if args.out is None else args.out.expanduser()
     check_output(out)  # before the history is read
     with open_for_reading(args) as store:
+        if out is not None and store.path is not None and out.resolve() in {
+                Path(f"{store.path.resolve()}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}:
+            raise BadInputError(f"--out {out} is the history database itself; export to another file")
         rows = store.export(device=args.device, workload=args.workload, model_version=args.model_version,
                             unit=args.unit)
         if out is None:

@@ -208,3 +208,15 @@ def test_hostile_numbers_are_one_line_exit_2(tmp_path: Path, cli, args) -> None:
     HistoryStore(target).close()
     r = cli("history", *args, "--history", target)  # a huge one used to be exit 1, OverflowError
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Overflow" not in r.stderr, r.stderr
+
+
+def test_export_over_the_history_itself_is_refused(tmp_path: Path, cli) -> None:
+    target = tmp_path / "h.sqlite"
+    _fleet(str(target))
+    before = target.read_bytes()
+    for out in (target, Path(f"{target}-wal"), tmp_path / "." / "h.sqlite"):
+        r = cli("history", "export", "--history", str(target), "--out", str(out))
+        assert r.returncode == 2 and "is the history database itself" in r.stderr and r.stderr.count("\n") == 1
+    assert target.read_bytes() == before  # was replaced by the CSV: the history lost
+    with HistoryStore(target) as s:
+        assert len(s.tunes()) == 4
