@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
-from polythrottle.cli.history_args import add_history_args, open_history
+from polythrottle.cli.history_args import add_history_args, open_history, refuse_output_over_history
 from polythrottle.devices import open_device
 from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
+    refuse_output_over_history(args, args.out)
     device = open_device(spec.device, spec.device_options())
     keep = False
     store = None
