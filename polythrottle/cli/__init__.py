@@ -27,7 +27,8 @@ COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "
 EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
           "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
           "6 the history server cannot be reached; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
-          "(after the settings are back)")
+          "(after the settings are back); 141 stdout closed early ('| head')")
+_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and want SIGTERM to restore it
 
 
@@ -47,12 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail on a closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (captured in tests): nothing to flush
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``polythrottle`` console script. Returns the exit code.
 
     Exit codes: 0 done; 1 device error; 2 bad input; 3 nothing met the SLO; 4 permission denied;
     5 unsupported; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
-    command changed are back. Each error is one line on stderr, never a traceback (``--debug`` shows it).
+    command changed are back; 141 (silently) when stdout's reader went away (``| head``). Each error is one line on stderr, never a traceback (``--debug`` shows it).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code, message = e.exit_code, f"error: {e}"
             except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the command's finally blocks ran
                 code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
+            except BrokenPipeError:  # stdout's reader went away (`| head`): not an error of ours, say nothing
+                code, message = _BROKEN_PIPE, ""
+                _stdout_to_devnull()
             except SystemExit as e:  # e.g. a user's workload calling sys.exit(): settle what it left
                 code = e.code if isinstance(e.code, int) and e.code else 1
                 message = f"error: the command exited early (sys.exit({clip(str(e.code), 60)}))"
@@ -77,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as e:  # the first signal landed between the command and the line above
             code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
         failed, kept = interrupts.settle()  # a command that stopped early must not leave a setting changed
-        if code >= 128:
+        if code >= 128 and code != _BROKEN_PIPE:
             if failed:
                 message += f"; COULD NOT RESTORE: {'; '.join(failed)}"
             elif kept:

@@ -83,6 +83,19 @@ def parse_knob_list(text: str | None) -> list[str] | None:
     return names
 
 
+def printable(text: object) -> str:
+    """``text`` safe to print in a table cell: control and format characters (newlines, terminal escape
+    sequences, bidi overrides) shown as ``\\xNN``/``\\uNNNN``, so text stored by any fleet member cannot
+    break a table or drive the reader's terminal."""
+    import unicodedata
+
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if unicodedata.category(c)[0] not in "CZ" or c == " "
+                   else ascii(c)[1:-1] for c in s)
+
+
 def check_output(path: Path | None, flag: str = "--out") -> None:
     """Refuse an output file that cannot be written, before any work (and any hardware write) starts:
     its directory must exist and be writable, and it must not be a directory. Raises BadInputError."""

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from polythrottle.cli.common import printable
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 
 if TYPE_CHECKING:
@@ -47,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
         print("no tunes")
         return 0
     for g in groups:
-        print(f"{g.device}  workload {g.workload or '-'}  model {g.model_version}  SLO {g.slo_ms:g} ms  "
-              f"space {g.space}")
+        p = printable  # stored text: never a newline or a terminal escape
+        print(f"{p(g.device)}  workload {p(g.workload or '-')}  model {p(g.model_version)}  SLO {g.slo_ms:g} ms  "
+              f"space {p(g.space)}")
         print(f"  {g.units} units, {g.tunes} tunes, {g.measurements} measurements")
         if g.best_config is None:
             print("  best: none yet (no finished tune found a feasible config)")
             continue
-        cfg = ", ".join(f"{k}={v}" for k, v in sorted(g.best_config.items()))
+        cfg = p(", ".join(f"{k}={v}" for k, v in sorted(g.best_config.items())))
         print(f"  best ({g.best_tunes} tunes): {cfg}")
         print(f"  across {g.config_units} units (min/median/max): energy {_spread(g.energy_j, 'J')}, "
               f"latency {_spread(g.latency_ms, 'ms')}; meets the SLO on {g.feasible_units}/{g.config_units}")

@@ -7,7 +7,8 @@
   ``--out`` is written whole or not at all.
 
 Exit codes: 0 done; 2 bad input or an unusable history (missing, corrupt, newer schema, wrong
-credentials; also ``show`` of an unknown id); 6 the history server cannot be reached; 1 a file error.
+credentials; also ``show`` of an unknown id; an ``--out`` that cannot be written, nothing written);
+6 the history server cannot be reached.
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_writer
+from polythrottle.cli.common import check_output, printable
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 from polythrottle.errors import BadInputError
+
+_MAX_ID = 2**63 - 1  # the largest row id (and LIMIT) both databases take
+
+
+def _row_number(text: str) -> int:
+    """An argparse type: a whole number from 0 to 2**63-1 (a larger one used to fail as OverflowError, exit 1)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= _MAX_ID:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {_MAX_ID})")
+    return n
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -39,12 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = hs.add_parser("ls", help="list tunes, newest first")
     add_history_location(ls)
     _filters(ls)
-    ls.add_argument("--limit", type=int, default=50, help="at most this many tunes (0: all; default 50)")
+    ls.add_argument("--limit", type=_row_number, default=50, help="at most this many tunes (0: all; default 50)")
     ls.add_argument("--json", action="store_true", help="print a JSON array")
     ls.set_defaults(func=run_ls)
 
     show = hs.add_parser("show", help="one tune and its measurements")
-    show.add_argument("id", type=int, help="tune id (as listed by ls)")
+    show.add_argument("id", type=_row_number, help="tune id (as listed by ls)")
     add_history_location(show)
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=run_show)
@@ -66,14 +81,13 @@ def _num(x: float | None, fmt: str = ".4g") -> str:
 
 
 def _table(rows: list[list[str]]) -> None:
+    rows = [[printable(c) for c in r] for r in rows]  # stored text: never a newline or a terminal escape
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise BadInputError(f"--limit must be >= 0, got {args.limit}")
     with open_for_reading(args) as store:
         tunes = store.tunes(device=args.device, workload=args.workload, model_version=args.model_version,
                             unit=args.unit, limit=args.limit or None)
@@ -110,13 +124,14 @@ def run_show(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(f"tune {tune.id} ({tune.client_id}): {tune.status}, {tune.measurements} measurements")
-    print(f"device {tune.key.device}, unit {tune.unit or '?'}, workload {tune.key.workload or '-'}, "
-          f"space {tune.key.space}")
-    print(f"model {tune.model_version}" + (f" (warm from {tune.warm_from})" if tune.warm_from else "")
-          + f", SLO {tune.slo_ms:g} ms, optimizer {tune.optimizer}, knobs {', '.join(tune.knobs)}")
+    p = printable  # stored text: never a newline or a terminal escape
+    print(f"tune {tune.id} ({p(tune.client_id)}): {p(tune.status)}, {tune.measurements} measurements")
+    print(f"device {p(tune.key.device)}, unit {p(tune.unit or '?')}, workload {p(tune.key.workload or '-')}, "
+          f"space {p(tune.key.space)}")
+    print(f"model {p(tune.model_version)}" + (f" (warm from {p(tune.warm_from)})" if tune.warm_from else "")
+          + f", SLO {tune.slo_ms:g} ms, optimizer {p(tune.optimizer)}, knobs {p(', '.join(tune.knobs))}")
     print(f"started {_when(tune.started_at)}, finished {_when(tune.finished_at)}"
-          + (f", stop: {tune.stop_reason}" if tune.stop_reason else ""))
+          + (f", stop: {p(tune.stop_reason)}" if tune.stop_reason else ""))
     if tune.best_config is not None:
         print(f"best {json.dumps(tune.best_config, sort_keys=True)}: {_num(tune.best_energy_j)} J, "
               f"{_num(tune.best_latency_ms)} ms (baseline {_num(tune.baseline_energy_j)} J)")
@@ -133,14 +148,25 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from polythrottle.history.export import write_measurements
 
+    out = None if args.out is None else args.out.expanduser()
+    check_output(out)  # before the history is read
     with open_for_reading(args) as store:
+        if out is not None and store.path is not None and out.resolve() in {
+                Path(f"{store.path.resolve()}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")}:
+            raise BadInputError(f"--out {out} is the history database itself; export to another file")
         rows = store.export(device=args.device, workload=args.workload, model_version=args.model_version,
                             unit=args.unit)
-        if args.out is None:
+        if out is None:
             write_measurements(rows, sys.stdout, args.format)
             return 0
-        out = args.out.expanduser()
-        with atomic_writer(out, newline="") as f:
-            n = write_measurements(rows, f, args.format)
+        try:
+            if out.exists() and not out.is_file():  # a FIFO, /dev/stdout: written in place, never replaced
+                with out.open("w", newline="") as f:
+                    n = write_measurements(rows, f, args.format)
+            else:
+                with atomic_writer(out, newline="") as f:
+                    n = write_measurements(rows, f, args.format)
+        except OSError as e:
+            raise BadInputError(f"--out {out}: cannot write ({e.strerror or e})") from None
     print(f"wrote {n} measurements to {out}", file=sys.stderr)
     return 0

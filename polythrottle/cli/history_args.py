@@ -60,6 +60,29 @@ def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
         return None, version
 
 
+def refuse_output_over_history(args: argparse.Namespace, out: Path | None, flag: str = "--out") -> None:
+    """Refuse an output file that is the SQLite history the command would write (an atomic replace of it
+    would swap the whole history for the output). Raises BadInputError."""
+    from polythrottle.history import HistoryError, default_history, parse_target
+
+    if out is None or args.no_history:
+        return
+    target = args.history
+    if target is None:
+        if is_simulated(args.device):
+            return
+        target = default_history(getattr(args, "state_dir", None))
+    try:
+        parsed = parse_target(target)
+    except HistoryError:
+        return  # refused with its own message when the history is opened
+    if parsed.path is None:
+        return
+    db = parsed.path.expanduser().resolve()
+    if Path(out).expanduser().resolve() in {Path(f"{db}{s}") for s in ("", "-wal", "-shm", "-journal")}:
+        raise BadInputError(f"{flag} {out} is the history database itself; write the result to another file")
+
+
 def add_history_location(p: argparse.ArgumentParser) -> None:
     """--history URL for commands that read a history (``history``, ``fleet``)."""
     p.add_argument("--history", default=None, metavar="URL",
@@ -69,11 +92,13 @@ def add_history_location(p: argparse.ArgumentParser) -> None:
 
 
 def open_for_reading(args: argparse.Namespace) -> HistoryStore:
-    """The history named by --history (or the default), opened without creating a missing SQLite file.
+    """The history named by --history (or the default), opened read-only: nothing is written (a missing
+    SQLite file is refused, not created; a history the user may only read can be read).
     Raises HistoryError (exit 2) or HistoryUnavailable (exit 6, server out of reach)."""
     from polythrottle.history import HistoryStore, default_history
 
-    return HistoryStore(args.history or default_history(args.state_dir), create=False)
+    return HistoryStore(default_history(args.state_dir) if args.history is None else args.history, read_only=True)
 
 
-__all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history"]
+__all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history",
+           "refuse_output_over_history"]

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from polythrottle.history import HistoryStore
 
-        with HistoryStore(args.history, create=False) as store:  # a missing file is refused, not created
+        with HistoryStore(args.history, read_only=True) as store:  # a missing file is refused, not created
             trace = TuneTrace.from_history(store, args.tune)
             tune_id = args.tune if args.tune is not None else store.tunes(limit=1)[0].id
     out = render(trace, args.out or _default_out(args, tune_id), args.kind)

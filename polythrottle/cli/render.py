@@ -112,7 +112,8 @@ def result_table(result: TuneResult, carbon: CarbonIntensity | None = None) -> T
         cols.append(result.best)
     for k in result.baseline.config:
         tuned = k in result.tuned_knobs
-        t.add_row(k if tuned else f"[dim]{k} (fixed)[/]", *(fmt_value(s.config[k]) for s in cols))
+        name = escape(k)  # knob names and values come from tables and workloads: text, never markup
+        t.add_row(name if tuned else f"[dim]{name} (fixed)[/]", *(escape(fmt_value(s.config[k])) for s in cols))
     t.add_row("energy per inference (J)", *(f"{s.energy_j:.4g}" for s in cols))
     t.add_row("latency (ms)", *(f"{s.latency_ms:.4g}" for s in cols))
     if carbon is not None:
@@ -126,7 +127,7 @@ def print_result(result: TuneResult, console: Console, carbon: CarbonIntensity |
     console.print(result_table(result, carbon))
     if result.best is None:
         console.print(
-            f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; {no_config_line(result)}."
+            f"[red]No configuration met the {result.slo_ms:g} ms SLO[/]; {escape(no_config_line(result))}."
         )
     else:
         p = result.best.p_feasible
@@ -134,7 +135,7 @@ def print_result(result: TuneResult, console: Console, carbon: CarbonIntensity |
         console.print(f"Saving against baseline: [bold]{result.saving_pct:.1f}%[/] energy per inference{conf}.")
     if carbon is not None:
         console.print(f"CO2 at {escape(carbon.describe())}.", highlight=False)
-    console.print(f"Stopped: {result.stop_reason}.")
+    console.print(f"Stopped: {escape(result.stop_reason)}.", highlight=False)
 
 
 __all__ = ["LiveView", "fmt_config", "fmt_value", "print_result", "result_table"]

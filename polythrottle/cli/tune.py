@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
-from polythrottle.cli.history_args import add_history_args, open_history
+from polythrottle.cli.history_args import add_history_args, open_history, refuse_output_over_history
 from polythrottle.devices import open_device
 from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
+    refuse_output_over_history(args, args.out)
     device = open_device(spec.device, spec.device_options())
     keep = False
     store = None
@@ -110,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
             print_result(result, console_out, carbon)
             warm = result.extra.get("warm_start")
             if warm:
-                console_out.print(
-                    f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} stored "
-                    "measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."
+                console_out.print(  # model versions are the user's text: printed as is, never as markup
+                    escape(f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} "
+                           "stored measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."),
+                    highlight=False,
                 )
         _say_spooled(store)
     finally:

@@ -10,19 +10,21 @@ from polythrottle.history.target import default_history, parse_target
 
 
 def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str | os.PathLike[str] | None = None,
-                 timeout_s: float = 10.0, create: bool = True, retry_s: float = 30.0) -> HistoryStore | SpooledHistory:
+                 timeout_s: float = 10.0, create: bool = True, retry_s: float = 30.0,
+                 read_only: bool = False) -> HistoryStore | SpooledHistory:
     """Open the history at ``target`` (None: ``default_history()``, i.e. ``$POLYTHROTTLE_HISTORY_URL`` or
     ``STATE_DIR/history.sqlite``): a plain path or ``sqlite:///PATH`` (embedded), or ``postgresql://...``.
 
     With ``spool_dir``, a PostgreSQL history is a ``SpooledHistory``: it keeps working on a local spool
     in that directory while the server is out of reach, and uploads it when the server is back.
     Without, a server out of reach raises HistoryUnavailable. ``create=False``: a missing SQLite file
-    raises HistoryError instead of being created. Other errors: HistoryError (one line, no password).
+    raises HistoryError instead of being created. ``read_only``: a plain ``HistoryStore`` that writes
+    nothing (no spool; see ``HistoryStore``). Other errors: HistoryError (one line, no password).
     """
     parsed = parse_target(default_history() if target is None else target)
-    if not parsed.is_sqlite and spool_dir is not None:
+    if not parsed.is_sqlite and spool_dir is not None and not read_only:
         return SpooledHistory(parsed, spool_dir, retry_s=retry_s, timeout_s=timeout_s)
-    return HistoryStore(parsed, timeout_s=timeout_s, create=create)
+    return HistoryStore(parsed, timeout_s=timeout_s, create=create, read_only=read_only)
 
 
 __all__ = ["open_history"]

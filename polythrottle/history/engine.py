@@ -14,13 +14,17 @@ plain ``HistoryError`` (retrying will not help).
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from polythrottle.errors import first_line
-from polythrottle.history.errors import HistoryError, HistoryUnavailable
+from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
 from polythrottle.history.target import HistoryTarget
 
 _PG_CONFIG_ERRORS = (
@@ -30,10 +34,34 @@ _PG_CONFIG_ERRORS = (
 )
 
 
-def make_engine(target: HistoryTarget, timeout_s: float) -> sa.Engine:
-    """An engine for ``target`` (nothing is connected yet)."""
-    if target.is_sqlite:
+def sqlite_read_uri(path: Path) -> str:
+    """The SQLite URI a reader opens ``path`` with, writing nothing (see ``make_engine``)."""
+    quoted = quote(str(path), safe="/")
+    mine = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    if mine or Path(f"{path}-wal").exists():
+        return f"file:{quoted}?mode=ro"
+    return f"file:{quoted}?immutable=1"
+
+
+def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = False) -> sa.Engine:
+    """An engine for ``target`` (nothing is connected yet).
+
+    read_only (SQLite): the file is opened with ``mode=ro`` and nothing is ever written. A reader that may
+    not write the file or its directory (a history owned by root read by a user) cannot make the
+    write-ahead log's index (``-shm``) that ``mode=ro`` needs; when no writer is active (no ``-wal``
+    file) it opens the file ``immutable`` instead, which creates nothing a later writer would trip on."""
+    if target.is_sqlite and read_only:
+        assert target.path is not None
+        path = target.path
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(sqlite_read_uri(path), uri=True, timeout=float(timeout_s),
+                                   check_same_thread=False)
+
+        engine = sa.create_engine(target.url, creator=connect)
+    elif target.is_sqlite:
         engine = sa.create_engine(target.url, connect_args={"timeout": float(timeout_s)})
+    if target.is_sqlite:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, record: Any) -> None:
@@ -102,7 +130,7 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
         if "locked" in low or "busy" in low:
             return HistoryError(f"{where} is locked by another process ({what})")
         if "not a database" in low or "malformed" in low or "corrupt" in low:
-            return HistoryError(f"{where} is corrupt ({msg}); move it away to start a new history")
+            return HistoryCorrupt(f"{where} is corrupt ({msg}); move it away to start a new history")
         if "readonly" in low or "read-only" in low or "unable to open" in low or "disk i/o" in low:
             return HistoryError(f"{where} cannot be written ({msg})")
         return HistoryError(f"{where}: {what} failed ({msg})")
@@ -113,4 +141,4 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
     return HistoryError(f"{where}: {what} failed ({msg})")
 
 
-__all__ = ["is_disconnect", "make_engine", "translate", "writer"]
+__all__ = ["is_disconnect", "make_engine", "sqlite_read_uri", "translate", "writer"]

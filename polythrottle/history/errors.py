@@ -10,6 +10,10 @@ class HistoryError(BadInputError):
     the credentials). Exit 2."""
 
 
+class HistoryCorrupt(HistoryError):
+    """A SQLite history file that is corrupt or is not a PolyThrottle history. Exit 2."""
+
+
 class HistoryUnavailable(HistoryError):
     """The history server cannot be reached now (refused, timed out, shut down mid-write). A spooled
     history (``SpooledHistory``) keeps working on its local spool instead. Exit 6."""
@@ -17,4 +21,4 @@ class HistoryUnavailable(HistoryError):
     exit_code = 6
 
 
-__all__ = ["HistoryError", "HistoryUnavailable"]
+__all__ = ["HistoryCorrupt", "HistoryError", "HistoryUnavailable"]

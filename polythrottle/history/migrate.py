@@ -6,6 +6,7 @@ so that many processes opening a new database at once migrate it exactly once:
 
 - a version newer than this code knows -> HistoryError (upgrade PolyThrottle);
 - a SQLite file of the v1 era (``user_version = 1``, no version table) -> stamped ``0001``, upgraded;
+  so is one of the pre-Alembic v2 era (``user_version = 2``: v1 tables plus ``unit``, keys already mapped);
 - tables named like ours without our version table -> HistoryError (not a PolyThrottle history);
 - an empty database -> created from revision 0001 up.
 
@@ -63,35 +64,50 @@ def schema_revision(engine: sa.Engine) -> str | None:
     return revs[0] if len(revs) == 1 else None
 
 
+class UpgradeNeeded(HistoryError):
+    """A reader (``read_only``) met a database that must be created or upgraded first (a write)."""
+
+
+def _refuse_newer(revs: list[str], target: HistoryTarget) -> None:
+    unknown = [r for r in revs if r not in KNOWN_REVISIONS]
+    if unknown or len(revs) > 1:
+        raise HistoryError(
+            f"history database {target.display} has schema revision {', '.join(revs)}, newer than this "
+            f"PolyThrottle supports ({HEAD_REVISION}); upgrade PolyThrottle or use another history"
+        )
+
+
 def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTarget,
-                  sqlite_user_version: int = 0) -> int:
+                  sqlite_user_version: int = 0, *, read_only: bool = False) -> int:
     """Upgrade the database to the head revision if needed; returns the schema version (an int).
 
-    Raises HistoryError for a newer schema or a database that is not a PolyThrottle history, and
-    SQLAlchemy errors (the caller translates them)."""
+    Raises HistoryError for a newer schema or a database that is not a PolyThrottle history,
+    UpgradeNeeded when ``read_only`` and the database is not at the head revision (nothing is written),
+    and SQLAlchemy errors (the caller translates them)."""
     with engine.connect() as conn:
         tables = _tables(conn)
         revs = _revisions(conn, tables)
         conn.rollback()
     if revs == [HEAD_REVISION]:
         return SCHEMA_VERSION
+    _refuse_newer(revs, target)
+    if read_only:
+        state = f"is at schema revision {revs[0]}" if revs else "has no history schema yet"
+        raise UpgradeNeeded(f"history database {target.display} {state} (this PolyThrottle reads {HEAD_REVISION})")
     with write_engine.connect() as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         tables = _tables(conn)  # again, under the lock: another process may have migrated meanwhile
         revs = _revisions(conn, tables)
-        unknown = [r for r in revs if r not in KNOWN_REVISIONS]
-        if unknown or len(revs) > 1:
-            raise HistoryError(
-                f"history database {target.display} has schema revision {', '.join(revs)}, newer than this "
-                f"PolyThrottle supports ({HEAD_REVISION}); upgrade PolyThrottle or use another history"
-            )
+        _refuse_newer(revs, target)
         if revs == [HEAD_REVISION]:
             return SCHEMA_VERSION
         stamp = None
         if not revs and tables & _OUR_TABLES:
-            if target.is_sqlite and sqlite_user_version == 1 and _OUR_TABLES <= tables:
-                stamp = "0001"  # written by PolyThrottle before Alembic: the v1 schema
+            if target.is_sqlite and sqlite_user_version in (1, 2) and _OUR_TABLES <= tables:
+                # written by PolyThrottle before Alembic: the v1 schema, or v1 plus a ``unit`` column
+                # (``user_version = 2``, main between #13 and the history package), which 0002 keeps
+                stamp = "0001"
             else:
                 raise HistoryError(
                     f"history database {target.display} has tables {', '.join(sorted(tables & _OUR_TABLES))} "
@@ -101,4 +117,4 @@ def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTar
     return SCHEMA_VERSION
 
 
-__all__ = ["MIGRATIONS_DIR", "ensure_schema", "schema_revision"]
+__all__ = ["MIGRATIONS_DIR", "UpgradeNeeded", "ensure_schema", "schema_revision"]

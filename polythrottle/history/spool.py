@@ -13,13 +13,16 @@ Tune ids: a tune begun while the remote answered has the remote's id; one begun 
 negative id, valid for this object only (also after the upload).
 
 The spool file is ``spool_dir/history-spool-<hash of the URL without password>.sqlite`` (one per
-remote; several processes may share it), created at open.
+remote; several processes may share it), created at open. A spool found corrupt at open (a power cut
+on an SD card) is moved aside to ``NAME.corrupt-UNIXTIME`` with one warning line, and a new one is started:
+a spool is a buffer, and a tune must not stop because of one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from polythrottle.history.errors import HistoryError, HistoryUnavailable
+from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
 from polythrottle.history.records import (
     HistoryKey,
     MeasurementRow,
@@ -41,11 +44,27 @@ from polythrottle.history.store import HistoryStore
 from polythrottle.history.target import HistoryTarget, mask, parse_target
 from polythrottle.space import Value
 
+log = logging.getLogger("polythrottle.history")
+
 
 @dataclass
 class _Tune:
     row: TuneRow  # the latest state (finish included), as the spool would store it
     remote_id: int | None = None
+
+
+def _quarantine(spool: Path, why: HistoryError) -> Path:
+    """Rename a corrupt spool (and its -wal/-shm) to ``NAME.corrupt-UNIXTIME``; returns the new name.
+    Raises ``why`` when it cannot be moved."""
+    moved = spool.with_name(f"{spool.name}.corrupt-{int(time.time())}")
+    try:
+        for suffix in ("-wal", "-shm", ""):
+            part = Path(f"{spool}{suffix}")
+            if part.exists():
+                os.replace(part, f"{moved}{suffix}")
+    except OSError:
+        raise why from None
+    return moved
 
 
 def spool_path(target: HistoryTarget, spool_dir: str | os.PathLike[str]) -> Path:
@@ -93,7 +112,14 @@ class SpooledHistory:
 
     def _spool_store(self) -> HistoryStore:
         if self._spool is None:
-            self._spool = HistoryStore(self.spool_file, timeout_s=self.timeout_s)
+            try:
+                self._spool = HistoryStore(self.spool_file, timeout_s=self.timeout_s)
+            except HistoryCorrupt as e:  # a power cut on an SD card: keep the file, start a new spool, go on
+                moved = _quarantine(self.spool_file, e)
+                log.warning("polythrottle: warning: local spool: %s; moved it to %s (kept for inspection) and "
+                            "started a new spool; its measurements, if any, are not uploaded",
+                            str(e).removesuffix("; move it away to start a new history"), moved)
+                self._spool = HistoryStore(self.spool_file, timeout_s=self.timeout_s)
         return self._spool
 
     def _offline(self, e: HistoryUnavailable) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from polythrottle.history.errors import HistoryError
+from polythrottle.history.errors import HistoryCorrupt, HistoryError
 from polythrottle.history.version import APPLICATION_ID, SCHEMA_VERSION
 
 
@@ -24,8 +24,9 @@ def prepare(path: Path, create: bool) -> None:
             raise HistoryError(f"history database {path}: cannot create its directory ({e.strerror})") from None
 
 
-def check(engine: sa.Engine, url: str) -> int:
-    """Refuse a file that is not ours, newer or corrupt; switch on WAL. Returns its ``user_version``."""
+def check(engine: sa.Engine, url: str, *, read_only: bool = False) -> int:
+    """Refuse a file that is not ours, newer or corrupt; switch on WAL (unless ``read_only``: a reader
+    writes nothing). Returns its ``user_version``."""
     raw = engine.raw_connection()
     try:
         c = raw.driver_connection
@@ -34,7 +35,7 @@ def check(engine: sa.Engine, url: str) -> int:
         version = c.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if app_id != APPLICATION_ID and (tables or version):
-            raise HistoryError(f"{url} is not a PolyThrottle history database")
+            raise HistoryCorrupt(f"{url} is not a PolyThrottle history database")
         if version > SCHEMA_VERSION:
             raise HistoryError(
                 f"history database {url} has schema version {version}, newer than this PolyThrottle "
@@ -42,7 +43,9 @@ def check(engine: sa.Engine, url: str) -> int:
             )
         quick = c.execute("PRAGMA quick_check").fetchone()[0]
         if quick != "ok":
-            raise HistoryError(f"history database {url} is corrupt ({quick}); move it away to start a new history")
+            raise HistoryCorrupt(f"history database {url} is corrupt ({quick}); move it away to start a new history")
+        if read_only:
+            return int(version)
         mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise HistoryError(f"history database {url}: cannot enable write-ahead logging (got {mode})")

@@ -36,8 +36,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from polythrottle.history import queries, sqlite_file
 from polythrottle.history.engine import make_engine, translate, writer
-from polythrottle.history.errors import HistoryError
-from polythrottle.history.migrate import ensure_schema
+from polythrottle.history.errors import HistoryError, HistoryUnavailable
+from polythrottle.history.migrate import UpgradeNeeded, ensure_schema
 from polythrottle.history.records import (
     ExportedMeasurement,
     HistoryKey,
@@ -69,24 +69,40 @@ class HistoryStore:
     """A history database: ``target`` is a path, ``sqlite:///PATH`` or ``postgresql://...``.
 
     create: make a missing SQLite file (and its directory); False raises HistoryError instead.
+    read_only: a reader (``history``, ``fleet``, ``plot``): nothing is written, so a history the user may
+    only read can be read (a write raises HistoryError); a database that must be created or upgraded
+    first is upgraded only when this process may write it (else HistoryError); implies ``create=False``.
     Raises HistoryError if the database is corrupt, not a history, of a newer schema, locked or
     unwritable, or refuses the credentials; HistoryUnavailable if the server cannot be reached.
     Usable from several threads; one store per process is enough.
     """
 
     def __init__(self, target: str | os.PathLike[str] | HistoryTarget, *, timeout_s: float = 10.0,
-                 create: bool = True) -> None:
+                 create: bool = True, read_only: bool = False) -> None:
         self.target = target if isinstance(target, HistoryTarget) else parse_target(target)
         self.timeout_s = float(timeout_s)
+        self.read_only = read_only
         self._tune_cids: dict[int, str] = {}
         if self.target.is_sqlite:
             assert self.target.path is not None
-            sqlite_file.prepare(self.target.path, create)
-        self._engine = make_engine(self.target, timeout_s)
+            sqlite_file.prepare(self.target.path, create and not read_only)
+        try:
+            self._open(read_only)
+        except UpgradeNeeded as e:  # a reader met a database to create or upgrade: only a writer can
+            try:
+                self._open(False)
+            except HistoryUnavailable:
+                raise
+            except HistoryError as w:
+                raise HistoryError(f"{e}; upgrading it needs write access, which failed: {w}") from None
+
+    def _open(self, read_only: bool) -> None:
+        self._engine = make_engine(self.target, self.timeout_s, read_only=read_only)
         self._writer = writer(self._engine)
         try:
-            user_version = sqlite_file.check(self._engine, self.url) if self.target.is_sqlite else 0
-            ensure_schema(self._engine, self._writer, self.target, user_version)
+            user_version = (sqlite_file.check(self._engine, self.url, read_only=read_only)
+                            if self.target.is_sqlite else 0)
+            ensure_schema(self._engine, self._writer, self.target, user_version, read_only=read_only)
         except BaseException as e:
             self._engine.dispose()
             if isinstance(e, (sa.exc.SQLAlchemyError, sqlite3.Error, OSError)):
@@ -114,6 +130,8 @@ class HistoryStore:
     def _run(self, what: str, fn: Callable[[sa.Connection], T], *, write: bool) -> T:
         """``fn(conn)`` in one transaction (committed on return); one retry if a PostgreSQL connection
         dropped (safe: every write is idempotent by client id). Errors become HistoryErrors."""
+        if write and self.read_only:
+            raise HistoryError(f"history {self.url} was opened read-only ({what})")
         engine = self._writer if write else self._engine
         for attempt in (0, 1):
             try:

@@ -119,3 +119,104 @@ def test_errors_are_one_line(tmp_path: Path, cli) -> None:
     assert r.returncode == 2 and "has no tune 42" in r.stderr
     r = cli("history", "export", "--history", target, "--format", "xml")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_an_empty_history_argument_is_refused_not_the_default(tmp_path: Path, cli, monkeypatch) -> None:
+    default = tmp_path / "default.sqlite"
+    monkeypatch.setenv("POLYTHROTTLE_HISTORY_URL", str(default))
+    _fleet(str(default))
+    for args in (("history", "ls"), ("history", "export"), ("fleet",)):
+        r = cli(*args, "--history", "")
+        assert r.returncode == 2 and r.stdout == "" and r.stderr == "polythrottle: error: history location is empty\n"
+
+
+def test_export_to_an_unwritable_out_is_exit_2_and_writes_nothing(tmp_path: Path, cli) -> None:
+    target = str(tmp_path / "h.sqlite")
+    _fleet(target)
+    r = cli("history", "export", "--history", target, "--out", str(tmp_path / "no" / "such" / "dir.csv"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
+    r = cli("history", "export", "--history", target, "--out", "/proc/pt-export.csv")  # a directory no file fits in
+    assert r.returncode == 2 and r.stderr.startswith("polythrottle: error: --out /proc/pt-export.csv: cannot write")
+    assert r.stderr.count("\n") == 1
+
+
+def test_export_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(tmp_path: Path, cli) -> None:
+    import os
+    import stat
+    import threading
+
+    target = str(tmp_path / "h.sqlite")
+    _fleet(target)
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    r = cli("history", "export", "--history", target, "--out", str(fifo))
+    reader.join(timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert len(list(csv.DictReader(io.StringIO(got[0])))) == 7
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # not replaced by a regular file
+
+
+def test_export_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    target = tmp_path / "h.sqlite"
+    with HistoryStore(target) as s:  # enough rows that the writer outlives the reader
+        for t in range(40):
+            tid = s.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit=str(t))
+            for i in range(50):
+                s.add_measurement(tid, step=i, config={"gpu_mhz": float(i), "pad": "x" * 200}, energy_j=1.0,
+                                  latency_ms=10.0, role="explore")
+    p = subprocess.Popen([sys.executable, "-m", "polythrottle", "history", "export", "--history", str(target)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()  # `| head -1`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == ""
+
+
+def test_stored_text_cannot_break_the_tables_or_drive_the_terminal(tmp_path: Path, cli) -> None:
+    """Workload names, model versions and devices are written by any fleet member: a newline or a terminal
+    escape in them is shown escaped by ls, show and fleet (JSON keeps the text as it is)."""
+    target = str(tmp_path / "h.sqlite")
+    evil = HistoryKey("sim:board\u202eevil", "wl\x1b[2J\nnext line", "abc")
+    version = "v\x1b]0;pwned\x07 [bold]x"
+    with HistoryStore(target) as s:
+        tid = s.begin_tune(evil, version, slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="u\r1")
+        s.add_measurement(tid, step=0, config={"gpu_mhz": 900.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+        s.finish_tune(tid, best_config={"gpu_mhz": 900.0}, best_energy_j=1.0, best_latency_ms=10.0)
+    for args, lines in ((("history", "ls"), 2), (("history", "show", str(tid)), 7), (("fleet",), 4)):
+        r = cli(*args, "--history", target)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b" not in r.stdout and "\r" not in r.stdout and "\u202e" not in r.stdout and "\x07" not in r.stdout
+        assert len(r.stdout.splitlines()) == lines, r.stdout
+        assert "wl\\x1b[2J\\nnext line" in r.stdout and "[bold]x" in r.stdout
+    (t,) = json.loads(cli("history", "ls", "--history", target, "--json").stdout)
+    assert t["workload"] == evil.workload and t["model_version"] == version
+
+
+@pytest.mark.parametrize("args", [("ls", "--limit", "99999999999999999999"), ("show", "99999999999999999999"),
+                                  ("ls", "--limit", "-1"), ("show", "x")])
+def test_hostile_numbers_are_one_line_exit_2(tmp_path: Path, cli, args) -> None:
+    target = str(tmp_path / "h.sqlite")
+    HistoryStore(target).close()
+    r = cli("history", *args, "--history", target)  # a huge one used to be exit 1, OverflowError
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Overflow" not in r.stderr, r.stderr
+
+
+def test_export_over_the_history_itself_is_refused(tmp_path: Path, cli) -> None:
+    target = tmp_path / "h.sqlite"
+    _fleet(str(target))
+    before = target.read_bytes()
+    for out in (target, Path(f"{target}-wal"), tmp_path / "." / "h.sqlite"):
+        r = cli("history", "export", "--history", str(target), "--out", str(out))
+        assert r.returncode == 2 and "is the history database itself" in r.stderr and r.stderr.count("\n") == 1
+    assert target.read_bytes() == before  # was replaced by the CSV: the history lost
+    with HistoryStore(target) as s:
+        assert len(s.tunes()) == 4

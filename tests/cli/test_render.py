@@ -49,3 +49,30 @@ def test_tune_shows_measurements_unless_quiet(small_table, capsys, monkeypatch):
     assert main([*args, "--quiet", "--slo-ms", "1"]) == 3  # nothing feasible: one line says it
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "no config met the 1 ms SLO" in err
+
+
+def test_markup_in_knob_values_is_printed_as_text(tmp_path, capsys, monkeypatch):
+    """A table's text values ("[/]", "[bold]x") are shown as they are, never parsed as rich markup (a
+    closing tag with nothing to close used to fail the command after the tune: exit 1, MarkupError)."""
+    from tests.conftest import write_table
+
+    monkeypatch.setenv("COLUMNS", "100")
+    rows = [{"gpu_mhz": f, "mode": m, "energy_j": e, "latency_ms": lat}
+            for f, m, e, lat in ((300, "[/]", 1.0, 40), (600, "[/]", 1.5, 20), (300, "[bold]x", 0.9, 45),
+                                 (600, "[bold]x", 1.4, 25))]
+    table = write_table(tmp_path / "markup.csv", rows)
+    assert main(["tune", "--device", f"replay:{table}", "--slo-ms", "30", "--budget", "4", "--optimizer", "grid"]) == 0
+    out, err = capsys.readouterr()
+    assert "[/]" in out and "[bold]x" in out and "error" not in err
+
+
+def test_markup_in_a_model_version_is_printed_as_text(tmp_path, capsys):
+    """The warm-start line names the previous model version, which is the user's text."""
+    history = str(tmp_path / "h.sqlite")
+    args = ["tune", "--device", "sim:jetson-agx-orin", "--workload", "resnet50", "--slo-ms", "60", "--budget", "6",
+            "--history", history]
+    assert main([*args, "--model-version", "v[/]1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--model-version", "v2"]) == 0
+    out, err = capsys.readouterr()
+    assert "Warm start from model version v[/]1" in out and "error" not in err

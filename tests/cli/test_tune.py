@@ -137,3 +137,17 @@ def test_unreachable_history_server_is_said_once(small_table, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "warning" in lines[0] and "3 measurements" in lines[0] and "spool" in lines[0]
     assert "secret" not in r.stderr
+
+
+def test_out_over_the_history_is_refused_before_the_tune(tmp_path, capsys):
+    """--out naming the --history file used to replace the whole history with the JSON result."""
+    history = tmp_path / "h.sqlite"
+    args = ["tune", "--device", "sim:jetson-agx-orin", "--workload", "resnet50", "--slo-ms", "60", "--budget", "4",
+            "--optimizer", "random", "--quiet", "--history", str(history)]
+    assert main(args) == 0
+    before = history.read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "." / "h.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the history database itself" in err
+    assert history.read_bytes() == before

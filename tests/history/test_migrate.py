@@ -196,3 +196,48 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path, backend: str, reque
     with HistoryStore(target) as s:
         assert s.schema_version == SCHEMA_VERSION
         assert len(s.tunes()) == (len(LEGACY) if backend == "sqlite-v1" else 0)
+
+
+def write_v2_era(path: Path) -> None:
+    """A history file as main wrote it between #13 and the history package: v1 tables, ``unit`` added, keys
+    already the device identity's, ``profile`` '' and ``PRAGMA user_version = 2`` (no version table)."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode = WAL")
+    c.execute("BEGIN IMMEDIATE")
+    for stmt in V1_DDL.split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+    c.execute("ALTER TABLE tunes ADD COLUMN unit TEXT NOT NULL DEFAULT ''")
+    c.execute("DROP INDEX IF EXISTS tunes_by_key")
+    c.execute("CREATE INDEX tunes_by_key ON tunes (device, workload, space, model_version)")
+    c.execute(f"PRAGMA application_id = {0x50544854}")
+    c.execute("PRAGMA user_version = 2")
+    c.execute("COMMIT")
+    for i, (device, unit) in enumerate(V2_ERA):
+        tid = c.execute(
+            "INSERT INTO tunes (device, profile, unit, workload, space, model_version, slo_ms, optimizer, knobs,"
+            " warm_from, status, started_at, finished_at, best_config, best_energy_j, best_latency_ms,"
+            " baseline_energy_j, stop_reason) VALUES (?, '', ?, 'resnet50', 'abc', 'v1', 50.0, 'cbo', '[\"gpu_mhz\"]',"
+            " NULL, 'done', ?, ?, '{\"gpu_mhz\": 200.0}', 0.5, 20.0, 1.0, 'budget')",
+            (device, unit, 1000.0 + i, 1001.0 + i),
+        ).lastrowid
+        for step in range(2):
+            c.execute("INSERT INTO measurements (tune_id, step, config, energy_j, latency_ms, role, measured_at)"
+                      " VALUES (?, ?, '{\"gpu_mhz\": 100.0}', 1.0, 10.0, 'explore', ?)", (tid, step, 1000.5 + i))
+    c.close()
+
+
+V2_ERA = [("sim:jetson-agx-orin", "3"), ("jetson:jetson-agx-orin", "1423019082391"),
+          ("nvml:nvidia-h200", "GPU-0e5b6d1c"), ("replay", "")]
+
+
+def test_pre_alembic_v2_file_upgrades_keeping_devices_and_units(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    write_v2_era(path)
+    with HistoryStore(path) as s:  # was refused: "has tables measurements, tunes not written by PolyThrottle"
+        assert s.schema_version == SCHEMA_VERSION
+        got = sorted((t.id, t.key.device, t.unit, t.measurements) for t in s.tunes())
+        assert got == [(i, d, u, 2) for i, (d, u) in enumerate(V2_ERA, start=1)]
+        best = s.best(HistoryKey("jetson:jetson-agx-orin", "resnet50", "abc"), model_version="v1",
+                      unit="1423019082391")
+        assert best is not None and best.unit == "1423019082391" and best.measurements == 2

@@ -115,3 +115,39 @@ def test_wrong_password_is_not_spooled(pg_cluster, tmp_path: Path) -> None:
         SpooledHistory(url, tmp_path)
     assert not isinstance(e.value, HistoryUnavailable)
     assert "wrong-secret" not in str(e.value) and "password authentication failed" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+def test_a_corrupt_spool_is_moved_aside_and_the_tune_goes_on(tmp_path: Path, damage: str, caplog) -> None:
+    """A spool damaged by a power cut used to stop every tune and the daemon (exit 2, 'move it away')."""
+    import logging
+    import os
+
+    from polythrottle.history import parse_target
+    from polythrottle.history.spool import spool_path
+
+    url = "postgresql://u:secret-pw@127.0.0.1:1/fleet"  # nothing listens: everything goes to the spool
+    spool = spool_path(parse_target(url), tmp_path)
+    if damage == "random":
+        spool.write_bytes(os.urandom(8192))
+    else:
+        with SpooledHistory(url, tmp_path, timeout_s=1.0) as h:
+            tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U1")
+            for i in range(200):
+                h.add_measurement(tid, step=i, config={"gpu_mhz": float(i)}, energy_j=1.0, latency_ms=10.0,
+                                  role="explore")
+        data = spool.read_bytes()
+        spool.write_bytes(data[: len(data) // 2])
+    damaged = spool.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="polythrottle.history"):
+        h = SpooledHistory(url, tmp_path, timeout_s=1.0)
+    try:
+        (moved,) = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+        assert moved.read_bytes() == damaged  # kept as it was, for inspection
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert "corrupt" in warning and str(moved) in warning and "secret-pw" not in warning
+        tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U1")
+        h.add_measurement(tid, step=0, config={"gpu_mhz": 1.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+        assert h.pending() == 1
+    finally:
+        h.close()

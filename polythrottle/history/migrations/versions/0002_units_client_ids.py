@@ -1,7 +1,9 @@
 """Units and client ids: key (device, workload, space) without ``profile``; ``unit`` on tunes; a
 writer-made ``client_id`` on tunes and measurements (unique), so uploads are idempotent.
 
-Existing rows are copied with their ids; the legacy key maps as the contract says:
+Existing rows are copied with their ids. A SQLite file PolyThrottle wrote before Alembic with
+``user_version = 2`` (v1 tables plus a ``unit`` column, keys already mapped) keeps its device and unit;
+from v1 proper, the legacy key maps as the contract says:
 ``sim:...`` -> ``sim:`` + profile (else the stem of the spec's path without ``?query``), unit "0";
 ``replay`` -> ``replay``; ``jetson...`` -> ``jetson:`` + profile when profile is non-empty;
 anything else (``nvml:N``: an index names no GPU model) is kept as it was. Units other than sim: "".
@@ -98,11 +100,12 @@ def upgrade() -> None:
     old_meas = sa.Table("measurements", old, autoload_with=bind)
 
     tune_cid: dict[int, str] = {}
+    keyed = "unit" in old_tunes.c  # a pre-Alembic v2 SQLite file: keys mapped and units recorded already
     rows = bind.execute(sa.select(old_tunes).order_by(old_tunes.c.id)).mappings().all()
     for start in range(0, len(rows), _BATCH):
         batch = []
         for r in rows[start:start + _BATCH]:
-            device, unit = legacy_device(r["device"], r["profile"])
+            device, unit = (r["device"], r["unit"]) if keyed else legacy_device(r["device"], r["profile"])
             cid = uuid.uuid4().hex
             tune_cid[r["id"]] = cid
             d = {k: v for k, v in r.items() if k != "profile"}
