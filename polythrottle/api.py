@@ -23,7 +23,7 @@ from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.carbon import tune_extra
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.space import Config, Value
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
@@ -152,8 +152,9 @@ def tune(
 ) -> TuneResult:
     """Tune for the lowest energy per inference with latency <= ``slo_ms``; returns a ``TuneResult``.
 
-    device: an open Device (left open, its best config NOT applied: use ``apply``/``applied``) or a
-    spec (opened with ``workload``, closed and restored afterwards). history: a store (``open_history``),
+    device: an open Device (left open and restored to its own settings when the tune ends, also when it
+    raises or is interrupted: the best config is NOT applied, use ``apply``/``applied``) or a spec (opened
+    with ``workload``, closed and restored afterwards). history: a store (``open_history``),
     a path or URL, True (``default_history()``: ``$POLYTHROTTLE_HISTORY_URL`` or ``STATE_DIR/history.sqlite``)
     or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
@@ -174,6 +175,16 @@ def tune(
     }, Face.API)
     carbon = resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)  # a bad country fails first
     version = model_version_of(spec.model_version, model_files, model)
+    if on_record is not None and not callable(on_record):
+        raise BadInputError(f"on_record=: must be a function of one TuneRecord, got {brief(on_record, 40)}")
+    if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):
+        raise BadInputError(f"state_dir=: must be a path, got {brief(state_dir, 40)}")
+    if not isinstance(device, str):
+        if device.closed:
+            raise BadInputError(f"device=: {device.name} is closed; open it again")
+        if workload is not None and workload != device.workload_name:
+            raise BadInputError(f"workload={workload}: the device was opened to measure "
+                                f"{device.workload_name or 'no workload'}; pass workload to open_device")
     if slo_metric is not None and not isinstance(device, str):
         opened = device.info().details.get("slo metric", "batch")
         if opened != slo_metric:
@@ -196,6 +207,8 @@ def tune(
         try:
             if owned:
                 dev.close()
+            else:
+                dev.restore()  # never left at the last config measured (the caller's device stays open)
         finally:
             if close_store and store is not None:
                 store.close()
@@ -221,6 +234,8 @@ def retune(
     """
     if model_version is None and not model_files and model is None:
         raise BadInputError("retune needs the new model's version: model_version, model_files or model")
+    if "warm_start" in kwargs:
+        raise BadInputError("warm_start=: retune always starts warm; call tune(..., warm_start=False) for a cold tune")
     if history is None or history is False:
         raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
     return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,

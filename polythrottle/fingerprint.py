@@ -63,12 +63,15 @@ def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
 def fingerprint_state_dict(state: Mapping[str, Any] | Any) -> str:
     """Fingerprint of a PyTorch module or ``state_dict`` (names, dtypes, shapes and bytes of every tensor).
 
-    Tensors are copied to the CPU one at a time; costs about one pass over the weights.
+    Tensors are copied to the CPU one at a time; costs about one pass over the weights. Raises
+    BadInputError for anything else.
     """
     import torch  # only when fingerprinting tensors
 
     if hasattr(state, "state_dict") and callable(state.state_dict):
         state = state.state_dict()
+    if not isinstance(state, Mapping):
+        raise BadInputError(f"model=: must be a PyTorch module or a state_dict, got {type(state).__name__}")
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name]

@@ -209,7 +209,7 @@ def test_lightning_callback_with_stand_in(monkeypatch: pytest.MonkeyPatch, short
         cb.on_train_end(trainer, model)  # nothing pending: nothing more sent
         assert len(d.requests) == 1 and d.requests[0]["command"] == "model-updated"
         assert d.requests[0]["model_version"] == pt.model_version_of(model=model)
-        assert d.requests[0]["model_files"] == [str(ckpt_file)]
+        assert "model_files" not in d.requests[0]  # the daemon takes only files of its own config
     finally:
         d.close()
 
@@ -243,3 +243,110 @@ def test_integrations_need_their_framework(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.delitem(sys.modules, mod, raising=False)
         with pytest.raises(ImportError, match="pip install"):
             __import__(mod)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"on_record": 5}, "on_record=: must be a function"),
+    ({"state_dir": 5, "history": True}, "state_dir=: must be a path"),
+    ({"model": 5, "history": "h.sqlite"}, "model=: must be a PyTorch module or a state_dict"),
+])
+def test_api_refuses_bad_arguments_before_measuring(small_table: Path, tmp_path: Path, monkeypatch, kwargs: dict,
+                                                    message: str) -> None:
+    """Each a typed one-line error before anything is measured (a bare TypeError mid-tune before)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInputError, match=message):
+        pt.tune(f"replay:{small_table}", 50.0, budget=3, **kwargs)
+    assert not (tmp_path / "h.sqlite").exists()
+
+
+def test_api_refuses_a_workload_the_open_device_does_not_measure() -> None:
+    with pt.open_device("sim:jetson-orin-nano", workload="resnet50") as dev:
+        with pytest.raises(BadInputError, match="workload=bert-base: the device was opened to measure resnet50"):
+            pt.tune(dev, 50.0, budget=3, workload="bert-base")
+        assert pt.tune(dev, 50.0, budget=3, workload="resnet50", optimizer="random", seed=0).best is not None
+
+
+def test_retune_refuses_warm_start_with_a_typed_error(small_table: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="warm_start=: retune always starts warm"):
+        pt.retune(f"replay:{small_table}", 50.0, history=tmp_path / "h.sqlite", model_version="v2", warm_start=False)
+
+
+def test_notify_sends_the_version_the_real_daemon_accepts(tmp_path: Path, monkeypatch) -> None:
+    """The callbacks' checkpoint lies outside the daemon config's model_files: sent as a file it was refused
+    ("not one of the daemon config's model_files"), so notify mode never reached the daemon."""
+    from polythrottle.daemon import client
+    from polythrottle.daemon.config import load_config
+    from polythrottle.daemon.service import Daemon
+
+    (tmp_path / "model.bin").write_bytes(b"v1")
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text("device: sim:jetson-agx-orin\nworkload: efficientnet-b0\nslo_ms: 25\nmodel_files: [model.bin]\n"
+                   "state_dir: state\nsocket: c.sock\nmetrics: false\n")
+    daemon = Daemon(load_config(cfg))
+
+    def answer(path, *, model_version=None, model_files=None, force=False, **kw):
+        req = {"command": "model-updated", "model_version": model_version, "model_files": model_files}
+        return daemon.handle_request({k: v for k, v in req.items() if v is not None})
+
+    monkeypatch.setattr(client, "notify_model_updated", answer)
+    ckpt = tmp_path / "out" / "checkpoint-10"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    r = CheckpointRetuner(notify=True, raise_errors=True)
+    r.checkpoint_saved(path=ckpt)
+    assert r.last_error is None and r.results[0]["model_version"] == pt.model_version_of(model_files=[ckpt])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"slo_ms": -1}, "slo_ms=: must be > 0"),
+    ({"slo_ms": 50, "budget": 1}, "budget=: must be >= 2"),
+    ({"slo_ms": 50, "knobs": "a,a"}, "knobs=: lists a knob twice"),
+    ({"slo_ms": 50, "history": None}, "re-tuning needs a history"),
+    ({"slo_ms": 50, "every": 0.5}, "every must be an integer"),
+    ({"slo_ms": 50, "tune_kwargs": {"budget": 3}}, "tune_kwargs: 'budget' is set by the retuner"),
+    ({"slo_ms": 50, "tune_kwargs": {"seeed": 3}}, "tune_kwargs: 'seeed' is not an argument"),
+])
+def test_checkpoint_retuner_checks_its_arguments_when_made(kwargs: dict, message: str) -> None:
+    """Refused when training starts, not logged as a warning at the first checkpoint hours later."""
+    with pytest.raises(BadInputError, match=message):
+        CheckpointRetuner(device="sim:jetson-agx-orin", **kwargs)
+
+
+def test_background_retune_is_waited_for_at_exit_and_records_any_error(small_table: Path, tmp_path: Path) -> None:
+    r = CheckpointRetuner(device=f"replay:{small_table}", slo_ms=50.0, budget=3, history=tmp_path / "h.sqlite",
+                          background=True, tune_kwargs={"seed": 0})
+    r.checkpoint_saved(model_version="v1")
+    assert r._thread is not None and not r._thread.daemon  # a daemon thread is killed mid-tune at exit
+    r.wait()
+    assert len(r.results) == 1 and r.last_error is None
+    r.tune_kwargs = {"on_record": lambda rec: 1 / 0}  # an error that is not a PolyThrottleError
+    r.checkpoint_saved(model_version="v2")
+    r.wait()
+    assert isinstance(r.last_error, ZeroDivisionError)
+
+
+def test_callbacks_act_on_the_main_process_only(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    import torch
+
+    _install_stand_in(monkeypatch, "transformers", TrainerCallback=type("TrainerCallback", (), {}))
+    _install_stand_in(monkeypatch, "lightning.pytorch.callbacks", Callback=type("Callback", (), {}))
+    for mod in ("polythrottle.integrations.hf", "polythrottle.integrations.lightning"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    from polythrottle.integrations import hf, lightning
+
+    d = FakeDaemon(short_tmp / "c.sock", {"ok": True})
+    try:
+        model = torch.nn.Linear(2, 2)
+        h = hf.PolyThrottleCallback(notify=True, socket_path=short_tmp / "c.sock")
+        args = types.SimpleNamespace(output_dir=str(short_tmp))
+        h.on_save(args, types.SimpleNamespace(global_step=5, is_world_process_zero=False), None, model=model)
+        l_cb = lightning.PolyThrottleCallback(notify=True, socket_path=short_tmp / "c.sock")
+        rank1 = types.SimpleNamespace(is_global_zero=False)
+        l_cb.on_save_checkpoint(rank1, model, {"state_dict": model.state_dict()})
+        l_cb.on_train_end(rank1, model)
+        assert d.requests == []  # rank != 0: nothing
+        h.on_save(args, types.SimpleNamespace(global_step=5, is_world_process_zero=True), None, model=model)
+        l_cb.on_train_end(types.SimpleNamespace(), model)  # on_train_end without a checkpoint: nothing to do
+        assert len(d.requests) == 1
+    finally:
+        d.close()

@@ -24,7 +24,7 @@ import numpy as np
 
 from polythrottle.clocks.base import Write
 from polythrottle.devices.originals import OriginalsLocation
-from polythrottle.errors import BadInputError, PermissionDeniedError, PolyThrottleError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, PolyThrottleError, UnsupportedError
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import MAX_POINTS, Config, Knob, KnobStatus, SearchSpace, Value
@@ -185,6 +185,7 @@ class Device:
         self.control = control
         self.measurer = measurer
         self.meters = meters
+        self.closed = False
 
     def identity(self) -> DeviceIdentity:
         """Who this device is (kind, board, unit); the history key is built from it."""
@@ -233,7 +234,10 @@ class Device:
 
     def apply(self, config: Mapping[str, Value]) -> None:
         """Validate ``config`` whole, then set the hardware knobs, then the software ones. Raises
-        BadInputError (nothing written) or DeviceError (what this apply wrote is rolled back)."""
+        BadInputError (nothing written) or DeviceError (what this apply wrote is rolled back; also when the
+        device is closed: nothing is written, as nobody would put it back)."""
+        if self.closed:
+            raise DeviceError(f"{self.name} is closed (its settings were restored); open the device again")
         if self.control is None or self.control.whole_configs:
             space = self.space()
             err = self.unavailable_knob_error(n for n in config if n not in space.names)
@@ -305,7 +309,8 @@ class Device:
                           meters=self.meters() if self.meters is not None else [])
 
     def close(self) -> None:
-        """Restore, then free the measurer and the control."""
+        """Restore, then free the measurer and the control. A closed device refuses ``apply``."""
+        self.closed = True
         try:
             self.restore()
         finally:

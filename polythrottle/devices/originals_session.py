@@ -4,7 +4,9 @@ The rules, the same for every control (``polythrottle.devices.originals`` is the
 
 - before the first write of a session (``claimed()``, under the store's lock), originals a run that
   crashed left behind (their owner is dead and did not keep them) are checked and put back first, with
-  a warning; a live process holding unkept changes makes this one refuse (DeviceBusyError);
+  a warning; a live process holding unkept changes makes this one refuse (DeviceBusyError), and so does
+  another session of this process on the same device (a second device object opened on the same board:
+  its "originals" would be the first one's changes, and closing both in the wrong order left them set);
 - ``write()`` saves the originals (the first value seen is kept) before the first step, signals
   deferred meanwhile; on ANY exception during the steps (a refused write, KeyboardInterrupt,
   SystemExit) the control's rollback puts back what this write changed, and what is back is
@@ -26,6 +28,7 @@ import os
 import posixpath
 import re
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,6 +72,11 @@ class Board(Protocol):
 
     def put_back(self, values: Mapping[str, Any]) -> PutBack:
         """Write ``values`` (checked, or this session's own) back, in an order the hardware accepts."""
+
+
+_ACTIVE: dict[tuple[str, str], weakref.ref[OriginalsSession]] = {}
+"""(state directory, device id) -> the session of this process that last claimed that device."""
+_ACTIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -131,16 +139,41 @@ class OriginalsSession:
             self._claim()
             yield
 
+    def _key(self) -> tuple[str, str]:
+        return str(self.store.directory.resolve()), self.device_id
+
+    def _claim_in_process(self, check: bool) -> None:
+        """With ``check`` (the saved originals are this process's, not kept): DeviceBusyError if another session
+        of this process holds unrestored changes of this device. Then this session becomes the device's session
+        in this process."""
+        with _ACTIVE_LOCK:
+            ref = _ACTIVE.get(self._key())
+            other = ref() if ref is not None else None
+            if check and other is not None and other is not self and other.holds_changes:
+                raise DeviceBusyError(
+                    f"another device object in this process holds unrestored changes of {self.device_id}; "
+                    "close it (or restore it) before changing the settings through this one"
+                )
+            _ACTIVE[self._key()] = weakref.ref(self)
+
+    def _release_in_process(self) -> None:
+        with _ACTIVE_LOCK:
+            ref = _ACTIVE.get(self._key())
+            if ref is not None and ref() in (self, None):
+                del _ACTIVE[self._key()]
+
     def _claim(self) -> None:
         if self._prior is not None:
             return
         state = self.store.load(self.device_id)
         if state is None or not state.originals:
+            self._claim_in_process(check=False)
             self._prior = {}
             return
         kept = state.meta.get("kept") is True
         owner = owner_pid(state.meta.get("pid"))
         if kept or owner == os.getpid():
+            self._claim_in_process(check=not kept)
             self._prior = {"kept": kept, "pid": owner or 0}
             return
         self._check_not_busy(owner, state.meta.get("started"))
@@ -149,6 +182,7 @@ class OriginalsSession:
               f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
         with interrupts.deferred():  # a signal cannot cut it short and leave the crash's clocks in place
             self._restore_locked(values)
+        self._claim_in_process(check=False)
         self._prior = {}
 
     def crash_leftovers(self) -> tuple[int | None, list[str]]:
@@ -244,6 +278,7 @@ class OriginalsSession:
             self._before.clear()
             self._new.clear()
             self._prior = None
+            self._release_in_process()
             interrupts.kept(self.board)
 
     def _end(self) -> None:
@@ -251,6 +286,7 @@ class OriginalsSession:
         if self._prior and self.store.originals(self.device_id):
             self.store.record(self.device_id, {}, meta=self._prior)
         self._prior = None
+        self._release_in_process()
         interrupts.clean(self.board)
 
     def restore(self) -> None:
@@ -291,6 +327,7 @@ class OriginalsSession:
         self._before.clear()
         self._new.clear()
         self._prior = None
+        self._release_in_process()
         if result.failed:
             self._before.update({k: values[k] for k in result.failed})
             raise DeviceError(f"could not restore {result.describe()}; they stay saved in "

@@ -9,11 +9,13 @@ Arithmetic intensity = FLOPs / bytes. Both scale linearly with the batch: ``fixe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from polythrottle.errors import BadInputError
+from polythrottle.checks import is_real
+from polythrottle.errors import BadInputError, brief
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,10 @@ class WorkloadFeatures:
     fixed_bytes: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.flops_per_sample < 0 or self.bytes_per_sample < 0 or self.fixed_bytes < 0:
-            raise BadInputError("workload FLOPs and bytes must be >= 0")
+        for name in ("flops_per_sample", "bytes_per_sample", "fixed_bytes"):
+            v = getattr(self, name)
+            if not is_real(v) or not math.isfinite(v) or v < 0:
+                raise BadInputError(f"workload features: {name} must be a finite number >= 0, got {brief(v, 40)}")
 
     def gflops(self, batch: int) -> float:
         """GFLOPs of one batch."""

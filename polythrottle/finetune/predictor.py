@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from polythrottle.errors import BadInputError
+from polythrottle.checks import is_int, is_real
+from polythrottle.errors import BadInputError, brief
 from polythrottle.finetune.features import WorkloadFeatures
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -38,6 +39,16 @@ class LatencySample:
     inference_batch: int
     finetune_batch: int
     latency_ms: float
+
+    def __post_init__(self) -> None:
+        if not is_int(self.inference_batch) or self.inference_batch < 1:
+            raise BadInputError(f"latency sample: inference_batch must be an integer >= 1, got "
+                                f"{brief(self.inference_batch, 40)}")
+        if not is_int(self.finetune_batch) or self.finetune_batch < 0:
+            raise BadInputError(f"latency sample: finetune_batch must be an integer >= 0, got "
+                                f"{brief(self.finetune_batch, 40)}")
+        if not is_real(self.latency_ms) or not (math.isfinite(self.latency_ms) and self.latency_ms > 0):
+            raise BadInputError(f"latency sample: latency_ms must be a finite number > 0, got {brief(self.latency_ms, 40)}")
 
 
 class LatencyPredictor:
@@ -57,7 +68,11 @@ class LatencyPredictor:
         self._scale: np.ndarray | None = None
 
     def design(self, inference_batch: int, finetune_batch: int) -> np.ndarray:
-        """The feature row of one (inference batch, fine-tuning batch) pair."""
+        """The feature row of one (inference batch, fine-tuning batch) pair. Raises BadInputError for a batch
+        that is not an integer >= 0."""
+        for name, v in (("inference_batch", inference_batch), ("finetune_batch", finetune_batch)):
+            if not is_int(v) or v < 0:
+                raise BadInputError(f"{name} must be an integer >= 0, got {brief(v, 40)}")
         b, fb = int(inference_batch), int(finetune_batch)
         on = 1.0 if fb > 0 else 0.0
         vals = {
@@ -75,9 +90,9 @@ class LatencyPredictor:
     def fit(self, samples: Sequence[LatencySample]) -> LatencyPredictor:
         """Fit by NNLS. Needs at least two samples with positive latency."""
         if len(samples) < 2:
-            raise BadInputError("the latency predictor needs at least 2 samples")
-        if any(not (s.latency_ms > 0 and math.isfinite(s.latency_ms)) or s.inference_batch < 1 for s in samples):
-            raise BadInputError("latency samples need latency_ms > 0 and inference_batch >= 1")
+            raise BadInputError(f"the latency predictor needs at least 2 samples, got {len(samples)}")
+        if not all(isinstance(s, LatencySample) for s in samples):
+            raise BadInputError("latency samples must be LatencySample(inference_batch, finetune_batch, latency_ms)")
         A = np.stack([self.design(s.inference_batch, s.finetune_batch) for s in samples])
         y = np.array([s.latency_ms for s in samples])
         scale = np.abs(A).max(axis=0)
@@ -114,7 +129,10 @@ class LatencyPredictor:
         cls, samples: Sequence[LatencySample], inference: WorkloadFeatures, finetune: WorkloadFeatures
     ) -> tuple[LatencyPredictor, dict[str, float]]:
         """Fit every feature set; keep the paper's unless another has a clearly lower leave-one-out
-        error (by 10% of it and by 0.5 percentage points). Returns the fitted predictor and each set's error."""
+        error (by 10% of it and by 0.5 percentage points). Returns the fitted predictor and each set's error.
+        Needs at least 3 samples (each left out in turn, 2 remain to fit); BadInputError otherwise."""
+        if len(samples) < 3:
+            raise BadInputError(f"fit_best needs at least 3 latency samples (leave-one-out), got {len(samples)}")
         errors = {name: cls(inference, finetune, name).loo_error(samples) for name in FEATURE_SETS}
         best = "paper"
         for name, err in errors.items():

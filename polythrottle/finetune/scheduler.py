@@ -33,17 +33,25 @@ the SLO, shrinking the inference batch or deferring otherwise:
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
-from polythrottle.errors import BadInputError
+from polythrottle.checks import is_int
+from polythrottle.errors import BadInputError, brief
 from polythrottle.finetune.predictor import LatencyPredictor
 
 POLICIES = ("greedy", "adaptive")
+
+
+def _finite(x: object) -> TypeGuard[float]:
+    """Whether ``x`` is a finite real number (not a bool, not NaN or infinite)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,19 @@ class SchedulerSettings:
     rate_window: int = 64
     poll_s: float = 0.001
     finetune_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        checks = {"margin": (self.margin, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+                  "z": (self.z, lambda v: v >= 0, "a number >= 0"),
+                  "poll_s": (self.poll_s, lambda v: v > 0, "a number of seconds > 0"),
+                  "finetune_ms": (self.finetune_ms, lambda v: v > 0, "None or a number of ms > 0")}
+        for name, (v, ok, what) in checks.items():
+            if name == "finetune_ms" and v is None:
+                continue
+            if not _finite(v) or not ok(v):
+                raise BadInputError(f"scheduler settings: {name} must be {what}, got {brief(v, 40)}")
+        if not is_int(self.rate_window) or self.rate_window < 1:
+            raise BadInputError(f"scheduler settings: rate_window must be an integer >= 1, got {brief(self.rate_window, 40)}")
 
 
 @dataclass(frozen=True)
@@ -111,13 +132,17 @@ class FineTuneScheduler:
     ) -> None:
         if policy not in POLICIES:
             raise BadInputError(f"unknown scheduling policy {policy!r}; expected one of: {', '.join(POLICIES)}")
-        if not slo_ms > 0:
-            raise BadInputError(f"the SLO must be positive, got {slo_ms}")
+        if not _finite(slo_ms) or not slo_ms > 0:
+            raise BadInputError(f"slo_ms must be a finite number > 0, got {brief(slo_ms, 40)}")
+        if isinstance(batch_sizes, (str, bytes)) or not all(is_int(b) and b >= 1 for b in batch_sizes):
+            raise BadInputError(f"batch_sizes must be integers >= 1, got {brief(batch_sizes, 60)}")
         sizes = sorted({int(b) for b in batch_sizes})
-        if not sizes or sizes[0] < 1:
-            raise BadInputError("batch_sizes must be positive integers")
-        if finetune_batch < 1:
-            raise BadInputError("finetune_batch must be >= 1")
+        if not sizes:
+            raise BadInputError("batch_sizes is empty")
+        if not is_int(finetune_batch) or finetune_batch < 1:
+            raise BadInputError(f"finetune_batch must be an integer >= 1, got {brief(finetune_batch, 40)}")
+        if settings is not None and not isinstance(settings, SchedulerSettings):
+            raise BadInputError(f"settings must be SchedulerSettings, got {brief(settings, 40)}")
         self.predictor = predictor
         self.slo_ms = float(slo_ms)
         self.batch_sizes = sizes
@@ -141,6 +166,12 @@ class FineTuneScheduler:
         self._correction = {False: 1.0, True: 1.0}
         """Online correction of the predictor, per fine-tuning state: an exponential average of
         observed/predicted batch latency, applied only when above 1 (predictions never lowered)."""
+        for b in sizes:  # an unfitted predictor, or one that predicts NaN, is refused now, not at the first batch
+            for ft in (False, True):
+                p = self.predictor.predict(b, self.finetune_batch if ft else 0)
+                if not _finite(p):
+                    raise BadInputError(f"the latency predictor predicts {brief(p, 40)} ms for batch {b}"
+                                        f"{' while fine-tuning' if ft else ''}; it needs finite predictions")
 
     # ----- predictions and arrival statistics -------------------------------------------------------
     def _predicted(self, batch: int, finetune: bool) -> float:
@@ -219,10 +250,10 @@ class FineTuneScheduler:
         # 2. in a gap before the next arrival
         if self._queue_len == 0 and self._inflight == 0:
             ft_ms = self._ft_ms
+            if rate <= 0:  # nothing to protect yet; also how an iteration's unknown duration gets measured
+                return Decision(True, sizes[0], "gap (no arrivals seen)", ft_ms)
             if ft_ms is None:
                 return Decision(False, 1, "fine-tuning duration unknown and co-running would miss the SLO")
-            if rate <= 0:
-                return Decision(True, sizes[0], "gap (no arrivals seen)", ft_ms)
             last = self._arrivals[-1] if self._arrivals else now
             gap_lo_ms = max(0.0, (1.0 - self.settings.z * cv) / rate)
             next_lo = last + gap_lo_ms / 1e3
@@ -264,8 +295,8 @@ class FineTuneScheduler:
     def inference_finished(self, batch: int, latency_ms: float | None = None) -> None:
         """The batch in flight finished; ``latency_ms`` (its service time) corrects later predictions
         if the predictor turns out optimistic (same fine-tuning state from start to end only)."""
-        with self._cond:
-            if latency_ms is not None and batch >= 1 and self._inflight_ft == self._ft_running:
+        with self._cond:  # a NaN would stick in the average for ever: only finite positive times count
+            if _finite(latency_ms) and latency_ms > 0 and batch >= 1 and self._inflight_ft == self._ft_running:
                 pred = self._predicted(int(batch), self._ft_running)
                 if pred > 0:
                     c = self._correction[self._ft_running]
@@ -309,7 +340,7 @@ class FineTuneScheduler:
                 return
             if duration_ms is None and self._ft_started is not None:
                 duration_ms = (self.clock() - self._ft_started) * 1e3
-            if duration_ms is not None:
+            if _finite(duration_ms) and duration_ms >= 0:  # a NaN would stick in the average for ever
                 self.stats.finetune_ms_total += duration_ms
                 self._ft_ms = duration_ms if self._ft_ms is None else 0.8 * self._ft_ms + 0.2 * duration_ms
             self._ft_running = False

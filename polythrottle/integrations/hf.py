@@ -4,7 +4,9 @@
     trainer = Trainer(..., callbacks=[PolyThrottleCallback(device="sim:jetson-agx-orin", slo_ms=40)])
 
 ``on_save`` runs after the Trainer wrote ``OUTPUT_DIR/checkpoint-STEP``; the model version is the
-fingerprint of the model's weights (or of that folder when no model is passed). Needs ``transformers``.
+fingerprint of the model's weights (or of that folder when no model is passed). In distributed training
+only the main process (``state.is_world_process_zero``) acts: every rank calls ``on_save``, one device
+re-tune is enough. Needs ``transformers``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class PolyThrottleCallback(TrainerCallback):
         self.retuner = CheckpointRetuner(**kwargs)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if not getattr(state, "is_world_process_zero", True):
+            return control
         path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         self.retuner.checkpoint_saved(path=path, model=kwargs.get("model"))
         return control

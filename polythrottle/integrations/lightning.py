@@ -5,7 +5,8 @@
 
 Lightning has no hook after the file is written: ``on_save_checkpoint`` (just before the write)
 fingerprints the checkpoint's ``state_dict``; the action runs at the next hook (next training batch
-or epoch, or the end of training), when the file exists. Needs ``lightning`` or ``pytorch_lightning``.
+or epoch, or the end of training), when the file exists. In distributed training only the global rank 0
+(``trainer.is_global_zero``) acts. Needs ``lightning`` or ``pytorch_lightning``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class PolyThrottleCallback(Callback):
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         from polythrottle.fingerprint import fingerprint_state_dict
 
+        if not getattr(trainer, "is_global_zero", True):
+            return  # every rank builds the checkpoint; one device re-tune is enough
+
         state = checkpoint.get("state_dict")
         self._pending = fingerprint_state_dict(state if state is not None else pl_module)
 
@@ -43,12 +47,7 @@ class PolyThrottleCallback(Callback):
         if self._pending is None:
             return
         version, self._pending = self._pending, None
-        path = None
-        for cb in getattr(trainer, "checkpoint_callbacks", []) or []:
-            path = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "") or None
-            if path:
-                break
-        self.retuner.checkpoint_saved(path=path, model_version=version)
+        self.retuner.checkpoint_saved(model_version=version)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._flush(trainer)

@@ -1,9 +1,12 @@
 """What every framework callback does after a checkpoint is saved: re-tune, or notify the daemon.
 
 Exactly one mode: ``device`` + ``slo_ms`` re-tunes in this process (``polythrottle.retune``, warm
-started from the history); ``notify=True`` sends ``model-updated`` to the daemon's control socket
-(``polythrottle.daemon.client``). The new model version is the fingerprint of the saved weights.
-Errors are logged and kept in ``last_error`` (training goes on) unless ``raise_errors``.
+started from the history); ``notify=True`` sends ``model-updated`` with the new version to the daemon's
+control socket (``polythrottle.daemon.client``; the checkpoint's path is not sent: the daemon only accepts
+files of its own config, and the version already says what changed). The new model version is the
+fingerprint of the saved weights. The arguments are checked when the retuner is made (BadInputError), not
+at the first checkpoint; errors after a checkpoint are logged and kept in ``last_error`` (training goes
+on) unless ``raise_errors``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.checks import is_int
+from polythrottle.errors import BadInputError, PolyThrottleError, brief
 
 log = logging.getLogger("polythrottle.integrations")
 
@@ -26,8 +29,9 @@ class CheckpointRetuner:
     """Re-tune or notify after every ``every``-th checkpoint.
 
     device/slo_ms/budget/knobs/workload/history: as for ``polythrottle.retune`` (re-tune mode).
-    notify/socket_path: notify mode. background: re-tune in a daemon thread (training is not blocked;
-    one re-tune at a time, a checkpoint saved meanwhile is re-tuned after it).
+    notify/socket_path: notify mode. background: re-tune in a thread (training is not blocked; one re-tune
+    at a time, a checkpoint saved meanwhile is re-tuned after it; the process waits for a re-tune in
+    progress before it exits, so the device is restored). tune_kwargs: other ``polythrottle.tune`` arguments.
     """
 
     device: str | None = None
@@ -46,7 +50,7 @@ class CheckpointRetuner:
     last_error: BaseException | None = field(default=None, init=False)
     _saved: int = field(default=0, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
-    _pending: tuple[str, list[str]] | None = field(default=None, init=False)
+    _pending: str | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -55,8 +59,33 @@ class CheckpointRetuner:
             raise BadInputError("give either device and slo_ms (re-tune here) or notify=True (tell the daemon)")
         if retune_mode and (self.device is None or self.slo_ms is None):
             raise BadInputError("re-tuning needs both device and slo_ms")
-        if self.every < 1:
-            raise BadInputError(f"every must be >= 1, got {self.every}")
+        if not is_int(self.every) or self.every < 1:
+            raise BadInputError(f"every must be an integer >= 1, got {brief(self.every, 40)}")
+        if retune_mode:
+            self._check_retune_arguments()
+
+    def _check_retune_arguments(self) -> None:
+        """The re-tune's arguments as ``tune`` checks them (device spec, SLO, budget, knobs, tune_kwargs)."""
+        import inspect
+
+        from polythrottle.api import tune
+        from polythrottle.spec import Face, TuneSpec
+
+        if not isinstance(self.tune_kwargs, Mapping):
+            raise BadInputError(f"tune_kwargs must be a mapping of tune() arguments, got {brief(self.tune_kwargs, 40)}")
+        own = {"device", "slo_ms", "budget", "knobs", "workload", "history", "model_version", "model_files", "model",
+               "warm_start"}
+        allowed = set(inspect.signature(tune).parameters) - own
+        for k in self.tune_kwargs:
+            if k not in allowed:
+                why = "is set by the retuner" if k in own else "is not an argument of polythrottle.tune"
+                raise BadInputError(f"tune_kwargs: {brief(k, 40)} {why}")
+        if self.history is None or self.history is False:
+            raise BadInputError("history: re-tuning needs a history (the warm start reads the previous version's)")
+        given = {"device": self.device, "slo_ms": self.slo_ms, "budget": self.budget, "workload": self.workload,
+                 "knobs": self.knobs}
+        TuneSpec.parse({k: list(v) if k == "knobs" and isinstance(v, tuple) else v for k, v in given.items()
+                        if v is not None}, Face.API)
 
     def checkpoint_saved(self, *, path: str | os.PathLike[str] | None = None, model: Any = None,
                          state_dict: Mapping[str, Any] | None = None, model_version: str | None = None) -> None:
@@ -67,11 +96,10 @@ class CheckpointRetuner:
             return
         try:
             version = model_version or self._fingerprint(path, model, state_dict)
-            files = [str(path)] if path is not None and Path(path).exists() else []
             if self.background:
-                self._submit(version, files)
+                self._submit(version)
             else:
-                self._act(version, files)
+                self._act(version)
         except PolyThrottleError as e:
             self._fail(e)
 
@@ -87,11 +115,11 @@ class CheckpointRetuner:
             return fingerprint_files([path])
         raise BadInputError("a checkpoint callback needs the model, its state_dict or the checkpoint path")
 
-    def _act(self, version: str, files: list[str]) -> None:
+    def _act(self, version: str) -> None:
         if self.notify:
             from polythrottle.daemon.client import notify_model_updated
 
-            self.results.append(notify_model_updated(self.socket_path, model_version=version, model_files=files))
+            self.results.append(notify_model_updated(self.socket_path, model_version=version))
         else:
             from polythrottle.api import retune
 
@@ -107,12 +135,13 @@ class CheckpointRetuner:
         if self.raise_errors:
             raise e
 
-    def _submit(self, version: str, files: list[str]) -> None:
+    def _submit(self, version: str) -> None:
         with self._lock:
-            self._pending = (version, files)
+            self._pending = version
             if self._thread is not None and self._thread.is_alive():
                 return  # the running worker picks the newest pending checkpoint up
-            self._thread = threading.Thread(target=self._worker, name="polythrottle-retune", daemon=True)
+            # not a daemon thread: the interpreter would stop it mid-tune at exit, leaving the clocks set
+            self._thread = threading.Thread(target=self._worker, name="polythrottle-retune", daemon=False)
             self._thread.start()
 
     def _worker(self) -> None:
@@ -122,8 +151,8 @@ class CheckpointRetuner:
             if job is None:
                 return
             try:
-                self._act(*job)
-            except PolyThrottleError as e:  # no caller to raise to: recorded in last_error
+                self._act(job)
+            except Exception as e:  # noqa: BLE001 - no caller to raise to: recorded in last_error, training goes on
                 self.last_error = e
                 log.warning("polythrottle: after checkpoint: %s", e)
 

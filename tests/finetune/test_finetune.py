@@ -224,3 +224,74 @@ def test_training_loop_blocks_until_admitted() -> None:
     assert done.wait(2.0)
     th.join()
     assert s.stats.admitted == 1 and not s.finetune_running
+
+
+def test_a_nan_measurement_does_not_disable_the_online_correction() -> None:
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0}, slo_ms=15.0)
+    s.inference_started(8)
+    s.inference_finished(8, float("nan"))  # a failed timing: ignored (it stuck as NaN: max(1, NaN) == 1 for ever)
+    for _ in range(30):
+        s.inference_started(8)
+        s.inference_finished(8, 12.0)
+    assert s._latency(8, False) > 9.0
+
+
+def test_a_nan_duration_does_not_block_gap_admission_for_ever() -> None:
+    slow = {1: 30.0, 2: 35.0, 4: 45.0, 8: 60.0}
+    s, clock = sched(slow, ft_ms=10.0, slo_ms=20.0)
+    assert s.acquire(timeout_s=0.0)  # no arrivals yet
+    s.release(duration_ms=float("nan"))
+    feed(s, clock, [50.0] * 30)
+    clock.t += 0.002
+    assert s.decide().admit and s.decide().reason == "gap"
+
+
+def test_an_idle_server_admits_fine_tuning_of_unknown_duration() -> None:
+    """Co-running misses the SLO and no iteration was ever measured: with no request seen it waited for ever
+    (and so its duration could never be learned)."""
+    s, clock = sched({1: 30.0, 2: 35.0, 4: 45.0, 8: 60.0}, ft_ms=None)
+    assert s.acquire(timeout_s=0.0)
+    clock.t += 0.040
+    s.release()
+    assert s._ft_ms == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"slo_ms": "30"}, "slo_ms must be a finite number"),
+    ({"slo_ms": float("inf")}, "slo_ms must be a finite number"),
+    ({"batch_sizes": [1.5, 2]}, "batch_sizes must be integers"),
+    ({"batch_sizes": "12"}, "batch_sizes must be integers"),
+    ({"finetune_batch": "4"}, "finetune_batch must be an integer"),
+])
+def test_scheduler_bad_arguments_are_typed(kwargs: dict, message: str) -> None:
+    args = {"slo_ms": 30.0, "batch_sizes": SIZES, "finetune_batch": 4, **kwargs}
+    with pytest.raises(BadInputError, match=message):
+        FineTuneScheduler(Table(ALONE, ALONE), args.pop("slo_ms"), **args)
+
+
+@pytest.mark.parametrize("kwargs", [{"poll_s": -1.0}, {"margin": 0.0}, {"rate_window": 0}, {"finetune_ms": float("nan")},
+                                    {"z": "1"}])
+def test_scheduler_settings_are_checked(kwargs: dict) -> None:
+    with pytest.raises(BadInputError, match=f"scheduler settings: {next(iter(kwargs))} must be"):
+        SchedulerSettings(**kwargs)
+
+
+def test_scheduler_refuses_a_predictor_it_cannot_use() -> None:
+    with pytest.raises(BadInputError, match="not been fitted"):  # at construction, not at the first batch
+        FineTuneScheduler(LatencyPredictor(INF, FT), 30.0, batch_sizes=SIZES, finetune_batch=4)
+    nan = Table(ALONE, {1: float("nan"), 8: float("nan")})  # NaN fits every budget (NaN > x is False)
+    with pytest.raises(BadInputError, match="predicts nan ms for batch 1 while fine-tuning"):
+        FineTuneScheduler(nan, 30.0, batch_sizes=SIZES, finetune_batch=4)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: WorkloadFeatures(float("nan"), 1.0), "flops_per_sample must be a finite number"),
+    (lambda: WorkloadFeatures("1", 1.0), "flops_per_sample must be a finite number"),
+    (lambda: LatencySample(1, float("nan"), 1.0), "finetune_batch must be an integer"),
+    (lambda: LatencySample(1, 0, "1"), "latency_ms must be a finite number"),
+    (lambda: LatencyPredictor.fit_best(_samples(lambda b, fb: 1.0 + b)[:2], INF, FT), "at least 3 latency samples"),
+    (lambda: LatencyPredictor(INF, FT).fit(_samples(lambda b, fb: 1.0 + b)).predict(float("nan")), "inference_batch"),
+])
+def test_predictor_inputs_are_typed_errors(make, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        make()
