@@ -6,9 +6,11 @@ then fails with "locked"). pysqlite's own transaction handling is switched off (
 documented recipe) so that DDL in migrations is transactional too.
 
 PostgreSQL (psycopg 3): a small pool whose connections are pinged before use (a server restart costs
-nothing but a reconnect), ``connect_timeout`` = ``timeout_s``. Connection-level failures (refused,
-timed out, server shut down) are ``HistoryUnavailable``; wrong credentials or a missing database are
-plain ``HistoryError`` (retrying will not help).
+nothing but a reconnect), ``connect_timeout`` = ``timeout_s``; TCP keepalives and ``tcp_user_timeout``
+end a connection whose server went silent mid-query in about 25 s (waiting for a reply) or ``timeout_s``
+(data unacknowledged), where the kernel alone retransmits for ~15 min. Connection-level failures
+(refused, timed out, server shut down) are ``HistoryUnavailable``; wrong credentials or a missing
+database are plain ``HistoryError`` (retrying will not help).
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def sqlite_read_uri(path: Path) -> str:
     if mine or Path(f"{path}-wal").exists():
         return f"file:{quoted}?mode=ro"
     return f"file:{quoted}?immutable=1"
+
+
+KEEPALIVE_IDLE_S = 10
+"""PostgreSQL: seconds a connection waits on a silent server before TCP keepalive probes start."""
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+"""... probes KEEPALIVE_INTERVAL_S apart; after this many unanswered the connection is dead (~25 s)."""
 
 
 def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = False) -> sa.Engine:
@@ -84,7 +93,18 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
         pool_pre_ping=True,
         pool_size=2,
         max_overflow=2,
-        connect_args={"connect_timeout": max(2, math.ceil(timeout_s)), "application_name": "polythrottle"},
+        connect_args={
+            "connect_timeout": max(2, math.ceil(timeout_s)),
+            "application_name": "polythrottle",
+            # an established connection whose server stops answering (a unit's uplink drops mid-query)
+            # fails in ~25 s instead of the kernel's ~15 min of TCP retransmissions: keepalives probe a
+            # wait for a reply, tcp_user_timeout bounds unacknowledged data (ms)
+            "keepalives": 1,
+            "keepalives_idle": KEEPALIVE_IDLE_S,
+            "keepalives_interval": KEEPALIVE_INTERVAL_S,
+            "keepalives_count": KEEPALIVE_COUNT,
+            "tcp_user_timeout": 1000 * max(KEEPALIVE_IDLE_S, math.ceil(timeout_s)),
+        },
     )
 
 

@@ -268,3 +268,27 @@ def test_locked_unwritable_and_missing_are_one_line_errors(tmp_path: Path) -> No
         HistoryStore(tmp_path / "missing.sqlite", create=False)
     with pytest.raises(HistoryError, match="unsupported scheme 'mysql'"):
         HistoryStore("mysql://u:pw@h/db")
+
+
+def test_a_postgresql_connection_notices_a_silent_server(pg_url):
+    # an established connection to a server that stops answering (a fleet unit's uplink drops mid-query)
+    # must fail in seconds, not after the kernel's ~15 min of retransmissions: the connection is made with
+    # TCP keepalives and a TCP user timeout (libpq parameters; a dropped link cannot be simulated here)
+    from polythrottle.history.engine import KEEPALIVE_COUNT, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, make_engine
+    from polythrottle.history.target import parse_target
+
+    engine = make_engine(parse_target(pg_url), 5.0)
+    try:
+        raw = engine.raw_connection()
+        try:
+            params = raw.driver_connection.info.get_parameters()
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
+    assert params["keepalives"] == "1"
+    assert int(params["keepalives_idle"]) == KEEPALIVE_IDLE_S
+    assert int(params["keepalives_interval"]) == KEEPALIVE_INTERVAL_S
+    assert int(params["keepalives_count"]) == KEEPALIVE_COUNT
+    assert 0 < int(params["tcp_user_timeout"]) <= 60_000
+    assert KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT <= 60
