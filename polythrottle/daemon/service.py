@@ -95,22 +95,46 @@ class Daemon:
         return protocol.ok(queued="model", job=job, model_version=m.model_version)
 
 
+def check_history(cfg: DaemonConfig) -> str:
+    """``daemon --check``'s view of the history: opened read-only (nothing is written or created), so a
+    corrupt file, a newer schema, a malformed URL or wrong credentials are refused now (HistoryError);
+    a PostgreSQL server out of reach is reported, not refused (the daemon then writes to its spool).
+    Returns a summary for the check's line."""
+    from polythrottle.history import open_history
+    from polythrottle.history.errors import HistoryUnavailable
+    from polythrottle.history.target import parse_target
+
+    target = parse_target(cfg.history_path())
+    if target.is_sqlite and target.path is not None:
+        if not target.path.exists():
+            return f"history {target.display} (created at start)"
+        if not os.access(target.path, os.R_OK):  # e.g. root's history, checked by a user: the daemon runs as root
+            return f"history {target.display} (not readable by this user: not checked)"
+    try:
+        open_history(cfg.history_path(), read_only=True, create=False).close()
+    except HistoryUnavailable:
+        return f"history {target.display} out of reach now (the daemon spools to {cfg.resolved_state_dir()})"
+    return f"history {target.display}"
+
+
 def check_config(path: str | os.PathLike[str]) -> str:
-    """``daemon --check``: validate the config file, its model files, and open the device with it (nothing
-    is written). Returns the one-line summary; raises ConfigError / BadInputError / DeviceError."""
+    """``daemon --check``: validate the config file, its model files, open the device with it and the
+    history read-only (nothing is written). Returns the one-line summary; raises ConfigError /
+    BadInputError / DeviceError / HistoryError."""
     cfg = load_config(path)
     missing = [str(f) for f in cfg.model_files if not f.exists()]
     if missing:
         raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")
     prepared = prepare(cfg, import_workload=False)  # writes nothing, and imports no workload code it would run
     prepared.device.close()
+    history = check_history(cfg)
     unchecked = ""
     if is_user_workload(cfg.workload):
         rest = [k for k in cfg.knobs or [] if k not in prepared.tuned_knobs]
         unchecked = (f"; workload {cfg.workload} found, not imported"
                      + (f" (knobs {', '.join(rest)} not checked)" if rest else ""))
     return (f"{cfg.path}: OK (device {prepared.device.identity().describe()}, knobs "
-            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket}{unchecked})")
+            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket}, {history}{unchecked})")
 
 
 def setup_logging(debug: bool = False) -> None:
@@ -123,4 +147,4 @@ def setup_logging(debug: bool = False) -> None:
     log.propagate = False
 
 
-__all__ = ["Daemon", "check_config", "setup_logging"]
+__all__ = ["Daemon", "check_config", "check_history", "setup_logging"]

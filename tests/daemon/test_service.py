@@ -110,6 +110,32 @@ def test_check_validates_without_starting(tmp_path):
     r = run_daemon("--config", str(cfg), "--check")
     assert r.returncode == 0 and "OK" in r.stdout
     assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "state").exists()
+    assert f"history {tmp_path}/state/history.sqlite (created at start)" in r.stdout
+
+
+def test_check_opens_the_history_and_refuses_a_corrupt_one(tmp_path):
+    # --check said OK for a history the daemon then refused at start; now it opens it read-only: a
+    # corrupt file is the one-line refusal (exit 2) and nothing is written to it
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    before = bad.read_bytes()
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: {bad}\n")
+    r = run_daemon("--config", str(cfg), "--check")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in r.stderr
+    assert bad.read_bytes() == before and not (tmp_path / "ctl.sock").exists()
+    # a good history is opened and named; a PostgreSQL server out of reach is reported, not refused
+    good = tmp_path / "good.sqlite"
+    from polythrottle.history import open_history
+
+    open_history(good).close()
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: {good}\n")
+    r = run_daemon("--config", str(cfg), "--check")
+    assert r.returncode == 0 and f"history {good})" in r.stdout
+    url = "postgresql://u:secret@127.0.0.1:9/db"  # port 9 (discard): refused at once
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: '{url}'\n")
+    r = run_daemon("--config", str(cfg), "--check")
+    assert r.returncode == 0 and "out of reach now (the daemon spools to" in r.stdout and "secret" not in r.stdout
 
 
 
