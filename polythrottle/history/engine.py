@@ -59,18 +59,18 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
     not write the file or its directory (a history owned by root read by a user) cannot make the
     write-ahead log's index (``-shm``) that ``mode=ro`` needs; when no writer is active (no ``-wal``
     file) it opens the file ``immutable`` instead, which creates nothing a later writer would trip on."""
-    if target.is_sqlite and read_only:
-        assert target.path is not None
-        path = target.path
-
-        def connect() -> sqlite3.Connection:
-            return sqlite3.connect(sqlite_read_uri(path), uri=True, timeout=float(timeout_s),
-                                   check_same_thread=False)
-
-        engine = sa.create_engine(target.url, creator=connect)
-    elif target.is_sqlite:
-        engine = sa.create_engine(target.url, connect_args={"timeout": float(timeout_s)})
     if target.is_sqlite:
+        if read_only:
+            assert target.path is not None
+            path = target.path
+
+            def connect() -> sqlite3.Connection:
+                return sqlite3.connect(sqlite_read_uri(path), uri=True, timeout=float(timeout_s),
+                                       check_same_thread=False)
+
+            engine = sa.create_engine(target.url, creator=connect)
+        else:
+            engine = sa.create_engine(target.url, connect_args={"timeout": float(timeout_s)})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, record: Any) -> None:

@@ -96,10 +96,8 @@ class Stopping(CBOState):
         left to explore every recheck of value is made (the budget has no other use)."""
         if self.exact:
             return None
-        if converged:
-            recheck, _ = self._recheck_value(remaining, est, min_gain=self.stop_delta(), min_p_reach=self.settings.stop_p)
-        else:
-            recheck = self._uncertain_pick(remaining, est)
+        min_gain, min_p_reach = (self.stop_delta(), self.settings.stop_p) if converged else (0.0, 0.0)
+        recheck, _ = self._recheck_value(remaining, est, min_gain, min_p_reach)
         if recheck is None and self.settings.confirm_pick:
             recheck = self._unconfirmed_pick(est)
         return recheck
@@ -112,8 +110,8 @@ class Stopping(CBOState):
                        min_p_reach: float = 0.0) -> tuple[int | None, float]:
         """A measured point worth re-measuring and the value of doing so (an expected relative saving on
         the recommendation's objective), or (None, 0.0). ``est``: the current point estimates, if at hand.
-        While a recommendation is confident, only points that would save at least ``min_gain`` (relative)
-        with a probability ``min_p_reach`` of being confirmed count.
+        Only points that would save at least ``min_gain`` (relative) with a probability ``min_p_reach`` of
+        being confirmed count.
 
         Candidates: points better than the current recommendation whose feasibility is uncertain
         (``recheck_min_p`` <= P < confidence) and that have fewer than ``max_repeats`` measurements.
@@ -138,7 +136,7 @@ class Stopping(CBOState):
         pred_sd = sd * np.sqrt(np.maximum(1.0 / n - 1.0 / (n + k), 1e-12))
         p_reach = ndtr((-z * sd / np.sqrt(n + k) - lcon) / pred_sd)
         gain = 1.0 - np.exp(np.minimum(lobj - rec_lobj, 0.0))  # 1 when nothing is confidently feasible
-        worth = (gain >= min_gain) & (p_reach >= min_p_reach) if sure.any() else True
+        worth = (gain >= min_gain) & (p_reach >= min_p_reach)
         value = np.where(worth & (k > 0) & ~sure & (p >= self.settings.recheck_min_p) & (lobj < rec_lobj), gain * p_reach, 0.0)
         j = int(np.argmax(value))
         return (idx[j], float(value[j])) if value[j] > 0 else (None, 0.0)

@@ -64,6 +64,18 @@ LEGACY = [
 ]
 
 
+def create_v1_tables(c: sqlite3.Connection, *extra: str, user_version: int) -> None:
+    """In one transaction: v1's DDL, then the ``extra`` statements, PolyThrottle's application id and
+    ``user_version``."""
+    c.execute("BEGIN IMMEDIATE")
+    for stmt in [*V1_DDL.split(";"), *extra]:
+        if stmt.strip():
+            c.execute(stmt)
+    c.execute(f"PRAGMA application_id = {0x50544854}")
+    c.execute(f"PRAGMA user_version = {user_version}")
+    c.execute("COMMIT")
+
+
 def write_v1(path: Path) -> None:
     """A history file as PolyThrottle v1 wrote it: its open sequence, DDL and inserts (one tune per
     LEGACY row, 3 measurements each; the jetson tune stores step 1 twice, as v1 allowed)."""
@@ -71,13 +83,7 @@ def write_v1(path: Path) -> None:
     c.execute("PRAGMA journal_mode = WAL")
     c.execute("PRAGMA synchronous = FULL")
     c.execute("PRAGMA foreign_keys = ON")
-    c.execute("BEGIN IMMEDIATE")
-    for stmt in V1_DDL.split(";"):
-        if stmt.strip():
-            c.execute(stmt)
-    c.execute(f"PRAGMA application_id = {0x50544854}")
-    c.execute("PRAGMA user_version = 1")
-    c.execute("COMMIT")
+    create_v1_tables(c, user_version=1)
     for i, (device, profile, _, _) in enumerate(LEGACY):
         c.execute("BEGIN IMMEDIATE")
         tid = c.execute(
@@ -203,16 +209,9 @@ def write_v2_era(path: Path) -> None:
     already the device identity's, ``profile`` '' and ``PRAGMA user_version = 2`` (no version table)."""
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode = WAL")
-    c.execute("BEGIN IMMEDIATE")
-    for stmt in V1_DDL.split(";"):
-        if stmt.strip():
-            c.execute(stmt)
-    c.execute("ALTER TABLE tunes ADD COLUMN unit TEXT NOT NULL DEFAULT ''")
-    c.execute("DROP INDEX IF EXISTS tunes_by_key")
-    c.execute("CREATE INDEX tunes_by_key ON tunes (device, workload, space, model_version)")
-    c.execute(f"PRAGMA application_id = {0x50544854}")
-    c.execute("PRAGMA user_version = 2")
-    c.execute("COMMIT")
+    create_v1_tables(c, "ALTER TABLE tunes ADD COLUMN unit TEXT NOT NULL DEFAULT ''",
+                     "DROP INDEX IF EXISTS tunes_by_key",
+                     "CREATE INDEX tunes_by_key ON tunes (device, workload, space, model_version)", user_version=2)
     for i, (device, unit) in enumerate(V2_ERA):
         tid = c.execute(
             "INSERT INTO tunes (device, profile, unit, workload, space, model_version, slo_ms, optimizer, knobs,"
