@@ -6,6 +6,9 @@
 #
 # Usage:  bash experiments/live_tune_check.sh OUTDIR [SLO_MS]        (default SLO 4 ms)
 #         WINDOW_S=1 REPEATS=2 PYTHON=python3 CODE=abc1234 bash experiments/live_tune_check.sh OUTDIR 4
+#         WORKLOAD=torchvision:vit_b_16 bash experiments/live_tune_check.sh OUTDIR p30
+# SLO "pNN": the NN-th percentile of the table's latencies, rounded to two significant digits (for a model
+# whose latencies are not known before its table is measured; the tune still sees only its own measurements).
 # Then, on any machine:
 #         python experiments/live_tune_report.py OUTDIR --name h200_resnet50 --out-dir experiments/results
 # Writes into OUTDIR: table.csv (knobs, energy_j, latency_ms, ...), profile.json (every measurement with its
@@ -19,7 +22,7 @@ PY=${PYTHON:-python3}
 WIN=${WINDOW_S:-1}
 REP=${REPEATS:-2}
 SW=batch_size,precision,cuda_graphs
-WL=torchvision:resnet50
+WL=${WORKLOAD:-torchvision:resnet50}
 mkdir -p "$OUT"
 {
   echo "slo_ms=$SLO window_s=$WIN repeats=$REP knobs=$SW workload=$WL"
@@ -36,6 +39,14 @@ timeout 390 $PY experiments/live_gpu.py profile --workload "$WL" --knobs "$SW" -
   --no-cross-check --table "$OUT/table.csv" --details "$OUT/profile.json" \
   || echo "profile ended with status $? (the rows written so far are kept)" >&2
 echo "profile_s=$(( $(date +%s) - t0 ))" >> "$OUT/meta.txt"
+if [[ $SLO == p* ]]; then
+  SLO=$($PY -c "
+import csv, sys
+import numpy as np
+lat = [float(r['latency_ms']) for r in csv.DictReader(open(sys.argv[1]))]
+print(float(f'{np.percentile(lat, float(sys.argv[2])):.2g}'))" "$OUT/table.csv" "${SLO#p}")
+  echo "slo_ms_resolved=$SLO" >> "$OUT/meta.txt"
+fi
 
 # 2. the tune, exactly as a user runs it; it sees only its own live measurements (exit 3 = nothing feasible)
 t0=$(date +%s)

@@ -80,6 +80,10 @@ def main() -> int:
     meta = (src / "meta.txt").read_text().strip() if (src / "meta.txt").is_file() else ""
     gpu = (src / "gpu.txt").read_text().strip() if (src / "gpu.txt").is_file() else ""
 
+    workload = tune.get("workload") or "torchvision:resnet50"
+    wl_env = "" if workload == "torchvision:resnet50" else f"WORKLOAD={workload} "
+    first = meta.splitlines()[0] if meta else ""
+    slo_arg = first.split("slo_ms=")[1].split()[0] if "slo_ms=" in first else f"{slo:g}"
     feasible = {k: v for k, v in table.items() if v["latency_ms"] <= slo}
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +94,8 @@ def main() -> int:
     shutil.copyfile(src / "tune.json", out / f"{stem}.json")
 
     L = [f"# Live tune on {gpu.splitlines()[-1].split(',')[0] if gpu else 'an NVIDIA GPU'}: "
-         f"torchvision ResNet-50, {', '.join(knobs)}, SLO {slo:g} ms (issue 15)", "",
-         "Measured with `bash experiments/live_tune_check.sh OUTDIR " + f"{slo:g}` (software knobs only, "
+         f"{tune.get('workload') or 'torchvision:resnet50'}, {', '.join(knobs)}, SLO {slo:g} ms (issue 15)", "",
+         f"Measured with `{wl_env}bash experiments/live_tune_check.sh OUTDIR {slo_arg}` (software knobs only, "
          "`--no-clock-control`: no hardware setting written), reported with "
          f"`python experiments/live_tune_report.py OUTDIR --name {args.name}`.", "",
          "```", meta, gpu, "```", "",
