@@ -73,6 +73,8 @@ LLM_BASELINE = (("precision", "fp32"), ("kv_cache", "dynamic"))
 GPU_TABLES = tuple((f, n, s, H100_BASELINE) for f, n, s in H100_TABLES) + (
     # measured live on the H200 (issue 15's live tune check; the runtime workloads): the same round SLOs
     ("h200_resnet50_table.csv", "h200-resnet50", (1.5, 4.0, 10.0), H100_BASELINE),
+    # ViT-B/16, measured after cbo's design was settled (a held-out table): 64 configs, bf16 graphs 0.68-13.6 ms
+    ("h200_vit_b16_table.csv", "h200-vit-b16", (1.5, 4.0, 10.0), H100_BASELINE),
     # llama-200m generation, SLO on time per output token (p99): 24 configs, static_graphs 2.2-7.9 ms, others 10-27 ms
     ("h200_llm_runtimes_llm_table.csv", "h200-llm", (3.0, 4.0, 10.0), LLM_BASELINE),
 )
