@@ -270,7 +270,7 @@ def test_no_clock_control_never_writes_hardware(monkeypatch, tmp_path, capsys):
     leftover.write_text(json.dumps({"device": f"nvml:{UUID}", "originals": {GPU_LOCK: "reset"}}))
 
     dev = open_gpu(tmp_path, no_clock_control=True, workload="builtin:tiny-cnn")
-    assert "--no-clock-control leaves them alone" in capsys.readouterr().err
+    assert "--no-clock-control leaves them as they are" in capsys.readouterr().err
     assert dev.space().names == ["batch_size", "precision", "channels_last"]
     status = {k.name: k for k in dev.info().knobs}
     assert all(not status[n].available and status[n].reason == "--no-clock-control"
