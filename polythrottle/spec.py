@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from polythrottle.errors import BadInputError
 
@@ -106,10 +106,26 @@ _HOUSE_STYLE = {
 """pydantic error types -> the project's one-line wording (``{ctx}`` values filled in, shortened)."""
 
 
-def _no_bool(v: Any) -> Any:
-    """True/False are not numbers here (pydantic would read True as 1)."""
+def _no_bool(v: Any, info: ValidationInfo | None = None) -> Any:
+    """True/False and text are not numbers here (pydantic's lax mode would read True as 1 and ``"25"`` as 25):
+    a quoted number in a YAML file or a keyword argument is a mistake worth telling. The CLI converts its
+    flags itself (argparse ``type=``)."""
     if isinstance(v, bool):
         raise ValueError("must be a number, not true/false")
+    if isinstance(v, str | bytes):
+        kind = "an integer" if info is not None and info.field_name in _INTEGER_FIELDS else "a number"
+        raise ValueError(f"must be {kind}")
+    return v
+
+
+_INTEGER_FIELDS = frozenset({"seed", "repeats", "budget"})
+
+
+def _one_line_text(v: str | None) -> str | None:
+    """Identifiers stored in the history and printed in tables (device, workload, model version) are
+    printable text: a newline, tab, NUL, terminal escape or other control/format character is refused."""
+    if v is not None and not v.isprintable():
+        raise ValueError("must be printable text on one line (no newline, tab or control characters)")
     return v
 
 
@@ -137,8 +153,13 @@ class DeviceSpec(BaseModel):
 
     @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
     @classmethod
-    def _numbers_not_bools(cls, v: Any) -> Any:
-        return _no_bool(v)
+    def _numbers_not_bools(cls, v: Any, info: ValidationInfo) -> Any:
+        return _no_bool(v, info)
+
+    @field_validator("device", "workload")
+    @classmethod
+    def _printable_device(cls, v: str | None) -> str | None:
+        return _one_line_text(v)
 
     @field_validator("noise", "percentile", "window_s")
     @classmethod
@@ -180,8 +201,8 @@ class TuneSpec(DeviceSpec):
 
     @field_validator("slo_ms", "budget", "carbon_intensity_g_per_kwh", mode="before")
     @classmethod
-    def _tune_numbers_not_bools(cls, v: Any) -> Any:
-        return _no_bool(v)
+    def _tune_numbers_not_bools(cls, v: Any, info: ValidationInfo) -> Any:
+        return _no_bool(v, info)
 
     @field_validator("slo_ms", "carbon_intensity_g_per_kwh")
     @classmethod
@@ -219,7 +240,7 @@ class TuneSpec(DeviceSpec):
     def _non_empty_version(cls, v: str | None) -> str | None:
         if v is not None and not v:
             raise ValueError("is empty")
-        return v
+        return _one_line_text(v)
 
     @field_validator("baseline")
     @classmethod

@@ -28,6 +28,11 @@ Schema (``schema_version: 1``)::
         files: {role: filename, ...}     # e.g. available/min/max/current/governor, rate/lock/... (no '..')
         protocol: [str, ...]             # write order / hints, in words
         paths: {role: path, ...}         # extra plain paths under /sys (e.g. emc_cap, override)
+        # paths a control writes must lie where clocks live (polythrottle.clocks.sysfs.CLOCK_SUBTREES):
+        # devfreq variants: /sys/class/devfreq/NAME or /sys/devices/.../devfreq/NAME (or .../devfreq_dev);
+        # bpmp-debugfs variants: /sys/kernel/debug/bpmp/debug/clk/emc; tegra-bwmgr override paths:
+        # /sys/kernel/debug/clk/override.emc/...; cpufreq variant: /sys/devices/system/cpu[/cpufreq].
+        # Read-only paths (emc_cap, current, the tegra_bwmgr variant, power) are not held to this.
         clusters: [{policy: policy0, cpus: [0, 1, 2, 3]}, ...]   # cpufreq only (required there)
         note: str?
         unknown: [str, ...]
@@ -68,6 +73,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, ValidationInfo, field_validator, model_validator
 
 from polythrottle.boards.validation import Int, Loc, Number, Section, Str, fail, non_empty, one_of, shown
+from polythrottle.clocks.sysfs import clock_subtree
 
 SCHEMA_VERSION = 1
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
@@ -78,6 +84,15 @@ POWER_KINDS = ("hwmon", "iio")
 POWER_FILE_ROLES = ("label", "voltage_mv", "current_ma")
 """Files every power interface must name (``power_mw`` is optional)."""
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+CPU_ROOTS = ("/sys/devices/system/cpu", "/sys/devices/system/cpu/cpufreq")
+"""Where a cpufreq control's policies are looked for (the variant path, ``/cpufreq`` dropped)."""
+WRITTEN_VARIANTS = {"devfreq": "devfreq", "bpmp-debugfs": "emc-bpmp"}
+"""Interfaces whose variant directories hold the files written -> the ``CLOCK_SUBTREES`` kind they must be in."""
+WRITTEN_PATHS = {"tegra-bwmgr": ("emc-override", ("override", "override_rate", "override_state"))}
+"""Interfaces whose ``paths`` roles are written -> (``CLOCK_SUBTREES`` kind, those roles)."""
+_WHERE = {"devfreq": "a devfreq device (/sys/class/devfreq/NAME, /sys/devices/.../devfreq/NAME)",
+          "emc-bpmp": "the BPMP EMC clock (/sys/kernel/debug/bpmp/debug/clk/emc)",
+          "emc-override": "the tegra210 EMC override (/sys/kernel/debug/clk/override.emc)"}
 
 
 # ----- field checks -----------------------------------------------------------------------------
@@ -220,6 +235,26 @@ class ClockSpec(Section):
     clusters: Annotated[tuple[CpuCluster, ...], AfterValidator(_disjoint_clusters)] = ()
     note: Str = ""
     unknown: tuple[Str, ...] = ()
+
+    @model_validator(mode="after")
+    def _writes_only_clock_files(self) -> ClockSpec:
+        """Every path this control writes lies where that kind of clock lives: a profile cannot name
+        ``/sys/power/state`` or a GPIO as a clock file (the write guard refuses it again at run time)."""
+        kind = WRITTEN_VARIANTS.get(self.interface)
+        for i, v in enumerate(self.variants):
+            path = v.path.rstrip("/")
+            if self.interface == "cpufreq" and path not in CPU_ROOTS:
+                raise fail(f"{shown(v.path)} is not a cpufreq root ({' or '.join(CPU_ROOTS)}); "
+                           "a clock control writes only clock files", at=("variants", i, "path"))
+            if kind is not None and clock_subtree(path, (kind,)) is None:
+                raise fail(f"{shown(v.path)} is not {_WHERE[kind]}; a clock control writes only clock files",
+                           at=("variants", i, "path"))
+        kind, roles = WRITTEN_PATHS.get(self.interface, ("", ()))
+        for role in roles:
+            if role in self.paths and clock_subtree(self.paths[role], (kind,)) is None:
+                raise fail(f"{shown(self.paths[role])} is not {_WHERE[kind]}; a clock control writes only clock "
+                           "files", at=("paths", role))
+        return self
 
     @model_validator(mode="after")
     def _cpufreq_has_clusters(self) -> ClockSpec:

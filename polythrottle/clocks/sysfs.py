@@ -2,9 +2,11 @@
 
 Every path the hardware backends use is written as on a real board (``/sys/...``) and resolved under
 the root ``POLYTHROTTLE_ROOT`` (default ``/``), so a copy of a Jetson's ``/sys``, ``/proc`` and debugfs
-can stand in for the board (dry runs, tests). Writes go only to files under ``/sys`` (sysfs, debugfs),
-named by plain paths that resolve, links followed, under ``ROOT/sys``: a link in a copied tree that leads
-out of it (e.g. to the real board) or a profile path with ``..`` is refused before anything is written.
+can stand in for the board (dry runs, tests). Writes go only to clock files: plain paths in one of the
+kernel subtrees a clock control uses (``CLOCK_SUBTREES``: devfreq, cpufreq, the EMC debugfs clock) that
+resolve, links followed, under ``ROOT/sys`` and into such a subtree again. Anything else (``/sys/power/state``,
+a GPIO, a power monitor, a link in a copied tree that leads out of it, a profile path with ``..``) is refused
+before anything is written; board profiles are held to the same subtrees when they are loaded.
 Errors become typed exceptions with one clear line:
 EACCES/EPERM/EROFS -> PermissionDeniedError (exit 4, "needs root"); EINVAL -> KernelRefusedError;
 anything else -> DeviceError.
@@ -16,6 +18,7 @@ import errno
 import glob
 import os
 import posixpath
+import re
 from pathlib import Path
 
 from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, brief
@@ -23,6 +26,32 @@ from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedErro
 ROOT_ENV = "POLYTHROTTLE_ROOT"
 
 ROOT_HINT = "changing clocks needs root: run as root (sudo) or as the polythrottle systemd unit"
+
+
+CLOCK_SUBTREES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "devfreq": (re.compile(r"/sys/class/devfreq/[^/]+(/.+)?"),
+                re.compile(r"/sys/devices/([^/]+/)*devfreq/[^/]+(/.+)?"),
+                re.compile(r"/sys/devices/([^/]+/)*devfreq_dev(/.+)?")),  # newer Orin kernels (facts.md)
+    "cpufreq": (re.compile(r"/sys/devices/system/cpu/cpu[0-9]+/cpufreq(/.+)?"),
+                re.compile(r"/sys/devices/system/cpu/cpufreq/policy[0-9]+(/.+)?")),
+    "emc-bpmp": (re.compile(r"/sys/kernel/debug/bpmp/debug/clk/emc(/.+)?"),),  # TX2, Xavier, Orin
+    "emc-override": (re.compile(r"/sys/kernel/debug/clk/override\.emc(/.+)?"),),  # Nano, TX1 (tegra210)
+}
+"""The only places a write may go, by kind (board paths, matched whole): a devfreq device, a cpufreq
+policy, the EMC clock in the BPMP debugfs or the tegra210 clock override. Power monitors, thermal zones,
+``/sys/kernel/nvpmodel_emc_cap`` and every other file are read, never written."""
+
+
+def clock_subtree(board_path: str, kinds: tuple[str, ...] | None = None) -> str | None:
+    """The kind (key of ``CLOCK_SUBTREES``, among ``kinds`` if given) whose subtree holds ``board_path``,
+    else None."""
+    for kind, patterns in CLOCK_SUBTREES.items():
+        if (kinds is None or kind in kinds) and any(p.fullmatch(board_path) for p in patterns):
+            return kind
+    return None
+
+
+NOT_A_CLOCK = "not a clock file (writes go only to devfreq, cpufreq and the EMC debugfs clock)"
 
 
 class KernelRefusedError(DeviceError):
@@ -134,16 +163,22 @@ class SysfsIO:
         return os.access(self.path(board_path), os.W_OK)
 
     def check_write_target(self, board_path: str) -> None:
-        """DeviceError unless ``board_path`` is a kernel file a write may go to: a plain absolute path under
-        ``/sys`` (no ``..``, ``.`` or ``//``) whose local file, links followed, lies under ``ROOT/sys``."""
+        """DeviceError unless ``board_path`` is a clock file a write may go to: a plain absolute path under
+        ``/sys`` (no ``..``, ``.`` or ``//``) in one of ``CLOCK_SUBTREES``, whose local file, links followed,
+        lies under ``ROOT/sys`` and in one of ``CLOCK_SUBTREES`` too."""
         shown = brief(board_path, 100)
         if (not isinstance(board_path, str) or not board_path.startswith("/sys/")
                 or posixpath.normpath(board_path) != board_path):
             raise DeviceError(f"refusing to write {shown}: not a plain path under /sys")
-        allowed = os.path.join(os.path.realpath(self.root), "sys")
+        if clock_subtree(board_path) is None:
+            raise DeviceError(f"refusing to write {shown}: {NOT_A_CLOCK}")
+        real_root = os.path.realpath(self.root)
+        allowed = os.path.join(real_root, "sys")
         real = os.path.realpath(self.path(board_path))
         if os.path.commonpath([allowed, real]) != allowed:
             raise DeviceError(f"refusing to write {shown}: it leads to {brief(real, 100)}, outside {allowed}")
+        if clock_subtree("/" + os.path.relpath(real, real_root)) is None:
+            raise DeviceError(f"refusing to write {shown}: it leads to {brief(real, 100)}, {NOT_A_CLOCK}")
 
     def write(self, board_path: str, value: int | str) -> None:
         """Write ``value`` to ``board_path`` (``check_write_target`` first). Raises PermissionDeniedError,

@@ -26,7 +26,6 @@ the saving of originals hold SIGINT/SIGTERM/SIGHUP until done (``polythrottle.in
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -95,16 +94,7 @@ class JetsonControl(Control):
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
         if no_clock_control:
-            self._report_leftovers()
-
-    def _report_leftovers(self) -> None:
-        """--no-clock-control restores nothing (a restore is a write): say when a run that did not finish left
-        clocks changed, since this run measures at them."""
-        owner, keys = self._session.crash_leftovers()
-        if keys:
-            print(f"polythrottle: warning: {len(keys)} clock setting(s) of this board were left changed by a run "
-                  f"that did not finish (pid {owner or 'unknown'}); --no-clock-control leaves them as they are: "
-                  "`polythrottle restore --device jetson` puts them back", file=sys.stderr)
+            self._session.warn_leftovers_untouched()
 
     # ----- discovery ----------------------------------------------------------------------------------
     def _open_clocks(self) -> None:

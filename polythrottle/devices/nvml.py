@@ -24,7 +24,6 @@ included.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,16 +117,12 @@ class NvmlControl(Control):
         return DeviceIdentity("nvml", slug(self.gpu_name), self.uuid)
 
     def _restore_leftovers(self) -> None:
-        """Originals left by a run that crashed (or kept): put them back (or say why not)."""
-        left = self._session.saved()
-        if not left:
-            return
+        """Originals left by a run that crashed (or kept): put them back (or, with --no-clock-control, say so)."""
         if not self.guard.allowed:
-            print(f"polythrottle: warning: {self.device_id} has settings saved by an earlier run that did not "
-                  f"finish ({', '.join(left)}); --no-clock-control leaves them alone: run once without it "
-                  "to restore them", file=sys.stderr)
+            self._session.warn_leftovers_untouched()
             return
-        self._session.restore_saved()
+        if self._session.saved():
+            self._session.restore_saved()
 
     def _discover(self) -> None:
         if not self.guard.allowed:

@@ -45,7 +45,7 @@ from polythrottle.devices.originals import (
     owner_alive,
     process_start,
 )
-from polythrottle.errors import DeviceBusyError, DeviceError, brief
+from polythrottle.errors import DeviceBusyError, DeviceError, brief, clip
 
 
 @dataclass
@@ -199,6 +199,14 @@ class OriginalsSession:
             return None, []
         return owner, list(state.originals)
 
+    def warn_leftovers_untouched(self) -> None:
+        """For a control opened with ``--no-clock-control``, which restores nothing (a restore is a write):
+        one warning on stderr when a run that did not finish left settings changed, since this run measures
+        at them, and how to put them back. Kept settings and a live owner's are not leftovers: no warning."""
+        owner, keys = self.crash_leftovers()
+        if keys:
+            print(leftovers_warning(self.device_id, self.device_arg, owner, keys), file=sys.stderr)
+
     def _check_not_busy(self, owner: int | None, started: Any = None) -> None:
         """DeviceBusyError if ``owner`` is another live process (the same one that saved the originals: a
         pid reused by an unrelated process since, whose start time differs, does not count)."""
@@ -337,6 +345,13 @@ class OriginalsSession:
 
     def _meta(self) -> dict[str, Any]:
         return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
+
+
+def leftovers_warning(device_id: str, device_arg: str, owner: int | None, keys: Sequence[str]) -> str:
+    """The one line every control prints for a crashed run's leftovers it leaves alone (--no-clock-control)."""
+    return (f"polythrottle: warning: {len(keys)} setting(s) of {device_id} were left changed by a run that did not "
+            f"finish (pid {owner or 'unknown'}): {clip(', '.join(keys), 160)}; --no-clock-control leaves them as "
+            f"they are: `polythrottle restore --device {device_arg}` puts them back")
 
 
 _INT_TEXT = re.compile(r"-?\d{1,20}")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from polythrottle.errors import brief
 from polythrottle.history.errors import HistoryError
 from polythrottle.space import Config, SearchSpace, Value
 
@@ -97,9 +98,16 @@ class TuneRow:
     @classmethod
     def begin(cls, key: HistoryKey, model_version: str, *, slo_ms: float, optimizer: str, knobs: Sequence[str],
               warm_from: str | None, unit: str, client_id: str | None = None) -> TuneRow:
-        """A new ``running`` tune, started now. Raises HistoryError on a bad SLO."""
+        """A new ``running`` tune, started now. Raises HistoryError on a bad SLO, or on a device, workload,
+        model version or unit that is not printable text on one line (a newline or escape in a stored
+        identifier would break every table and export that shows it)."""
         if not (math.isfinite(float(slo_ms)) and float(slo_ms) > 0):
             raise HistoryError(f"refusing to store a tune with slo_ms={slo_ms}")
+        for column, text in (("device", key.device), ("workload", key.workload), ("model_version", model_version),
+                             ("unit", unit)):
+            if not isinstance(text, str) or not text.isprintable():
+                raise HistoryError(f"refusing to store a tune with {column}={brief(text, 60)}: "
+                                   "not printable text on one line")
         return cls(client_id=client_id or new_tune_client_id(), device=key.device, workload=key.workload,
                    space=key.space, model_version=model_version, unit=unit, slo_ms=float(slo_ms),
                    optimizer=optimizer, knobs=to_json(list(knobs)), warm_from=warm_from, status="running",

@@ -4,10 +4,12 @@
 does not (down at open, or a write fails because the server went away), the write goes to a small
 SQLite spool in ``spool_dir`` instead, committed before the call returns, and the tune goes on: reads
 then see what the spool has. The spool is uploaded when the remote answers again: at the next open, or
-at the next write or read once ``retry_s`` has passed since the last attempt. The upload is one remote
-transaction of ``ON CONFLICT DO NOTHING`` inserts keyed by the writers' client ids, and the spool rows
-are deleted only after it committed: a crash or a lost reply in between repeats the upload, which
-stores nothing twice. Every spooled measurement is stored exactly once.
+at the next write or read once ``retry_s`` has passed since the last attempt. The upload goes in chunks
+of ``upload_chunk`` measurements (oldest first, with the tunes they belong to; then the tunes left without
+any), each one remote transaction of ``ON CONFLICT DO NOTHING`` inserts keyed by the writers' client ids,
+so memory stays bounded however long the outage was. A chunk's spool rows are deleted only after it
+committed: a crash, an outage or a lost reply in between repeats that chunk, which stores nothing twice,
+and the chunks before it stay uploaded. Every spooled measurement is stored exactly once.
 
 Tune ids: a tune begun while the remote answered has the remote's id; one begun offline gets a
 negative id, valid for this object only (also after the upload).
@@ -27,9 +29,12 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import sqlalchemy as sa
 
 from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
 from polythrottle.history.records import (
@@ -40,11 +45,14 @@ from polythrottle.history.records import (
     TuneRow,
     VersionSummary,
 )
+from polythrottle.history.schema import MEASUREMENT_COLUMNS, TUNE_COLUMNS, measurements, tunes
 from polythrottle.history.store import HistoryStore
 from polythrottle.history.target import HistoryTarget, mask, parse_target
 from polythrottle.space import Value
 
 log = logging.getLogger("polythrottle.history")
+UPLOAD_CHUNK = 500
+"""Spooled measurements per upload transaction (and spool rows held in memory at once)."""
 
 
 @dataclass
@@ -67,6 +75,29 @@ def _quarantine(spool: Path, why: HistoryError) -> Path:
     return moved
 
 
+def _measurement_chunk(conn: sa.Connection, after_id: int, limit: int) -> tuple[list[TuneRow], list[MeasurementRow], int]:
+    """Up to ``limit`` spooled measurements with ids above ``after_id`` (oldest first), the tunes they belong to
+    (their latest state) and the last id read (``after_id`` when none is left)."""
+    q = (sa.select(measurements, tunes.c.client_id.label("tune_client_id"))
+         .join(tunes, tunes.c.id == measurements.c.tune_id)
+         .where(measurements.c.id > after_id).order_by(measurements.c.id).limit(limit))
+    found = list(conn.execute(q).mappings())
+    mrows = [MeasurementRow(**{c: r[c] for c in MEASUREMENT_COLUMNS if c != "tune_id"}, tune_client_id=r["tune_client_id"])
+             for r in found]
+    tune_ids = sorted({r["tune_id"] for r in found})
+    trows = [TuneRow(**{c: r[c] for c in TUNE_COLUMNS})
+             for r in conn.execute(sa.select(tunes).where(tunes.c.id.in_(tune_ids)).order_by(tunes.c.id)).mappings()]
+    return trows, mrows, found[-1]["id"] if found else after_id
+
+
+def _bare_tune_chunk(conn: sa.Connection, after_id: int, limit: int) -> tuple[list[TuneRow], int]:
+    """Up to ``limit`` spooled tunes with ids above ``after_id`` that have no measurement in the spool."""
+    has = sa.select(measurements.c.id).where(measurements.c.tune_id == tunes.c.id).exists()
+    found = list(conn.execute(sa.select(tunes).where(tunes.c.id > after_id, ~has).order_by(tunes.c.id)
+                              .limit(limit)).mappings())
+    return [TuneRow(**{c: r[c] for c in TUNE_COLUMNS}) for r in found], found[-1]["id"] if found else after_id
+
+
 def spool_path(target: HistoryTarget, spool_dir: str | os.PathLike[str]) -> Path:
     """The spool file of ``target`` in ``spool_dir``."""
     digest = hashlib.sha256(mask(target.url).encode()).hexdigest()[:12]
@@ -81,9 +112,10 @@ class SpooledHistory:
     """
 
     def __init__(self, target: str | os.PathLike[str] | HistoryTarget, spool_dir: str | os.PathLike[str], *,
-                 retry_s: float = 30.0, timeout_s: float = 10.0) -> None:
+                 retry_s: float = 30.0, timeout_s: float = 10.0, upload_chunk: int = UPLOAD_CHUNK) -> None:
         self.target = target if isinstance(target, HistoryTarget) else parse_target(target)
         self.spool_file = spool_path(self.target, spool_dir)
+        self.upload_chunk = max(1, int(upload_chunk))
         self.retry_s = float(retry_s)
         self.timeout_s = float(timeout_s)
         self._remote: HistoryStore | None = None
@@ -151,17 +183,31 @@ class SpooledHistory:
         return self._connect()
 
     def _flush(self) -> None:
-        """Upload everything in the spool (one remote transaction), then delete it from the spool."""
+        """Upload everything in the spool, chunk by chunk (one remote transaction each), deleting each chunk
+        from the spool once it committed. HistoryUnavailable mid-way leaves the chunks not yet committed
+        spooled (the next upload goes on from there)."""
         assert self._remote is not None
         if self._spool is None and not self.spool_file.exists():
             return
-        spool = self._spool_store()
-        trows, mrows = spool.rows()
-        if not trows and not mrows:
-            return
+        spool, n = self._spool_store(), self.upload_chunk
+        after = 0
+        while True:
+            trows, mrows, after = spool.read("read spool", partial(_measurement_chunk, after_id=after, limit=n))
+            if not mrows:
+                break
+            self._upload(spool, trows, mrows)
+        after = 0
+        while True:
+            trows, after = spool.read("read spool", partial(_bare_tune_chunk, after_id=after, limit=n))
+            if not trows:
+                break
+            self._upload(spool, trows, [])
+
+    def _upload(self, spool: HistoryStore, trows: list[TuneRow], mrows: list[MeasurementRow]) -> None:
+        assert self._remote is not None
         ids = self._remote.merge(trows, mrows)
         self.uploaded += len(mrows)
-        try:
+        try:  # a tune goes from the spool with its last measurement there
             spool.forget([m.client_id for m in mrows], [t.client_id for t in trows])
         except HistoryError as e:  # uploaded but still spooled: the next upload repeats it, storing nothing twice
             self.last_error = str(e)
@@ -177,7 +223,8 @@ class SpooledHistory:
         """Measurements in the spool, not yet uploaded."""
         if self._spool is None and not self.spool_file.exists():
             return 0
-        return len(self._spool_store().rows()[1])
+        return int(self._spool_store().read("count spool", lambda c: c.execute(
+            sa.select(sa.func.count()).select_from(measurements)).scalar_one()))
 
     def close(self) -> None:
         if self._remote is not None:

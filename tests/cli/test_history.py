@@ -183,14 +183,21 @@ def test_export_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
 
 def test_stored_text_cannot_break_the_tables_or_drive_the_terminal(tmp_path: Path, cli) -> None:
     """Workload names, model versions and devices are written by any fleet member: a newline or a terminal
-    escape in them is shown escaped by ls, show and fleet (JSON keeps the text as it is)."""
+    escape in them is shown escaped by ls, show and fleet (JSON keeps the text as it is). This store refuses
+    to write such text; an older member or a hand edit can still put it there (written here with SQL)."""
+    import sqlite3
+
     target = str(tmp_path / "h.sqlite")
     evil = HistoryKey("sim:board\u202eevil", "wl\x1b[2J\nnext line", "abc")
     version = "v\x1b]0;pwned\x07 [bold]x"
     with HistoryStore(target) as s:
-        tid = s.begin_tune(evil, version, slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="u\r1")
+        tid = s.begin_tune(HistoryKey("sim:board", "wl", "abc"), "v", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
         s.add_measurement(tid, step=0, config={"gpu_mhz": 900.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
         s.finish_tune(tid, best_config={"gpu_mhz": 900.0}, best_energy_j=1.0, best_latency_ms=10.0)
+    with sqlite3.connect(target) as db:
+        db.execute("UPDATE tunes SET device = ?, workload = ?, model_version = ?, unit = ? WHERE id = ?",
+                   (evil.device, evil.workload, version, "u\r1", tid))
+    db.close()
     for args, lines in ((("history", "ls"), 2), (("history", "show", str(tid)), 7), (("fleet",), 4)):
         r = cli(*args, "--history", target)
         assert r.returncode == 0, r.stderr

@@ -270,7 +270,7 @@ def test_no_clock_control_never_writes_hardware(monkeypatch, tmp_path, capsys):
     leftover.write_text(json.dumps({"device": f"nvml:{UUID}", "originals": {GPU_LOCK: "reset"}}))
 
     dev = open_gpu(tmp_path, no_clock_control=True, workload="builtin:tiny-cnn")
-    assert "--no-clock-control leaves them alone" in capsys.readouterr().err
+    assert "--no-clock-control leaves them as they are" in capsys.readouterr().err
     assert dev.space().names == ["batch_size", "precision", "channels_last"]
     status = {k.name: k for k in dev.info().knobs}
     assert all(not status[n].available and status[n].reason == "--no-clock-control"
@@ -290,17 +290,17 @@ def test_guard_refuses_before_calling(monkeypatch, tmp_path):
 
     called = []
     monkeypatch.setattr(pynvml, "nvmlDeviceSetGpuLockedClocks", lambda *a: called.append(a))
-    f = tmp_path / "sys" / "scaling_max_freq"
-    f.parent.mkdir()
+    f = tmp_path / "sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq"  # writes go only to clock files
+    f.parent.mkdir(parents=True)
     f.write_text("1000\n")
     g = WriteGuard(allowed=False, sysfs_root=tmp_path)
     with pytest.raises(ClockControlDisabledError, match="no-clock-control"):
         g.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
     with pytest.raises(WritesDisabledError):
-        g.io.write("/sys/scaling_max_freq", "500")
+        g.io.write("/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq", "500")
     assert called == [] and f.read_text() == "1000\n" and g.writes == []
     ok = WriteGuard(allowed=True, sysfs_root=tmp_path)
-    ok.io.write("/sys/scaling_max_freq", "500")
+    ok.io.write("/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq", "500")
     ok.nvml("nvmlDeviceSetGpuLockedClocks", object(), 345, 345)
     assert f.read_text() == "500" and ok.writes == [("nvmlDeviceSetGpuLockedClocks", (345, 345))]
     with pytest.raises(ValueError):

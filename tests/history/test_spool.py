@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.history import HistoryKey, HistoryStore, SpooledHistory
+from polythrottle.history import HistoryKey, HistoryStore, HistoryUnavailable, SpooledHistory
 from polythrottle.tuning.session import run_tune
 from polythrottle.tuning.tuner import TuneRecord
 
@@ -105,6 +105,70 @@ def test_upload_repeated_after_a_crash_stores_nothing_twice(pg_url: str, restart
         (t,) = s.tunes()
         assert t.measurements == 4 and t.status == "running"
     assert len(_server_rows(pg_url, t.client_id)) == 4
+
+
+def test_a_spool_larger_than_a_chunk_uploads_in_chunks_exactly_once_across_failures(
+        pg_url: str, restart, tmp_path: Path, monkeypatch) -> None:
+    """11 measurements of 3 tunes (one with none) in chunks of 4: an outage before a chunk commits and a reply
+    lost after it did leave the spool holding exactly what is not yet committed; the next sync finishes the
+    upload, nothing lost, nothing twice; no upload holds more than one chunk (the spool is never read whole)."""
+    HistoryStore(pg_url).close()
+    restart.stop()
+    h = SpooledHistory(pg_url, tmp_path, retry_s=3600.0, timeout_s=2.0, upload_chunk=4)
+    steps = {"A": 5, "B": 6, "C": 0}
+    for name, n in steps.items():
+        tid = h.begin_tune(KEY, name, slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U3")
+        for i in range(n):
+            h.add_measurement(tid, step=i, config={"gpu_mhz": 1.0 * i}, energy_j=1.0, latency_ms=1.0, role="explore")
+        h.finish_tune(tid, best_config={"gpu_mhz": 0.0}, best_energy_j=1.0, best_latency_ms=1.0)
+    assert h.pending() == 11
+    restart.start()
+
+    sizes: list[int] = []
+    fail: dict[str, int] = {}  # "before"/"after" -> on which upload call (counted from 1) to fail
+    real_merge = HistoryStore.merge
+
+    def merge(store, tune_rows, measurement_rows=(), tune_ids=None):
+        if store.target.is_sqlite:  # the spool's own writes
+            return real_merge(store, tune_rows, measurement_rows, tune_ids)
+        sizes.append(len(measurement_rows))
+        if fail.get("before") == len(sizes):
+            raise HistoryUnavailable("server gone before the commit")
+        ids = real_merge(store, tune_rows, measurement_rows, tune_ids)
+        if fail.get("after") == len(sizes):
+            raise HistoryUnavailable("reply lost after the commit")
+        return ids
+
+    def whole_spool(store):
+        raise AssertionError("the upload read the whole spool")
+
+    monkeypatch.setattr(HistoryStore, "merge", merge)
+    monkeypatch.setattr(HistoryStore, "rows", whole_spool)
+
+    def server() -> dict[str, int]:
+        with HistoryStore(pg_url) as s:
+            return {t.model_version: t.measurements for t in s.tunes() if t.status == "done"}
+
+    fail["before"] = 2  # chunk 1 commits, the server goes away before chunk 2 does
+    assert not h.sync() and h.pending() == 7 and sizes == [4, 4]
+    assert sum(server().values()) == 4
+    sizes.clear()
+    fail.clear()
+    fail["after"] = 1  # chunk 2 commits but its reply is lost: it stays spooled
+    assert not h.sync() and h.pending() == 7 and sizes == [4]
+    assert sum(server().values()) == 8
+    sizes.clear()
+    fail.clear()
+    assert h.sync() and h.pending() == 0
+    assert sizes == [4, 3, 0] and max(sizes) <= h.upload_chunk  # chunk 2 again (stored nothing twice), 3, bare C
+    h.close()
+    assert server() == steps  # every tune finished, every measurement once
+    monkeypatch.undo()
+    with HistoryStore(pg_url) as s:
+        _, mrows = s.rows()
+    assert len(mrows) == len({m.client_id for m in mrows}) == 11
+    with HistoryStore(h.spool_file) as spool:
+        assert spool.rows() == ([], [])  # the spool is empty, tunes included
 
 
 def test_wrong_password_is_not_spooled(pg_cluster, tmp_path: Path) -> None:

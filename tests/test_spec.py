@@ -1,0 +1,88 @@
+"""The declared spec (``polythrottle.spec``): quoted numbers and non-printable identifiers are refused in one
+line naming the field, from the Python API and the daemon YAML; the CLI, which converts its own flags, works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polythrottle.errors import BadInputError
+from polythrottle.spec import DeviceSpec, Face, TuneSpec
+from tests.conftest import run_cli
+
+BASE = {"device": "sim:jetson-orin-nano", "workload": "efficientnet-b0", "slo_ms": 50}
+
+
+@pytest.mark.parametrize("field, value, kind", [
+    ("slo_ms", "25", "a number"), ("budget", "5", "an integer"), ("seed", "0", "an integer"),
+    ("noise", "0.1", "a number"), ("percentile", "99", "a number"), ("window_s", "2", "a number"),
+    ("repeats", "3", "an integer"), ("carbon_intensity_g_per_kwh", "400", "a number"),
+])
+def test_api_quoted_numbers_are_refused(field: str, value: str, kind: str) -> None:
+    with pytest.raises(BadInputError) as e:
+        TuneSpec.parse({**BASE, field: value}, Face.API)
+    assert str(e.value) == f"{field}=: must be {kind}, got {value!r}"
+
+
+def test_api_tune_and_open_device_refuse_quoted_numbers() -> None:
+    import polythrottle as pt
+
+    with pytest.raises(BadInputError, match=r"^slo_ms=: must be a number, got '25'$"):
+        pt.tune("sim:jetson-orin-nano", workload="efficientnet-b0", slo_ms="25", budget=3, optimizer="random")
+    with pytest.raises(BadInputError, match=r"^noise=: must be a number, got .0\.1.$"):
+        pt.open_device("sim:jetson-orin-nano", workload="efficientnet-b0", noise="0.1")
+
+
+def test_yaml_quoted_number_is_refused(tmp_path: Path) -> None:
+    from polythrottle.daemon.config import ConfigError, load_config
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text('device: sim:jetson-orin-nano\nworkload: efficientnet-b0\nslo_ms: "25"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: slo_ms: must be a number, got '25'"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model_version", "v1\nv2"), ("model_version", "v1\x1b[31m"), ("model_version", "v1\tx"),
+    ("model_version", "v\u202e1"), ("model_version", "v1\x00"), ("workload", "efficientnet-b0\nx"),
+    ("device", "sim:jetson-orin-nano\x07"),
+])
+def test_identifiers_with_control_characters_are_refused(tmp_path: Path, field: str, value: str) -> None:
+    from polythrottle.daemon.config import ConfigError, parse_config
+
+    with pytest.raises(BadInputError) as e:
+        TuneSpec.parse({**BASE, field: value}, Face.API)
+    assert str(e.value).startswith(f"{field}=: must be printable text on one line") and "\n" not in str(e.value)
+    if field != "model_version":
+        with pytest.raises(BadInputError, match=f"^{field}=: must be printable"):
+            DeviceSpec.parse({"device": BASE["device"], field: value}, Face.API)
+    with pytest.raises(ConfigError) as c:
+        parse_config({**BASE, field: value}, tmp_path / "d.yaml")
+    assert f"d.yaml: {field}: must be printable text on one line" in str(c.value) and "\n" not in str(c.value)
+
+
+def test_history_refuses_to_store_a_non_printable_identifier(tmp_path: Path) -> None:
+    from polythrottle.history import HistoryError, HistoryKey, HistoryStore
+
+    key = HistoryKey("sim:jetson-orin-nano", "efficientnet-b0", "abc")
+    with HistoryStore(str(tmp_path / "h.sqlite")) as s:
+        for k, version, unit in ((key, "v1\nforged row", ""), (key, "v1", "0\r"),
+                                 (HistoryKey("sim:x", "w\x1b[2J", "abc"), "v1", "")):
+            with pytest.raises(HistoryError, match="not printable text on one line"):
+                s.begin_tune(k, version, slo_ms=50.0, optimizer="cbo", knobs=["gpu_mhz"], unit=unit)
+        assert s.begin_tune(key, "v1 (ok, spaces and ü)", slo_ms=50.0, optimizer="cbo", knobs=["gpu_mhz"]) > 0
+
+
+def test_cli_numeric_flags_still_work(tmp_path: Path) -> None:
+    """argv is text; the CLI converts its flags itself, so the strict spec does not refuse them."""
+    r = run_cli("tune", "--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                "--budget", "3", "--seed", "0", "--noise", "0.01", "--percentile", "99", "--optimizer", "random",
+                "--carbon-intensity", "400", "--quiet", "--no-history")
+    assert r.returncode in (0, 3), r.stderr
+    bad = run_cli("tune", "--device", "sim:jetson-orin-nano", "--slo-ms", "50", "--model-version", "a\tb",
+                  "--budget", "3", "--quiet", "--no-history")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "polythrottle: error: --model-version: must be printable text on one line (no newline, tab or control "
+        "characters), got 'a\\tb'"], bad.stderr
