@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,18 @@ def test_profile_out_missing_dir_is_refused_first(board, cli_inproc, tmp_path, d
     rc, _, err = cli_inproc(board, "profile", *dev, "--knobs", "gpu_mhz", "--out", str(tmp_path / "no" / "t.csv"))
     assert rc == 2 and "--out" in one_line(err)
     assert fj.writes_attempted(board.root) == 0
+    board.assert_restored()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a file whose writes fail: disk full)")
+@pytest.mark.parametrize("device", ["sim", "jetson"])
+def test_profile_out_failing_midway_is_one_line_and_the_board_is_back(board, cli_inproc, device):
+    """The table's writes fail (the disk full) after the sweep started: one line naming --out, exit 2 (was an
+    unexpected ``OSError``, exit 1), and what the sweep set is put back."""
+    dev = SIM if device == "sim" else ["--device", "jetson", "--workload", "builtin:fake"]
+    rc, _, err = cli_inproc(board, "profile", *dev, "--knobs", "gpu_mhz", "--out", "/dev/full")
+    line = one_line(err)
+    assert rc == 2 and "--out /dev/full: cannot write" in line and "OSError" not in line, err
     board.assert_restored()
 
 
