@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_write_text
-from polythrottle.devices import DeviceOptions
-from polythrottle.errors import BadInputError
+from polythrottle.devices import Device, DeviceOptions
+from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.space import parse_assignments
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
 
@@ -72,6 +72,18 @@ def tune_spec(args: argparse.Namespace) -> TuneSpec:
         fields["history"] = str(args.history)
     fields["warm_start"] = not getattr(args, "no_warm_start", False)
     return TuneSpec.parse(fields, Face.CLI)
+
+
+def close_device(device: Device, cause: BaseException | None = None) -> None:
+    """``device.close()``: put back what the command changed. When the command is failing with ``cause`` (a
+    PolyThrottleError) and the restore fails too, the restore's error (its type: exit 1) says both, why the
+    command stopped first: alone, "could not restore ..." hid the reason (a refused write, a file gone)."""
+    try:
+        device.close()
+    except PolyThrottleError as e:
+        if isinstance(cause, PolyThrottleError) and cause is not e:
+            e.args = (f"{cause}; {e}",)
+        raise
 
 
 def parse_knob_list(text: str | None) -> list[str] | None:

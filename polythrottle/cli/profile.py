@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, close_device, device_options, parse_knob_list
 from polythrottle.devices import open_device
 from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
             table.close(quiet=True)
             raise
         table.close()
-    finally:
-        device.close()
+    except BaseException as e:
+        close_device(device, e)  # a restore that fails names the cause too
+        raise
+    close_device(device)
     print(f"polythrottle: wrote {len(order)} configs of {', '.join(names)} to {args.out}", file=sys.stderr)
     return 0
