@@ -146,6 +146,24 @@ TABLES = {
 }
 
 
+@pytest.mark.parametrize("text, missing", [(b"gpu_mhz,energy_j,latency_ms\n300,1,10\n600,2\n", "latency_ms"),
+                                           (b"gpu_mhz,batch_size,energy_j,latency_ms\n300\n", "batch_size")])
+def test_replay_table_row_with_fewer_fields_names_what_is_missing(cli_inproc, tmp_path, text, missing):
+    """A short row is named as such (it read "latency_ms=None is not a number": a None the file never held)."""
+    t = tmp_path / "t.csv"
+    t.write_bytes(text)
+    rc, _, err = cli_inproc(None, "tune", "--device", f"replay:{t}", "--slo-ms", "50", "--budget", "3", "--json")
+    line = one_line(err)
+    assert rc == 2 and "fewer fields than the header" in line and repr(missing) in line and "None" not in line, err
+
+
+def test_replay_table_row_without_a_trailing_optional_metric_is_read(cli_inproc, tmp_path):
+    t = tmp_path / "t.csv"
+    t.write_bytes(b"gpu_mhz,energy_j,latency_ms,throughput_ips\n300,1,10\n600,2,5,3\n")
+    rc, _, err = cli_inproc(None, "tune", "--device", f"replay:{t}", "--slo-ms", "50", "--budget", "2", "--json")
+    assert rc == 0, err
+
+
 @pytest.mark.parametrize("case", sorted(TABLES))
 def test_replay_table_bad_one_line(cli_inproc, tmp_path, case):
     t = tmp_path / "t.csv"
