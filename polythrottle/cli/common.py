@@ -86,6 +86,21 @@ def close_device(device: Device, cause: BaseException | None = None) -> None:
         raise
 
 
+MAX_ROW_ID = 2**63 - 1
+"""The largest row id (and LIMIT) both history databases take."""
+
+
+def row_number(text: str) -> int:
+    """An argparse type: a whole number from 0 to 2**63-1 (a larger one failed as OverflowError, exit 1)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {MAX_ROW_ID})")
+    return n
+
+
 def parse_knob_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
