@@ -103,6 +103,25 @@ def test_bad_input_one_line_exit_2(result_file, tmp_path, capsys, args, message)
     assert not (tmp_path / "nope.sqlite").exists()  # plotting never creates a database
 
 
+@pytest.mark.parametrize("tune_id", ["99999999999999999999999", "-5"])
+def test_a_tune_id_out_of_range_is_one_line_exit_2(tmp_path, capsys, tune_id):
+    """It was ``OverflowError: Python int too large to convert to SQLite INTEGER``, exit 1 (and -5 was looked up)."""
+    db = tmp_path / "h.sqlite"
+    HistoryStore(db).close()
+    with pytest.raises(SystemExit) as e:
+        main(["plot", "--history", str(db), "--tune", tune_id, "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--tune" in err and "out of range" in err, err
+
+
+def test_an_unknown_tune_names_the_history_by_its_path(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    HistoryStore(db).close()
+    assert main(["plot", "--history", str(db), "--tune", "7"]) == 2
+    err = capsys.readouterr().err
+    assert f"history {db} has no tune 7" in err and "HistoryStore(" not in err, err
+
+
 def test_without_matplotlib_one_line_exit_5(result_file, monkeypatch, capsys):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)

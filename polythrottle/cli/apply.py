@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from polythrottle.cli.common import add_device_args, device_options
+from polythrottle.cli.common import add_device_args, close_device, device_options
 from polythrottle.devices import open_device
 from polythrottle.errors import BadInputError, brief, clip
 from polythrottle.space import parse_assignments
@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
                 raise BadInputError(f"--config {args.config}: no hardware knob to apply")
         device.keep()  # what this apply sets stays set; the originals stay saved for `restore`
         device.apply(config)  # a failed or interrupted apply rolls back what it wrote
-    finally:
-        device.close()  # restores only what an apply that did not complete left behind
+    except BaseException as e:
+        close_device(device, e)  # restores what the failed apply left behind; a failure names the cause too
+        raise
+    close_device(device)  # restores nothing: what this apply set is kept
     writes = device.last_writes
     print("applied " + ", ".join(f"{k}={v}" for k, v in config.items()))
     for w in writes:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_write_text
-from polythrottle.devices import DeviceOptions
-from polythrottle.errors import BadInputError
+from polythrottle.devices import Device, DeviceOptions
+from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.space import parse_assignments
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
 
@@ -72,6 +72,33 @@ def tune_spec(args: argparse.Namespace) -> TuneSpec:
         fields["history"] = str(args.history)
     fields["warm_start"] = not getattr(args, "no_warm_start", False)
     return TuneSpec.parse(fields, Face.CLI)
+
+
+def close_device(device: Device, cause: BaseException | None = None) -> None:
+    """``device.close()``: put back what the command changed. When the command is failing with ``cause`` (a
+    PolyThrottleError) and the restore fails too, the restore's error (its type: exit 1) says both, why the
+    command stopped first: alone, "could not restore ..." hid the reason (a refused write, a file gone)."""
+    try:
+        device.close()
+    except PolyThrottleError as e:
+        if isinstance(cause, PolyThrottleError) and cause is not e:
+            e.args = (f"{cause}; {e}",)
+        raise
+
+
+MAX_ROW_ID = 2**63 - 1
+"""The largest row id (and LIMIT) both history databases take."""
+
+
+def row_number(text: str) -> int:
+    """An argparse type: a whole number from 0 to 2**63-1 (a larger one failed as OverflowError, exit 1)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= n <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {MAX_ROW_ID})")
+    return n
 
 
 def parse_knob_list(text: str | None) -> list[str] | None:

@@ -21,22 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from polythrottle.atomicfile import atomic_writer
-from polythrottle.cli.common import check_output, printable
+from polythrottle.cli.common import check_output, printable, row_number
 from polythrottle.cli.history_args import add_history_location, open_for_reading
 from polythrottle.errors import BadInputError
-
-_MAX_ID = 2**63 - 1  # the largest row id (and LIMIT) both databases take
-
-
-def _row_number(text: str) -> int:
-    """An argparse type: a whole number from 0 to 2**63-1 (a larger one used to fail as OverflowError, exit 1)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= n <= _MAX_ID:
-        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {_MAX_ID})")
-    return n
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -54,12 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = hs.add_parser("ls", help="list tunes, newest first")
     add_history_location(ls)
     _filters(ls)
-    ls.add_argument("--limit", type=_row_number, default=50, help="at most this many tunes (0: all; default 50)")
+    ls.add_argument("--limit", type=row_number, default=50, help="at most this many tunes (0: all; default 50)")
     ls.add_argument("--json", action="store_true", help="print a JSON array")
     ls.set_defaults(func=run_ls)
 
     show = hs.add_parser("show", help="one tune and its measurements")
-    show.add_argument("id", type=_row_number, help="tune id (as listed by ls)")
+    show.add_argument("id", type=row_number, help="tune id (as listed by ls)")
     add_history_location(show)
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=run_show)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polythrottle.cli.common import row_number
 from polythrottle.errors import BadInputError
 
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a tune result (`tune --json` output or `tune --out` file)")
     p.add_argument("--history", default=None, metavar="PATH",
                    help="read the tune from this history database instead of a result file")
-    p.add_argument("--tune", type=int, default=None, metavar="ID",
+    p.add_argument("--tune", type=row_number, default=None, metavar="ID",
                    help="with --history: the tune id (`history_tune_id` in the JSON; default: the latest)")
     p.add_argument("--kind", default="both", choices=("both", "convergence", "tradeoff"),
                    help="which plot: both side by side (default), convergence, or tradeoff (energy vs latency)")

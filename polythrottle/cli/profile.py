@@ -2,7 +2,8 @@
 
 Generic over devices: the sweep covers ``device.space()`` restricted to ``--knobs`` (the other knobs
 stay at the device's default config). Rows are written and flushed as they are measured, so an
-interrupted sweep leaves a valid partial table. The device is restored (closed) at the end.
+interrupted sweep leaves a valid partial table. The device is restored (closed) at the end. A table that
+cannot be written (the disk full, an I/O error) stops the sweep with one line naming ``--out`` (exit 2).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from polythrottle.cli.common import add_device_args, check_output, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, close_device, device_options, parse_knob_list
 from polythrottle.devices import open_device
 from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
@@ -37,6 +38,37 @@ def _fmt(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
 
 
+class _Table:
+    """The CSV being written, a row flushed at a time; an OSError of the file is BadInputError naming ``--out``
+    (exit 2), not an unexpected error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.file = path.open("w", newline="")
+        except OSError as e:
+            raise self._error(e) from None
+        self.writer = csv.writer(self.file)
+
+    def _error(self, e: OSError) -> BadInputError:
+        return BadInputError(f"--out {self.path}: cannot write ({e.strerror or e})")
+
+    def row(self, values: list[object]) -> None:
+        try:
+            self.writer.writerow(values)
+            self.file.flush()
+        except OSError as e:
+            raise self._error(e) from None
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Close the file; ``quiet``: another error is already on its way, this one would hide it."""
+        try:
+            self.file.close()
+        except OSError as e:
+            if not quiet:
+                raise self._error(e) from None
+
+
 def run(args: argparse.Namespace) -> int:
     knobs = parse_knob_list(args.knobs)
     if args.sample is not None and args.sample < 1:
@@ -54,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
         order = np.arange(len(sub))
         if args.sample is not None and args.sample < len(sub):
             order = np.sort(np.random.default_rng(args.seed).choice(len(sub), size=args.sample, replace=False))
-        header = [*names, *METRIC_COLUMNS]
-        with args.out.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
+        table = _Table(args.out)
+        try:
+            table.row([*names, *METRIC_COLUMNS])
             with Progress(
                 TextColumn("[bold]profiling[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not console.is_terminal,
@@ -68,11 +99,16 @@ def run(args: argparse.Namespace) -> int:
                     config = full.normalize({**base, **point})
                     device.apply(config)
                     m = device.measure()
-                    writer.writerow([*(point[n] for n in names), _fmt(m.energy_j), _fmt(m.latency_ms),
-                                     _fmt(m.throughput_ips), _fmt(m.power_w)])
-                    f.flush()
+                    table.row([*(point[n] for n in names), _fmt(m.energy_j), _fmt(m.latency_ms),
+                               _fmt(m.throughput_ips), _fmt(m.power_w)])
                     progress.update(task, advance=1, last=f"{m.energy_j:.4g} J {m.latency_ms:.4g} ms")
-    finally:
-        device.close()
+        except BaseException:
+            table.close(quiet=True)
+            raise
+        table.close()
+    except BaseException as e:
+        close_device(device, e)  # a restore that fails names the cause too
+        raise
+    close_device(device)
     print(f"polythrottle: wrote {len(order)} configs of {', '.join(names)} to {args.out}", file=sys.stderr)
     return 0

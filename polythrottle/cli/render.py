@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from polythrottle.carbon import CarbonIntensity
+from polythrottle.cli.common import printable
 from polythrottle.space import Config
 from polythrottle.tuning.trace import TracePoint, TuneTrace, short_device
 
@@ -30,11 +31,12 @@ MIN_CONFIG_WIDTH = 12
 
 
 def fmt_value(v: object) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A knob value as shown; control characters as ``\\xNN`` (a replayed table's text must not drive the terminal)."""
+    return f"{v:g}" if isinstance(v, float) else printable(v)
 
 
 def fmt_config(config: Config) -> str:
-    return ", ".join(f"{k}={fmt_value(v)}" for k, v in config.items())
+    return ", ".join(f"{printable(k)}={fmt_value(v)}" for k, v in config.items())
 
 
 def _num(x: float) -> str:
@@ -69,10 +71,10 @@ class LiveView:
 
     def header(self) -> None:
         """The title, the knobs of the config column and the column heads (before the first line)."""
-        where = f"{short_device(self.trace.device)}: " if self.trace.device else ""
+        where = f"{printable(short_device(self.trace.device))}: " if self.trace.device else ""
         self._print(_clip(f"Tuning {where}SLO {self.trace.slo_ms:g} ms, budget {self.budget}",
                           self.width), "bold")
-        self._print(_clip("config = " + "/".join(self.knobs or []), self.width))
+        self._print(_clip("config = " + "/".join(printable(k) for k in self.knobs or []), self.width))
         self._print(self._line([*_HEADS, "config"]), "dim")
 
     def on_record(self, r: TuneRecord) -> None:
@@ -112,7 +114,7 @@ def result_table(result: TuneResult, carbon: CarbonIntensity | None = None) -> T
         cols.append(result.best)
     for k in result.baseline.config:
         tuned = k in result.tuned_knobs
-        name = escape(k)  # knob names and values come from tables and workloads: text, never markup
+        name = escape(printable(k))  # knob names and values come from tables and workloads: text, never markup
         t.add_row(name if tuned else f"[dim]{name} (fixed)[/]", *(escape(fmt_value(s.config[k])) for s in cols))
     t.add_row("energy per inference (J)", *(f"{s.energy_j:.4g}" for s in cols))
     t.add_row("latency (ms)", *(f"{s.latency_ms:.4g}" for s in cols))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from polythrottle.cli.common import add_device_args, check_output, tune_spec, write_output
+from polythrottle.cli.common import add_device_args, check_output, close_device, tune_spec, write_output
 from polythrottle.cli.history_args import add_history_args, open_history, refuse_output_over_history
 from polythrottle.devices import open_device
 from polythrottle.errors import clip
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     device = open_device(spec.device, spec.device_options())
     keep = False
     store = None
+    cause: BaseException | None = None
     try:
         # knobs and baseline checked against the device before the history is opened (which creates it)
         check_tune(device, spec.slo_ms, spec.budget, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
@@ -118,11 +119,16 @@ def run(args: argparse.Namespace) -> int:
                     highlight=False,
                 )
         _say_spooled(store)
+    except BaseException as e:
+        cause = e
+        raise
     finally:
-        if not keep:
-            device.close()
-        if store is not None:
-            store.close()
+        try:
+            if not keep:
+                close_device(device, cause)  # a restore that fails names the cause too
+        finally:
+            if store is not None:
+                store.close()
     if result.best is None:
         if args.json or args.quiet:
             print(

@@ -39,6 +39,8 @@ DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 """Global average carbon intensity of electricity generation in 2023, 481 gCO2/kWh (Ember,
 "Electricity generation emission intensity", 2024 data release). Set your grid's value, or your
 country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
+MAX_SOCKET_PATH_BYTES = 107
+"""Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
 SLO_METRICS = ("ttft", "tpot", "batch")
 SAME_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
                       "state_dir", "slo_metric")
@@ -134,6 +136,16 @@ class DaemonConfig(TuneSpec):
             return _resolve(v.strip(), _base_dir(info))
         if v is not None and not isinstance(v, Path):
             raise ValueError("must be a path")
+        return v
+
+    @field_validator("socket", mode="after")
+    @classmethod
+    def _socket_length(cls, v: Path) -> Path:
+        """A Unix socket's path fits in ``sun_path`` (the daemon could not listen on a longer one)."""
+        n = len(os.fsencode(v))
+        if n > MAX_SOCKET_PATH_BYTES:
+            raise _Worded(f"{clip(str(v), 80)} is {n} bytes long; a Unix socket path may have at most "
+                          f"{MAX_SOCKET_PATH_BYTES} (choose a shorter directory)")
         return v
 
     @field_validator("history", mode="before")

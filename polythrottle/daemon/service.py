@@ -95,18 +95,32 @@ class Daemon:
         return protocol.ok(queued="model", job=job, model_version=m.model_version)
 
 
+def not_a_directory(path: Path) -> Path | None:
+    """The nearest existing one of ``path`` and its ancestors when it is not a directory (a regular file): then
+    the directory ``path`` cannot be created, by any user; None otherwise (permissions are not judged: the
+    check may run as another user than the daemon)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 def check_history(cfg: DaemonConfig) -> str:
     """``daemon --check``'s view of the history: opened read-only (nothing is written or created), so a
     corrupt file, a newer schema, a malformed URL or wrong credentials are refused now (HistoryError);
     a PostgreSQL server out of reach is reported, not refused (the daemon then writes to its spool).
     Returns a summary for the check's line."""
     from polythrottle.history import open_history
-    from polythrottle.history.errors import HistoryUnavailable
+    from polythrottle.history.errors import HistoryError, HistoryUnavailable
     from polythrottle.history.target import parse_target
 
     target = parse_target(cfg.history_path())
     if target.is_sqlite and target.path is not None:
         if not target.path.exists():
+            blocker = not_a_directory(target.path.parent)
+            if blocker is not None:  # the daemon would refuse to start
+                raise HistoryError(f"history database {target.path}: cannot create its directory "
+                                   f"({blocker} is not a directory)")
             return f"history {target.display} (created at start)"
         if not os.access(target.path, os.R_OK):  # e.g. root's history, checked by a user: the daemon runs as root
             return f"history {target.display} (not readable by this user: not checked)"
@@ -125,6 +139,10 @@ def check_config(path: str | os.PathLike[str]) -> str:
     missing = [str(f) for f in cfg.model_files if not f.exists()]
     if missing:
         raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")
+    state = cfg.resolved_state_dir()
+    blocker = not_a_directory(state)
+    if blocker is not None:  # the daemon would stop at start: "cannot create the state directory"
+        raise ConfigError(f"{cfg.path}: state_dir: {state} cannot be created ({blocker} is not a directory)")
     prepared = prepare(cfg, import_workload=False)  # writes nothing, and imports no workload code it would run
     prepared.device.close()
     history = check_history(cfg)

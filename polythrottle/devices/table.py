@@ -123,6 +123,11 @@ class ReplayTable:
         row = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in raw.items()}
         if None in row or "" in row and row[""]:
             raise BadInputError(f"replay table {path}, line {lineno}: more fields than the header")
+        # DictReader fills the fields a short row lacks with None (an absent optional metric is NaN, as empty)
+        short = [name for name in (*self.knob_names, *REQUIRED_METRICS) if name in row and row[name] is None]
+        if short:
+            raise BadInputError(f"replay table {path}, line {lineno}: fewer fields than the header "
+                                f"(no {brief(short[0], 40)})")
         vals: list[Value] = []
         for name in self.knob_names:
             text = row.get(name)

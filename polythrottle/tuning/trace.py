@@ -167,14 +167,15 @@ class TuneTrace:
         Raises HistoryError (no such tune) or BadInputError (no measurements)."""
         from polythrottle.history import HistoryError
 
+        where = getattr(store, "url", store)  # where it is (password masked), not the object's repr
         if tune_id is None:
             latest = store.tunes(limit=1)
             if not latest:
-                raise HistoryError(f"history {store}: no tune stored yet")
+                raise HistoryError(f"history {where}: no tune stored yet")
             tune_id = latest[0].id
         got = store.tune(tune_id)
         if got is None:
-            raise HistoryError(f"history {store} has no tune {tune_id}")
+            raise HistoryError(f"history {where} has no tune {tune_id}")
         tune, ms = got
         points = [TracePoint(m.step, dict(m.config), m.energy_j, m.latency_ms, m.role) for m in ms]
         _check(points, tune.slo_ms, f"tune {tune.id}")

@@ -66,6 +66,21 @@ def test_markup_in_knob_values_is_printed_as_text(tmp_path, capsys, monkeypatch)
     assert "[/]" in out and "[bold]x" in out and "error" not in err
 
 
+def test_terminal_escapes_in_a_table_are_shown_not_sent(tmp_path, capsys, monkeypatch):
+    """A replayed table's knob names and values may hold control characters (a screen clear, a window-title
+    sequence): the live view, the final table and the no-feasible line show them as ``\\x1b``, never send them."""
+    monkeypatch.setenv("COLUMNS", "100")
+    table = tmp_path / "esc.csv"
+    table.write_bytes(b"k\x1b[2J,energy_j,latency_ms\na\x1b]0;pwned\x07,1,10\nb,2,5\n")
+    assert main(["tune", "--device", f"replay:{table}", "--slo-ms", "50", "--budget", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "k\\x1b[2J" in err and "a\\x1b]0;pwned\\x07" in err and "a\\x1b]0;pwned\\x07" in out
+    assert main(["tune", "--device", f"replay:{table}", "--slo-ms", "0.5", "--budget", "3", "--quiet"]) == 3
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "k\\x1b[2J=b" in err
+
+
 def test_markup_in_a_model_version_is_printed_as_text(tmp_path, capsys):
     """The warm-start line names the previous model version, which is the user's text."""
     history = str(tmp_path / "h.sqlite")

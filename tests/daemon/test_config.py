@@ -54,6 +54,17 @@ def test_config_errors_name_file_and_field(tmp_path, text, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load(tmp_path):
+    """``daemon --check`` said OK and the daemon then could not listen ("AF_UNIX path too long")."""
+    long_dir = "d" * 120
+    path = write(tmp_path, GOOD + f"socket: {long_dir}/c.sock\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: socket: ") and "at most 107" in str(e.value)
+    short = write(tmp_path, GOOD + "socket: c.sock\n")
+    assert load_config(short).socket == tmp_path / "c.sock"
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -139,6 +139,21 @@ def test_check_opens_the_history_and_refuses_a_corrupt_one(tmp_path):
 
 
 
+@pytest.mark.parametrize("where, words", [("state_dir", "state_dir: "), ("history", "cannot create its directory")])
+def test_check_refuses_a_state_dir_or_history_under_a_regular_file(tmp_path, where, words):
+    """--check said OK (the history "created at start"), then the daemon stopped at start: "cannot create the
+    state directory ... Not a directory". Whoever runs the check, such a directory can never be made."""
+    from polythrottle.daemon.service import check_config
+
+    (tmp_path / "afile").write_text("x")
+    state = tmp_path / "afile" / "state" if where == "state_dir" else tmp_path / "state"
+    history = f"history: {tmp_path}/afile/h.sqlite\n" if where == "history" else ""
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {state}\n{history}")
+    with pytest.raises(BadInputError) as e:
+        check_config(cfg)
+    assert words in str(e.value) and f"{tmp_path}/afile is not a directory" in str(e.value)
+
+
 def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
     model = tmp_path / "model.bin"
     fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,18 @@ def test_profile_out_missing_dir_is_refused_first(board, cli_inproc, tmp_path, d
     rc, _, err = cli_inproc(board, "profile", *dev, "--knobs", "gpu_mhz", "--out", str(tmp_path / "no" / "t.csv"))
     assert rc == 2 and "--out" in one_line(err)
     assert fj.writes_attempted(board.root) == 0
+    board.assert_restored()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a file whose writes fail: disk full)")
+@pytest.mark.parametrize("device", ["sim", "jetson"])
+def test_profile_out_failing_midway_is_one_line_and_the_board_is_back(board, cli_inproc, device):
+    """The table's writes fail (the disk full) after the sweep started: one line naming --out, exit 2 (was an
+    unexpected ``OSError``, exit 1), and what the sweep set is put back."""
+    dev = SIM if device == "sim" else ["--device", "jetson", "--workload", "builtin:fake"]
+    rc, _, err = cli_inproc(board, "profile", *dev, "--knobs", "gpu_mhz", "--out", "/dev/full")
+    line = one_line(err)
+    assert rc == 2 and "--out /dev/full: cannot write" in line and "OSError" not in line, err
     board.assert_restored()
 
 
@@ -131,6 +144,24 @@ TABLES = {
     "nul-bytes": b"gpu_mhz,energy_j,latency_ms\n3\x0000,1,10\n",
     "huge-field": b"gpu_mhz,energy_j,latency_ms\n" + b"9" * 200_000 + b",1,10\n",
 }
+
+
+@pytest.mark.parametrize("text, missing", [(b"gpu_mhz,energy_j,latency_ms\n300,1,10\n600,2\n", "latency_ms"),
+                                           (b"gpu_mhz,batch_size,energy_j,latency_ms\n300\n", "batch_size")])
+def test_replay_table_row_with_fewer_fields_names_what_is_missing(cli_inproc, tmp_path, text, missing):
+    """A short row is named as such (it read "latency_ms=None is not a number": a None the file never held)."""
+    t = tmp_path / "t.csv"
+    t.write_bytes(text)
+    rc, _, err = cli_inproc(None, "tune", "--device", f"replay:{t}", "--slo-ms", "50", "--budget", "3", "--json")
+    line = one_line(err)
+    assert rc == 2 and "fewer fields than the header" in line and repr(missing) in line and "None" not in line, err
+
+
+def test_replay_table_row_without_a_trailing_optional_metric_is_read(cli_inproc, tmp_path):
+    t = tmp_path / "t.csv"
+    t.write_bytes(b"gpu_mhz,energy_j,latency_ms,throughput_ips\n300,1,10\n600,2,5,3\n")
+    rc, _, err = cli_inproc(None, "tune", "--device", f"replay:{t}", "--slo-ms", "50", "--budget", "2", "--json")
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("case", sorted(TABLES))

@@ -102,6 +102,24 @@ def test_tune_final_restore_refused_keeps_originals_for_restore(board, cli_inpro
     board.assert_restored()
 
 
+@pytest.mark.parametrize("command, at", [("apply", 4), ("tune", 12), ("tune", 20)])
+def test_a_refusal_whose_restore_fails_too_names_both(board, cli_inproc, command, at):
+    """A write refused (EINVAL) and every write after it failing (EIO): the one line says why the command
+    stopped (the kernel refused it) and that the restore failed (was only "could not restore ...": the
+    cause was lost); exit 1, the originals stay saved and ``restore`` completes it later."""
+    fj.set_rules(board.root, hooks=[hook(at, "EINVAL")] + [hook(i, "EIO") for i in range(at + 1, at + 200)])
+    args = ["apply", "--device", "jetson", *sets(APPLY)] if command == "apply" else TUNE
+    rc, _, err = cli_inproc(board, *args)
+    line = one_line(err)
+    assert rc == 1, err
+    assert "the kernel refused" in line and "could not restore" in line and "polythrottle restore" in line, line
+    assert board.changed() and board.saved_originals()
+    fj.set_rules(board.root)
+    rc, _, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 0, err
+    board.assert_restored()
+
+
 @pytest.mark.parametrize("at", [0, 5, 9])
 def test_restore_refused_midway_keeps_the_rest_saved(board, cli_inproc, at):
     assert cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))[0] == 0
