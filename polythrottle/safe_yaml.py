@@ -16,6 +16,7 @@ one line need nothing new), whose ``problem`` and ``problem_mark`` say what and 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -58,6 +59,13 @@ class _BoundedLoader(yaml.SafeLoader):
         assert node is not None  # compose_document is only called where a document follows
         _check_expanded(node)
         return node
+
+
+# YAML 1.1 (PyYAML) reads an exponent without a decimal point (1e-3, 2E6) as text, YAML 1.2 and every
+# user as a number: `slo_ms: 1e3` was refused as "must be a number, got '1e3'"
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _children(node: Node) -> list[Node]:

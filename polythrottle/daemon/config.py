@@ -97,7 +97,7 @@ class DaemonConfig(TuneSpec):
     history: str | None = Field(default=None, min_length=1)  # the daemon always keeps a history: a path or a URL
     carbon_intensity_g_per_kwh: float = Field(default=None, ge=0, validate_default=True)  # None: see _intensity
     retune_budget: int = Field(default=DEFAULT_RETUNE_BUDGET, ge=2)
-    watch_interval_s: float = Field(default=2.0, gt=0)
+    watch_interval_s: float = Field(default=2.0, ge=0.1)  # smaller: the daemon would spin on stat()
     monitor_interval_s: float = Field(default=30.0, ge=0)
     socket: Path = Field(default_factory=paths.socket_path)
     socket_group: str | None = Field(default=None, min_length=1)

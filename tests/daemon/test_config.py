@@ -100,6 +100,7 @@ def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_p
     (GOOD + "metrics: 9347\n", "metrics: must be false or a mapping (address, port), got 9347"),
     (GOOD + "state_dir: 5\n", "state_dir: must be a path, got 5"),
     (GOOD + "watch_interval_s: .inf\n", "watch_interval_s: must be a finite number"),
+    (GOOD + "watch_interval_s: 0.001\n", "watch_interval_s: must be >= 0.1"),  # the daemon spun on stat()
     (GOOD + "slo_metric: p99\n", "slo_metric: must be one of ttft, tpot, batch"),
     (GOOD + "carbon_country: Atlantis\n", "carbon_country: unknown country code 'Atlantis'"),
     (GOOD + "y" * 1000 + ": 1\n", "unknown field 'yyyyyyyy"),
