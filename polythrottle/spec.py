@@ -187,7 +187,7 @@ class DeviceSpec(BaseModel):
 class TuneSpec(DeviceSpec):
     """Everything a tune needs; see README "Using it" for each field. Units in names."""
 
-    slo_ms: float = Field(gt=0)
+    slo_ms: float = Field(ge=1e-3)  # 1 us: smaller is no SLO, and under ~1e-300 its logarithm is not a number
     knobs: tuple[str, ...] | None = None
     baseline: dict[str, Scalar] = Field(default_factory=dict)
     budget: int = Field(20, ge=2)

@@ -298,7 +298,7 @@ def test_notify_sends_the_version_the_real_daemon_accepts(tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"slo_ms": -1}, "slo_ms=: must be > 0"),
+    ({"slo_ms": -1}, "slo_ms=: must be >= 0.001"),
     ({"slo_ms": 50, "budget": 1}, "budget=: must be >= 2"),
     ({"slo_ms": 50, "knobs": "a,a"}, "knobs=: lists a knob twice"),
     ({"slo_ms": 50, "history": None}, "re-tuning needs a history"),

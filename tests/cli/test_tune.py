@@ -63,7 +63,8 @@ def test_infeasible_slo_exits_3_and_names_lowest_latency(small_table, capsys):
     [
         (["--device", "toaster", "--slo-ms", "10"], "unknown device"),
         (["--device", "replay:/nonexistent.csv", "--slo-ms", "10"], "not found"),
-        (["--slo-ms", "0"], "--slo-ms: must be > 0"),
+        (["--slo-ms", "0"], "--slo-ms: must be >= 0.001"),
+        (["--slo-ms", "1e-310"], "--slo-ms: must be >= 0.001"),
         (["--slo-ms", "10", "--budget", "0"], "--budget: must be >= 2"),
         (["--slo-ms", "10", "--knobs", "volts"], "unknown knob 'volts'"),
         (["--slo-ms", "10", "--baseline", "gpu_mhz=123"], "gpu_mhz=123 is not a valid step"),

@@ -35,7 +35,7 @@ def test_config_defaults_and_relative_paths(tmp_path):
     ("", "got an empty file"),
     ("workload: x\nslo_ms: 25\n", "device: is required"),
     (GOOD.replace("25", "fast"), "slo_ms: must be a number, got 'fast'"),
-    (GOOD.replace("25", "-3"), "slo_ms: must be > 0"),
+    (GOOD.replace("25", "-3"), "slo_ms: must be >= 0.001"),
     (GOOD + "slo: 20\n", "unknown field 'slo' (did you mean 'slo_ms'?)"),
     (GOOD + "budget: 4\nretune_budget: 6\n", "retune_budget: must be <= budget (4)"),
     (GOOD + "budget: 1.5\n", "budget: must be an integer"),
