@@ -50,6 +50,12 @@ class DevfreqControl(ClockControl):
         self.steps_raw = tuple(sorted(set(steps)))
         self.steps_source = self.available_path if io.is_file(self.available_path) else "profile"
 
+    def cap(self, max_raw: int) -> None:
+        """Offer only steps at or under ``max_raw`` (file unit; the power mode's cap), the lowest step if
+        none is."""
+        capped = tuple(s for s in self.steps_raw if s <= max_raw * (1 + 1e-6))
+        self.steps_raw = capped or self.steps_raw[:1]
+
     def steps_mhz(self, knob: str | None = None) -> tuple[float, ...]:
         return tuple(to_mhz(r, self.unit) for r in self.steps_raw)
 

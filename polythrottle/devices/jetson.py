@@ -93,8 +93,25 @@ class JetsonControl(Control):
         self._session = OriginalsSession(store, self.device_id, self, device_arg="jetson",
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
+        self._cap_gpu_to_power_mode()
         if no_clock_control:
             self._session.warn_leftovers_untouched()
+
+    def _cap_gpu_to_power_mode(self) -> None:
+        """Offer GPU steps only up to ``max_freq`` as the board had it before any run of ours (a saved
+        original, else the file now): the power mode's cap, which nvpmodel writes there and jetson_clocks
+        keeps to. A tune never lifts the GPU above the power mode the user chose (on a kernel that holds
+        the cap, a write above it was also refused at the first apply)."""
+        gpu = self.clocks.get("gpu")
+        if not isinstance(gpu, DevfreqControl):
+            return
+        saved = self._session.saved().get(gpu.max_path)
+        try:
+            cap = int(saved) if saved is not None else self.io.read_int(gpu.max_path)
+        except (DeviceError, TypeError, ValueError):  # unreadable: the kernel's steps as they are
+            return
+        if cap > 0:
+            gpu.cap(cap)
 
     # ----- discovery ----------------------------------------------------------------------------------
     def _open_clocks(self) -> None:

@@ -212,3 +212,24 @@ def test_tuning_a_clock_this_user_cannot_write_says_so(tmp_path, monkeypatch):
     assert dev.space().names == ["cpu_mhz"]
     with pytest.raises(PermissionDeniedError, match="gpu_mhz cannot be set here: not root"):
         Tuner(dev, slo_ms=1e4, budget=3, optimizer="random", knobs=["gpu_mhz", "cpu_mhz"])
+
+
+def test_gpu_steps_stop_at_the_power_modes_cap(orin):
+    # nvpmodel caps the GPU by writing max_freq (a 15 W mode: 624.75 MHz on this board); a tune must not lift
+    # the GPU above the mode the user chose (and a kernel holding the cap refused the first apply above it)
+    root, board, opts = orin
+    (root / f"{board.gpu_dir}/max_freq".lstrip("/")).write_text("624750000\n")
+    with open_device("", opts) as dev:
+        steps = dev.space().knob("gpu_mhz").values
+        assert max(steps) == 624.75 and 114.75 in steps
+        with pytest.raises(BadInputError):
+            dev.apply({"gpu_mhz": 1300.5})
+        dev.apply({"gpu_mhz": 624.75})
+    assert gpu(root, board)[1] == "624750000"
+    # a run that kept a lower clock does not become the cap: the saved original is
+    (root / f"{board.gpu_dir}/max_freq".lstrip("/")).write_text("1300500000\n")
+    first = open_device("", opts)
+    first.apply({"gpu_mhz": 420.75})
+    first.keep()
+    with open_device("", opts) as dev:
+        assert max(dev.space().knob("gpu_mhz").values) == 1300.5
