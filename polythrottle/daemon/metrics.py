@@ -14,6 +14,7 @@ Energy and CO2 are estimates from the daemon's own measurements:
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,21 @@ def power_of(m: Measurement) -> float | None:
     if m.throughput_ips is not None:
         return m.energy_j * m.throughput_ips
     return None
+
+
+def host_port(address: str, port: int) -> str:
+    """``address:port`` as a URL writes it (``[::1]:9347`` for an IPv6 address)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def check_bindable(address: str, port: int) -> None:
+    """Bind ``address:port`` as ``DaemonMetrics.serve`` would (the address's family, ``SO_REUSEADDR``), then close
+    it at once. Raises OSError: the port taken (EADDRINUSE), an address not of this host (EADDRNOTAVAIL), a
+    privileged port for a user (EACCES), a name that does not resolve (socket.gaierror)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(sockaddr)
 
 
 class DaemonMetrics:
@@ -153,4 +169,4 @@ class DaemonMetrics:
             self._http = None
 
 
-__all__ = ["J_PER_KWH", "DaemonMetrics", "co2_grams", "power_of"]
+__all__ = ["J_PER_KWH", "DaemonMetrics", "check_bindable", "co2_grams", "host_port", "power_of"]

@@ -15,6 +15,7 @@ the SLO for that window; ``polythrottle_slo_violations_total{phase="tuning"}`` c
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -25,9 +26,10 @@ from polythrottle.daemon import protocol
 from polythrottle.daemon.config import ConfigError, DaemonConfig, load_config
 from polythrottle.daemon.controller import Controller, prepare
 from polythrottle.daemon.jobs import MODEL, RELOAD, JobQueue
+from polythrottle.daemon.metrics import check_bindable, host_port
 from polythrottle.daemon.sdnotify import Notifier
 from polythrottle.daemon.server import ControlServer
-from polythrottle.daemon.status import DaemonStatus
+from polythrottle.daemon.status import DaemonStatus, cannot_serve_metrics
 from polythrottle.daemon.supervisor import Supervisor
 from polythrottle.daemon.trust import configured_model_file, is_user_workload
 from polythrottle.errors import BadInputError
@@ -51,13 +53,17 @@ class Daemon:
         return self.controller.config
 
     def run(self) -> int:
-        """Open everything that can refuse to start (device, knobs, history, metrics port, socket), then run
+        """Open everything that can refuse to start (metrics port, device, knobs, history, socket), then run
         until stopped; returns 0 after a clean stop (settings restored). Raises PolyThrottleError (one line)
         when it cannot start."""
-        self.controller.open()
-        self.status.serve_metrics()
-        server = ControlServer(self.config.socket, self.handle_request, group=self.config.socket_group)
-        server.start()
+        self.status.serve_metrics()  # a port taken is refused before the device is opened
+        try:
+            self.controller.open()
+            server = ControlServer(self.config.socket, self.handle_request, group=self.config.socket_group)
+            server.start()
+        except BaseException:
+            self.status.stop_metrics()
+            raise
         return self.supervisor.run(server)
 
     def reload(self, why: str) -> int:
@@ -131,10 +137,48 @@ def check_history(cfg: DaemonConfig) -> str:
     return f"history {target.display}"
 
 
+def check_metrics(cfg: DaemonConfig) -> str:
+    """``daemon --check``'s view of the metrics endpoint: its address and port are bound and closed at once (port 0
+    or ``metrics: false``: nothing to bind). Raises BadInputError (the daemon's own line at start, exit 2) when
+    the port is taken or the address cannot be bound. Not refused: the port served by the daemon answering on
+    the config's socket (a config checked before a restart), and a privileged port checked by a user (the
+    daemon runs as root). Returns a summary for the check's line."""
+    m = cfg.metrics
+    if m is None:
+        return "metrics off"
+    where = host_port(m.address, m.port)
+    if m.port == 0:
+        return f"metrics {where} (a free port at start)"
+    try:
+        check_bindable(m.address, m.port)
+    except PermissionError as e:
+        if os.geteuid() == 0:
+            raise cannot_serve_metrics(cfg, e) from None
+        return f"metrics {where} (not bindable by this user: not checked)"
+    except OSError as e:
+        pid = _serving_daemon(cfg, where) if e.errno == errno.EADDRINUSE else None
+        if pid is None:
+            raise cannot_serve_metrics(cfg, e) from None
+        return f"metrics {where} (served by the running daemon, pid {pid}; free once it stops)"
+    return f"metrics {where}"
+
+
+def _serving_daemon(cfg: DaemonConfig, where: str) -> int | None:
+    """The pid of the daemon answering on ``cfg.socket`` when it serves its metrics on ``where``; None if none does."""
+    from polythrottle.daemon.client import DaemonError, status
+
+    try:
+        st = status(cfg.socket, timeout_s=2.0)
+    except DaemonError:
+        return None
+    pid = st.get("pid")
+    return pid if st.get("metrics_url") == f"http://{where}/metrics" and isinstance(pid, int) else None
+
+
 def check_config(path: str | os.PathLike[str]) -> str:
-    """``daemon --check``: validate the config file, its model files, open the device with it and the
-    history read-only (nothing is written). Returns the one-line summary; raises ConfigError /
-    BadInputError / DeviceError / HistoryError."""
+    """``daemon --check``: validate the config file, its model files, bind the metrics port (closed at once), open
+    the device with it and the history read-only (nothing is written). Returns the one-line summary; raises
+    ConfigError / BadInputError / DeviceError / HistoryError."""
     cfg = load_config(path)
     missing = [str(f) for f in cfg.model_files if not f.exists()]
     if missing:
@@ -143,6 +187,7 @@ def check_config(path: str | os.PathLike[str]) -> str:
     blocker = not_a_directory(state)
     if blocker is not None:  # the daemon would stop at start: "cannot create the state directory"
         raise ConfigError(f"{cfg.path}: state_dir: {state} cannot be created ({blocker} is not a directory)")
+    metrics = check_metrics(cfg)
     prepared = prepare(cfg, import_workload=False)  # writes nothing, and imports no workload code it would run
     prepared.device.close()
     history = check_history(cfg)
@@ -152,7 +197,8 @@ def check_config(path: str | os.PathLike[str]) -> str:
         unchecked = (f"; workload {cfg.workload} found, not imported"
                      + (f" (knobs {', '.join(rest)} not checked)" if rest else ""))
     return (f"{cfg.path}: OK (device {prepared.device.identity().describe()}, knobs "
-            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket}, {history}{unchecked})")
+            f"{', '.join(prepared.tuned_knobs)}, SLO {cfg.slo_ms:g} ms, socket {cfg.socket}, {metrics}, "
+            f"{history}{unchecked})")
 
 
 def setup_logging(debug: bool = False) -> None:
@@ -165,4 +211,4 @@ def setup_logging(debug: bool = False) -> None:
     log.propagate = False
 
 
-__all__ = ["Daemon", "check_config", "check_history", "setup_logging"]
+__all__ = ["Daemon", "check_config", "check_history", "check_metrics", "setup_logging"]

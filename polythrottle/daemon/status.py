@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from polythrottle.carbon import co2_grams
 from polythrottle.daemon.config import DaemonConfig
-from polythrottle.daemon.metrics import DaemonMetrics, power_of
+from polythrottle.daemon.metrics import DaemonMetrics, host_port, power_of
 from polythrottle.daemon.statefile import write_state
 from polythrottle.errors import BadInputError
 from polythrottle.measure.measurement import Measurement
@@ -34,6 +34,12 @@ log = logging.getLogger("polythrottle.daemon")
 
 STATE_FILE_KEYS = ("pid", "state", "config", "device", "model_version", "applied", "applied_source", "updated_at")
 """What the state file keeps of the status."""
+
+
+def cannot_serve_metrics(cfg: DaemonConfig, e: OSError) -> BadInputError:
+    """The one line (exit 2) for a metrics address/port that cannot be bound: the same at start and in ``--check``."""
+    where = "?" if cfg.metrics is None else host_port(cfg.metrics.address, cfg.metrics.port)
+    return BadInputError(f"{cfg.path}: metrics: cannot serve on {where} ({e.strerror or e})")
 
 
 @dataclass
@@ -114,8 +120,7 @@ class DaemonStatus:
         try:
             self.metrics_port = self.metrics.serve(cfg.metrics.address, cfg.metrics.port)
         except OSError as e:
-            raise BadInputError(f"{cfg.path}: metrics: cannot serve on {cfg.metrics.address}:{cfg.metrics.port} "
-                                f"({e.strerror or e})") from None
+            raise cannot_serve_metrics(cfg, e) from None
 
     def stop_metrics(self) -> None:
         self.metrics.stop()
@@ -225,7 +230,7 @@ class DaemonStatus:
             "recovered": s.recovered,
             "jobs": {"queued": self.queued(), "last_done": s.last_job_done, "last_failed": s.last_job_failed},
             "socket": str(cfg.socket),
-            "metrics_url": f"http://{cfg.metrics.address}:{self.metrics_port}/metrics"
+            "metrics_url": f"http://{host_port(cfg.metrics.address, self.metrics_port)}/metrics"
             if cfg.metrics is not None and self.metrics_port else None,
             "carbon_intensity_g_per_kwh": cfg.carbon_intensity_g_per_kwh,
             "carbon": cfg.carbon.to_dict(),
@@ -244,4 +249,4 @@ class DaemonStatus:
             log.warning("cannot write the daemon state file: %s", e)
 
 
-__all__ = ["STATE_FILE_KEYS", "DaemonStatus", "Snapshot", "current_numbers", "tune_summary"]
+__all__ = ["STATE_FILE_KEYS", "DaemonStatus", "Snapshot", "cannot_serve_metrics", "current_numbers", "tune_summary"]

@@ -9,7 +9,10 @@ of ``upload_chunk`` measurements (oldest first, with the tunes they belong to; t
 any), each one remote transaction of ``ON CONFLICT DO NOTHING`` inserts keyed by the writers' client ids,
 so memory stays bounded however long the outage was. A chunk's spool rows are deleted only after it
 committed: a crash, an outage or a lost reply in between repeats that chunk, which stores nothing twice,
-and the chunks before it stay uploaded. Every spooled measurement is stored exactly once.
+and the chunks before it stay uploaded. The delete removes only what was read: those measurements, and a
+tune only while its row is as read (status, ``finished_at``) and has no measurement left, so a finish or a
+measurement another process spools meanwhile stays for the next upload. Every spooled measurement is stored
+exactly once, and every spooled finish reaches the remote.
 
 Tune ids: a tune begun while the remote answered has the remote's id; one begun offline gets a
 negative id, valid for this object only (also after the upload).
@@ -207,8 +210,8 @@ class SpooledHistory:
         assert self._remote is not None
         ids = self._remote.merge(trows, mrows)
         self.uploaded += len(mrows)
-        try:  # a tune goes from the spool with its last measurement there
-            spool.forget([m.client_id for m in mrows], [t.client_id for t in trows])
+        try:  # a tune goes from the spool with its last measurement there, if it is still as read and uploaded
+            spool.forget([m.client_id for m in mrows], trows)
         except HistoryError as e:  # uploaded but still spooled: the next upload repeats it, storing nothing twice
             self.last_error = str(e)
         for t in self._tunes.values():

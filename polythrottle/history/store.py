@@ -340,20 +340,21 @@ class HistoryStore:
 
         return self._run("read rows", run, write=False)
 
-    def forget(self, measurement_client_ids: Sequence[str], tune_client_ids: Sequence[str]) -> None:
-        """Delete these measurements, then these tunes when no measurement of theirs is left (a spool
-        after its upload). One transaction."""
+    def forget(self, measurement_client_ids: Sequence[str], tunes_read: Sequence[TuneRow]) -> None:
+        """Delete these measurements, then each tune of ``tunes_read`` with no measurement left whose row is still
+        as read (status, ``finished_at``: a finish spooled since by another process stays). One transaction."""
         def run(conn: sa.Connection) -> None:
             ids = list(measurement_client_ids)
             for start in range(0, len(ids), _CHUNK):
                 conn.execute(sa.delete(measurements).where(measurements.c.client_id.in_(ids[start:start + _CHUNK])))
-            tids = list(tune_client_ids)
             left = sa.select(measurements.c.id).where(measurements.c.tune_id == tunes.c.id).exists()
-            for start in range(0, len(tids), _CHUNK):
-                conn.execute(sa.delete(tunes).where(tunes.c.client_id.in_(tids[start:start + _CHUNK]), ~left))
+            for t in tunes_read:  # a few per chunk: the tunes of its measurements
+                conn.execute(sa.delete(tunes).where(tunes.c.client_id == t.client_id, tunes.c.status == t.status,
+                                                    tunes.c.finished_at.is_not_distinct_from(t.finished_at), ~left))
 
         self._run("forget rows", run, write=True)
-        self._tune_cids = {i: c for i, c in self._tune_cids.items() if c not in set(tune_client_ids)}
+        gone = {t.client_id for t in tunes_read}
+        self._tune_cids = {i: c for i, c in self._tune_cids.items() if c not in gone}
 
     # ----- reads ------------------------------------------------------------------------------
     def observations(self, key: HistoryKey, *, model_version: str | None = None,

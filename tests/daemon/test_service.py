@@ -4,6 +4,7 @@ waiting for a model file, an infeasible SLO after a reload (random search: no to
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,9 @@ def test_garbage_config_refuses_to_start_with_one_line(tmp_path, text, message):
 
 
 def test_check_validates_without_starting(tmp_path):
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\n")
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: {{port: 0}}\n")
     r = run_daemon("--config", str(cfg), "--check")
-    assert r.returncode == 0 and "OK" in r.stdout
+    assert r.returncode == 0 and "OK" in r.stdout and "metrics 127.0.0.1:0 (a free port at start)" in r.stdout
     assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "state").exists()
     assert f"history {tmp_path}/state/history.sqlite (created at start)" in r.stdout
 
@@ -116,10 +117,11 @@ def test_check_validates_without_starting(tmp_path):
 def test_check_opens_the_history_and_refuses_a_corrupt_one(tmp_path):
     # --check said OK for a history the daemon then refused at start; now it opens it read-only: a
     # corrupt file is the one-line refusal (exit 2) and nothing is written to it
+    base = GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: {{port: 0}}\n"
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
     before = bad.read_bytes()
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: {bad}\n")
+    cfg = write(tmp_path, base + f"history: {bad}\n")
     r = run_daemon("--config", str(cfg), "--check")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in r.stderr
@@ -129,14 +131,79 @@ def test_check_opens_the_history_and_refuses_a_corrupt_one(tmp_path):
     from polythrottle.history import open_history
 
     open_history(good).close()
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: {good}\n")
+    cfg = write(tmp_path, base + f"history: {good}\n")
     r = run_daemon("--config", str(cfg), "--check")
     assert r.returncode == 0 and f"history {good})" in r.stdout
     url = "postgresql://u:secret@127.0.0.1:9/db"  # port 9 (discard): refused at once
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nhistory: '{url}'\n")
+    cfg = write(tmp_path, base + f"history: '{url}'\n")
     r = run_daemon("--config", str(cfg), "--check")
     assert r.returncode == 0 and "out of reach now (the daemon spools to" in r.stdout and "secret" not in r.stdout
 
+
+
+# ----- the metrics port: --check binds it (and lets it go), as the start would -----------------------------------
+@pytest.fixture
+def busy_port():
+    """A port on 127.0.0.1 another program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield s.getsockname()[1]
+
+
+def metrics_config(tmp_path: Path, port: int | str, address: str = "127.0.0.1") -> Path:
+    metrics = "false" if port == "off" else f"{{address: '{address}', port: {port}}}"
+    return write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: {metrics}\n")
+
+
+def test_check_and_start_refuse_a_taken_metrics_port_in_one_line(tmp_path, busy_port):
+    """--check said OK for a metrics port another program listens on, and the service then failed at start. Now
+    both say the same line (address, port, the OS's reason), exit 2, before anything is opened or created."""
+    cfg = metrics_config(tmp_path, busy_port)
+    line = f"polythrottle: error: {cfg}: metrics: cannot serve on 127.0.0.1:{busy_port} (Address already in use)"
+    for args in (["--check"], []):
+        r = run_daemon("--config", str(cfg), *args)
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.strip().splitlines() == [line], (args, r.stderr)
+        assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "state").exists()
+
+
+def test_check_binds_the_metrics_port_and_lets_it_go(tmp_path):
+    from polythrottle.daemon.service import check_metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert check_metrics(load_config(metrics_config(tmp_path, port))) == f"metrics 127.0.0.1:{port}"
+    with socket.socket() as s:  # closed again at once: the daemon can have it
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
+    assert check_metrics(load_config(metrics_config(tmp_path, 0))) == "metrics 127.0.0.1:0 (a free port at start)"
+    assert check_metrics(load_config(metrics_config(tmp_path, "off"))) == "metrics off"
+    cfg = load_config(metrics_config(tmp_path, port, address="192.0.2.1"))  # TEST-NET-1: no address of this host
+    with pytest.raises(BadInputError, match=rf"metrics: cannot serve on 192\.0\.2\.1:{port} \(\w"):
+        check_metrics(cfg)
+
+
+def test_check_accepts_the_metrics_port_of_the_daemon_it_would_replace(tmp_path, busy_port):
+    """``daemon --check`` of an edited config before ``systemctl restart``: the running daemon holds the port."""
+    from polythrottle.daemon import protocol
+    from polythrottle.daemon.server import ControlServer
+    from polythrottle.daemon.service import check_metrics
+
+    cfg = load_config(metrics_config(tmp_path, busy_port))
+    with pytest.raises(BadInputError, match="Address already in use"):  # no daemon answers: another program's
+        check_metrics(cfg)
+    served = {"pid": 4242, "metrics_url": f"http://127.0.0.1:{busy_port + 1}/metrics"}
+    server = ControlServer(cfg.socket, lambda req: protocol.ok(status=served))
+    server.start()
+    try:
+        with pytest.raises(BadInputError, match="Address already in use"):  # a daemon serving another port
+            check_metrics(cfg)
+        served["metrics_url"] = f"http://127.0.0.1:{busy_port}/metrics"
+        assert check_metrics(cfg) == (f"metrics 127.0.0.1:{busy_port} (served by the running daemon, pid 4242; "
+                                      "free once it stops)")
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("where, words", [("state_dir", "state_dir: "), ("history", "cannot create its directory")])
@@ -148,7 +215,7 @@ def test_check_refuses_a_state_dir_or_history_under_a_regular_file(tmp_path, whe
     (tmp_path / "afile").write_text("x")
     state = tmp_path / "afile" / "state" if where == "state_dir" else tmp_path / "state"
     history = f"history: {tmp_path}/afile/h.sqlite\n" if where == "history" else ""
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {state}\n{history}")
+    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {state}\nmetrics: false\n{history}")
     with pytest.raises(BadInputError) as e:
         check_config(cfg)
     assert words in str(e.value) and f"{tmp_path}/afile is not a directory" in str(e.value)

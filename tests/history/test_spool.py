@@ -215,3 +215,44 @@ def test_a_corrupt_spool_is_moved_aside_and_the_tune_goes_on(tmp_path: Path, dam
         assert h.pending() == 1
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("steps", [2, 0])
+def test_a_finish_spooled_between_the_read_and_the_delete_of_its_chunk_is_uploaded(
+        pg_url: str, restart, tmp_path: Path, monkeypatch, steps: int) -> None:
+    """Two processes share a spool: one uploads it while the other, still offline, spools the finish of the tune
+    whose last chunk was just read (as running). The delete after the upload removed the tune row, finish and
+    all: the server kept the tune 'running' for ever. Now a tune leaves the spool only as it was read and
+    uploaded; the finish is uploaded after it, and every measurement reaches the server once."""
+    HistoryStore(pg_url).close()
+    restart.stop()
+    owner = SpooledHistory(pg_url, tmp_path, retry_s=3600.0, timeout_s=2.0)  # offline until the test ends
+    tid = owner.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"], unit="U4")
+    for i in range(steps):
+        owner.add_measurement(tid, step=i, config={"gpu_mhz": 1.0 * i}, energy_j=1.0, latency_ms=1.0, role="explore")
+    restart.start()
+
+    injected: list[str] = []
+    real_read = HistoryStore.read
+
+    def read(store, what, fn):  # the spool's read step of an upload, then the owner's finish lands in the spool
+        out = real_read(store, what, fn)
+        if what == "read spool" and out[0] and not injected:
+            injected.append(out[0][0].status)
+            owner.finish_tune(tid, best_config={"gpu_mhz": 0.0}, best_energy_j=1.0, best_latency_ms=1.0)
+        return out
+
+    monkeypatch.setattr(HistoryStore, "read", read)
+    uploader = SpooledHistory(pg_url, tmp_path, timeout_s=2.0)  # its open uploads the spool
+    assert injected == ["running"] and uploader.online and uploader.uploaded == steps
+    monkeypatch.undo()
+    # the finish goes up with this upload (the tune, left without measurements, is read again as done) or the next
+    assert uploader.sync() and uploader.uploaded == steps and uploader.pending() == 0  # no measurement sent twice
+    uploader.close()
+    owner.close()
+    with HistoryStore(pg_url) as s:
+        (t,) = s.tunes()
+        assert t.status == "done" and t.measurements == steps
+    assert len(_server_rows(pg_url, t.client_id)) == steps
+    with HistoryStore(owner.spool_file) as spool:
+        assert spool.rows() == ([], [])
