@@ -14,6 +14,9 @@ The rules, the same for every control (``polythrottle.devices.originals`` is the
 - ``restore()`` puts back what this process changed (values before its first write), signals deferred;
 - ``keep()``: what is applied, and what later writes set, stays: the saved originals are marked kept
   (``polythrottle restore`` puts them back; no later run takes them for a crash's leftovers);
+- a session writing over kept settings saves, with its originals, the values it started from
+  (``run_over_kept``: the kept owner, the values before this run, the keys this run added): a run killed
+  meanwhile is put back to the kept settings at the next claim, and they stay kept;
 - ``restore_saved()`` puts back every saved original (also a crashed run's) once the control has
   checked every entry (``checked_originals``: a tampered file is refused whole, nothing written).
 
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from polythrottle import interrupts
+from polythrottle.clocks.base import INT_TEXT
 from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.devices.originals import (
     OriginalsLocation,
@@ -174,16 +178,22 @@ class OriginalsSession:
         owner = owner_pid(state.meta.get("pid"))
         if kept or owner == os.getpid():
             self._claim_in_process(check=not kept)
-            self._prior = {"kept": kept, "pid": owner or 0}
+            self._prior = {"kept": kept, "pid": owner or 0, "started": state.meta.get("started")}
             return
         self._check_not_busy(owner, state.meta.get("started"))
         values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
-        print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
-              f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
+        run = _run_over_kept(state.meta, state.originals, self.store.path(self.device_id))
+        back = self.board.checked_originals(run.before) if run is not None else values
+        to = " to the kept settings it started from" if run is not None else ""
+        print(f"polythrottle: warning: restoring {len(back)} setting(s) left by a run that did "
+              f"not finish (pid {owner or 'unknown'}){to}", file=sys.stderr)
         with interrupts.deferred():  # a signal cannot cut it short and leave the crash's clocks in place
-            self._restore_locked(values)
+            if run is None:
+                self._restore_locked(values)
+            else:
+                self._restore_run_locked(back, run)
         self._claim_in_process(check=False)
-        self._prior = {}
+        self._prior = dict(run.owner) if run is not None else {}
 
     def crash_leftovers(self) -> tuple[int | None, list[str]]:
         """(owner pid, keys) of saved originals a run that did not finish left (not kept, owner dead or
@@ -218,9 +228,16 @@ class OriginalsSession:
 
     def record(self, originals: Mapping[str, Any]) -> Recorded:
         """Save ``originals`` (values already saved are kept) and count them as this session's changes,
-        whole or not at all (signals deferred). Call under ``claimed()``, before writing."""
+        whole or not at all (signals deferred). Over kept settings, the values this session started from
+        are saved with them (``run_over_kept``). Call under ``claimed()``, before writing."""
         with interrupts.deferred():
-            new = self.store.record(self.device_id, originals, meta=self._meta())
+            meta = self._meta()
+            if self._prior and self._prior.get("kept") is True:
+                saved = self.store.originals(self.device_id)
+                before = {**{k: originals[k] for k in originals if k not in self._before}, **self._before}
+                new = sorted(self._new | {k for k in originals if k not in saved})
+                meta[RUN_OVER_KEPT] = {"owner": self._prior, "before": before, "new": new}
+            new = self.store.record(self.device_id, originals, meta=meta)
             self._new.update(new)
             added = [k for k in originals if k not in self._before]
             for k in added:
@@ -282,7 +299,8 @@ class OriginalsSession:
         with interrupts.deferred(), self.store.lock(self.device_id):
             if self.store.originals(self.device_id):
                 self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
-                                                             "started": process_start(os.getpid())})
+                                                             "started": process_start(os.getpid()),
+                                                             RUN_OVER_KEPT: None})
             self._before.clear()
             self._new.clear()
             self._prior = None
@@ -292,7 +310,7 @@ class OriginalsSession:
     def _end(self) -> None:
         """Everything this session changed is back: ownership returns to whoever had it before."""
         if self._prior and self.store.originals(self.device_id):
-            self.store.record(self.device_id, {}, meta=self._prior)
+            self.store.record(self.device_id, {}, meta={**self._prior, RUN_OVER_KEPT: None})
         self._prior = None
         self._release_in_process()
         interrupts.clean(self.board)
@@ -338,13 +356,69 @@ class OriginalsSession:
         self._release_in_process()
         if result.failed:
             self._before.update({k: values[k] for k in result.failed})
+            self.store.record(self.device_id, {}, meta={RUN_OVER_KEPT: None})  # what is left goes back whole
             raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
                               f"{self.store.path(self.device_id)}")
         interrupts.clean(self.board)
         return result.restored
 
+    def _restore_run_locked(self, before: Mapping[str, Any], run: RunOverKept) -> None:
+        """Put a killed run's changes back to the kept settings it started from (``before``); the keys it
+        added are forgotten and the kept owner owns the rest again. DeviceError if a value cannot be put back
+        (the file stays as it was: the next claim tries again)."""
+        interrupts.changed(self.board)
+        result = self.board.put_back(before)
+        if result.failed:
+            raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
+                              f"{self.store.path(self.device_id)}")
+        self.store.forget(self.device_id, run.new)
+        if self.store.originals(self.device_id):
+            self.store.record(self.device_id, {}, meta={**run.owner, RUN_OVER_KEPT: None})
+        interrupts.clean(self.board)
+
     def _meta(self) -> dict[str, Any]:
-        return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
+        return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False,
+                RUN_OVER_KEPT: None}
+
+    def kept_keys(self) -> list[str]:
+        """The saved originals' keys when a kept apply owns them (the settings it changed stay as set)."""
+        state = self.store.load(self.device_id)
+        return list(state.originals) if state is not None and state.meta.get("kept") is True else []
+
+
+RUN_OVER_KEPT = "run_over_kept"
+"""Meta key of a session writing over kept settings: ``{"owner": the kept owner's meta, "before": key -> value
+before this run, "new": keys this run added}`` (None otherwise)."""
+
+
+@dataclass(frozen=True)
+class RunOverKept:
+    """A run over kept settings, as saved: whom to hand back to, the values it started from, the keys it added."""
+
+    owner: dict[str, Any]
+    before: dict[str, Any]
+    new: list[str]
+
+
+def _run_over_kept(meta: Mapping[str, Any], originals: Mapping[str, Any], where: Path) -> RunOverKept | None:
+    """The saved ``run_over_kept`` of a run that did not finish (only its keys still saved), or None.
+    SavedStateError (nothing written) when it is malformed: not an object, an owner that did not keep."""
+    run = meta.get(RUN_OVER_KEPT)
+    if run is None:
+        return None
+    bad = SavedStateError(f"saved originals {where}: {RUN_OVER_KEPT!r} is malformed ({brief(run, 60)}); "
+                          "refusing to restore (nothing written): restore by hand or remove the file")
+    if not isinstance(run, dict):
+        raise bad
+    owner, before, new = run.get("owner"), run.get("before"), run.get("new")
+    if not isinstance(owner, dict) or owner.get("kept") is not True or not isinstance(before, dict) \
+            or not isinstance(new, list) or not all(isinstance(k, str) for k in new):
+        raise bad
+    started = owner.get("started")
+    # a key no longer saved was put back already (and forgotten): only saved originals are written
+    return RunOverKept({"kept": True, "pid": owner_pid(owner.get("pid")) or 0,
+                        "started": started if isinstance(started, int) and not isinstance(started, bool) else None},
+                       {k: v for k, v in before.items() if k in originals}, [k for k in new if k in originals])
 
 
 def leftovers_warning(device_id: str, device_arg: str, owner: int | None, keys: Sequence[str]) -> str:
@@ -352,9 +426,6 @@ def leftovers_warning(device_id: str, device_arg: str, owner: int | None, keys: 
     return (f"polythrottle: warning: {len(keys)} setting(s) of {device_id} were left changed by a run that did not "
             f"finish (pid {owner or 'unknown'}): {clip(', '.join(keys), 160)}; --no-clock-control leaves them as "
             f"they are: `polythrottle restore --device {device_arg}` puts them back")
-
-
-_INT_TEXT = re.compile(r"-?\d{1,20}")
 
 
 @dataclass(frozen=True)
@@ -394,7 +465,7 @@ def checked_files(io: SysfsIO, owned: OwnedFiles, saved: Mapping[str, Any], wher
         if real != p and real not in real_exact and not any(r.fullmatch(real) for r in owned.patterns):
             raise SavedStateError(f"{what} is a link to {brief(real, 100)}, not {owned.kind}; {refuse}")
         text = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-        if text is None or not _INT_TEXT.fullmatch(text.strip()):
+        if text is None or not INT_TEXT.fullmatch(text.strip()):
             raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; {refuse}")
         out[p] = text.strip()
     return out
