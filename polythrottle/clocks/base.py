@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from polythrottle.clocks.sysfs import SysfsIO
-from polythrottle.errors import InvalidValueError, clip
+from polythrottle.errors import DeviceError, InvalidValueError, brief, clip
 
 UNIT_PER_MHZ = {"Hz": 1_000_000, "kHz": 1_000, "MHz": 1}
+INT_TEXT = re.compile(r"-?\d{1,20}")
+"""What a clock file holds (stripped), and so what a saved original of one may be."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,15 @@ class ClockControl(ABC):
         """The knob values (MHz) the files say now (or in ``state``)."""
 
     def read_state(self) -> dict[str, str]:
-        """Current text of every file in ``files()``."""
-        return {p: self.io.read(p) for p in self.files()}
+        """Current text of every file in ``files()`` (what is saved as the originals before a write). A file
+        holding anything but an integer (a copied or fake tree) could never be written back: DeviceError
+        naming it, before anything is saved or written."""
+        state = {p: self.io.read(p) for p in self.files()}
+        for p, text in state.items():
+            if not INT_TEXT.fullmatch(text):
+                raise DeviceError(f"{p} holds {brief(text, 40)}, not an integer: refusing to change the "
+                                  f"{self.name} clock (its original could not be put back)")
+        return state
 
 
 def execute_writes(io: SysfsIO, writes: Sequence[Write], done: list[Write] | None = None) -> list[Write]:

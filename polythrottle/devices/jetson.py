@@ -36,7 +36,8 @@ from polythrottle.clocks.base import UNIT_PER_MHZ
 from polythrottle.clocks.sysfs import ROOT_HINT, KernelRefusedError, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
-from polythrottle.devices.originals_session import OriginalsSession, OwnedFiles, PutBack, checked_files
+from polythrottle.devices.originals_checks import OwnedFiles, checked_files
+from polythrottle.devices.originals_session import OriginalsSession, PutBack
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
     BadInputError,

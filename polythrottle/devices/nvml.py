@@ -16,7 +16,9 @@ errors become typed exceptions in one decorator (``nvml_errors``).
 
 Originals go through the originals session (``originals_session``): recorded before the first write
 (NVML cannot read a lock: the original of a locked clock is "reset", i.e. unlocked), put back on
-close, on SIGTERM/Ctrl-C (the CLI closes the device) and at the next open after a crash. With
+close, on SIGTERM/Ctrl-C (the CLI closes the device) and at the next open after a crash. Settings an
+``apply`` kept stay at the next open, as on a Jetson (a kept clock lock is not probed: its probe's
+reset would undo it); ``polythrottle restore`` puts them back. With
 ``--no-clock-control`` no hardware knob is offered and the write guard refuses every write, restores
 included.
 """
@@ -79,6 +81,7 @@ class NvmlControl(Control):
         self._gpu_by_mem: dict[int, list[int]] = {}
         self._applied: dict[str, Value] = {}  # what this process set, knob by knob
         self._last_writes: list[Write] = []
+        self._kept: set[str] = set()  # saved keys a kept apply holds: their lock is not probed (a reset undoes it)
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
@@ -117,12 +120,19 @@ class NvmlControl(Control):
         return DeviceIdentity("nvml", slug(self.gpu_name), self.uuid)
 
     def _restore_leftovers(self) -> None:
-        """Originals left by a run that crashed (or kept): put them back (or, with --no-clock-control, say so)."""
+        """Originals left by a run that crashed: put them back (or, with --no-clock-control, say so). Settings
+        an ``apply`` kept stay as they are, as on a Jetson (``polythrottle restore`` puts them back)."""
         if not self.guard.allowed:
             self._session.warn_leftovers_untouched()
             return
-        if self._session.saved():
+        if not self._session.saved():
+            return
+        if self._session.crash_leftovers()[1]:  # put back (to the kept settings a killed run started from)
+            with self._session.claimed():
+                pass
+        elif not self._session.kept_keys():  # this process's own (an open that failed) or a live one's: refused
             self._session.restore_saved()
+        self._kept = set(self._session.kept_keys())
 
     def _discover(self) -> None:
         if not self.guard.allowed:
@@ -172,6 +182,9 @@ class NvmlControl(Control):
         if len(values) < 2:
             self._statuses.append(KnobStatus(name, False, "the driver lists fewer than 2 values"))
             return
+        if undo is not None and key in self._kept:  # a kept apply set it (so the driver takes it): left as set
+            self._offer(name, values, key, original, set_fn)
+            return
         with self._session.claimed():
             recorded = self._session.record({key: original})
             try:
@@ -186,6 +199,9 @@ class NvmlControl(Control):
             if undo is not None:
                 self._probe_call(name, undo)  # fails: the original stays saved, restored when the open fails
             self._session.settled(recorded)  # the probe put it back
+        self._offer(name, values, key, original, set_fn)
+
+    def _offer(self, name: str, values: list[int], key: str, original: Any, set_fn: Callable[[int], None]) -> None:
         knob = Knob(name, tuple(values), log_scale=True, latency_trend=-1 if name.endswith("_mhz") else 0)
         self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
         self._statuses.append(KnobStatus(name, True))

@@ -21,7 +21,7 @@ from polythrottle.clocks.cpufreq import CPU_ROOT
 from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO
 from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.originals import SavedStateError
-from polythrottle.devices.originals_session import OwnedFiles, checked_files
+from polythrottle.devices.originals_checks import OwnedFiles, checked_files
 from polythrottle.errors import DeviceError, brief
 from polythrottle.space import Knob, KnobStatus
 

@@ -14,6 +14,9 @@ The rules, the same for every control (``polythrottle.devices.originals`` is the
 - ``restore()`` puts back what this process changed (values before its first write), signals deferred;
 - ``keep()``: what is applied, and what later writes set, stays: the saved originals are marked kept
   (``polythrottle restore`` puts them back; no later run takes them for a crash's leftovers);
+- a session writing over kept settings saves, with its originals, the values it started from
+  (``run_over_kept``: the kept owner, the values before this run, the keys this run added): a run killed
+  meanwhile is put back to the kept settings at the next claim, and they stay kept;
 - ``restore_saved()`` puts back every saved original (also a crashed run's) once the control has
   checked every entry (``checked_originals``: a tampered file is refused whole, nothing written).
 
@@ -25,27 +28,18 @@ command that ends on a signal restores it and says truthfully whether it did.
 from __future__ import annotations
 
 import os
-import posixpath
-import re
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from polythrottle import interrupts
-from polythrottle.clocks.sysfs import SysfsIO
-from polythrottle.devices.originals import (
-    OriginalsLocation,
-    OriginalsStore,
-    SavedStateError,
-    owner_alive,
-    process_start,
-)
-from polythrottle.errors import DeviceBusyError, DeviceError, brief, clip
+from polythrottle.devices.originals import OriginalsLocation, OriginalsStore, owner_alive, process_start
+from polythrottle.devices.originals_checks import RUN_OVER_KEPT, RunOverKept, owner_pid, run_over_kept
+from polythrottle.errors import DeviceBusyError, DeviceError, clip
 
 
 @dataclass
@@ -85,11 +79,6 @@ class Recorded:
 
     new: list[str]
     added: list[str]
-
-
-def owner_pid(value: Any) -> int | None:
-    """A saved owner pid, or None when it is missing or not a positive integer (tampered)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class OriginalsSession:
@@ -174,16 +163,22 @@ class OriginalsSession:
         owner = owner_pid(state.meta.get("pid"))
         if kept or owner == os.getpid():
             self._claim_in_process(check=not kept)
-            self._prior = {"kept": kept, "pid": owner or 0}
+            self._prior = {"kept": kept, "pid": owner or 0, "started": state.meta.get("started")}
             return
         self._check_not_busy(owner, state.meta.get("started"))
         values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
-        print(f"polythrottle: warning: restoring {len(values)} setting(s) left by a run that did "
-              f"not finish (pid {owner or 'unknown'})", file=sys.stderr)
+        run = run_over_kept(state.meta, state.originals, self.store.path(self.device_id))
+        back = self.board.checked_originals(run.before) if run is not None else values
+        to = " to the kept settings it started from" if run is not None else ""
+        print(f"polythrottle: warning: restoring {len(back)} setting(s) left by a run that did "
+              f"not finish (pid {owner or 'unknown'}){to}", file=sys.stderr)
         with interrupts.deferred():  # a signal cannot cut it short and leave the crash's clocks in place
-            self._restore_locked(values)
+            if run is None:
+                self._restore_locked(values)
+            else:
+                self._restore_run_locked(back, run)
         self._claim_in_process(check=False)
-        self._prior = {}
+        self._prior = dict(run.owner) if run is not None else {}
 
     def crash_leftovers(self) -> tuple[int | None, list[str]]:
         """(owner pid, keys) of saved originals a run that did not finish left (not kept, owner dead or
@@ -218,9 +213,16 @@ class OriginalsSession:
 
     def record(self, originals: Mapping[str, Any]) -> Recorded:
         """Save ``originals`` (values already saved are kept) and count them as this session's changes,
-        whole or not at all (signals deferred). Call under ``claimed()``, before writing."""
+        whole or not at all (signals deferred). Over kept settings, the values this session started from
+        are saved with them (``run_over_kept``). Call under ``claimed()``, before writing."""
         with interrupts.deferred():
-            new = self.store.record(self.device_id, originals, meta=self._meta())
+            meta = self._meta()
+            if self._prior and self._prior.get("kept") is True:
+                saved = self.store.originals(self.device_id)
+                before = {**{k: originals[k] for k in originals if k not in self._before}, **self._before}
+                new = sorted(self._new | {k for k in originals if k not in saved})
+                meta[RUN_OVER_KEPT] = {"owner": self._prior, "before": before, "new": new}
+            new = self.store.record(self.device_id, originals, meta=meta)
             self._new.update(new)
             added = [k for k in originals if k not in self._before]
             for k in added:
@@ -282,7 +284,8 @@ class OriginalsSession:
         with interrupts.deferred(), self.store.lock(self.device_id):
             if self.store.originals(self.device_id):
                 self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
-                                                             "started": process_start(os.getpid())})
+                                                             "started": process_start(os.getpid()),
+                                                             RUN_OVER_KEPT: None})
             self._before.clear()
             self._new.clear()
             self._prior = None
@@ -292,7 +295,7 @@ class OriginalsSession:
     def _end(self) -> None:
         """Everything this session changed is back: ownership returns to whoever had it before."""
         if self._prior and self.store.originals(self.device_id):
-            self.store.record(self.device_id, {}, meta=self._prior)
+            self.store.record(self.device_id, {}, meta={**self._prior, RUN_OVER_KEPT: None})
         self._prior = None
         self._release_in_process()
         interrupts.clean(self.board)
@@ -338,13 +341,35 @@ class OriginalsSession:
         self._release_in_process()
         if result.failed:
             self._before.update({k: values[k] for k in result.failed})
+            self.store.record(self.device_id, {}, meta={RUN_OVER_KEPT: None})  # what is left goes back whole
             raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
                               f"{self.store.path(self.device_id)}")
         interrupts.clean(self.board)
         return result.restored
 
+    def _restore_run_locked(self, before: Mapping[str, Any], run: RunOverKept) -> None:
+        """Put a killed run's changes back to the kept settings it started from (``before``); the keys it
+        added are forgotten and the kept owner owns the rest again. DeviceError if a value cannot be put back
+        (the file stays as it was: the next claim tries again)."""
+        interrupts.changed(self.board)
+        result = self.board.put_back(before)
+        if result.failed:
+            self._before.update({k: before[k] for k in result.failed})  # tried again when this process ends
+            raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
+                              f"{self.store.path(self.device_id)}")
+        self.store.forget(self.device_id, run.new)
+        if self.store.originals(self.device_id):
+            self.store.record(self.device_id, {}, meta={**run.owner, RUN_OVER_KEPT: None})
+        interrupts.clean(self.board)
+
     def _meta(self) -> dict[str, Any]:
-        return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False}
+        return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False,
+                RUN_OVER_KEPT: None}
+
+    def kept_keys(self) -> list[str]:
+        """The saved originals' keys when a kept apply owns them (the settings it changed stay as set)."""
+        state = self.store.load(self.device_id)
+        return list(state.originals) if state is not None and state.meta.get("kept") is True else []
 
 
 def leftovers_warning(device_id: str, device_arg: str, owner: int | None, keys: Sequence[str]) -> str:
@@ -352,49 +377,3 @@ def leftovers_warning(device_id: str, device_arg: str, owner: int | None, keys: 
     return (f"polythrottle: warning: {len(keys)} setting(s) of {device_id} were left changed by a run that did not "
             f"finish (pid {owner or 'unknown'}): {clip(', '.join(keys), 160)}; --no-clock-control leaves them as "
             f"they are: `polythrottle restore --device {device_arg}` puts them back")
-
-
-_INT_TEXT = re.compile(r"-?\d{1,20}")
-
-
-@dataclass(frozen=True)
-class OwnedFiles:
-    """The board files a saved original may name: exact paths and patterns; ``kind`` names them in messages."""
-
-    exact: frozenset[str]
-    patterns: tuple[re.Pattern[str], ...]
-    kind: str
-
-    def owns(self, path: str) -> bool:
-        return path in self.exact or any(r.fullmatch(path) for r in self.patterns)
-
-
-def checked_files(io: SysfsIO, owned: OwnedFiles, saved: Mapping[str, Any], where: Path) -> dict[str, str]:
-    """``saved`` (board path -> value) as path -> text once every entry is a plain absolute path that
-    ``owned`` owns, resolving under ``io.root`` to such a file (no ``..``, no link out), holding an
-    integer. Else SavedStateError naming the first bad entry: nothing is written."""
-    real_exact = set()
-    for f in owned.exact:
-        try:
-            real_exact.add(io.resolve(f))
-        except DeviceError:
-            continue
-    out: dict[str, str] = {}
-    for p, v in saved.items():
-        what = f"saved originals {where}: entry {brief(p, 100)}"
-        refuse = "refusing to restore (nothing written)"
-        if not isinstance(p, str) or not p.startswith("/") or posixpath.normpath(p) != p or "/../" in p + "/":
-            raise SavedStateError(f"{what} is not a plain absolute path; {refuse}")
-        if not owned.owns(p):
-            raise SavedStateError(f"{what} is not {owned.kind}; {refuse}")
-        try:
-            real = io.resolve(p)
-        except DeviceError:
-            raise SavedStateError(f"{what} resolves outside {io.root}; {refuse}") from None
-        if real != p and real not in real_exact and not any(r.fullmatch(real) for r in owned.patterns):
-            raise SavedStateError(f"{what} is a link to {brief(real, 100)}, not {owned.kind}; {refuse}")
-        text = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-        if text is None or not _INT_TEXT.fullmatch(text.strip()):
-            raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; {refuse}")
-        out[p] = text.strip()
-    return out

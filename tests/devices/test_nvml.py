@@ -161,16 +161,24 @@ def test_keep_leaves_settings_and_restore_saved_puts_them_back(gpu, tmp_path):
     opts = DeviceOptions(state_dir=tmp_path / "state")  # no workload: hardware knobs only (apply/restore)
     dev = open_device("0", opts, torch_device="cpu")
     assert dev.hardware_knobs == ["gpu_mhz", "mem_mhz", "power_limit_w"] and dev.space().names == dev.hardware_knobs
-    dev.apply({**dev.default_config(), "gpu_mhz": 345})
+    dev.apply({**dev.default_config(), "gpu_mhz": 345, "power_limit_w": 400})
     dev.keep()
     dev.close()
-    assert gpu.locked_gpu == (345, 345) and state_file(tmp_path).exists()
-    later = open_device("0", opts, torch_device="cpu")  # a new process: leftovers restored at open
-    assert gpu.locked_gpu is None and not state_file(tmp_path).exists()
-    later.apply({**later.default_config(), "power_limit_w": 200})
-    assert sorted(later.restore_saved()) == sorted([POWER_LIMIT, MEM_LOCK, GPU_LOCK])
-    assert gpu.power_limit_mw == 700_000 and gpu.locked_mem is None
+    assert gpu.locked_gpu == (345, 345) and gpu.power_limit_mw == 400_000 and state_file(tmp_path).exists()
+    gpu.calls.clear()
+    later = open_device("0", opts, torch_device="cpu")  # a new process: kept settings stay, as on a Jetson
+    assert gpu.locked_gpu == (345, 345) and gpu.power_limit_mw == 400_000
+    assert not [c for c in gpu.setter_calls() if c[0].startswith("nvmlDeviceReset")]  # no probe undid the lock
+    assert later.hardware_knobs == ["gpu_mhz", "mem_mhz", "power_limit_w"]
+    saved = json.loads(state_file(tmp_path).read_text())
+    assert saved["meta"]["kept"] is True and saved["originals"][POWER_LIMIT] == 700_000
     later.close()
+    assert gpu.locked_gpu == (345, 345) and gpu.power_limit_mw == 400_000
+    third = open_device("0", opts, torch_device="cpu")
+    third.apply({**third.default_config(), "power_limit_w": 200})
+    assert sorted(third.restore_saved()) == sorted([POWER_LIMIT, MEM_LOCK, GPU_LOCK])
+    assert gpu.power_limit_mw == 700_000 and gpu.locked_mem is None and gpu.locked_gpu is None
+    third.close()
     ncc = open_device("0", DeviceOptions(state_dir=tmp_path / "state", no_clock_control=True), torch_device="cpu")
     assert ncc.restore_saved() == []
     ncc.close()

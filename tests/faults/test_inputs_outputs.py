@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import fake_jetson as fj
-from tests.faults.conftest import one_line
+from tests.faults.conftest import APPLY, one_line, sets
 from tests.faults.test_signals import TUNE
 
 SIM = ["--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0"]
@@ -97,6 +97,25 @@ def test_apply_bad_values_write_nothing(board, cli_inproc, bad):
     assert rc == 2 and len(one_line(err)) < 400
     assert fj.writes_attempted(board.root) == 0
     board.assert_restored()
+
+
+@pytest.mark.parametrize("file, text", [("gpu:min_freq", "abc\n"), ("gpu:max_freq", ""),
+                                        ("cpu:scaling_min_freq", "abc\n"), ("cpu:scaling_max_freq", " \n"),
+                                        ("emc:rate", "fast\n")])
+def test_a_clock_file_that_is_no_integer_is_refused_before_anything_is_saved(board, cli_inproc, file, text):
+    """A copied tree whose clock file holds no integer: its "original" could never be written back, so the
+    apply is refused up front (one line naming the file, exit 1): nothing saved, nothing written."""
+    b = board.board
+    clock, name = file.split(":")
+    path = {"gpu": f"{b.gpu_dir}/{name}", "cpu": f"{b.online_policies[0]}/{name}",
+            "emc": b.emc_files.get(name, "")}[clock]
+    (board.root / path.lstrip("/")).write_text(text)
+    board.original = board.files()
+    rc, out, err = cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))
+    line = one_line(err)
+    assert rc == 1 and out == "" and path in line and "not an integer" in line, line
+    assert fj.writes_attempted(board.root) == 0
+    board.assert_restored()  # nothing written, no originals saved
 
 
 # ----- the CLI on sim/replay devices: one line, exit 2 ------------------------------------------------------

@@ -10,6 +10,7 @@ interleaves its writes with a first one's: it waits for the first's apply, or is
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -197,4 +198,22 @@ def test_an_apply_killed_midway_is_restored_by_the_next_one(board):
     assert_applied(board, APPLY2)
     r = cli_proc(board, "restore", "--device", "jetson")
     assert r.returncode == 0, r.stderr
+    board.assert_restored()
+
+
+def test_a_tune_killed_after_a_kept_apply_leaves_the_kept_config_at_the_next_start(board, cli_inproc):
+    assert cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY2))[0] == 0  # the user's kept config A
+    fj.set_rules(board.root, hooks=[{"measure": 1, "do": "block"}])
+    tune = spawn(board, *TUNE)
+    wait_measuring(board, 1, tune)  # the tune holds the board at a candidate B
+    tune.send_signal(signal.SIGKILL)  # no handler, no finally
+    finish(tune)
+    fj.set_rules(board.root)
+    rc, _, err = cli_inproc(board, *TUNE)  # the next start puts back what the killed run changed
+    assert rc == 0, err
+    assert "left by a run that did not finish" in err
+    assert_applied(board, APPLY2)  # back to the kept config A: not to the originals, not to B
+    saved = json.loads(board.saved_originals()[0].read_text())
+    assert saved["meta"]["kept"] is True  # still the user's choice: `restore` undoes it
+    assert cli_inproc(board, "restore", "--device", "jetson")[0] == 0
     board.assert_restored()

@@ -115,6 +115,24 @@ def test_a_crash_leftover_that_was_tampered_is_not_restored_by_the_next_run(boar
     assert all(p.read_text() == text for p, text in sentinels.items())
 
 
+RUN_OVER_KEPT = {
+    "not-an-object": "back",
+    "owner-not-kept": {"owner": {"kept": False, "pid": 1}, "before": LEGIT, "new": []},
+    "before-list": {"owner": {"kept": True, "pid": 1}, "before": ["/etc/shadow"], "new": []},
+    "before-value-shell": {"owner": {"kept": True, "pid": 1}, "before": {f"{GPU}/min_freq": "1; rm -rf /"},
+                           "new": []},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_OVER_KEPT))
+def test_a_tampered_run_over_kept_settings_is_not_put_back(board, cli_inproc, sentinels, case):
+    """What a run killed over kept settings started from is checked like the originals: refused whole."""
+    write_state(board, LEGIT, meta={"pid": 999_999_999, "kept": False, "run_over_kept": RUN_OVER_KEPT[case]})
+    rc, _out, err = cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))
+    assert rc == 2 and "saved originals" in one_line(err)
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
 STRUCTURE = {
     "originals-list": {"originals": ["/etc/shadow"]},
     "format-99": {"format": 99},

@@ -1,0 +1,101 @@
+"""What a saved original may be, checked before anything is written back: the board files a control owns
+(``OwnedFiles``, ``checked_files``: plain paths under the root holding an integer) and the record a run over
+kept settings leaves (``run_over_kept``). Anything else is SavedStateError (exit 2), nothing written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polythrottle.clocks.base import INT_TEXT
+from polythrottle.clocks.sysfs import SysfsIO
+from polythrottle.devices.originals import SavedStateError
+from polythrottle.errors import DeviceError, brief
+
+
+def owner_pid(value: Any) -> int | None:
+    """A saved owner pid, or None when it is missing or not a positive integer (tampered)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+RUN_OVER_KEPT = "run_over_kept"
+"""Meta key of a session writing over kept settings: ``{"owner": the kept owner's meta, "before": key -> value
+before this run, "new": keys this run added}`` (None otherwise)."""
+
+
+@dataclass(frozen=True)
+class RunOverKept:
+    """A run over kept settings, as saved: whom to hand back to, the values it started from, the keys it added."""
+
+    owner: dict[str, Any]
+    before: dict[str, Any]
+    new: list[str]
+
+
+def run_over_kept(meta: Mapping[str, Any], originals: Mapping[str, Any], where: Path) -> RunOverKept | None:
+    """The saved ``run_over_kept`` of a run that did not finish (only its keys still saved), or None.
+    SavedStateError (nothing written) when it is malformed: not an object, an owner that did not keep."""
+    run = meta.get(RUN_OVER_KEPT)
+    if run is None:
+        return None
+    bad = SavedStateError(f"saved originals {where}: {RUN_OVER_KEPT!r} is malformed ({brief(run, 60)}); "
+                          "refusing to restore (nothing written): restore by hand or remove the file")
+    if not isinstance(run, dict):
+        raise bad
+    owner, before, new = run.get("owner"), run.get("before"), run.get("new")
+    if not isinstance(owner, dict) or owner.get("kept") is not True or not isinstance(before, dict) \
+            or not isinstance(new, list) or not all(isinstance(k, str) for k in new):
+        raise bad
+    started = owner.get("started")
+    # a key no longer saved was put back already (and forgotten): only saved originals are written
+    return RunOverKept({"kept": True, "pid": owner_pid(owner.get("pid")) or 0,
+                        "started": started if isinstance(started, int) and not isinstance(started, bool) else None},
+                       {k: v for k, v in before.items() if k in originals}, [k for k in new if k in originals])
+
+
+@dataclass(frozen=True)
+class OwnedFiles:
+    """The board files a saved original may name: exact paths and patterns; ``kind`` names them in messages."""
+
+    exact: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
+    kind: str
+
+    def owns(self, path: str) -> bool:
+        return path in self.exact or any(r.fullmatch(path) for r in self.patterns)
+
+
+def checked_files(io: SysfsIO, owned: OwnedFiles, saved: Mapping[str, Any], where: Path) -> dict[str, str]:
+    """``saved`` (board path -> value) as path -> text once every entry is a plain absolute path that
+    ``owned`` owns, resolving under ``io.root`` to such a file (no ``..``, no link out), holding an
+    integer. Else SavedStateError naming the first bad entry: nothing is written."""
+    real_exact = set()
+    for f in owned.exact:
+        try:
+            real_exact.add(io.resolve(f))
+        except DeviceError:
+            continue
+    out: dict[str, str] = {}
+    for p, v in saved.items():
+        what = f"saved originals {where}: entry {brief(p, 100)}"
+        refuse = "refusing to restore (nothing written)"
+        if not isinstance(p, str) or not p.startswith("/") or posixpath.normpath(p) != p or "/../" in p + "/":
+            raise SavedStateError(f"{what} is not a plain absolute path; {refuse}")
+        if not owned.owns(p):
+            raise SavedStateError(f"{what} is not {owned.kind}; {refuse}")
+        try:
+            real = io.resolve(p)
+        except DeviceError:
+            raise SavedStateError(f"{what} resolves outside {io.root}; {refuse}") from None
+        if real != p and real not in real_exact and not any(r.fullmatch(real) for r in owned.patterns):
+            raise SavedStateError(f"{what} is a link to {brief(real, 100)}, not {owned.kind}; {refuse}")
+        text = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+        if text is None or not INT_TEXT.fullmatch(text.strip()):
+            raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; {refuse}")
+        out[p] = text.strip()
+    return out
