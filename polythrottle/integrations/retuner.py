@@ -63,6 +63,10 @@ class CheckpointRetuner:
             raise BadInputError(f"every must be an integer >= 1, got {brief(self.every, 40)}")
         if retune_mode:
             self._check_retune_arguments()
+        else:
+            from polythrottle.daemon.client import socket_path
+
+            socket_path(self.socket_path)  # a path (the daemon itself is reached at the checkpoint)
 
     def _check_retune_arguments(self) -> None:
         """The re-tune's arguments as ``tune`` checks them (device spec, SLO, budget, knobs, tune_kwargs)."""
