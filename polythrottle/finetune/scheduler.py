@@ -147,6 +147,8 @@ class FineTuneScheduler:
         settings: SchedulerSettings | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if not callable(getattr(predictor, "predict", None)):
+            raise BadInputError(f"predictor must be a fitted LatencyPredictor, got {brief(predictor, 40)}")
         if policy not in POLICIES:
             raise BadInputError(f"unknown scheduling policy {policy!r}; expected one of: {', '.join(POLICIES)}")
         if not _finite(slo_ms) or not slo_ms > 0:

@@ -324,3 +324,9 @@ def test_a_nan_arrival_time_is_ignored() -> None:
     s.note_arrival(float("nan"))
     s.set_queue(1, float("nan"))  # the oldest's time unknown: as if it arrived now
     assert s.batch_plan() == before[1] and s.decide().admit
+
+
+@pytest.mark.parametrize("predictor", ["paper", None, 3.0])
+def test_a_scheduler_given_no_predictor_is_a_typed_error(predictor) -> None:
+    with pytest.raises(BadInputError, match="predictor must be a fitted LatencyPredictor"):
+        FineTuneScheduler(predictor, 30.0, batch_sizes=SIZES, finetune_batch=4)
