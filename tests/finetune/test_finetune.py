@@ -330,3 +330,15 @@ def test_a_nan_arrival_time_is_ignored() -> None:
 def test_a_scheduler_given_no_predictor_is_a_typed_error(predictor) -> None:
     with pytest.raises(BadInputError, match="predictor must be a fitted LatencyPredictor"):
         FineTuneScheduler(predictor, 30.0, batch_sizes=SIZES, finetune_batch=4)
+
+
+@pytest.mark.parametrize("model, make_batch, message", [
+    (3, lambda b: None, "model must be a PyTorch module"),
+    ("resnet50", lambda b: None, "model must be a PyTorch module"),
+    ("linear", "torch.randn(1, 4)", "make_batch must be a function"),
+])
+def test_measure_features_of_no_model_is_a_typed_error(model, make_batch, message: str) -> None:
+    import torch
+
+    with pytest.raises(BadInputError, match=message):
+        measure_features(torch.nn.Linear(4, 2) if model == "linear" else model, make_batch)
