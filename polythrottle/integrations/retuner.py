@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polythrottle.checks import is_int
-from polythrottle.errors import BadInputError, PolyThrottleError, brief
+from polythrottle.errors import BadInputError, brief
 
 log = logging.getLogger("polythrottle.integrations")
 
@@ -135,7 +135,7 @@ class CheckpointRetuner:
                 self._submit(version)
             else:
                 self._act(version)
-        except PolyThrottleError as e:
+        except Exception as e:  # noqa: BLE001 - as in the background worker: recorded, training goes on
             self._fail(e)
 
     @staticmethod

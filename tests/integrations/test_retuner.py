@@ -37,3 +37,22 @@ def test_good_arguments_are_accepted_and_touch_no_history(tmp_path) -> None:
     r = CheckpointRetuner(**{**OK, "history": db, "knobs": ["gpu_mhz", "batch_size"]},
                           tune_kwargs={"seed": 0, "carbon_country": "FRA", "baseline": {"batch_size": 1}})
     assert r.last_error is None and not db.exists()
+
+
+def _boom(record) -> None:
+    raise RuntimeError("the user's on_record failed")
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_unexpected_error_after_a_checkpoint_is_recorded_and_training_goes_on(background: bool, tmp_path) -> None:
+    """Foreground re-tunes let any error but PolyThrottle's escape into the training loop (background ones
+    were recorded): the README promises training goes on unless raise_errors."""
+    r = CheckpointRetuner(**{**OK, "history": tmp_path / "h.sqlite", "background": background},
+                          tune_kwargs={"on_record": _boom})
+    r.checkpoint_saved(model_version="v1")  # does not raise
+    r.wait()
+    assert isinstance(r.last_error, RuntimeError)
+    strict = CheckpointRetuner(**{**OK, "history": tmp_path / "h.sqlite"}, tune_kwargs={"on_record": _boom},
+                               raise_errors=True)
+    with pytest.raises(RuntimeError):
+        strict.checkpoint_saved(model_version="v2")
