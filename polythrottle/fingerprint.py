@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, brief
 
 PREFIX = "sha256:"
 
@@ -35,9 +35,13 @@ def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     BadInputError if a path is missing or unreadable."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if not isinstance(paths, Iterable):
+        raise BadInputError(f"model files must be paths (a list of them), got {brief(paths, 40)}")
     h = hashlib.sha256()
     n = 0
     for p in paths:
+        if not isinstance(p, (str, os.PathLike)) or not isinstance(os.fspath(p), str):
+            raise BadInputError(f"model files must be paths, got {brief(p, 40)}")
         path = Path(p).expanduser()
         if path.is_dir():
             try:

@@ -25,7 +25,7 @@ from polythrottle.daemon.protocol import (
     is_busy,
     refused,
 )
-from polythrottle.errors import PolyThrottleError
+from polythrottle.errors import BadInputError, PolyThrottleError, brief
 
 DEFAULT_SOCKET = str(paths.SYSTEM_SOCKET)
 RETRY_S = 0.1
@@ -43,7 +43,10 @@ class _Busy(Exception):
 
 
 def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """``path``, else the default control socket (``polythrottle.paths.socket_path``)."""
+    """``path``, else the default control socket (``polythrottle.paths.socket_path``). BadInputError if
+    ``path`` is not a path."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise BadInputError(f"the daemon's control socket path must be a path, got {brief(path, 40)}")
     return paths.socket_path(path)
 
 

@@ -66,6 +66,10 @@ def measure_features(
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    if not isinstance(model, torch.nn.Module):
+        raise BadInputError(f"model must be a PyTorch module, got {brief(model, 40)}")
+    if not callable(make_batch):
+        raise BadInputError(f"make_batch must be a function of the batch size, got {brief(make_batch, 40)}")
     act_bytes = 0
 
     def hook(_m: Any, _i: Any, out: Any) -> None:

@@ -54,6 +54,23 @@ def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _count(name: str, x: object) -> int:
+    """A reported number of requests as an int; BadInputError (at the call, nothing stored) if not a number."""
+    if not _finite(x):
+        raise BadInputError(f"{name} must be a number of requests, got {brief(x, 40)}")
+    return int(x)
+
+
+def _time_s(name: str, x: object) -> float | None:
+    """A reported time (s): None if absent or NaN/infinite (ignored); BadInputError if not a number (a text
+    stored here broke every later decision with a TypeError in the training loop)."""
+    if x is None or _finite(x):
+        return x
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return None
+    raise BadInputError(f"{name} must be a time in seconds on the scheduler's clock, got {brief(x, 40)}")
+
+
 @dataclass(frozen=True)
 class SchedulerSettings:
     """margin: plan to this fraction of the SLO. z: arrival quantile (1.64 ~ 95%).
@@ -130,6 +147,8 @@ class FineTuneScheduler:
         settings: SchedulerSettings | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if not callable(getattr(predictor, "predict", None)):
+            raise BadInputError(f"predictor must be a fitted LatencyPredictor, got {brief(predictor, 40)}")
         if policy not in POLICIES:
             raise BadInputError(f"unknown scheduling policy {policy!r}; expected one of: {', '.join(POLICIES)}")
         if not _finite(slo_ms) or not slo_ms > 0:
@@ -266,38 +285,45 @@ class FineTuneScheduler:
     # ----- inference side -----------------------------------------------------------------------------
     def note_arrival(self, t_s: float | None = None) -> None:
         """Record one request arrival (``t_s``: its arrival time on ``clock``, default now)."""
+        t = _time_s("arrival time t_s", t_s)
+        if t is None and t_s is not None:
+            return  # NaN or infinite: ignored
         with self._cond:
-            self._arrivals.append(self.clock() if t_s is None else t_s)
+            self._arrivals.append(self.clock() if t is None else t)
             self._cond.notify_all()
 
     def set_queue(self, length: int, oldest_arrival_s: float | None) -> None:
         """The server's queue: requests waiting (not in flight) and the oldest one's arrival time."""
+        n, oldest = _count("queue length", length), _time_s("oldest_arrival_s", oldest_arrival_s)
         with self._cond:
-            self._queue_len = max(int(length), 0)
-            self._oldest_s = oldest_arrival_s if length > 0 else None
+            self._queue_len = max(n, 0)
+            self._oldest_s = oldest if n > 0 else None
             self._cond.notify_all()
 
     def inference_batch(self, queued: int) -> int:
         """How many of ``queued`` requests to serve in the next batch (the plan's target at most)."""
+        queued = _count("queued", queued)
         plan = self.batch_plan()
         with self._cond:
-            n = min(int(queued), plan.target)
+            n = min(queued, plan.target)
             if plan.finetune and n < queued:
                 self.stats.shrunk_batches += 1
             return max(n, 0)
 
     def inference_started(self, batch: int) -> None:
+        n = _count("batch", batch)
         with self._cond:
-            self._inflight = int(batch)
+            self._inflight = n
             self._inflight_since = self.clock()
             self._inflight_ft = self._ft_running
 
     def inference_finished(self, batch: int, latency_ms: float | None = None) -> None:
         """The batch in flight finished; ``latency_ms`` (its service time) corrects later predictions
         if the predictor turns out optimistic (same fine-tuning state from start to end only)."""
+        n = _count("batch", batch)
         with self._cond:  # a NaN would stick in the average for ever: only finite positive times count
-            if _finite(latency_ms) and latency_ms > 0 and batch >= 1 and self._inflight_ft == self._ft_running:
-                pred = self._predicted(int(batch), self._ft_running)
+            if _finite(latency_ms) and latency_ms > 0 and n >= 1 and self._inflight_ft == self._ft_running:
+                pred = self._predicted(n, self._ft_running)
                 if pred > 0:
                     c = self._correction[self._ft_running]
                     self._correction[self._ft_running] = 0.9 * c + 0.1 * min(latency_ms / pred, 5.0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 
+from polythrottle.checks import is_real
+from polythrottle.errors import brief
+from polythrottle.history.errors import HistoryError
 from polythrottle.history.spool import SpooledHistory
 from polythrottle.history.store import HistoryStore
 from polythrottle.history.target import default_history, parse_target
@@ -21,6 +25,12 @@ def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str
     raises HistoryError instead of being created. ``read_only``: a plain ``HistoryStore`` that writes
     nothing (no spool; see ``HistoryStore``). Other errors: HistoryError (one line, no password).
     """
+    if spool_dir is not None and (not isinstance(spool_dir, (str, os.PathLike))
+                                  or not isinstance(os.fspath(spool_dir), str)):
+        raise HistoryError(f"spool_dir must be a path, got {brief(spool_dir, 40)}")
+    for name, value in (("timeout_s", timeout_s), ("retry_s", retry_s)):
+        if not is_real(value) or not math.isfinite(value) or value < 0:  # ceil(NaN): a bare ValueError on PostgreSQL
+            raise HistoryError(f"{name} must be a number of seconds >= 0, got {brief(value, 40)}")
     parsed = parse_target(default_history() if target is None else target)
     if not parsed.is_sqlite and spool_dir is not None and not read_only:
         return SpooledHistory(parsed, spool_dir, retry_s=retry_s, timeout_s=timeout_s)

@@ -9,8 +9,9 @@ PostgreSQL (psycopg 3): a small pool whose connections are pinged before use (a 
 nothing but a reconnect), ``connect_timeout`` = ``timeout_s``; TCP keepalives and ``tcp_user_timeout``
 end a connection whose server went silent mid-query in about 25 s (waiting for a reply) or ``timeout_s``
 (data unacknowledged), where the kernel alone retransmits for ~15 min. Connection-level failures
-(refused, timed out, server shut down) are ``HistoryUnavailable``; wrong credentials or a missing
-database are plain ``HistoryError`` (retrying will not help).
+(refused, timed out, server shut down) are ``HistoryUnavailable``; wrong credentials, a missing
+database or a URL option that cannot work (a bad ``sslmode``, TLS the server lacks) are plain
+``HistoryError`` (retrying will not help).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _PG_CONFIG_ERRORS = (
     "password authentication failed", "no password supplied", "does not exist", "pg_hba.conf",
     "permission denied", "authentication failed", "invalid dsn", "invalid connection option",
     "invalid integer value", "could not translate host name",
+    # libpq options that can never work with this server or URL (retrying will not help): a malformed value,
+    # a TLS, channel-binding, GSSAPI or authentication requirement the server cannot meet, an unknown setting
+    "value: \"", "ssl was required", "ssl not in use", "no credential cache", "authentication method requirement",
+    "unrecognized configuration parameter", "certificate",
 )
 
 

@@ -10,7 +10,6 @@ unit. ``feasible_units``: units whose median latency of the config meets the gro
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from polythrottle.errors import brief
+from polythrottle.history.rowcheck import RowCheck
 from polythrottle.history.schema import measurements, tunes
 from polythrottle.history.store import HistoryStore
 from polythrottle.space import Config
@@ -93,6 +94,9 @@ def fleet_summary(store: HistoryStore) -> list[FleetGroup]:
     out = []
     for device, workload, space, version, slo, units, ntunes, nmeas in groups:
         best = choice.get((device, workload, space, version, slo))
+        row = RowCheck(store.url, f"tunes of {brief(device, 40)}, {brief(workload, 40)}, model version {brief(version, 40)}")
+        slo_ms = row.positive("slo_ms", slo)
+        best_config = row.config("best_config", best[0]) if best else None
         energy = latency = None
         config_units = feasible = 0
         if best is not None:
@@ -101,10 +105,10 @@ def fleet_summary(store: HistoryStore) -> list[FleetGroup]:
                 energy = Spread.of([e for e, _ in per_unit.values()])
                 latency = Spread.of([lat for _, lat in per_unit.values()])
                 config_units = len(per_unit)
-                feasible = sum(1 for _, lat in per_unit.values() if lat <= slo)
+                feasible = sum(1 for _, lat in per_unit.values() if lat <= slo_ms)
         out.append(FleetGroup(
-            device=device, workload=workload, space=space, model_version=version, slo_ms=float(slo), units=int(units),
-            tunes=int(ntunes), measurements=int(nmeas), best_config=json.loads(best[0]) if best else None,
+            device=device, workload=workload, space=space, model_version=version, slo_ms=slo_ms, units=int(units),
+            tunes=int(ntunes), measurements=int(nmeas), best_config=best_config,
             best_tunes=best[1] if best else 0, config_units=config_units, energy_j=energy, latency_ms=latency,
             feasible_units=feasible,
         ))
@@ -120,8 +124,10 @@ def _per_unit(store: HistoryStore, device: str, workload: str, space: str, versi
                 tunes.c.model_version == version, measurements.c.config == config_json))
     rows = store.read("fleet summary", lambda c: c.execute(q).all())
     by_unit: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    row = RowCheck(store.url, f"measurements of {brief(config_json, 60)} on {brief(device, 40)}, model version "
+                   f"{brief(version, 40)}")
     for unit, e, lat in rows:
-        by_unit[unit].append((e, lat))
+        by_unit[unit].append((row.positive("energy_j", e), row.positive("latency_ms", lat)))
     return {u: (statistics.median(e for e, _ in v), statistics.median(lat for _, lat in v)) for u, v in by_unit.items()}
 
 

@@ -4,7 +4,6 @@ transaction and turns database errors into HistoryErrors). Every row read back i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -125,51 +124,63 @@ def keys(conn: sa.Connection) -> list[HistoryKey]:
     return sorted((HistoryKey(*r) for r in rows), key=lambda k: (k.device, k.workload, k.space))
 
 
-def _stored_tune(r: Any) -> StoredTune:
+def _stored_tune(r: Any, where: str) -> StoredTune:
+    row = RowCheck(where, f"tune {r['id']}")
+
+    def opt_text(column: str) -> str | None:
+        return None if r[column] is None else row.text(column, r[column])
+
     return StoredTune(
         id=r["id"], client_id=r["client_id"], key=HistoryKey(r["device"], r["workload"], r["space"]),
-        model_version=r["model_version"], unit=r["unit"], slo_ms=r["slo_ms"], optimizer=r["optimizer"],
-        knobs=json.loads(r["knobs"]), warm_from=r["warm_from"], status=r["status"], started_at=r["started_at"],
-        finished_at=r["finished_at"], best_config=json.loads(r["best_config"]) if r["best_config"] else None,
-        best_energy_j=r["best_energy_j"], best_latency_ms=r["best_latency_ms"],
-        baseline_energy_j=r["baseline_energy_j"], stop_reason=r["stop_reason"], measurements=int(r["n"]),
+        model_version=row.text("model_version", r["model_version"]), unit=row.text("unit", r["unit"]),
+        slo_ms=row.positive("slo_ms", r["slo_ms"]), optimizer=row.text("optimizer", r["optimizer"]),
+        knobs=row.names("knobs", r["knobs"]), warm_from=opt_text("warm_from"), status=row.text("status", r["status"]),
+        started_at=row.number("started_at", r["started_at"]), finished_at=row.optional("finished_at", r["finished_at"]),
+        best_config=row.config("best_config", r["best_config"]) if r["best_config"] else None,
+        best_energy_j=row.optional("best_energy_j", r["best_energy_j"]),
+        best_latency_ms=row.optional("best_latency_ms", r["best_latency_ms"]),
+        baseline_energy_j=row.optional("baseline_energy_j", r["baseline_energy_j"]),
+        stop_reason=opt_text("stop_reason"), measurements=int(r["n"]),
     )
 
 
-def tunes_matching(conn: sa.Connection, filters: Filters, limit: int | None) -> list[StoredTune]:
+def tunes_matching(conn: sa.Connection, where: str, filters: Filters, limit: int | None) -> list[StoredTune]:
     q = (sa.select(tunes, _count().label("n")).where(filters.where())
          .order_by(tunes.c.started_at.desc(), tunes.c.id.desc()))
     if limit is not None:
         q = q.limit(limit)
-    return [_stored_tune(r) for r in conn.execute(q).mappings().all()]
+    return [_stored_tune(r, where) for r in conn.execute(q).mappings().all()]
 
 
-def tune(conn: sa.Connection, tune_id: int) -> tuple[StoredTune, list[StoredMeasurement]] | None:
+def tune(conn: sa.Connection, where: str, tune_id: int) -> tuple[StoredTune, list[StoredMeasurement]] | None:
     t = conn.execute(sa.select(tunes, _count().label("n")).where(tunes.c.id == tune_id)).mappings().first()
     if t is None:
         return None
-    stored = _stored_tune(t)
+    stored = _stored_tune(t, where)
     ms = conn.execute(sa.select(measurements).where(measurements.c.tune_id == tune_id)
                       .order_by(measurements.c.step, measurements.c.id)).mappings().all()
-    return stored, [_measurement(m, f"tune {tune_id}", stored.model_version, stored.unit) for m in ms]
+    return stored, [_measurement(m, where, stored.model_version, stored.unit) for m in ms]
 
 
-def export_page(conn: sa.Connection, filters: Filters, after_id: int,
+def export_page(conn: sa.Connection, where: str, filters: Filters, after_id: int,
                 page: int) -> list[tuple[int, ExportedMeasurement]]:
     """Up to ``page`` measurements with row ids above ``after_id``, oldest first, with their row ids."""
     q = (sa.select(measurements, tunes.c.device, tunes.c.workload, tunes.c.space, tunes.c.model_version,
                    tunes.c.unit, tunes.c.slo_ms)
          .join(tunes, tunes.c.id == measurements.c.tune_id)
          .where(filters.where(), measurements.c.id > after_id).order_by(measurements.c.id).limit(page))
-    return [
-        (r["id"], ExportedMeasurement(
+    out = []
+    for r in conn.execute(q).mappings().all():
+        tune_row = RowCheck(where, f"tune {r['tune_id']}")
+        m = _measurement(r, where, tune_row.text("model_version", r["model_version"]), tune_row.text("unit", r["unit"]))
+        out.append((r["id"], ExportedMeasurement(
             tune_id=r["tune_id"], measurement_id=r["client_id"], device=r["device"], workload=r["workload"],
-            space=r["space"], model_version=r["model_version"], unit=r["unit"], slo_ms=r["slo_ms"], step=r["step"],
-            role=r["role"], config=json.loads(r["config"]), energy_j=r["energy_j"], latency_ms=r["latency_ms"],
-            energy_rel_std=r["energy_rel_std"], latency_rel_std=r["latency_rel_std"], measured_at=r["measured_at"],
-        ))
-        for r in conn.execute(q).mappings().all()
-    ]
+            space=r["space"], model_version=m.model_version, unit=m.unit,
+            slo_ms=tune_row.positive("slo_ms", r["slo_ms"]), step=m.step,
+            role=m.role, config=m.config, energy_j=m.energy_j, latency_ms=m.latency_ms,
+            energy_rel_std=m.energy_rel_std, latency_rel_std=m.latency_rel_std, measured_at=m.measured_at,
+        )))
+    return out
 
 
 __all__ = ["Filters", "best", "export_page", "key_where", "keys", "model_versions", "observations", "tune",

@@ -55,6 +55,15 @@ class RowCheck:
             raise self.bad(column, value, "a JSON object")
         return x
 
+    def names(self, column: str, value: Any) -> list[str]:
+        try:
+            x = json.loads(value) if isinstance(value, str) else None
+        except (ValueError, RecursionError):
+            x = None
+        if not isinstance(x, list) or not all(isinstance(v, str) for v in x):
+            raise self.bad(column, value, "a JSON list of names")
+        return x
+
     def config(self, column: str, value: Any) -> Config:
         x = self.mapping(column, value)
         for k, v in x.items():

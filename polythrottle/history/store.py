@@ -389,11 +389,11 @@ class HistoryStore:
               unit: str | None = None, limit: int | None = None) -> list[StoredTune]:
         """Tunes matching the filters (None: any), newest first, at most ``limit``."""
         filters = queries.Filters(device, workload, model_version, unit)
-        return self._run("read tunes", lambda c: queries.tunes_matching(c, filters, limit), write=False)
+        return self._run("read tunes", lambda c: queries.tunes_matching(c, self.url, filters, limit), write=False)
 
     def tune(self, tune_id: int) -> tuple[StoredTune, list[StoredMeasurement]] | None:
         """Tune ``tune_id`` and its measurements (None if there is no such tune)."""
-        return self._run("read tune", lambda c: queries.tune(c, tune_id), write=False)
+        return self._run("read tune", lambda c: queries.tune(c, self.url, tune_id), write=False)
 
     def export(self, *, device: str | None = None, workload: str | None = None, model_version: str | None = None,
                unit: str | None = None, page: int = 5000) -> Iterator[ExportedMeasurement]:
@@ -401,7 +401,7 @@ class HistoryStore:
         filters = queries.Filters(device, workload, model_version, unit)
         last = 0
         while True:
-            read_page = functools.partial(queries.export_page, filters=filters, after_id=last, page=page)
+            read_page = functools.partial(queries.export_page, where=self.url, filters=filters, after_id=last, page=page)
             rows = self._run("export", read_page, write=False)
             yield from (m for _, m in rows)
             if len(rows) < page:

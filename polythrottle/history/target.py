@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from polythrottle.errors import brief
 from polythrottle.history.errors import HistoryError
 
 DEFAULT_FILENAME = "history.sqlite"
@@ -66,6 +67,8 @@ def parse_target(target: str | os.PathLike[str]) -> HistoryTarget:
     """A plain path, ``sqlite:///relative`` / ``sqlite:////absolute`` (SQLAlchemy's convention), or
     ``postgresql://[user[:password]@][host][:port]/db[?k=v]`` (also ``postgres://``,
     ``postgresql+psycopg://``). Raises HistoryError for anything else (naming it, password masked)."""
+    if not isinstance(target, (str, os.PathLike)) or not isinstance(os.fspath(target), str):
+        raise HistoryError(f"history location must be a path or URL, got {brief(target, 60)}")
     if isinstance(target, os.PathLike) or "://" not in str(target):
         raw = os.fspath(target)
         if not str(raw).strip():

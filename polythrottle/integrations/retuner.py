@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polythrottle.checks import is_int
-from polythrottle.errors import BadInputError, PolyThrottleError, brief
+from polythrottle.errors import BadInputError, brief
 
 log = logging.getLogger("polythrottle.integrations")
 
@@ -63,6 +63,10 @@ class CheckpointRetuner:
             raise BadInputError(f"every must be an integer >= 1, got {brief(self.every, 40)}")
         if retune_mode:
             self._check_retune_arguments()
+        else:
+            from polythrottle.daemon.client import socket_path
+
+            socket_path(self.socket_path)  # a path (the daemon itself is reached at the checkpoint)
 
     def _check_retune_arguments(self) -> None:
         """The re-tune's arguments as ``tune`` checks them (device spec, SLO, budget, knobs, tune_kwargs)."""
@@ -82,10 +86,41 @@ class CheckpointRetuner:
                 raise BadInputError(f"tune_kwargs: {brief(k, 40)} {why}")
         if self.history is None or self.history is False:
             raise BadInputError("history: re-tuning needs a history (the warm start reads the previous version's)")
+        kw = dict(self.tune_kwargs)
         given = {"device": self.device, "slo_ms": self.slo_ms, "budget": self.budget, "workload": self.workload,
-                 "knobs": self.knobs}
-        TuneSpec.parse({k: list(v) if k == "knobs" and isinstance(v, tuple) else v for k, v in given.items()
-                        if v is not None}, Face.API)
+                 "knobs": self.knobs, **{k: kw.get(k) for k in ("seed", "optimizer", "slo_metric", "carbon_country",
+                                                                "carbon_intensity_g_per_kwh", "baseline")}}
+        spec = TuneSpec.parse({k: list(v) if k == "knobs" and isinstance(v, tuple) else v for k, v in given.items()
+                               if v is not None}, Face.API)
+        # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
+        from polythrottle.carbon import resolve as resolve_carbon
+        from polythrottle.devices.registry import SCHEMES, split_spec
+
+        resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
+        if kw.get("on_record") is not None and not callable(kw["on_record"]):
+            raise BadInputError(f"tune_kwargs: on_record must be a function of one TuneRecord, "
+                                f"got {brief(kw['on_record'], 40)}")
+        if kw.get("state_dir") is not None and not isinstance(kw["state_dir"], (str, os.PathLike)):
+            raise BadInputError(f"tune_kwargs: state_dir must be a path, got {brief(kw['state_dir'], 40)}")
+        if isinstance(self.history, (str, os.PathLike)):
+            from polythrottle.history.target import parse_target
+
+            parse_target(self.history)  # the URL's form; the database itself is opened at the checkpoint
+        elif self.history is not True and not all(
+                callable(getattr(self.history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+            raise BadInputError(f"history: must be a history store, a path or URL, or True, "
+                                f"got {brief(self.history, 40)}")
+        scheme, _ = split_spec(spec.device)
+        if scheme not in SCHEMES:
+            raise BadInputError(f"unknown device {brief(spec.device, 60)}; expected one of: "
+                                + ", ".join(f"{s}:..." for s in SCHEMES))
+        if scheme in ("sim", "replay"):  # no hardware: opened and closed to check the workload, knobs, baseline
+            from polythrottle.api import open_device
+            from polythrottle.tuning.session import check_tune
+
+            with open_device(spec.device, workload=spec.workload, slo_metric=spec.slo_metric) as dev:
+                check_tune(dev, spec.slo_ms, spec.budget, knobs=list(spec.knobs) if spec.knobs else None,
+                           baseline=spec.baseline, seed=spec.seed)
 
     def checkpoint_saved(self, *, path: str | os.PathLike[str] | None = None, model: Any = None,
                          state_dict: Mapping[str, Any] | None = None, model_version: str | None = None) -> None:
@@ -100,7 +135,7 @@ class CheckpointRetuner:
                 self._submit(version)
             else:
                 self._act(version)
-        except PolyThrottleError as e:
+        except Exception as e:  # noqa: BLE001 - as in the background worker: recorded, training goes on
             self._fail(e)
 
     @staticmethod

@@ -121,3 +121,14 @@ def test_a_server_that_never_finishes_its_reply_is_one_error_not_a_hang(sock, ch
     finally:
         stop.set()
         srv.close()
+
+
+@pytest.mark.parametrize("path", [5, b"/run/polythrottle/control.sock", ["/tmp/x.sock"]])
+def test_a_socket_path_of_the_wrong_type_is_bad_input_not_a_type_error(path) -> None:
+    from polythrottle.errors import BadInputError
+    from polythrottle.integrations import CheckpointRetuner
+
+    with pytest.raises(BadInputError, match="socket path must be a path"):
+        notify_model_updated(path, model_version="v2")
+    with pytest.raises(BadInputError, match="socket path must be a path"):  # refused when the callback is made
+        CheckpointRetuner(notify=True, socket_path=path)

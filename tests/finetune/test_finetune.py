@@ -295,3 +295,50 @@ def test_scheduler_refuses_a_predictor_it_cannot_use() -> None:
 def test_predictor_inputs_are_typed_errors(make, message: str) -> None:
     with pytest.raises(BadInputError, match=message):
         make()
+
+
+@pytest.mark.parametrize("report", [
+    lambda s: s.note_arrival("soon"),
+    lambda s: s.set_queue(2, "earlier"),
+    lambda s: s.set_queue("two", 100.0),
+    lambda s: s.inference_batch("3"),
+    lambda s: s.inference_started(None),
+    lambda s: s.inference_finished("8", 5.0),
+])
+def test_a_report_of_the_wrong_type_is_refused_at_the_call_and_changes_nothing(report) -> None:
+    """A server's bad report used to be stored and break every later call of the training loop (TypeError
+    in decide/acquire, far from the cause); it is a BadInputError where it is made."""
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0})
+    feed(s, clock, [10.0] * 5)
+    before = (s.decide(), s.batch_plan())
+    with pytest.raises(BadInputError):
+        report(s)
+    assert (s.decide(), s.batch_plan()) == before
+    assert s.acquire(timeout_s=0.0) is before[0].admit
+
+
+def test_a_nan_arrival_time_is_ignored() -> None:
+    s, clock = sched({1: 2.0, 2: 2.5, 4: 3.0, 8: 12.0})
+    feed(s, clock, [10.0] * 5)
+    before = (s.decide(), s.batch_plan())
+    s.note_arrival(float("nan"))
+    s.set_queue(1, float("nan"))  # the oldest's time unknown: as if it arrived now
+    assert s.batch_plan() == before[1] and s.decide().admit
+
+
+@pytest.mark.parametrize("predictor", ["paper", None, 3.0])
+def test_a_scheduler_given_no_predictor_is_a_typed_error(predictor) -> None:
+    with pytest.raises(BadInputError, match="predictor must be a fitted LatencyPredictor"):
+        FineTuneScheduler(predictor, 30.0, batch_sizes=SIZES, finetune_batch=4)
+
+
+@pytest.mark.parametrize("model, make_batch, message", [
+    (3, lambda b: None, "model must be a PyTorch module"),
+    ("resnet50", lambda b: None, "model must be a PyTorch module"),
+    ("linear", "torch.randn(1, 4)", "make_batch must be a function"),
+])
+def test_measure_features_of_no_model_is_a_typed_error(model, make_batch, message: str) -> None:
+    import torch
+
+    with pytest.raises(BadInputError, match=message):
+        measure_features(torch.nn.Linear(4, 2) if model == "linear" else model, make_batch)

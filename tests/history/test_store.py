@@ -292,3 +292,14 @@ def test_a_postgresql_connection_notices_a_silent_server(pg_url):
     assert int(params["keepalives_count"]) == KEEPALIVE_COUNT
     assert 0 < int(params["tcp_user_timeout"]) <= 60_000
     assert KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT <= 60
+
+
+@pytest.mark.parametrize("files", [5, [5], [None], [b"/etc/hostname"]])
+def test_model_files_that_are_not_paths_are_bad_input(files) -> None:
+    import polythrottle as pt
+    from polythrottle.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="model files must be paths"):
+        fingerprint_files(files)
+    with pytest.raises(BadInputError, match="model files must be paths"):
+        pt.model_version_of(model_files=files)

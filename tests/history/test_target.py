@@ -91,3 +91,12 @@ def test_pgpassfile_and_unix_socket(pg_cluster, tmp_path: Path, monkeypatch: pyt
     # a Unix socket directory as host (trust authentication there), user and port in the query
     with HistoryStore(f"postgresql:///postgres?host={pg_cluster.dir}&port={pg_cluster.port}&user=postgres") as s:
         assert s.keys() == []
+
+
+@pytest.mark.parametrize("target", [5, b"/tmp/h.sqlite", ["h.sqlite"], 3.5])
+def test_a_target_that_is_no_path_or_url_is_one_line(target, tmp_path: Path) -> None:
+    from polythrottle.history import HistoryError, HistoryStore, open_history
+
+    for opener in (parse_target, open_history, HistoryStore):
+        with pytest.raises(HistoryError, match="history location must be a path or URL"):
+            opener(target)

@@ -1,0 +1,35 @@
+"""Database errors turned into one line: a PostgreSQL URL that can never work (a bad option, a TLS or
+authentication requirement the server cannot meet) is an error (exit 2), not an outage to spool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polythrottle.history import HistoryError, HistoryUnavailable, SpooledHistory, open_history
+
+
+def _refused(url: str, tmp_path: Path) -> str:
+    """``url`` opened with and without a spool: HistoryError, not HistoryUnavailable."""
+    with pytest.raises(HistoryError) as e:
+        open_history(url, timeout_s=2.0).close()
+    assert not isinstance(e.value, HistoryUnavailable), str(e.value)
+    with pytest.raises(HistoryError) as e2:
+        SpooledHistory(url, tmp_path, timeout_s=2.0).close()
+    assert not isinstance(e2.value, HistoryUnavailable), str(e2.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("query", ["sslmode=bogus", "target_session_attrs=bogus", "channel_binding=bogus"])
+def test_a_malformed_connection_option_is_an_error_not_an_outage(query: str, tmp_path: Path) -> None:
+    # libpq refuses these before it connects: no server needed (port 1 would be refused anyway)
+    msg = _refused(f"postgresql://u:secret@127.0.0.1:1/db?{query}", tmp_path)
+    assert query.split("=")[0] in msg and "secret" not in msg
+
+
+@pytest.mark.parametrize("query", ["sslmode=require", "channel_binding=require",
+                                   "options=-cno_such_setting%3D1", "require_auth=md5"])
+def test_a_requirement_the_server_cannot_meet_is_an_error_not_an_outage(query: str, pg_cluster,
+                                                                         tmp_path: Path) -> None:
+    _refused(f"{pg_cluster.url()}?{query}", tmp_path)
