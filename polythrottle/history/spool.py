@@ -129,8 +129,29 @@ class SpooledHistory:
         self.last_error: str | None = None
         self.uploaded = 0  # measurements uploaded from the spool by this object
         self.spooled = 0  # measurements this object wrote to the spool (the remote did not answer)
+        existed = self.spool_file.exists()
         self._spool_store()  # now: an unusable state dir fails at start, and an outage costs no schema set-up
-        self._connect()
+        try:
+            self._connect()
+        except BaseException:  # refused (wrong password, bad URL, ...): no empty spool file left behind
+            self._drop_new_spool(existed)
+            raise
+
+    def _drop_new_spool(self, existed: bool) -> None:
+        """Close the spool; delete its files if this object created it and nothing was spooled."""
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            empty = not existed and int(spool.read("count spool", lambda c: c.execute(
+                sa.select(sa.func.count()).select_from(tunes)).scalar_one())) == 0 and self.pending() == 0
+        except HistoryError:
+            empty = False
+        self._spool = None
+        spool.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.spool_file}{suffix}").unlink(missing_ok=True)
 
     # ----- plumbing ---------------------------------------------------------------------------
     @property

@@ -179,6 +179,16 @@ def test_wrong_password_is_not_spooled(pg_cluster, tmp_path: Path) -> None:
         SpooledHistory(url, tmp_path)
     assert not isinstance(e.value, HistoryUnavailable)
     assert "wrong-secret" not in str(e.value) and "password authentication failed" in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # a refused open leaves no empty spool file behind
+
+
+def test_a_malformed_url_leaves_no_spool_file(tmp_path: Path) -> None:
+    from polythrottle.history import HistoryError
+
+    bad = "postgresql://u@127.0.0.1:1/db?sslmode=bogus"  # libpq refuses it before connecting
+    with pytest.raises(HistoryError):
+        SpooledHistory(bad, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage", ["random", "truncated"])
