@@ -85,10 +85,9 @@ def split_spec(spec: str) -> tuple[str, str]:
     return scheme.strip().lower(), arg.strip()
 
 
-def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
-    """Open the device named by ``spec``. Raises BadInputError for an unknown scheme or bad argument."""
-    options = options or DeviceOptions()
-    check_options(options)
+def checked_spec(spec: object) -> tuple[str, str]:
+    """``split_spec`` of a device spec whose scheme is known; BadInputError if it is not a string or its
+    scheme is unknown (nothing is opened)."""
     if not isinstance(spec, str):
         raise BadInputError(f"a device is named by a string such as sim:jetson-agx-orin, got {brief(spec, 40)}")
     scheme, arg = split_spec(spec or "")
@@ -96,6 +95,14 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
         raise BadInputError(
             f"unknown device {brief(spec, 60)}; expected one of: " + ", ".join(f"{s}:..." for s in SCHEMES)
         )
+    return scheme, arg
+
+
+def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
+    """Open the device named by ``spec``. Raises BadInputError for an unknown scheme or bad argument."""
+    options = options or DeviceOptions()
+    check_options(options)
+    scheme, arg = checked_spec(spec)
     metric = getattr(options, "slo_metric", None)
     if metric is not None and metric not in ("batch", *LIVE_ONLY_METRICS):
         raise BadInputError(f"slo_metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")

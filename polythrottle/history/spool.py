@@ -142,9 +142,8 @@ class SpooledHistory:
         spool = self._spool
         if spool is None:
             return
-        try:
-            empty = not existed and int(spool.read("count spool", lambda c: c.execute(
-                sa.select(sa.func.count()).select_from(tunes)).scalar_one())) == 0 and self.pending() == 0
+        try:  # a file this object just created: tiny, unless another process spooled into it meanwhile
+            empty = not existed and spool.rows() == ([], [])
         except HistoryError:
             empty = False
         self._spool = None

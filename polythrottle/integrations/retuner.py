@@ -94,7 +94,7 @@ class CheckpointRetuner:
                                if v is not None}, Face.API)
         # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
         from polythrottle.carbon import resolve as resolve_carbon
-        from polythrottle.devices.registry import SCHEMES, split_spec
+        from polythrottle.devices.registry import checked_spec
 
         resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
         if kw.get("on_record") is not None and not callable(kw["on_record"]):
@@ -110,10 +110,7 @@ class CheckpointRetuner:
                 callable(getattr(self.history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
             raise BadInputError(f"history: must be a history store, a path or URL, or True, "
                                 f"got {brief(self.history, 40)}")
-        scheme, _ = split_spec(spec.device)
-        if scheme not in SCHEMES:
-            raise BadInputError(f"unknown device {brief(spec.device, 60)}; expected one of: "
-                                + ", ".join(f"{s}:..." for s in SCHEMES))
+        scheme, _ = checked_spec(spec.device)
         if scheme in ("sim", "replay"):  # no hardware: opened and closed to check the workload, knobs, baseline
             from polythrottle.api import open_device
             from polythrottle.tuning.session import check_tune
