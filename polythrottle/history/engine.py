@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from polythrottle.errors import first_line
-from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
+from polythrottle.history.errors import HistoryCorrupt, HistoryDriverMissing, HistoryError, HistoryUnavailable
 from polythrottle.history.target import HistoryTarget
 
 _PG_CONFIG_ERRORS = (
@@ -91,7 +91,7 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise HistoryError(f"history database {target.display}: PostgreSQL needs psycopg 3 "
+        raise HistoryDriverMissing(f"history database {target.display}: PostgreSQL needs psycopg 3 "
                            "(pip install 'polythrottle[fleet]')") from None
     return sa.create_engine(
         target.url,
