@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
 import math
 import os
 from pathlib import Path
@@ -127,6 +128,17 @@ class DaemonConfig(TuneSpec):
     def _slo_metric(cls, v: Any) -> Any:
         if v is not None and v not in SLO_METRICS:
             raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
+        return v
+
+    @field_validator("socket_group")
+    @classmethod
+    def _known_group(cls, v: str | None) -> str | None:
+        """The group the socket is given at start: checked here, so ``--check`` and a reload refuse it too."""
+        if v is not None:
+            try:
+                grp.getgrnam(v)
+            except KeyError:
+                raise _Worded(f"no such group {brief(v, 60)}") from None
         return v
 
     @field_validator("state_dir", "socket", mode="before")

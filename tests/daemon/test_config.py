@@ -65,6 +65,18 @@ def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load(tmp_path):
     assert load_config(short).socket == tmp_path / "c.sock"
 
 
+def test_a_socket_group_that_does_not_exist_is_refused_at_load(tmp_path):
+    """``daemon --check`` said OK and the daemon then refused to start ("socket_group ...: no such group")."""
+    import grp
+
+    path = write(tmp_path, GOOD + "socket_group: no-such-group-polythrottle\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: socket_group: no such group 'no-such-group-polythrottle'"
+    group = grp.getgrgid(0).gr_name
+    assert load_config(write(tmp_path, GOOD + f"socket_group: {group}\n")).socket_group == group
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
