@@ -54,3 +54,17 @@ def test_postgresql_without_psycopg_is_a_missing_extra(tmp_path: Path, monkeypat
     assert main(["fleet", "--history", url]) == 5
     assert main(["tune", "--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0", "--slo-ms", "50",
                  "--budget", "3", "--quiet", "--history", url, "--state-dir", str(tmp_path / "state")]) == 5
+
+
+def test_a_missing_driver_is_refused_before_the_spool_directory_is_made(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tune --history postgresql://...` without psycopg left an empty state directory behind (as root:
+    /var/lib/polythrottle), made for a spool that could never be used."""
+    import sys
+
+    from polythrottle.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(MissingDependencyError):
+        open_history("postgresql://u@127.0.0.1:1/db", spool_dir=tmp_path / "state")
+    assert not (tmp_path / "state").exists()
