@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from polythrottle.devices.registry import is_simulated
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.tuning.session import is_simulated
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History

@@ -94,7 +94,7 @@ class CheckpointRetuner:
                                if v is not None}, Face.API)
         # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
         from polythrottle.carbon import resolve as resolve_carbon
-        from polythrottle.devices.registry import checked_spec
+        from polythrottle.devices.registry import SIMULATED_SCHEMES, checked_spec
 
         resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
         if kw.get("on_record") is not None and not callable(kw["on_record"]):
@@ -111,7 +111,7 @@ class CheckpointRetuner:
             raise BadInputError(f"history: must be a history store, a path or URL, or True, "
                                 f"got {brief(self.history, 40)}")
         scheme, _ = checked_spec(spec.device)
-        if scheme in ("sim", "replay"):  # no hardware: opened and closed to check the workload, knobs, baseline
+        if scheme in SIMULATED_SCHEMES:  # no hardware: opened and closed to check the workload, knobs, baseline
             from polythrottle.api import open_device
             from polythrottle.tuning.session import check_tune
 

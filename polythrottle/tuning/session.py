@@ -24,12 +24,6 @@ from polythrottle.space import Value
 from polythrottle.tuning.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
 DEFAULT_MODEL_VERSION = "unversioned"
-SIMULATED_SCHEMES = ("replay", "sim")
-
-
-def is_simulated(spec: str) -> bool:
-    """Whether ``spec`` names a simulated or replayed device (their history is off unless asked for)."""
-    return spec.partition(":")[0].strip().lower() in SIMULATED_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -191,4 +185,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "is_simulated", "run_tune", "tune_key"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "run_tune", "tune_key"]
