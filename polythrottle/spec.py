@@ -184,6 +184,11 @@ class DeviceSpec(BaseModel):
                              slo_metric=self.slo_metric)
 
 
+DEVICE_FIELDS: tuple[str, ...] = tuple(DeviceSpec.model_fields)
+"""The fields that say which device is opened and how: a face reads these into a ``DeviceSpec``; the daemon
+keeps its device open across a reload that changes none of them."""
+
+
 class TuneSpec(DeviceSpec):
     """Everything a tune needs; see README "Using it" for each field. Units in names."""
 
@@ -257,4 +262,4 @@ class TuneSpec(DeviceSpec):
         return self
 
 
-__all__ = ["DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]
+__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]
