@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
+from polythrottle import paths
 from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.carbon import tune_extra
 from polythrottle.devices import open_device as _open_device
@@ -114,15 +115,11 @@ def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tup
     if history is None or history is False:
         return None, False
     if history is True or isinstance(history, (str, os.PathLike)):
-        from polythrottle.history import (
-            default_history,
-            default_history_path,
-            open_history,
-        )
+        from polythrottle.history import open_history
 
         sd = None if state_dir is None else Path(state_dir)
-        target = default_history(sd) if history is True else history
-        return open_history(target, spool_dir=default_history_path(sd).parent), True
+        target = paths.default_history(sd) if history is True else history
+        return open_history(target, spool_dir=paths.state_dir(sd)), True
     if not all(callable(getattr(history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
         raise BadInputError(f"history=: must be a history store, a path or URL, True or None, "
                             f"got {type(history).__name__}")
