@@ -26,6 +26,7 @@ from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
+from polythrottle.history.protocol import is_history
 from polythrottle.space import Config, Value
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
 from polythrottle.tuning.session import check_tune, run_tune
@@ -120,7 +121,7 @@ def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tup
         sd = None if state_dir is None else Path(state_dir)
         target = paths.default_history(sd) if history is True else history
         return open_history(target, spool_dir=paths.state_dir(sd)), True
-    if not all(callable(getattr(history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+    if not is_history(history):
         raise BadInputError(f"history=: must be a history store, a path or URL, True or None, "
                             f"got {type(history).__name__}")
     return history, False

@@ -95,6 +95,7 @@ class CheckpointRetuner:
         # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
         from polythrottle.carbon import resolve as resolve_carbon
         from polythrottle.devices.registry import SIMULATED_SCHEMES, checked_spec
+        from polythrottle.history.protocol import is_history
 
         resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
         if kw.get("on_record") is not None and not callable(kw["on_record"]):
@@ -106,8 +107,7 @@ class CheckpointRetuner:
             from polythrottle.history.target import parse_target
 
             parse_target(self.history)  # the URL's form; the database itself is opened at the checkpoint
-        elif self.history is not True and not all(
-                callable(getattr(self.history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+        elif self.history is not True and not is_history(self.history):
             raise BadInputError(f"history: must be a history store, a path or URL, or True, "
                                 f"got {brief(self.history, 40)}")
         scheme, _ = checked_spec(spec.device)
