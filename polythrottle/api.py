@@ -71,9 +71,7 @@ def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
     validation fails (BadInputError)."""
     if not isinstance(config, Mapping):
         raise BadInputError(f"a config is a mapping of knob: value, got {type(config).__name__}")
-    full = dict(device.default_config())
-    full.update(config)
-    normalized = device.space().normalize(full)
+    normalized = device.complete_config(config)
     device.apply(normalized)
     return normalized
 
