@@ -216,10 +216,6 @@ class FineTuneScheduler:
         var = sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)
         return 1.0 / mean, math.sqrt(var) / mean
 
-    def _arrivals_hi(self, window_ms: float, rate: float, cv: float) -> float:
-        m = rate * window_ms
-        return m + self.settings.z * cv * math.sqrt(m)
-
     # ----- the decision -------------------------------------------------------------------------------
     def _target(self, finetune: bool, rate: float, *, keep_up: bool) -> int | None:
         """Largest batch whose latency plus collection time fits the SLO budget (and that keeps up

@@ -23,7 +23,6 @@ from polythrottle.errors import BadInputError, DeviceError
 from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import SLO_METRICS, RuntimeWorkload, WorkloadSpec
 
-SOFTWARE_KNOBS = ("batch_size", "precision", "cuda_graphs", "channels_last")
 DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
