@@ -307,6 +307,8 @@ class Device:
         return self.control.current() if self.control is not None else {}
 
     def info(self) -> DeviceInfo:
+        """What the device is and offers: its details, every knob (settable here or not, and why not) and
+        its meters, for ``polythrottle devices`` and a tune's result."""
         details = self.control.details() if self.control is not None else {}
         knobs = self.control.statuses() if self.control is not None else []
         if self.measurer is not None:
