@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import SHOWN_CHARS, BadInputError, shown
 
-MAX_SHOWN = 60
+MAX_SHOWN = SHOWN_CHARS
 """Characters of an offending value an error message shows at most."""
 
 Scalar = int | float | str
@@ -34,12 +34,6 @@ class Face(enum.Enum):
     CLI = "cli"
     YAML = "yaml"
     API = "api"
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` cut to ``MAX_SHOWN`` characters (error messages never print an unbounded value)."""
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
 CLI_FLAGS = {"carbon_intensity_g_per_kwh": "--carbon-intensity", "model_files": "--model-file"}
