@@ -1,4 +1,6 @@
-"""Arguments shared by several subcommands."""
+"""What several subcommands share: the device and tune flags read into the declared spec (``device_spec``,
+``tune_spec``), closing a device (``close_device``), output files (``check_output``, ``write_output``) and
+argument types and text for tables (``row_number``, ``parse_knob_list``, ``printable``)."""
 
 from __future__ import annotations
 
