@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
+from polythrottle import paths
 from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.carbon import tune_extra
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
+from polythrottle.history.protocol import is_history
 from polythrottle.space import Config, Value
 from polythrottle.spec import DeviceSpec, Face, TuneSpec
 from polythrottle.tuning.session import check_tune, run_tune
@@ -69,9 +71,7 @@ def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
     validation fails (BadInputError)."""
     if not isinstance(config, Mapping):
         raise BadInputError(f"a config is a mapping of knob: value, got {type(config).__name__}")
-    full = dict(device.default_config())
-    full.update(config)
-    normalized = device.space().normalize(full)
+    normalized = device.complete_config(config)
     device.apply(normalized)
     return normalized
 
@@ -114,16 +114,12 @@ def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tup
     if history is None or history is False:
         return None, False
     if history is True or isinstance(history, (str, os.PathLike)):
-        from polythrottle.history import (
-            default_history,
-            default_history_path,
-            open_history,
-        )
+        from polythrottle.history import open_history
 
         sd = None if state_dir is None else Path(state_dir)
-        target = default_history(sd) if history is True else history
-        return open_history(target, spool_dir=default_history_path(sd).parent), True
-    if not all(callable(getattr(history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+        target = paths.default_history(sd) if history is True else history
+        return open_history(target, spool_dir=paths.state_dir(sd)), True
+    if not is_history(history):
         raise BadInputError(f"history=: must be a history store, a path or URL, True or None, "
                             f"got {type(history).__name__}")
     return history, False

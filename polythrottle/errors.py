@@ -60,6 +60,17 @@ class NoFeasibleConfigError(PolyThrottleError):
 
 
 
+SHOWN_CHARS = 60
+"""Characters of an offending value a validation message shows at most."""
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut): a value in a validation message
+    (spec fields, board profiles), never printed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def brief(value: object, limit: int = 80) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters: for messages that must stay one short
     line whatever a file or a client sent (a huge or deeply nested value is never printed whole)."""

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from polythrottle.errors import BadInputError, MissingDependencyError
+from polythrottle.errors import SHOWN_CHARS, BadInputError, MissingDependencyError, shown
 
-MAX_SHOWN = 60
+MAX_SHOWN = SHOWN_CHARS
 """Characters of an offending value an error message shows at most."""
 
 Scalar = int | float | str
@@ -35,12 +35,6 @@ class Face(enum.Enum):
     CLI = "cli"
     YAML = "yaml"
     API = "api"
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` cut to ``MAX_SHOWN`` characters (error messages never print an unbounded value)."""
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
 CLI_FLAGS = {"carbon_intensity_g_per_kwh": "--carbon-intensity", "model_files": "--model-file"}
@@ -185,6 +179,11 @@ class DeviceSpec(BaseModel):
                              slo_metric=self.slo_metric)
 
 
+DEVICE_FIELDS: tuple[str, ...] = tuple(DeviceSpec.model_fields)
+"""The fields that say which device is opened and how: a face reads these into a ``DeviceSpec``; the daemon
+keeps its device open across a reload that changes none of them."""
+
+
 class TuneSpec(DeviceSpec):
     """Everything a tune needs; see README "Using it" for each field. Units in names."""
 
@@ -261,4 +260,4 @@ class TuneSpec(DeviceSpec):
         return self
 
 
-__all__ = ["DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]
+__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]

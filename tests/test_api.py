@@ -350,3 +350,14 @@ def test_callbacks_act_on_the_main_process_only(monkeypatch: pytest.MonkeyPatch,
         assert len(d.requests) == 1
     finally:
         d.close()
+
+
+def test_api_history_server_out_of_reach_spools_in_the_state_dir(small_table: Path, tmp_path: Path) -> None:
+    """The API's spool lies in the state directory (``polythrottle.paths.state_dir``), as the CLI's and the
+    daemon's do."""
+    state = tmp_path / "state"
+    state.mkdir()
+    result = pt.tune(f"replay:{small_table}", slo_ms=50, budget=3, optimizer="random", seed=0,
+                     history="postgresql://u:secret@127.0.0.1:1/fleet", state_dir=state)
+    assert len(result.history) == 3
+    assert [p.name for p in state.glob("history-spool-*.sqlite")]

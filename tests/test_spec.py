@@ -108,3 +108,25 @@ def test_optuna_optimizer_without_optuna_is_a_missing_extra(name: str, tmp_path:
     path.write_text(f"device: sim:jetson-orin-nano\nworkload: efficientnet-b0\nslo_ms: 50\noptimizer: {name}\n")
     with pytest.raises(ConfigError, match=rf"^{path}: optimizer {name!r} needs Optuna"):
         load_config(path)
+
+
+def test_device_fields_are_the_device_specs_and_every_one_has_a_flag() -> None:
+    """One list of what says how a device is opened: the CLI reads these flags into a ``DeviceSpec`` and the
+    daemon keeps its device across a reload that changes none of them."""
+    import argparse
+
+    from polythrottle.cli.common import add_device_args, device_spec
+    from polythrottle.daemon.config import DaemonConfig
+    from polythrottle.spec import DEVICE_FIELDS
+
+    assert DEVICE_FIELDS == tuple(DeviceSpec.model_fields)
+    p = argparse.ArgumentParser()
+    add_device_args(p)
+    assert set(DEVICE_FIELDS) <= set(vars(p.parse_args(["--device", "sim:x"])))
+    args = p.parse_args(["--device", "sim:jetson-orin-nano", "--workload", "w", "--noise", "0.1", "--seed", "3",
+                         "--percentile", "90", "--window-s", "1", "--repeats", "2", "--no-clock-control",
+                         "--state-dir", "/tmp/s", "--slo-metric", "batch"])
+    assert device_spec(args).model_fields_set == set(DEVICE_FIELDS)
+    base = DaemonConfig(device="sim:jetson-orin-nano", slo_ms=20)
+    assert not base.same_device(DaemonConfig(device="sim:jetson-orin-nano", slo_ms=20, window_s=1.0))
+    assert base.same_device(DaemonConfig(device="sim:jetson-orin-nano", slo_ms=30, budget=5))

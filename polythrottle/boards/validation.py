@@ -17,10 +17,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 from pydantic.types import Strict
 from pydantic_core import PydanticCustomError
 
-from polythrottle.errors import ProfileError
-
-SHOWN_CHARS = 60
-"""Longest value (its repr) or field name an error message shows; longer ones are cut with ``...``."""
+from polythrottle.errors import SHOWN_CHARS, ProfileError, shown
 
 Str = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1)]
 """A non-empty string (surrounding whitespace stripped)."""
@@ -33,12 +30,6 @@ Bool = Annotated[bool, Strict()]
 
 Loc = tuple[str | int, ...]
 Model = TypeVar("Model", bound=BaseModel)
-
-
-def shown(value: Any) -> str:
-    """``repr(value)``, cut to ``SHOWN_CHARS`` characters."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def fail(message: str, at: Loc = ()) -> PydanticCustomError:

@@ -11,9 +11,9 @@ from typing import Any
 
 from polythrottle.cli.common import add_device_args, close_device, device_options
 from polythrottle.devices import open_device
+from polythrottle.devices.registry import is_simulated
 from polythrottle.errors import BadInputError, brief, clip
 from polythrottle.space import parse_assignments
-from polythrottle.tuning.session import is_simulated
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,6 @@
-"""Arguments shared by several subcommands."""
+"""What several subcommands share: the device and tune flags read into the declared spec (``device_spec``,
+``tune_spec``), closing a device (``close_device``), output files (``check_output``, ``write_output``) and
+argument types and text for tables (``row_number``, ``parse_knob_list``, ``printable``)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from polythrottle.atomicfile import atomic_write_text
 from polythrottle.devices import Device, DeviceOptions
 from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.space import parse_assignments
-from polythrottle.spec import DeviceSpec, Face, TuneSpec
+from polythrottle.spec import DEVICE_FIELDS, DeviceSpec, Face, TuneSpec
 
 
 def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
-    """--device, --workload, --noise, --seed, --no-clock-control, --state-dir, --percentile."""
+    """--device, --no-clock-control, --state-dir; with ``measuring``, also --workload, --noise, --seed,
+    --percentile, --window-s, --repeats and --slo-metric (the flags of ``DeviceSpec``'s fields)."""
     p.add_argument("--device", required=True, help="replay:TABLE.csv, sim:PROFILE, jetson[:PROFILE], nvml[:INDEX]")
     p.add_argument("--no-clock-control", action="store_true",
                    help="never change any hardware setting; tune software knobs only")
@@ -37,10 +40,6 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                             "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
 
 
-_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
-                  "state_dir", "slo_metric")
-
-
 def _fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     """The named arguments that were given (argparse's None means "not given": the spec's default applies)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -48,7 +47,7 @@ def _fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
 
 def device_spec(args: argparse.Namespace) -> DeviceSpec:
     """The device part of the declared spec from the arguments. Raises BadInputError naming the flag."""
-    return DeviceSpec.parse(_fields(args, _DEVICE_FIELDS), Face.CLI)
+    return DeviceSpec.parse(_fields(args, DEVICE_FIELDS), Face.CLI)
 
 
 def device_options(args: argparse.Namespace) -> DeviceOptions:
@@ -58,7 +57,7 @@ def device_options(args: argparse.Namespace) -> DeviceOptions:
 
 def tune_spec(args: argparse.Namespace) -> TuneSpec:
     """The declared spec of a tune from ``tune``'s arguments. Raises BadInputError naming the flag."""
-    fields = _fields(args, (*_DEVICE_FIELDS, "slo_ms", "knobs", "budget", "optimizer", "model_version",
+    fields = _fields(args, (*DEVICE_FIELDS, "slo_ms", "knobs", "budget", "optimizer", "model_version",
                             "carbon_country"))
     if getattr(args, "baseline", None):
         fields["baseline"] = parse_assignments(args.baseline)

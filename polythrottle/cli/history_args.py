@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from polythrottle import paths
+from polythrottle.devices.registry import is_simulated
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.tuning.session import is_simulated
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History
@@ -33,7 +34,7 @@ def add_history_args(p: argparse.ArgumentParser) -> None:
 def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
     """The store named by the arguments (None when off) and the model version (None: the default).
     A PostgreSQL history spools in the state dir while the server is out of reach."""
-    from polythrottle.history import HistoryError, default_history, default_history_path
+    from polythrottle.history import HistoryError, default_history
     from polythrottle.history import open_history as open_store
 
     if args.model_version is not None and args.model_file:
@@ -48,7 +49,7 @@ def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
             raise BadInputError("give --history or --no-history, not both")
         return None, version
     state_dir = getattr(args, "state_dir", None)
-    spool_dir = default_history_path(state_dir).parent
+    spool_dir = paths.state_dir(state_dir)
     if args.history is not None:
         return open_store(args.history, spool_dir=spool_dir), version
     if is_simulated(args.device):

@@ -6,7 +6,7 @@ import argparse
 
 from polythrottle.cli.common import add_device_args, device_options
 from polythrottle.devices import open_device
-from polythrottle.tuning.session import is_simulated
+from polythrottle.devices.registry import is_simulated
 
 
 def register(sub: argparse._SubParsersAction) -> None:

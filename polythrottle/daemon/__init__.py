@@ -7,5 +7,6 @@ watchdog, model-file watching, threads, shutdown), ``status`` (snapshot, state f
 ``protocol`` (control-socket commands and lines), ``server`` and ``client`` (the two ends of the socket),
 ``device_lock`` (serialized, cancellable device access), ``trust`` (what a client and a workload may
 name), ``watcher`` (model-file polling), ``sdnotify`` (systemd notifications), ``metrics`` (Prometheus),
-``statefile`` (what the daemon last applied, for ``status`` and crash recovery).
+``statefile`` (what the daemon last applied, for ``status`` and crash recovery), ``wakeup`` (the
+signal-safe event that wakes the supervisor's loop).
 """

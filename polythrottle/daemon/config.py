@@ -29,7 +29,7 @@ from polythrottle import paths, safe_yaml
 from polythrottle.carbon import WORLD_AVERAGE, CarbonIntensity, lookup
 from polythrottle.carbon import resolve as resolve_carbon
 from polythrottle.errors import BadInputError, PolyThrottleError, brief, clip
-from polythrottle.spec import Face, TuneSpec, spec_error
+from polythrottle.spec import DEVICE_FIELDS, Face, TuneSpec, spec_error
 
 DEFAULT_SOCKET = paths.SYSTEM_SOCKET
 """The system socket; the default for a config without ``socket`` is ``polythrottle.paths.socket_path()``."""
@@ -44,9 +44,6 @@ country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
 MAX_SOCKET_PATH_BYTES = 107
 """Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
 SLO_METRICS = ("ttft", "tpot", "batch")
-SAME_DEVICE_FIELDS = ("device", "workload", "noise", "seed", "percentile", "window_s", "repeats", "no_clock_control",
-                      "state_dir", "slo_metric")
-"""Fields that decide how the device is opened: a reload that changes none of them keeps the device open."""
 
 
 class ConfigError(BadInputError):
@@ -282,7 +279,7 @@ class DaemonConfig(TuneSpec):
 
     def same_device(self, other: DaemonConfig) -> bool:
         """Whether ``other`` opens the same device the same way (so a reload need not reopen it)."""
-        return all(getattr(self, k) == getattr(other, k) for k in SAME_DEVICE_FIELDS)
+        return all(getattr(self, k) == getattr(other, k) for k in DEVICE_FIELDS)
 
 
 def config_error(e: ValidationError, path: Path) -> ConfigError:

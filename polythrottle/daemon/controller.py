@@ -37,7 +37,6 @@ from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, open_history
 from polythrottle.history.protocol import History
-from polythrottle.space import Config
 from polythrottle.tuning.session import DEFAULT_MODEL_VERSION, run_tune, tune_key
 from polythrottle.tuning.tuner import Tuner, TuneRecord, TuneResult
 
@@ -231,7 +230,7 @@ class Controller:
         best = self.store.best(p.key, model_version=version, slo_ms=cfg.slo_ms, unit=p.device.identity().unit)
         if best is not None:
             try:
-                config = self.full_config(best.config)
+                config = p.device.complete_config(best.config)
             except BadInputError as e:
                 log.warning("stored best config no longer valid (%s); tuning", e)
             else:
@@ -244,14 +243,6 @@ class Controller:
                 return
         warm = cfg.warm_start and cfg.optimizer == "cbo" and bool(self.store.model_versions(p.key))
         self.tune("retune" if warm else "initial", version, reason)
-
-    def full_config(self, config: Config) -> Config:
-        """``config`` completed with the device's defaults and normalized. Raises BadInputError."""
-        p = self.prepared
-        assert p is not None
-        full = dict(p.device.default_config())
-        full.update(config)
-        return p.device.space().normalize(full)
 
     def tune(self, kind: str, version: str, reason: str) -> None:
         """Tune (``initial``: ``budget`` measurements; ``retune``: ``retune_budget``, warm-started) and apply
@@ -298,7 +289,7 @@ class Controller:
             self.status.cleared(state="error", model_version=version, last_error=msg, last_tune=summary, tuning=None,
                                 tunes=tunes)
         else:
-            config = self.full_config(result.best.config)
+            config = p.device.complete_config(result.best.config)
             p.device.apply(config)
             self.status.applied(config, "tune", version, energy_j=result.best.energy_j,
                                 latency_ms=result.best.latency_ms, last_tune=summary, tuning=None, tunes=tunes)

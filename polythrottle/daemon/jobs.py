@@ -71,11 +71,11 @@ class JobQueue:
             self._cv.notify_all()
             return job.id
 
-    def get(self, timeout: float) -> Job | None:
-        """The next job; None after ``timeout`` seconds without one, or once the queue is closed."""
+    def get(self, timeout_s: float) -> Job | None:
+        """The next job; None after ``timeout_s`` seconds without one, or once the queue is closed."""
         with self._cv:
             if not self._jobs and not self._closed:
-                self._cv.wait(timeout)
+                self._cv.wait(timeout_s)
             return self._jobs.pop(0) if self._jobs and not self._closed else None
 
     def close(self) -> None:

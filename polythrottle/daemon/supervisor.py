@@ -80,12 +80,12 @@ class Supervisor:
         worker = threading.Thread(target=self._worker, name="tuner", daemon=True)
         worker.start()
         cfg = self.controller.config
-        wd = watchdog_interval_s()
-        tick = min(x for x in (1.0, cfg.watch_interval_s, wd) if x)
+        watchdog_s = watchdog_interval_s()
+        tick_s = min(x for x in (1.0, cfg.watch_interval_s, watchdog_s) if x)
         next_wd = 0.0
         next_watch = time.monotonic() + cfg.watch_interval_s
         while True:
-            self._wake.wait(tick)
+            self._wake.wait(tick_s)
             if self._term is not None or self._fatal is not None or not worker.is_alive():
                 break
             if self._hup:
@@ -96,8 +96,8 @@ class Supervisor:
             if self._watcher is not None and now >= next_watch:
                 next_watch = now + self.controller.config.watch_interval_s
                 self._poll_model_files()
-            if wd and now >= next_wd and now - self.controller.heartbeat < STALL_S:
-                next_wd = now + wd
+            if watchdog_s and now >= next_wd and now - self.controller.heartbeat < STALL_S:
+                next_wd = now + watchdog_s
                 self.notifier.watchdog()
         return self._shutdown(worker, server)
 
@@ -138,15 +138,15 @@ class Supervisor:
             next_serve = time.monotonic()
             while not c.stop.is_set():
                 c.heartbeat = time.monotonic()
-                interval = c.config.monitor_interval_s
-                wait = min(HEARTBEAT_S, max(0.0, next_serve - c.heartbeat)) if interval > 0 else HEARTBEAT_S
-                job = self.jobs.get(wait)
+                interval_s = c.config.monitor_interval_s
+                wait_s = min(HEARTBEAT_S, max(0.0, next_serve - c.heartbeat)) if interval_s > 0 else HEARTBEAT_S
+                job = self.jobs.get(wait_s)
                 if c.stop.is_set():
                     break
                 if job is None:
-                    if interval > 0 and time.monotonic() >= next_serve:
+                    if interval_s > 0 and time.monotonic() >= next_serve:
                         c.serve_once()
-                        next_serve = time.monotonic() + interval
+                        next_serve = time.monotonic() + interval_s
                     continue
                 try:
                     c.run_job(job)

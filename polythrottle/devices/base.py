@@ -217,6 +217,14 @@ class Device:
         cfg = {k.name: want.get(k.name, k.values[-1]) for k in space.knobs}
         return space.normalize(cfg) if space.contains(cfg) else space.config(0)
 
+    def complete_config(self, config: Mapping[str, Value | str]) -> Config:
+        """``config`` with every knob it leaves out at the device's default (``default_config``), normalized
+        against ``space()`` (values parsed, knobs in the space's order). Writes nothing. Raises BadInputError
+        for an unknown knob, a value that is not one of its steps or a combination the device refuses."""
+        full: dict[str, Value | str] = dict(self.default_config())
+        full.update(config)
+        return self.space().normalize(full)
+
     def unavailable_knob_error(self, names: Iterable[str]) -> PolyThrottleError | None:
         """The error for the first of ``names`` that is a knob of this device which cannot be set here, with
         the reason its status gives: BadInputError under --no-clock-control, PermissionDeniedError where root
@@ -299,6 +307,8 @@ class Device:
         return self.control.current() if self.control is not None else {}
 
     def info(self) -> DeviceInfo:
+        """What the device is and offers: its details, every knob (settable here or not, and why not) and
+        its meters, for ``polythrottle devices`` and a tune's result."""
         details = self.control.details() if self.control is not None else {}
         knobs = self.control.statuses() if self.control is not None else []
         if self.measurer is not None:

@@ -20,6 +20,8 @@ SCHEMES: dict[str, str] = {
     "jetson": "polythrottle.devices.jetson",
     "nvml": "polythrottle.devices.nvml",
 }
+SIMULATED_SCHEMES = ("replay", "sim")
+"""Schemes whose devices compute or replay measurements: no hardware is written, history is off by default."""
 
 
 OPTIONAL_LIBRARIES: dict[str, tuple[str, str]] = {"pynvml": ("nvidia-ml-py", "nvml")}
@@ -85,6 +87,11 @@ def split_spec(spec: str) -> tuple[str, str]:
     return scheme.strip().lower(), arg.strip()
 
 
+def is_simulated(spec: str) -> bool:
+    """Whether ``spec`` names a simulated or replayed device (``sim:...``, ``replay:...``; any case)."""
+    return split_spec(spec)[0] in SIMULATED_SCHEMES
+
+
 def checked_spec(spec: object) -> tuple[str, str]:
     """``split_spec`` of a device spec whose scheme is known; BadInputError if it is not a string or its
     scheme is unknown (nothing is opened)."""
@@ -106,7 +113,7 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
     metric = getattr(options, "slo_metric", None)
     if metric is not None and metric not in ("batch", *LIVE_ONLY_METRICS):
         raise BadInputError(f"slo_metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")
-    if metric in LIVE_ONLY_METRICS and scheme in ("sim", "replay"):
+    if metric in LIVE_ONLY_METRICS and scheme in SIMULATED_SCHEMES:
         raise BadInputError(f"slo_metric {metric} applies to live workloads (nvml, jetson), not to {scheme} devices")
     try:
         module = importlib.import_module(SCHEMES[scheme])

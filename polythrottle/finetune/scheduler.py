@@ -216,22 +216,18 @@ class FineTuneScheduler:
         var = sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)
         return 1.0 / mean, math.sqrt(var) / mean
 
-    def _arrivals_hi(self, window_ms: float, rate: float, cv: float) -> float:
-        m = rate * window_ms
-        return m + self.settings.z * cv * math.sqrt(m)
-
     # ----- the decision -------------------------------------------------------------------------------
     def _target(self, finetune: bool, rate: float, *, keep_up: bool) -> int | None:
         """Largest batch whose latency plus collection time fits the SLO budget (and that keeps up
         with ``rate`` when ``keep_up``); None if no batch size does."""
-        budget = self.settings.margin * self.slo_ms
+        budget_ms = self.settings.margin * self.slo_ms
         best = None
         for b in self.batch_sizes:
-            lat = self._latency(b, finetune)
-            collect = (b - 1) / rate if rate > 0 else (0.0 if b == 1 else math.inf)
-            if lat + collect > budget:
+            latency_ms = self._latency(b, finetune)
+            collect_ms = (b - 1) / rate if rate > 0 else (0.0 if b == 1 else math.inf)
+            if latency_ms + collect_ms > budget_ms:
                 continue
-            if keep_up and rate * lat / b > 0.9:
+            if keep_up and rate * latency_ms / b > 0.9:
                 continue
             best = b
         return best
@@ -246,8 +242,8 @@ class FineTuneScheduler:
                 target = self._ft_cap if target is None else min(target, self._ft_cap)
             if target is None:
                 target = self.batch_sizes[0]
-            budget = self.settings.margin * self.slo_ms
-            return BatchPlan(target, max(0.0, budget - self._latency(target, ft)), ft)
+            budget_ms = self.settings.margin * self.slo_ms
+            return BatchPlan(target, max(0.0, budget_ms - self._latency(target, ft)), ft)
 
     def decide(self, now: float | None = None) -> Decision:
         """Whether a fine-tuning iteration may start now (does not change any state)."""
@@ -255,17 +251,17 @@ class FineTuneScheduler:
         sizes = self.batch_sizes
         if self.policy == "greedy":
             return Decision(True, sizes[-1], "greedy")
-        budget = self.settings.margin * self.slo_ms
+        budget_ms = self.settings.margin * self.slo_ms
         rate, cv = self.arrival_rate()
         # 1. co-running with a (possibly shrunk) inference batch
         cap = self._target(True, rate, keep_up=True)
         if cap is not None:
-            wait = 0.0 if self._oldest_s is None else (now - self._oldest_s) * 1e3
+            waited_ms = 0.0 if self._oldest_s is None else (now - self._oldest_s) * 1e3
             queued = min(self._queue_len, cap)
-            worst_queued = wait + (self._latency(queued, True) if queued else 0.0)
-            if worst_queued <= budget:
+            worst_queued_ms = waited_ms + (self._latency(queued, True) if queued else 0.0)
+            if worst_queued_ms <= budget_ms:
                 return Decision(True, cap, "co-run", self._latency(cap, True))
-            return Decision(False, cap, "queued requests would miss the SLO", worst_queued)
+            return Decision(False, cap, "queued requests would miss the SLO", worst_queued_ms)
         # 2. in a gap before the next arrival
         if self._queue_len == 0 and self._inflight == 0:
             ft_ms = self._ft_ms
@@ -273,13 +269,13 @@ class FineTuneScheduler:
                 return Decision(True, sizes[0], "gap (no arrivals seen)", ft_ms)
             if ft_ms is None:
                 return Decision(False, 1, "fine-tuning duration unknown and co-running would miss the SLO")
-            last = self._arrivals[-1] if self._arrivals else now
+            last_s = self._arrivals[-1] if self._arrivals else now
             gap_lo_ms = max(0.0, (1.0 - self.settings.z * cv) / rate)
-            next_lo = last + gap_lo_ms / 1e3
-            worst = (now + ft_ms / 1e3 - max(next_lo, now)) * 1e3 + self._latency(sizes[0], True)
-            if worst <= budget:
-                return Decision(True, sizes[0], "gap", worst)
-            return Decision(False, sizes[0], "the next request would wait too long", worst)
+            next_lo_s = last_s + gap_lo_ms / 1e3
+            worst_ms = (now + ft_ms / 1e3 - max(next_lo_s, now)) * 1e3 + self._latency(sizes[0], True)
+            if worst_ms <= budget_ms:
+                return Decision(True, sizes[0], "gap", worst_ms)
+            return Decision(False, sizes[0], "the next request would wait too long", worst_ms)
         return Decision(False, sizes[0], "co-running would miss the SLO and requests are pending")
 
     # ----- inference side -----------------------------------------------------------------------------
@@ -350,13 +346,13 @@ class FineTuneScheduler:
                     return True
                 self.stats.deferrals += 1
                 self.stats.reasons[d.reason] = self.stats.reasons.get(d.reason, 0) + 1
-                wait = self.settings.poll_s
+                wait_s = self.settings.poll_s
                 if deadline is not None:
-                    left = deadline - self.clock()
-                    if left <= 0:
+                    left_s = deadline - self.clock()
+                    if left_s <= 0:
                         return False
-                    wait = min(wait, left)
-                self._cond.wait(wait)
+                    wait_s = min(wait_s, left_s)
+                self._cond.wait(wait_s)
 
     def release(self, duration_ms: float | None = None) -> None:
         """The admitted iteration finished; ``duration_ms`` (default: measured here) updates the

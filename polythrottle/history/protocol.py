@@ -50,4 +50,10 @@ class History(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["History"]
+def is_history(obj: object) -> bool:
+    """Whether ``obj`` can serve as a history store here: it has the methods a tune records and warm-starts
+    with (``begin_tune``, ``add_measurement``, ``observations``), as ``HistoryStore`` and ``SpooledHistory`` do."""
+    return all(callable(getattr(obj, m, None)) for m in ("begin_tune", "add_measurement", "observations"))
+
+
+__all__ = ["History", "is_history"]

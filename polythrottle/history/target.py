@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from polythrottle import paths
 from polythrottle.errors import brief
 from polythrottle.history.errors import HistoryError
 
-DEFAULT_FILENAME = "history.sqlite"
-HISTORY_URL_ENV = "POLYTHROTTLE_HISTORY_URL"
+DEFAULT_FILENAME = paths.HISTORY_FILENAME
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/?#]*):(?P<pw>[^@/?#]*)@")
 _QUERY_PASSWORD = re.compile(r"(?P<k>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECASE)
@@ -99,22 +99,17 @@ def parse_target(target: str | os.PathLike[str]) -> HistoryTarget:
 
 def default_history_path(state_dir: Path | None = None) -> Path:
     """``STATE_DIR/history.sqlite`` with the state directory of ``polythrottle.paths.state_dir``."""
-    from polythrottle.paths import state_dir as resolve_state_dir
-
-    return resolve_state_dir(state_dir) / DEFAULT_FILENAME
+    return paths.state_dir(state_dir) / DEFAULT_FILENAME
 
 
 def default_history(state_dir: Path | None = None) -> str:
     """The history when none is given: ``$POLYTHROTTLE_HISTORY_URL``, else ``STATE_DIR/history.sqlite``
     (``polythrottle.paths.default_history``, the one rule for every face)."""
-    from polythrottle.paths import default_history as resolve
-
-    return resolve(state_dir)
+    return paths.default_history(state_dir)
 
 
 __all__ = [
     "DEFAULT_FILENAME",
-    "HISTORY_URL_ENV",
     "HistoryTarget",
     "default_history",
     "default_history_path",

@@ -94,7 +94,8 @@ class CheckpointRetuner:
                                if v is not None}, Face.API)
         # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
         from polythrottle.carbon import resolve as resolve_carbon
-        from polythrottle.devices.registry import checked_spec
+        from polythrottle.devices.registry import SIMULATED_SCHEMES, checked_spec
+        from polythrottle.history.protocol import is_history
 
         resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
         if kw.get("on_record") is not None and not callable(kw["on_record"]):
@@ -106,12 +107,11 @@ class CheckpointRetuner:
             from polythrottle.history.target import parse_target
 
             parse_target(self.history)  # the URL's form; the database itself is opened at the checkpoint
-        elif self.history is not True and not all(
-                callable(getattr(self.history, m, None)) for m in ("begin_tune", "add_measurement", "observations")):
+        elif self.history is not True and not is_history(self.history):
             raise BadInputError(f"history: must be a history store, a path or URL, or True, "
                                 f"got {brief(self.history, 40)}")
         scheme, _ = checked_spec(spec.device)
-        if scheme in ("sim", "replay"):  # no hardware: opened and closed to check the workload, knobs, baseline
+        if scheme in SIMULATED_SCHEMES:  # no hardware: opened and closed to check the workload, knobs, baseline
             from polythrottle.api import open_device
             from polythrottle.tuning.session import check_tune
 

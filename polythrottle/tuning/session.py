@@ -3,8 +3,10 @@ and the daemon join ``Tuner``, ``HistoryStore`` and ``WarmStartBO``.
 
 Every measurement is committed to the store as it is made (a tune killed midway keeps what it measured);
 the tune is marked ``done`` with its recommendation, or ``failed`` if it raised. With ``warm_start`` and
-the ``cbo`` optimizer, the prior is the stored measurements of this model version if there are any
-(a repeated tune, e.g. for another SLO), else those of the most recently tuned other version.
+the ``cbo`` optimizer, the prior is the first of (``choose_prior``): this unit's stored measurements of this
+model version (a repeated tune, e.g. for another SLO), other units' of it (the fleet, pooled), this unit's
+of the most recently tuned other version, other units' of that version. A fleet whose units disagree is
+not used (the next source is tried; ``warm_start.fallback`` says why).
 """
 
 from __future__ import annotations
@@ -24,12 +26,6 @@ from polythrottle.space import Value
 from polythrottle.tuning.tuner import OnRecord, Tuner, TuneRecord, TuneResult
 
 DEFAULT_MODEL_VERSION = "unversioned"
-SIMULATED_SCHEMES = ("replay", "sim")
-
-
-def is_simulated(spec: str) -> bool:
-    """Whether ``spec`` names a simulated or replayed device (their history is off unless asked for)."""
-    return spec.partition(":")[0].strip().lower() in SIMULATED_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -191,4 +187,4 @@ def run_tune(
     return result
 
 
-__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "is_simulated", "run_tune", "tune_key"]
+__all__ = ["DEFAULT_MODEL_VERSION", "WarmStartInfo", "check_tune", "run_tune", "tune_key"]

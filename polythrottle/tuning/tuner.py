@@ -75,6 +75,11 @@ class ConfigSummary:
 
 @dataclass
 class TuneResult:
+    """What a tune found: ``best`` (None when no measured config met ``slo_ms``), the ``baseline`` it is
+    compared with, every measurement in ``history`` and why the tune stopped. Energies per inference in J,
+    latencies in ms. ``extra``: what the session and the faces add (``model_version``, ``warm_start``,
+    ``history_tune_id``, ``device_identity``, ``carbon``, ...); ``to_dict`` merges it in."""
+
     slo_ms: float
     optimizer: str
     budget: int
@@ -90,16 +95,19 @@ class TuneResult:
 
     @property
     def feasible(self) -> bool:
+        """Whether some measured config met the SLO (there is a ``best``)."""
         return self.best is not None
 
     @property
     def saving_pct(self) -> float | None:
+        """Energy per inference saved by ``best`` against the baseline, in percent (None: no best)."""
         if self.best is None:
             return None
         return 100.0 * (self.baseline.energy_j - self.best.energy_j) / self.baseline.energy_j
 
     @property
     def lowest_latency_ms(self) -> float:
+        """The lowest latency of any single measurement (ms)."""
         return min(r.measurement.latency_ms for r in self.history)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +130,8 @@ class TuneResult:
 
 
 OnRecord = Callable[[TuneRecord], None]
+
+
 def _count(n: int) -> str:
     return f"{n} measurement" if n == 1 else f"{n} measurements"
 

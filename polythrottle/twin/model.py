@@ -52,12 +52,15 @@ def precision_factors(board: BoardParams, wl: Workload, precision: np.ndarray) -
 
 @dataclass(frozen=True)
 class Times:
-    t_gpu: np.ndarray
-    t_ovh: np.ndarray
-    t_pre: np.ndarray
-    period: np.ndarray
-    latency: np.ndarray
-    mb: np.ndarray  # MB moved per batch
+    """Per-batch times of each config: GPU work, host overhead, preprocessing, the period between batches in
+    steady state (the slower of preprocessing and overhead + GPU), the latency of one batch; MB moved."""
+
+    t_gpu_ms: np.ndarray
+    t_ovh_ms: np.ndarray
+    t_pre_ms: np.ndarray
+    period_ms: np.ndarray
+    latency_ms: np.ndarray
+    moved_mb: np.ndarray  # MB moved per batch
 
 
 def times(board: BoardParams, wl: Workload, gpu_mhz: np.ndarray, emc_mhz: np.ndarray, cpu_mhz: np.ndarray,
@@ -87,7 +90,8 @@ def governed_gpu_mhz(board: BoardParams, wl: Workload, gpu_min: np.ndarray, gpu_
     for s in board.gpu_steps:  # ascending: the first allowed step with load <= target wins
         f = np.full(len(chosen), s)
         t = times(board, wl, f, emc_mhz, cpu_mhz, batch, speed, bytes_f)
-        ok = (~settled) & (s >= gpu_min - 1e-9) & (s <= gpu_max + 1e-9) & (t.t_gpu / t.period <= board.target_util)
+        ok = ((~settled) & (s >= gpu_min - 1e-9) & (s <= gpu_max + 1e-9)
+              & (t.t_gpu_ms / t.period_ms <= board.target_util))
         chosen[ok] = s
         settled |= ok
     return chosen
@@ -128,20 +132,20 @@ def evaluate(board: BoardParams, wl: Workload, *, emc_mhz: Any, cpu_mhz: Any, ba
     g, c = board.gpu, board.cpu
     f_top = board.gpu_steps[-1]
     vg = _volts(f, g.v_min, g.v_max, g.v_knee_mhz, f_top, g.v_exp) / g.v_max
-    util = t.t_gpu / t.period
+    util = t.t_gpu_ms / t.period_ms
     p_gpu = g.dyn_w * (f / f_top) * vg**2 * (util + g.idle_frac * (1.0 - util)) + g.leak_w * vg**2
-    p_emc = board.emc.w_per_ghz * emc / 1000.0 + board.emc.j_per_gb * t.mb / t.period
+    p_emc = board.emc.w_per_ghz * emc / 1000.0 + board.emc.j_per_gb * t.moved_mb / t.period_ms
     c_top = board.cpu_steps[-1]
     vc = _volts(cpu, c.v_min, c.v_max, c.v_knee_mhz, c_top) / c.v_max
     threads = np.minimum(batch, min(wl.pre_threads, c.cores))
-    cpu_busy = np.minimum((t.t_pre * threads + t.t_ovh) / (t.period * c.cores), 1.0)
+    cpu_busy = np.minimum((t.t_pre_ms * threads + t.t_ovh_ms) / (t.period_ms * c.cores), 1.0)
     p_cpu = c.dyn_w * (cpu / c_top) * vc**2 * cpu_busy
-    power = board.static_w + p_gpu + p_emc + p_cpu
+    power_w = board.static_w + p_gpu + p_emc + p_cpu
     return Outcome(
-        latency_ms=t.latency,
-        energy_j=power * t.period / batch / 1000.0,
-        power_w=power,
-        throughput_ips=1000.0 * batch / t.period,
+        latency_ms=t.latency_ms,
+        energy_j=power_w * t.period_ms / batch / 1000.0,
+        power_w=power_w,
+        throughput_ips=1000.0 * batch / t.period_ms,
         gpu_mhz=f,
         gpu_util=util,
     )

@@ -45,7 +45,7 @@ from polythrottle.errors import BadInputError, DeviceError, UnsupportedError, fi
 from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import parse_int, parse_int_list, split_options
 from polythrottle.workloads.llm_runner import KV_CACHES, PRECISIONS, is_oom
-from polythrottle.workloads.runner import is_cuda
+from polythrottle.workloads.runner import is_cuda, torch_precisions
 
 if TYPE_CHECKING:
     from polythrottle.workloads.llm_runner import LlmRunner
@@ -155,24 +155,12 @@ class LlmWorkload:
     def software_knobs(self, device: Any) -> tuple[list[Knob], list[KnobStatus]]:
         """Load the model and offer ``batch_size``, ``precision`` and ``kv_cache`` on ``device``.
         Raises BadInputError for an option value the device cannot run."""
-        import torch
-
         if self.device is not None and str(self.device) != str(device):
             self._free_copies()
         self.device = device
         self._load_base()
         cuda = is_cuda(device)
-        precisions = ["fp32"]
-        if cuda:
-            major, _ = torch.cuda.get_device_capability(device)
-            if major >= 8:
-                precisions.append("tf32")
-            precisions.append("fp16")
-            if torch.cuda.is_bf16_supported():
-                precisions.append("bf16")
-        else:
-            precisions.append("bf16")
-        precisions = self._restrict("precisions", precisions, self.want_precisions, "precision")
+        precisions = self._restrict("precisions", torch_precisions(device), self.want_precisions, "precision")
         status = [KnobStatus("batch_size", True), KnobStatus("precision", True)]
         caches = ["dynamic"]
         why_static = self._probe_static(precisions[0])

@@ -23,7 +23,6 @@ from polythrottle.errors import BadInputError, DeviceError
 from polythrottle.space import Knob, KnobStatus, Value
 from polythrottle.workloads.base import SLO_METRICS, RuntimeWorkload, WorkloadSpec
 
-SOFTWARE_KNOBS = ("batch_size", "precision", "cuda_graphs", "channels_last")
 DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -31,14 +30,13 @@ def is_cuda(device: Any) -> bool:
     return getattr(device, "type", str(device).split(":")[0]) == "cuda"
 
 
-def software_knobs(spec: WorkloadSpec, device: Any) -> tuple[list[Knob], list[KnobStatus]]:
-    """The software knobs of ``spec`` on torch ``device``, and the status of every software knob."""
+def torch_precisions(device: Any) -> list[str]:
+    """The precisions torch runs on ``device``: fp32; on CUDA tf32 (compute capability >= 8), fp16 and bf16
+    where supported; on the CPU bf16 (its kernels exist on every torch >= 2). Imports torch."""
     import torch
 
-    cuda = is_cuda(device)
-    status: list[KnobStatus] = [KnobStatus("batch_size", True)]
     precisions = ["fp32"]
-    if cuda:
+    if is_cuda(device):
         major, _ = torch.cuda.get_device_capability(device)
         if major >= 8:
             precisions.append("tf32")
@@ -46,9 +44,15 @@ def software_knobs(spec: WorkloadSpec, device: Any) -> tuple[list[Knob], list[Kn
         if torch.cuda.is_bf16_supported():
             precisions.append("bf16")
     else:
-        precisions.append("bf16")  # CPU bf16 kernels exist on every torch >= 2
-    status.append(KnobStatus("precision", True))
-    knobs = [Knob("batch_size", tuple(spec.batch_sizes)), Knob("precision", tuple(precisions))]
+        precisions.append("bf16")
+    return precisions
+
+
+def software_knobs(spec: WorkloadSpec, device: Any) -> tuple[list[Knob], list[KnobStatus]]:
+    """The software knobs of ``spec`` on torch ``device``, and the status of every software knob."""
+    cuda = is_cuda(device)
+    status: list[KnobStatus] = [KnobStatus("batch_size", True), KnobStatus("precision", True)]
+    knobs = [Knob("batch_size", tuple(spec.batch_sizes)), Knob("precision", tuple(torch_precisions(device)))]
     if cuda:
         knobs.append(Knob("cuda_graphs", ("off", "on")))
         status.append(KnobStatus("cuda_graphs", True))

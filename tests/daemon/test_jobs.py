@@ -64,3 +64,10 @@ def test_get_waits_for_a_job_and_close_wakes_it():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown job kind"):
         JobQueue().put("format", "no")
+
+
+def test_get_waits_at_most_timeout_s_seconds():
+    q = JobQueue()
+    t0 = time.monotonic()
+    assert q.get(timeout_s=0.05) is None
+    assert 0.04 <= time.monotonic() - t0 < 5

@@ -175,3 +175,16 @@ def test_reporting_and_close():
     sim = Device(DeviceIdentity("fake", "", ""), name="t", measurer=TableMeasurer(table()))
     assert sim.hardware_knobs == [] and sim.originals_location() is None and sim.restore_saved() == []
     assert not sim.info().touches_hardware
+
+
+def test_complete_config_fills_in_the_defaults_and_normalizes_without_writing():
+    """One rule for 'a partial config on this device' (the API's apply and the daemon's stored best use it)."""
+    log: list = []
+    dev = device(FakeControl(log=log), log)
+    assert dev.complete_config({"gpu_mhz": "200", "precision": "fp16"}) == \
+        {"gpu_mhz": 200, "mem_mhz": 2000, "batch_size": 1, "precision": "fp16"}
+    assert dev.complete_config({}) == dev.default_config()
+    for bad in ({"gpu_mhz": 300, "mem_mhz": 1000}, {"precision": "fp8"}, {"warp": 1}):
+        with pytest.raises(BadInputError):
+            dev.complete_config(bad)
+    assert log == []

@@ -100,3 +100,13 @@ def test_a_target_that_is_no_path_or_url_is_one_line(target, tmp_path: Path) -> 
     for opener in (parse_target, open_history, HistoryStore):
         with pytest.raises(HistoryError, match="history location must be a path or URL"):
             opener(target)
+
+
+def test_the_history_file_name_and_its_env_are_paths_own() -> None:
+    """One set of paths: the history's file name and environment variable are ``polythrottle.paths``'s (the
+    history package kept copies of both, one of them unused)."""
+    from polythrottle import paths
+    from polythrottle.history import target
+
+    assert target.DEFAULT_FILENAME == paths.HISTORY_FILENAME
+    assert not hasattr(target, "HISTORY_URL_ENV")
