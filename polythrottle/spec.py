@@ -13,6 +13,7 @@ Errors keep the one-line style and name the field in the user's own terms: ``Fac
 from __future__ import annotations
 
 import enum
+import importlib.util
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, MissingDependencyError
 
 MAX_SHOWN = 60
 """Characters of an offending value an error message shows at most."""
@@ -233,6 +234,9 @@ class TuneSpec(DeviceSpec):
 
         if v not in OPTIMIZERS:
             raise ValueError(f"must be one of {', '.join(OPTIMIZERS)}")
+        if v.startswith("optuna-") and importlib.util.find_spec("optuna") is None:
+            # an extra not installed: exit 5 (README "Exit codes"), and refused before a device is opened
+            raise MissingDependencyError(f"optimizer {v!r} needs Optuna: pip install 'polythrottle[bench]'")
         return v
 
     @field_validator("model_version")

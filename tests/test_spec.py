@@ -86,3 +86,25 @@ def test_cli_numeric_flags_still_work(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "polythrottle: error: --model-version: must be printable text on one line (no newline, tab or control "
         "characters), got 'a\\tb'"], bad.stderr
+
+
+@pytest.mark.parametrize("name", ["optuna-tpe", "optuna-gp"])
+def test_optuna_optimizer_without_optuna_is_a_missing_extra(name: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """README "Exit codes": an optional dependency missing is exit 5, on every face, and the daemon's config check
+    refuses it (naming the file) instead of passing a config whose first tune would fail."""
+    import sys
+
+    from polythrottle.cli import main
+    from polythrottle.daemon.config import ConfigError, load_config
+    from polythrottle.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if the `bench` extra were not installed
+    with pytest.raises(MissingDependencyError, match=r"needs Optuna: pip install 'polythrottle\[bench\]'"):
+        TuneSpec.parse({**BASE, "optimizer": name}, Face.API)
+    assert main(["tune", "--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                 "--budget", "3", "--optimizer", name, "--quiet"]) == 5
+    path = tmp_path / "daemon.yaml"
+    path.write_text(f"device: sim:jetson-orin-nano\nworkload: efficientnet-b0\nslo_ms: 50\noptimizer: {name}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: optimizer {name!r} needs Optuna"):
+        load_config(path)

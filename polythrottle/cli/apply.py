@@ -84,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
     if not writes:
         print("  (already set; nothing written)")
     where = device.originals_location()
-    if where is not None:
+    if where is not None and where.file.is_file():  # nothing written, nothing kept before: nothing was saved
         print(f"originals saved in {where.directory}; `polythrottle restore --device {args.device}` puts them back")
     return 0

@@ -24,7 +24,9 @@ def seconds(text: str) -> float:
 def add_socket_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--socket", type=Path, default=None,
-                   help="daemon control socket (default $POLYTHROTTLE_SOCKET, else /run/polythrottle/control.sock)")
+                   help="daemon control socket (default $POLYTHROTTLE_SOCKET, else /run/polythrottle/control.sock as "
+                        "root or when it exists, else $XDG_RUNTIME_DIR/polythrottle/control.sock, else "
+                        "STATE_DIR/control.sock)")
     g.add_argument("--config", type=Path, default=None, help="take the socket path from this daemon config file")
     p.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait for the daemon's answer (default 5)")
 

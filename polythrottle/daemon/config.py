@@ -6,15 +6,17 @@ validated by pydantic with unknown fields refused. The file is loaded with the b
 (``polythrottle.safe_yaml``) and validated strictly: YAML already types its values, so ``slo_ms: "25"``
 is refused like ``slo_ms: fast``; an empty value (``budget:``) means the default. Errors are one line,
 ``FILE: FIELD: problem`` (exit 2). Relative paths (``model_files``, ``state_dir``, ``socket``, ``history``
-when it is a path, a ``FILE.py:FUNCTION`` workload) are relative to the file's directory, never the
-daemon's working directory. The device, workload, knobs and baseline are checked when the daemon opens
-the device (still before it writes anything). See README "Running as a service" for the reference.
+when it is a path, a ``FILE.py:FUNCTION`` workload, the table or profile file of a ``device``) are relative
+to the file's directory, never the daemon's working directory. The device, workload, knobs and baseline
+are checked when the daemon opens the device (still before it writes anything). See README "Running as a
+service" for the reference.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
 import math
 import os
 from pathlib import Path
@@ -129,6 +131,17 @@ class DaemonConfig(TuneSpec):
             raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
         return v
 
+    @field_validator("socket_group")
+    @classmethod
+    def _known_group(cls, v: str | None) -> str | None:
+        """The group the socket is given at start: checked here, so ``--check`` and a reload refuse it too."""
+        if v is not None:
+            try:
+                grp.getgrnam(v)
+            except KeyError:
+                raise _Worded(f"no such group {brief(v, 60)}") from None
+        return v
+
     @field_validator("state_dir", "socket", mode="before")
     @classmethod
     def _path_field(cls, v: Any, info: ValidationInfo) -> Any:
@@ -155,6 +168,23 @@ class DaemonConfig(TuneSpec):
         if isinstance(v, str) and v.strip() and "://" not in v:
             return str(_resolve(v.strip(), _base_dir(info)))
         return v
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_field(cls, v: Any, info: ValidationInfo) -> Any:
+        """The file a device spec names (``replay:TABLE.csv``, ``sim:``/``jetson:`` ``BOARD.yaml``, options after
+        ``?`` kept) resolves against the config's directory; a profile name stays a name."""
+        if not isinstance(v, str) or ":" not in v:
+            return v
+        scheme, _, arg = v.strip().partition(":")
+        kind = scheme.strip().lower()
+        target, query, options = arg.partition("?") if kind in ("sim", "jetson") else (arg, "", "")
+        target = target.strip()
+        is_file = kind == "replay" or (kind in ("sim", "jetson")
+                                       and (Path(target).suffix in (".yaml", ".yml") or "/" in target))
+        if not target or not is_file:
+            return v
+        return f"{scheme}:{_resolve(target, _base_dir(info))}{query}{options}"
 
     @field_validator("workload", mode="before")
     @classmethod

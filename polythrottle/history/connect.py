@@ -7,6 +7,7 @@ import os
 
 from polythrottle.checks import is_real
 from polythrottle.errors import brief
+from polythrottle.history.engine import require_driver
 from polythrottle.history.errors import HistoryError
 from polythrottle.history.spool import SpooledHistory
 from polythrottle.history.store import HistoryStore
@@ -33,6 +34,7 @@ def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str
             raise HistoryError(f"{name} must be a number of seconds >= 0, got {brief(value, 40)}")
     parsed = parse_target(default_history() if target is None else target)
     if not parsed.is_sqlite and spool_dir is not None and not read_only:
+        require_driver(parsed)  # before the spool's directory is made: a missing extra writes nothing
         return SpooledHistory(parsed, spool_dir, retry_s=retry_s, timeout_s=timeout_s)
     return HistoryStore(parsed, timeout_s=timeout_s, create=create, read_only=read_only)
 

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from polythrottle.errors import first_line
-from polythrottle.history.errors import HistoryCorrupt, HistoryError, HistoryUnavailable
+from polythrottle.history.errors import HistoryCorrupt, HistoryDriverMissing, HistoryError, HistoryUnavailable
 from polythrottle.history.target import HistoryTarget
 
 _PG_CONFIG_ERRORS = (
@@ -55,6 +55,17 @@ KEEPALIVE_IDLE_S = 10
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 3
 """... probes KEEPALIVE_INTERVAL_S apart; after this many unanswered the connection is dead (~25 s)."""
+
+
+def require_driver(target: HistoryTarget) -> None:
+    """Raise HistoryDriverMissing (exit 5) for a PostgreSQL ``target`` without psycopg 3 (the ``fleet`` extra)."""
+    if target.is_sqlite:
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise HistoryDriverMissing(f"history database {target.display}: PostgreSQL needs psycopg 3 "
+                                   "(pip install 'polythrottle[fleet]')") from None
 
 
 def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = False) -> sa.Engine:
@@ -88,11 +99,7 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
             conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
         return engine
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        raise HistoryError(f"history database {target.display}: PostgreSQL needs psycopg 3 "
-                           "(pip install 'polythrottle[fleet]')") from None
+    require_driver(target)
     return sa.create_engine(
         target.url,
         pool_pre_ping=True,

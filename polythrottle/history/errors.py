@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, MissingDependencyError
 
 
 class HistoryError(BadInputError):
@@ -21,4 +21,10 @@ class HistoryUnavailable(HistoryError):
     exit_code = 6
 
 
-__all__ = ["HistoryCorrupt", "HistoryError", "HistoryUnavailable"]
+class HistoryDriverMissing(HistoryError, MissingDependencyError):
+    """A PostgreSQL history without its driver (psycopg 3, the ``fleet`` extra). Exit 5, as every missing extra."""
+
+    exit_code = 5
+
+
+__all__ = ["HistoryCorrupt", "HistoryDriverMissing", "HistoryError", "HistoryUnavailable"]

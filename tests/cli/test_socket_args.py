@@ -15,3 +15,20 @@ def test_timeouts_must_be_positive_seconds(tmp_path, capsys, argv):
         main([*argv, "--socket", str(tmp_path / "none.sock")])
     _, err = capsys.readouterr()
     assert e.value.code == 2 and err.count("\n") == 1 and "timeout" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["status"], ["notify", "reload"]])
+def test_help_gives_the_default_socket_a_user_gets(command, capsys, monkeypatch, tmp_path):
+    """`--help` said the default was /run/polythrottle/control.sock, but a user (not root, no system socket) gets
+    $XDG_RUNTIME_DIR/polythrottle/control.sock: the help states the whole rule of ``paths.socket_path``."""
+    from polythrottle import paths
+
+    monkeypatch.delenv("POLYTHROTTLE_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(paths, "is_root", lambda: False)
+    monkeypatch.setattr(paths, "SYSTEM_SOCKET", tmp_path / "no-run" / "control.sock")
+    assert paths.socket_path() == tmp_path / "polythrottle" / "control.sock"
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "$XDG_RUNTIME_DIR/polythrottle/control.sock" in text and "as root or when it exists" in text

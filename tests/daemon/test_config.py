@@ -65,6 +65,18 @@ def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load(tmp_path):
     assert load_config(short).socket == tmp_path / "c.sock"
 
 
+def test_a_socket_group_that_does_not_exist_is_refused_at_load(tmp_path):
+    """``daemon --check`` said OK and the daemon then refused to start ("socket_group ...: no such group")."""
+    import grp
+
+    path = write(tmp_path, GOOD + "socket_group: no-such-group-polythrottle\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: socket_group: no such group 'no-such-group-polythrottle'"
+    group = grp.getgrgid(0).gr_name
+    assert load_config(write(tmp_path, GOOD + f"socket_group: {group}\n")).socket_group == group
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
@@ -124,3 +136,32 @@ def test_a_config_is_a_tune_spec_and_can_be_built_in_code(tmp_path):
     other = DaemonConfig(device="sim:jetson-tx2", slo_ms=30, state_dir=tmp_path)
     assert other.carbon.intensity_g_per_kwh == DEFAULT_CARBON_G_PER_KWH and other.carbon_country is None
     assert cfg.same_device(other) and not cfg.same_device(DaemonConfig(device="sim:jetson-tx2", slo_ms=20, seed=1))
+
+
+@pytest.mark.parametrize("written, resolved", [
+    ("replay:tables/t.csv", "replay:{d}/tables/t.csv"),
+    ("sim:boards/my-board.yaml", "sim:{d}/boards/my-board.yaml"),
+    ("sim:./my-board.yaml?gpu=range&unit=2", "sim:{d}/my-board.yaml?gpu=range&unit=2"),
+    ("jetson:my-board.yaml", "jetson:{d}/my-board.yaml"),
+    ("sim:jetson-agx-orin?gpu=range", "sim:jetson-agx-orin?gpu=range"),  # a profile name, not a file
+    ("jetson", "jetson"),
+    ("replay:/abs/t.csv", "replay:/abs/t.csv"),
+])
+def test_a_file_in_the_device_spec_is_relative_to_the_config(tmp_path, written, resolved):
+    """README: relative paths are relative to the config file. `device: replay:t.csv` was opened relative to the
+    daemon's working directory (`/` under systemd): `daemon --check` in another directory said "not found"."""
+    cfg = load_config(write(tmp_path, GOOD.replace("sim:jetson-agx-orin", written)))
+    assert cfg.device == resolved.format(d=tmp_path)
+
+
+def test_daemon_check_finds_a_replay_table_beside_the_config(tmp_path, monkeypatch):
+    from polythrottle.daemon.service import check_config
+
+    d = tmp_path / "conf"
+    d.mkdir()
+    (d / "t.csv").write_text("gpu_mhz,energy_j,latency_ms\n100,1.0,50\n200,0.8,30\n")
+    path = d / "daemon.yaml"
+    path.write_text(f"device: replay:t.csv\nslo_ms: 40\nmodel_version: v1\nstate_dir: st\nsocket: {d}/c.sock\n"
+                    "metrics: false\n")
+    monkeypatch.chdir(tmp_path)
+    assert check_config(path).startswith(f"{path}: OK (device replay")
