@@ -41,6 +41,8 @@ class CBOSettings:
     reported_noise: how observations' own noise estimates (``objective_rel_std``...) are used:
       "fixed" as the exact noise; "floor" as a lower bound, the GP learning extra homoscedastic noise on
       top (live windows of one measurement miss the spread between measurements); "ignore": inferred.
+    noise_prior_rel_sd: when observations report no noise, the GP infers it with a prior whose mode is
+      this relative noise of one measurement (log units; see ``OutcomeGP._inferred_noise_likelihood``).
     confident_best_after: from this many observations on, expected improvement is measured from the
       confidently feasible incumbent (the recommendation) rather than from the best point with P >= 0.5.
       None: never.
@@ -83,6 +85,7 @@ class CBOSettings:
     recheck_reserve: int = 5
     max_repeats: int = 4
     reported_noise: str = "floor"
+    noise_prior_rel_sd: float = 0.03
     monotone_slack: float | None = 0.05
     recheck_min_p: float = 0.1
     confident_best_after: int | None = 6

@@ -16,7 +16,7 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
-from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 from gpytorch.utils.warnings import NumericalWarning
@@ -76,9 +76,9 @@ class OutcomeGP(CBOState):
         if self._model is not None and self._model_n == len(self.observations):
             return self._model
         X, Y, var = self._train_data()
-        # Matern-5/2 with BoTorch's Gamma(3, 6) lengthscale prior rather than the dimension-scaled
-        # default: on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped
-        # early far from the optimum (experiments/results/bench.md)
+        # Matern-5/2 with the settings' lengthscale prior rather than BoTorch's dimension-scaled default:
+        # on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped early far
+        # from the optimum (experiments/results/bench.md)
         covar = matern_kernel(X.shape[-1], self.settings.lengthscale_prior)
         with warnings.catch_warnings():
             # a live measurement's reported noise can be tinier than GPyTorch's smallest fixed noise
@@ -94,6 +94,8 @@ class OutcomeGP(CBOState):
                     batch_shape=model._aug_batch_shape, noise_prior=prior,
                     noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
                 )
+        if var is None:
+            model.likelihood = self._inferred_noise_likelihood(model)
         if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
             # Warm start from the previous fit: ~50x faster than a cold fit with restarts.
             model.load_state_dict(self._hyper, strict=False)
@@ -115,12 +117,33 @@ class OutcomeGP(CBOState):
             finally:
                 torch.set_num_threads(threads)
         model.eval()
+        # fitted values only: a prior's buffers (the noise prior's location moves with the standardization)
+        # belong to the model they were made for
         self._hyper = {
-            k: v.clone() for k, v in model.state_dict().items() if k.startswith(("likelihood", "covar_module", "mean_module"))
+            k: v.clone() for k, v in model.state_dict().items()
+            if k.startswith(("likelihood", "covar_module", "mean_module")) and "_prior." not in k
         }
         self._hyper_inferred_noise = var is None
         self._model, self._model_n = model, len(self.observations)
         return model
+
+    def _inferred_noise_likelihood(self, model: SingleTaskGP) -> GaussianLikelihood:
+        """The likelihood when observations report no noise: homoscedastic noise per outcome with a
+        LogNormal prior whose mode is ``settings.noise_prior_rel_sd`` of relative noise per measurement (in
+        log units, the same on every landscape), expressed in the standardized units the GP sees.
+
+        BoTorch's default LogNormal(-4, 1) is a prior on the *standardized* noise variance, so the noise it
+        implies grows with the spread of the measured values; with a dozen points the fit stays near that
+        prior, and the estimate followed each landscape's spread rather than its noise."""
+        stdvs = standardization(model)[1].detach().reshape(2, 1)
+        scale = 1.0
+        # LogNormal(mu, s) on the variance has its mode at exp(mu - s^2)
+        loc = 2.0 * torch.log(self.settings.noise_prior_rel_sd / stdvs) + scale**2
+        prior = LogNormalPrior(loc=loc, scale=torch.full_like(loc, scale))
+        likelihood = GaussianLikelihood(noise_prior=prior, batch_shape=model._aug_batch_shape,
+                                        noise_constraint=GreaterThan(1e-4, transform=None))
+        likelihood.noise = prior.mode.clamp_min(2e-4)
+        return likelihood
 
     def posterior(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and std (latent, no observation noise) of both outcomes at ``indices``, each (n, 2)."""

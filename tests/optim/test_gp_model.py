@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+
+import numpy as np
 
 from gpytorch.utils.warnings import NumericalWarning
 
@@ -19,3 +22,20 @@ def test_tiny_reported_noise_warns_nobody():
     with warnings.catch_warnings():
         warnings.simplefilter("error", NumericalWarning)
         assert opt.ask(remaining=10) not in (5, 17, 30, 44)
+
+
+def test_the_inferred_noise_does_not_follow_the_spread_of_the_measured_values():
+    # measurements that report no noise: the GP infers it. The same 2% noise on a landscape whose energies
+    # span 4x more (in log units) must give about the same noise estimate: a prior on the standardized
+    # noise made the estimate grow with the spread, and the stop's saving threshold and P(feasible) with it
+    rng = np.random.default_rng(0)
+    points = [int(i) for i in rng.choice(len(SPACE), 12, replace=False)]
+    draws = rng.standard_normal((len(points), 2))
+    estimates = []
+    for power in (1.0, 4.0):
+        opt = make_optimizer("cbo", SPACE, SLO, 0)
+        for i, (de, dl) in zip(points, draws):
+            opt.tell(Observation(i, ENERGY[i] ** power * math.exp(0.02 * de), LATENCY[i] * math.exp(0.02 * dl)))
+        estimates.append(opt.noise_std()[0])
+    assert 0.01 < estimates[0] < 0.05
+    assert max(estimates) / min(estimates) < 1.6
