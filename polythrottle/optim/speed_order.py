@@ -9,6 +9,7 @@ measured ones, bounds on their latency, and ranks that measurements contradict.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.special import ndtr, owens_t
@@ -35,11 +36,17 @@ class SpeedOrder:
     ``slower(c, m)``: point c is at least as slow as point m (no faster on any ordered knob, equal on
     the unordered ones). ``log_slowdown(c, m)``: an upper bound on log(latency(c) / latency(m)) from the
     knobs' latency exponents (inf where no bound is known).
+
+    ``ranks``: speed ranks that replace a knob's own (space column -> rank per value), where measurements
+    contradicted part of its order (values whose order was contradicted share a rank: no order between
+    them, the rest of the order kept); ``unranked``: knobs with no rank order left at all.
     """
 
-    def __init__(self, space: SearchSpace, unranked: frozenset[int] = frozenset()) -> None:
+    def __init__(self, space: SearchSpace, unranked: frozenset[int] = frozenset(),
+                 ranks: Mapping[int, tuple[int, ...]] | None = None) -> None:
         rows = space.rows
         self.unranked = unranked
+        self.ranks = dict(ranks or {})
         trended, ranked, other, exps, logv = [], [], [], [], []
         for j, k in enumerate(space.knobs):
             if j in unranked:  # its speed order was contradicted by measurements
@@ -61,7 +68,7 @@ class SpeedOrder:
         self.logv = np.stack(logv, axis=1) if logv else np.zeros((len(rows), 0))
         self.exps = np.asarray(exps, dtype=float)
         self.rank = (
-            np.stack([np.asarray(space.knobs[j].speed_rank)[rows[:, j]] for j in ranked], axis=1)
+            np.stack([np.asarray(self.ranks.get(j, space.knobs[j].speed_rank))[rows[:, j]] for j in ranked], axis=1)
             if ranked else np.zeros((len(rows), 0), dtype=np.int64)
         )
         self.rval = rows[:, ranked]
@@ -93,11 +100,12 @@ class SpeedOrder:
         return (exists[group] & dom[:, combo].T).any(-1)
 
     def contradicted(self, idx: np.ndarray, lobj: np.ndarray, lcon: np.ndarray, tol_obj: np.ndarray,
-                     tol_con: np.ndarray) -> set[int]:
-        """Ranked knobs (space columns) whose order measured points contradict: a point at least as
-        fast by the order (equal on every other knob) measured slower or costlier than another by more
-        than the tolerances (log units, per point)."""
-        bad: set[int] = set()
+                     tol_con: np.ndarray) -> dict[int, set[tuple[int, int]]]:
+        """The rank orders measured points contradict: a point at least as fast by the order (equal on
+        every other knob) measured slower or costlier than another by more than the tolerances (log
+        units, per point). Per ranked knob (space column): pairs (value ranked faster, value ranked
+        slower), as value indices, on which two such points differ."""
+        bad: dict[int, set[tuple[int, int]]] = {}
         if not self.ranked_cols or len(idx) < 2:
             return bad
         key = self._unranked_key[idx]
@@ -109,8 +117,15 @@ class SpeedOrder:
         to = np.hypot(tol_obj[:, None], tol_obj[None])
         wrong = geq & ((lcon[:, None] > lcon[None] + tc) | (lobj[:, None] > lobj[None] + to))
         for a, b in zip(*np.nonzero(wrong)):
-            bad.update(c for c, x, y in zip(self.ranked_cols, self.rval[idx[a]], self.rval[idx[b]]) if x != y)
+            for c, x, y in zip(self.ranked_cols, self.rval[idx[a]], self.rval[idx[b]]):
+                if x != y:
+                    bad.setdefault(c, set()).add((int(x), int(y)))
         return bad
+
+    def knob_ranks(self, space: SearchSpace, col: int) -> np.ndarray:
+        """The speed rank of each value of the knob in column ``col`` as used now (its own, or what is
+        left of it after contradictions)."""
+        return np.asarray(self.ranks.get(col, space.knobs[col].speed_rank))
 
     def _ranked_cmp(self, c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For candidates c and measured m (row indices), each (len(c), len(m)): whether they share the
@@ -143,15 +158,20 @@ class SpeedOrder:
 class OrderBounds(CBOState):
     """Bounds from the speed order of the measured points (see the module docstring)."""
 
-    def _set_order(self, unranked: frozenset[int]) -> None:
-        """Use the knobs' speed order, without the ranks of ``unranked`` knobs (contradicted by measurements)."""
-        self.order = SpeedOrder(self.space, unranked)
+    def _set_order(self, unranked: frozenset[int], ranks: Mapping[int, tuple[int, ...]] | None = None) -> None:
+        """Use the knobs' speed order, without the ranks of ``unranked`` knobs and with ``ranks`` in place
+        of the others' own where measurements contradicted part of their order (see ``SpeedOrder``)."""
+        self.order = SpeedOrder(self.space, unranked, ranks)
         self._use_order = self.settings.monotone_slack is not None and self.order.active
         self.undominated = ~self.order.dominated() if self.settings.prune_dominated else np.ones(len(self.space), bool)
         """Points not dominated by the knobs' speed ranks (``SpeedOrder.dominated``): the only ones explored."""
 
     def _check_order(self) -> bool:
-        """Drop the ranks that measurements contradict (beyond 10% and three standard errors); True if any."""
+        """Drop the rank orders that measurements contradict (beyond 10% and three standard errors); True
+        if any. Only what is contradicted goes: values ranked b < a, with a measured no faster than b,
+        share b's rank from then on, together with every value ranked between them; the order to the
+        other values stays (TF32 measured faster than fp16 says nothing against fp32 being slower than
+        both). A knob whose values all end up sharing one rank has no order left."""
         if not self.settings.prune_dominated or not self.order.ranked_cols or len(self.measured) < 2:
             return False
         est = self._point_estimates()
@@ -159,10 +179,19 @@ class OrderBounds(CBOState):
         tol_obj = math.log(1.1) / math.sqrt(2) + 3 * sd_obj / np.sqrt(est.n)
         tol_con = math.log(1.1) / math.sqrt(2) + 3 * est.se
         bad = self.order.contradicted(np.asarray(est.idx), est.lobj, est.lcon, tol_obj, tol_con)
-        if bad - self.order.unranked:
-            self._set_order(frozenset(self.order.unranked | bad))
-            return True
-        return False
+        if not bad:
+            return False
+        ranks, unranked = dict(self.order.ranks), set(self.order.unranked)
+        for col, pairs in bad.items():
+            rank = self.order.knob_ranks(self.space, col).copy()
+            for faster, slower in pairs:
+                lo, hi = sorted((int(rank[slower]), int(rank[faster])))
+                rank[(rank >= lo) & (rank <= hi)] = lo
+            ranks[col] = tuple(int(r) for r in rank)
+            if len(set(ranks[col])) == 1:
+                unranked.add(col)
+        self._set_order(frozenset(unranked), ranks)
+        return True
 
     def verdict_check(self, est: PointEstimates) -> int | None:
         """Before a verdict that rests on the knobs' speed order and the GP (no config can meet the
@@ -187,7 +216,7 @@ class OrderBounds(CBOState):
             if col in self._rank_checked:
                 continue
             self._rank_checked.add(col)
-            rank = np.asarray(self.space.knobs[col].speed_rank)
+            rank = self.order.knob_ranks(self.space, col)
             below = rank[rank < rank[fastest[col]]]
             for v in np.flatnonzero(rank == below.max()) if len(below) else []:
                 i = self.space.row_of([*fastest[:col], int(v), *fastest[col + 1 :]])

@@ -48,6 +48,25 @@ def test_speed_order_prunes_dominated_configs_until_measurements_contradict_it()
     assert opt.undominated.all()
 
 
+def test_a_contradicted_pair_of_ranks_keeps_the_rest_of_the_order():
+    # TF32 measured faster than fp16 (as at batch 1 with CUDA graphs on an H100): their order goes, but
+    # fp32 stays slower than both, so fp32 configs stay pruned and an impossible verdict need not measure them
+    from polythrottle.optim.cbo import ConstrainedBO
+
+    space = SearchSpace.product([Knob("batch_size", (1, 2)), Knob("precision", ("fp32", "tf32", "fp16")),
+                                 Knob("cuda_graphs", ("off", "on"))])
+    opt = ConstrainedBO(space, 10.0, 0)
+    at = lambda b, p, g: space.index_of({"batch_size": b, "precision": p, "cuda_graphs": g})
+    for _ in range(2):
+        opt.tell(Observation(at(1, "tf32", "on"), 1.0, 2.0))
+        opt.tell(Observation(at(1, "fp16", "on"), 2.0, 4.0))
+    assert opt._check_order()
+    kept = {(c["precision"], c["cuda_graphs"]) for c in (space.config(i) for i in np.flatnonzero(opt.undominated))}
+    assert kept == {("tf32", "on"), ("fp16", "on")}
+    assert not opt.order.unranked
+    assert not opt._check_order()  # nothing new contradicted
+
+
 def test_repeated_measurements_outweigh_one_noisy_faster_neighbour():
     # B is slower than A by the knobs' order (lower clock). A measured once 1% over the SLO must not cap
     # B's P(feasible), when B was measured four times 6% under it, at A's own P(feasible).
