@@ -87,13 +87,15 @@ class OutcomeGP(CBOState):
             warnings.simplefilter("ignore", NumericalWarning)
             model = SingleTaskGP(X, Y, train_Yvar=var, outcome_transform=Standardize(m=2), covar_module=covar)
             if var is not None and self.settings.reported_noise == "floor":
-                # the extra noise gets BoTorch's default prior for inferred noise (LogNormal(-4, 1))
-                prior = LogNormalPrior(loc=-4.0, scale=1.0)
-                model.likelihood = FixedNoiseGaussianLikelihood(
+                # the noise beyond the reported spread is learned, with the same prior as inferred noise
+                prior = self._noise_prior(model)
+                floor_likelihood = FixedNoiseGaussianLikelihood(
                     noise=model.likelihood.noise_covar.noise, learn_additional_noise=True,
                     batch_shape=model._aug_batch_shape, noise_prior=prior,
-                    noise_constraint=GreaterThan(1e-4, transform=None, initial_value=prior.mode),
+                    noise_constraint=GreaterThan(1e-4, transform=None),
                 )
+                floor_likelihood.second_noise = prior.mode.clamp_min(2e-4)
+                model.likelihood = floor_likelihood
         if var is None:
             model.likelihood = self._inferred_noise_likelihood(model)
         if self._hyper is not None and (var is None) == self._hyper_inferred_noise:
@@ -127,19 +129,26 @@ class OutcomeGP(CBOState):
         self._model, self._model_n = model, len(self.observations)
         return model
 
-    def _inferred_noise_likelihood(self, model: SingleTaskGP) -> GaussianLikelihood:
-        """The likelihood when observations report no noise: homoscedastic noise per outcome with a
-        LogNormal prior whose mode is ``settings.noise_prior_rel_sd`` of relative noise per measurement (in
-        log units, the same on every landscape), expressed in the standardized units the GP sees.
+    def _noise_prior(self, model: SingleTaskGP) -> LogNormalPrior:
+        """The prior of the noise the GP learns (all of it when observations report none, the part beyond
+        the reported spread otherwise): LogNormal with its mode at ``settings.noise_prior_rel_sd`` of
+        relative noise per measurement (log units, the same on every landscape), expressed in the
+        standardized units the GP sees (one per outcome).
 
-        BoTorch's default LogNormal(-4, 1) is a prior on the *standardized* noise variance, so the noise it
-        implies grows with the spread of the measured values; with a dozen points the fit stays near that
-        prior, and the estimate followed each landscape's spread rather than its noise."""
+        BoTorch's default LogNormal(-4, 1) is a prior on the *standardized* noise variance, so the noise
+        it implies grows with the spread of the measured values; with a dozen points the fit stays near
+        that prior, and the estimate followed each landscape's spread rather than its noise (live on an
+        H200, 4% where repeats spread by 1%)."""
         stdvs = standardization(model)[1].detach().reshape(2, 1)
         scale = 1.0
         # LogNormal(mu, s) on the variance has its mode at exp(mu - s^2)
         loc = 2.0 * torch.log(self.settings.noise_prior_rel_sd / stdvs) + scale**2
-        prior = LogNormalPrior(loc=loc, scale=torch.full_like(loc, scale))
+        return LogNormalPrior(loc=loc, scale=torch.full_like(loc, scale))
+
+    def _inferred_noise_likelihood(self, model: SingleTaskGP) -> GaussianLikelihood:
+        """The likelihood when observations report no noise: homoscedastic noise per outcome with
+        ``_noise_prior``."""
+        prior = self._noise_prior(model)
         likelihood = GaussianLikelihood(noise_prior=prior, batch_shape=model._aug_batch_shape,
                                         noise_constraint=GreaterThan(1e-4, transform=None))
         likelihood.noise = prior.mode.clamp_min(2e-4)
