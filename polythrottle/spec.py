@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from polythrottle.errors import SHOWN_CHARS, BadInputError, MissingDependencyError, shown
 
@@ -54,6 +55,11 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     """The first problem of ``e`` as one line naming the field in ``face``'s terms."""
     err = e.errors()[0]
     loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]
+    if err.get("type") == NOT_BOTH:  # a rule across fields, naming them as the face does
+        first, second = ((field_name(str(f), face) if face is Face.CLI else str(f))
+                         for f in (err["ctx"]["first"], err["ctx"]["second"]))
+        msg = f"give {first} or {second}, not both"
+        return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
     if not loc:  # a rule across fields
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
@@ -68,6 +74,14 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     value = err.get("input")
     got = "" if value is None or isinstance(value, Mapping) else f", got {shown(value)}"
     return BadInputError(f"{field_name(name, face, source)}: {msg}{got}")
+
+
+NOT_BOTH = "not_both"
+"""The error type of two fields given together that exclude each other (context: ``first``, ``second``)."""
+
+
+def _not_both(first: str, second: str) -> PydanticCustomError:
+    return PydanticCustomError(NOT_BOTH, "give {first} or {second}, not both", {"first": first, "second": second})
 
 
 def _ctx_text(value: Any) -> str:
@@ -256,7 +270,7 @@ class TuneSpec(DeviceSpec):
     @model_validator(mode="after")
     def _one_model_version(self) -> TuneSpec:
         if self.model_version is not None and self.model_files:
-            raise ValueError("give model_version or model_files, not both")
+            raise _not_both("model_version", "model_files")
         return self
 
 

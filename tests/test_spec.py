@@ -130,3 +130,24 @@ def test_device_fields_are_the_device_specs_and_every_one_has_a_flag() -> None:
     base = DaemonConfig(device="sim:jetson-orin-nano", slo_ms=20)
     assert not base.same_device(DaemonConfig(device="sim:jetson-orin-nano", slo_ms=20, window_s=1.0))
     assert base.same_device(DaemonConfig(device="sim:jetson-orin-nano", slo_ms=30, budget=5))
+
+
+@pytest.mark.parametrize("face, line", [
+    (Face.CLI, "give --model-version or --model-file, not both"),
+    (Face.YAML, "daemon.yaml: give model_version or model_files, not both"),
+    (Face.API, "give model_version or model_files, not both"),
+])
+def test_model_version_and_model_files_together_are_named_as_each_face_names_them(face: Face, line: str) -> None:
+    with pytest.raises(BadInputError) as e:
+        TuneSpec.parse({**BASE, "model_version": "v2", "model_files": ("model.pt",)}, face, source="daemon.yaml")
+    assert str(e.value) == line
+
+
+def test_cli_names_the_flags_when_model_version_and_model_file_are_both_given(tmp_path: Path) -> None:
+    # the CLI said "give model_version or model_files, not both": field names, not its flags
+    r = run_cli("tune", "--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                "--model-version", "v2", "--model-file", str(tmp_path / "model.pt"), "--history",
+                str(tmp_path / "h.sqlite"), "--quiet")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "polythrottle: error: give --model-version or --model-file, not both"], r.stderr
+    assert not (tmp_path / "h.sqlite").exists()

@@ -22,10 +22,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from polythrottle.daemon.config import DaemonConfig
+from polythrottle.daemon.config import ConfigError, DaemonConfig
 from polythrottle.daemon.device_lock import Cancelled, LockedDevice
 from polythrottle.daemon.jobs import MODEL, RELOAD, START, Job
 from polythrottle.daemon.sdnotify import Notifier
@@ -33,7 +35,7 @@ from polythrottle.daemon.statefile import pid_alive, read_state
 from polythrottle.daemon.status import DaemonStatus, tune_summary
 from polythrottle.daemon.trust import check_workload, is_user_workload
 from polythrottle.devices import open_device
-from polythrottle.errors import BadInputError, PolyThrottleError
+from polythrottle.errors import BadInputError, PolyThrottleError, clip
 from polythrottle.fingerprint import fingerprint_files
 from polythrottle.history import HistoryKey, open_history
 from polythrottle.history.protocol import History
@@ -53,12 +55,33 @@ class Prepared:
     tuned_knobs: list[str]
 
 
+@contextmanager
+def naming_the_file(cfg: DaemonConfig) -> Iterator[None]:
+    """A bad input found once the config is used (an unknown board profile, workload or knob, a baseline
+    value that is not a step, an untrusted workload file) becomes ``FILE: problem`` (ConfigError, exit 2), as
+    the config's field errors are. Other errors (a device that is not there, one refusing access) pass."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except BadInputError as e:
+        if e.exit_code != ConfigError.exit_code:
+            raise
+        raise ConfigError(f"{cfg.path}: {clip(str(e), 300)}") from e
+
+
 def prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...] = (),
             device: LockedDevice | None = None, *, import_workload: bool = True) -> Prepared:
     """Open (or reuse) the device for ``cfg`` and validate knobs, baseline and SLO against it. Writes
     nothing. ``import_workload=False`` (``daemon --check``): a user's workload file is checked, not
-    imported, and the knobs only it would offer are not checked. Raises BadInputError (bad device,
-    workload, knob, value, an untrusted workload file) or DeviceError."""
+    imported, and the knobs only it would offer are not checked. Raises ConfigError naming the file (bad
+    device, workload, knob, value, an untrusted workload file) or DeviceError."""
+    with naming_the_file(cfg):
+        return _prepare(cfg, cancel, device, import_workload=import_workload)
+
+
+def _prepare(cfg: DaemonConfig, cancel: tuple[threading.Event, ...], device: LockedDevice | None, *,
+             import_workload: bool) -> Prepared:
     check_workload(cfg)
     skip = not import_workload and is_user_workload(cfg.workload)
     opened = device is None
@@ -316,8 +339,10 @@ class Controller:
     # ----- reload -------------------------------------------------------------------------------------
     def check_reload(self, new: DaemonConfig) -> None:
         """Check ``new`` before anything is cancelled: its workload file, and against the running device when
-        it names the same one (knobs, baseline, SLO). Writes nothing. Raises PolyThrottleError."""
-        check_workload(new)
+        it names the same one (knobs, baseline, SLO). Writes nothing. Raises PolyThrottleError (ConfigError
+        naming the file for a bad input)."""
+        with naming_the_file(new):
+            check_workload(new)
         old = self.prepared
         if old is not None and new.same_device(old.config):
             prepare(new, (self.stop, self.cancel), old.device)  # validation only; writes nothing

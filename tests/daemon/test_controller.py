@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from polythrottle.daemon.config import DaemonConfig, parse_config
+from polythrottle.daemon.config import ConfigError, DaemonConfig, parse_config
 from polythrottle.daemon.controller import Controller
 from polythrottle.daemon.jobs import MODEL, RELOAD, START, Job
 from polythrottle.daemon.sdnotify import Notifier
@@ -165,6 +165,20 @@ def test_a_refused_reload_resumes_the_tune_it_interrupted(tmp_path):
         assert s["jobs"] == {"queued": 0, "last_done": 2, "last_failed": 2}  # `notify --wait` sees it was refused
         c.run_job(job(RELOAD, 3, config=config(tmp_path, slo_ms=900)))
         assert c.status.to_dict()["jobs"] == {"queued": 0, "last_done": 3, "last_failed": 2}
+    finally:
+        c.close()
+
+
+def test_a_refused_reload_names_the_config_file(tmp_path):
+    # an unknown knob or board profile in a reloaded config said what was wrong but not in which file
+    c, _ = started(config(tmp_path))
+    try:
+        c.run_job(job(START))
+        path = tmp_path / "daemon.yaml"
+        with pytest.raises(ConfigError, match=f"^{path}: unknown knob 'fan_rpm'"):
+            c.check_reload(config(tmp_path, knobs=["gpu_mhz", "fan_rpm"]))
+        c.run_job(job(RELOAD, 2, config=config(tmp_path, device="sim:no-such-board")))
+        assert c.status.to_dict()["last_error"].startswith(f"reload refused: {path}: unknown profile 'no-such-board'")
     finally:
         c.close()
 

@@ -106,6 +106,23 @@ def test_garbage_config_refuses_to_start_with_one_line(tmp_path, text, message):
     assert not (tmp_path / "ctl.sock").exists()  # nothing started
 
 
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("jetson-agx-orin", "no-such-board"), "unknown profile 'no-such-board'"),
+    (GOOD + "knobs: [gpu_mhz, nosuchknob]\n", "unknown knob 'nosuchknob'"),
+    (GOOD.replace("efficientnet-b0", "no-such-model"), "unknown workload 'no-such-model'"),
+    (GOOD + "baseline: {gpu_mhz: 12345}\n", "gpu_mhz=12345 is not a valid step"),
+], ids=["profile", "knob", "workload", "baseline"])
+@pytest.mark.parametrize("check", [True, False], ids=["check", "start"])
+def test_what_opening_the_device_refuses_names_the_config_file(tmp_path, text, message, check):
+    # these were one line without the file (field errors say FILE: field: ...); now FILE: problem, exit 2
+    cfg = write(tmp_path, text + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: false\n")
+    r = run_daemon("--config", str(cfg), *(["--check"] if check else []))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"polythrottle: error: {cfg}: ") and message in lines[0]
+    assert not (tmp_path / "ctl.sock").exists() and not (tmp_path / "state").exists()
+
+
 def test_check_validates_without_starting(tmp_path):
     cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {tmp_path}/state\nmetrics: {{port: 0}}\n")
     r = run_daemon("--config", str(cfg), "--check")
