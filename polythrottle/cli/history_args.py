@@ -31,21 +31,6 @@ def add_history_args(p: argparse.ArgumentParser) -> None:
                    help="tune cold even if the history has measurements of this or a previous model version")
 
 
-def refuse_unused_model_version(args: argparse.Namespace) -> None:
-    """A model version (``--model-version``, ``--model-file``) only keys the history: refused when the tune
-    keeps none (``--no-history``; a ``sim:``/``replay:`` device without ``--history``), where it was
-    silently ignored. Raises BadInputError naming the flags."""
-    flag = "--model-version" if args.model_version is not None else "--model-file" if args.model_file else None
-    if flag is None or args.history is not None:
-        return
-    if args.no_history:
-        raise BadInputError(f"{flag} is unused with --no-history (a model version only keys the history); "
-                            "drop one of them")
-    if is_simulated(args.device):
-        raise BadInputError(f"{flag} is unused without --history: a sim: or replay: device keeps no history "
-                            "unless --history names one")
-
-
 def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
     """The store named by the arguments (None when off) and the model version (None: the default).
     A PostgreSQL history spools in the state dir while the server is out of reach."""
@@ -117,4 +102,4 @@ def open_for_reading(args: argparse.Namespace) -> HistoryStore:
 
 
 __all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history",
-           "refuse_output_over_history", "refuse_unused_model_version"]
+           "refuse_output_over_history"]

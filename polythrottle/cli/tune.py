@@ -12,12 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from polythrottle.cli.common import add_device_args, check_output, close_device, tune_spec, write_output
-from polythrottle.cli.history_args import (
-    add_history_args,
-    open_history,
-    refuse_output_over_history,
-    refuse_unused_model_version,
-)
+from polythrottle.cli.history_args import add_history_args, open_history, refuse_output_over_history
 from polythrottle.devices import open_device
 from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
@@ -76,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from polythrottle.tuning.session import check_tune, run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
-    refuse_unused_model_version(args)
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it

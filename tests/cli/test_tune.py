@@ -107,33 +107,6 @@ def test_bad_input_creates_no_history(small_table, capsys, tmp_path, args, messa
     assert not history.exists() and not history.parent.exists()
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--model-version", "v2", "--no-history"], "--model-version is unused with --no-history"),
-        (["--model-file", "model.pt", "--no-history"], "--model-file is unused with --no-history"),
-        (["--device", "nvml:0", "--model-version", "v2", "--no-history"], "--model-version is unused with --no-history"),
-        (["--model-version", "v2"], "--model-version is unused without --history: a sim: or replay: device"),
-        (["--device", "sim:jetson-orin-nano", "--workload", "resnet50", "--model-file", "model.pt"],
-         "--model-file is unused without --history: a sim: or replay: device"),
-    ],
-)
-def test_a_model_version_with_no_history_is_refused(small_table, capsys, args, message):
-    """The model version only keys the history: a tune that keeps none ignored it silently."""
-    if "--device" not in args:
-        args = ["--device", f"replay:{small_table}", *args]
-    code = main(["tune", *args, "--slo-ms", "10", "--budget", "2", "--quiet"])
-    _, err = capsys.readouterr()
-    assert code == 2 and err.startswith("polythrottle: error: ")
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_a_model_version_with_a_history_is_recorded(small_table, capsys, tmp_path):
-    code, res, _ = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "2",
-                             "--history", str(tmp_path / "h.sqlite"), "--model-version", "v2")
-    assert code == 0 and res["model_version"] == "v2"
-
-
 def test_malformed_table_via_subprocess(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("gpu_mhz,energy_j\n1,2\n")
