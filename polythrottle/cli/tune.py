@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             if warm:
                 console_out.print(  # model versions are the user's text: printed as is, never as markup
                     escape(f"Warm start from model version {warm['from_version']} ({warm['prior_measurements']} "
-                           "stored measurements)" + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."),
+                           "stored measurements" + (" of another knob space" if warm.get("from_space") else "") + ")"
+                           + (f"; {warm['fallback']}" if warm.get("fallback") else "") + "."),
                     highlight=False,
                 )
         _say_spooled(store)

@@ -6,7 +6,9 @@ the tune is marked ``done`` with its recommendation, or ``failed`` if it raised.
 the ``cbo`` optimizer, the prior is the first of (``choose_prior``): this unit's stored measurements of this
 model version (a repeated tune, e.g. for another SLO), other units' of it (the fleet, pooled), this unit's
 of the most recently tuned other version, other units' of that version. A fleet whose units disagree is
-not used (the next source is tried; ``warm_start.fallback`` says why).
+not used (the next source is tried; ``warm_start.fallback`` says why). When the tune's own history key
+holds nothing, the same order is tried on the same device's and workload's measurements under another knob
+space (other tuned knobs or steps) whose configs lie in this tune's space (``warm_start.from_space``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class WarmStartInfo:
 
     source: ``unit`` (this unit's own measurements) or ``fleet`` (other units of the same board, pooled with
     a level per unit: ``polythrottle.optim.pooled_prior``). units: how many units the prior came from.
-    fallback: why the prior was dropped (then the tune went on cold)."""
+    fallback: why the prior was dropped (then the tune went on cold). from_space: the space fingerprint of
+    the history key the prior came from when it is another knob space than this tune's (None: the same)."""
 
     from_version: str
     prior_measurements: int
@@ -43,6 +46,7 @@ class WarmStartInfo:
     shift_energy: float | None = None
     shift_latency: float | None = None
     fallback: str | None = None
+    from_space: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -61,10 +65,28 @@ def tune_key(tuner: Tuner, device: Device) -> HistoryKey:
     return history_key(device.identity(), device.workload_name, space, fixed)
 
 
-def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner) -> list[tuple[str, Observation]]:
-    """(unit, observation of the tuned subspace) of each stored measurement whose config lies in it."""
+def _same_fixed(config: Mapping[str, Value], tuner: Tuner) -> bool:
+    """Whether ``config`` (a stored full config) holds every knob this tune does not tune at the value this
+    tune holds it at (a measurement of another knob space is comparable only then)."""
+    for knob in tuner.full_space.knobs:
+        if knob.name in tuner.tuned_knobs:
+            continue
+        try:
+            if knob.index(config[knob.name]) != knob.index(tuner.baseline_config[knob.name]):
+                return False
+        except (KeyError, BadInputError):
+            return False
+    return True
+
+
+def _observations(stored: Sequence[StoredMeasurement], tuner: Tuner,
+                  check_fixed: bool = False) -> list[tuple[str, Observation]]:
+    """(unit, observation of the tuned subspace) of each stored measurement whose config lies in it (with
+    ``check_fixed``, measurements of another key: also at this tune's values of the knobs it does not tune)."""
     out = []
     for m in stored:
+        if check_fixed and not _same_fixed(m.config, tuner):
+            continue
         try:
             i = tuner.space.index_of({n: m.config[n] for n in tuner.tuned_knobs})
         except (KeyError, BadInputError):  # a config of another space: not usable here
@@ -80,23 +102,54 @@ def choose_prior(store: History, key: HistoryKey, version: str, unit: str,
     tune), other units' of this version (the fleet), this unit's of the most recently tuned other version,
     other units' of it. Rows without a unit (written before units were recorded) count as this unit's. A
     fleet whose units disagree in shape is not used (the ``fallback`` says why; the next source is tried).
-    None: nothing stored, a cold start."""
+    When this key holds nothing usable: the same, from the same device's and workload's measurements under
+    another knob space (other tuned knobs or steps; ``_other_space_prior``). None: nothing stored, a cold
+    start."""
+    chosen = _key_prior(store, key, version, unit, tuner)
+    if chosen is not None and chosen[1].fallback is None:
+        return chosen
+    return _other_space_prior(store, key, version, unit, tuner) or chosen
+
+
+def _key_prior(store: History, key: HistoryKey, version: str, unit: str, tuner: Tuner,
+               check_fixed: bool = False) -> tuple[list[Observation], WarmStartInfo] | None:
+    """``choose_prior`` within one key (``check_fixed``: a key of another knob space)."""
     versions = [version] + [v.model_version for v in reversed(store.model_versions(key)) if v.model_version != version]
     note: WarmStartInfo | None = None
+    space = key.space if check_fixed else None
     for v in versions[:2]:
-        stored = _observations(store.observations(key, model_version=v), tuner)
+        stored = _observations(store.observations(key, model_version=v), tuner, check_fixed)
         own = [o for u, o in stored if u in (unit, "")]
         if own:
-            return own, WarmStartInfo(v, len(own))
+            return own, WarmStartInfo(v, len(own), from_space=space)
         others = [(u, o) for u, o in stored if u not in (unit, "")]
         if others:
             pooled = pool(others)
-            info = WarmStartInfo(v, pooled.measurements, source="fleet", units=pooled.sources)
+            info = WarmStartInfo(v, pooled.measurements, source="fleet", units=pooled.sources, from_space=space)
             if pooled.agrees:
                 return pooled.observations, info
             note = note or replace(info, fallback=f"the fleet's units disagree (spread {pooled.spread:.2f} in log "
                                                   f"units, more than {MAX_SPREAD:g}): not used")
     return ([], note) if note is not None else None
+
+
+def _other_space_prior(store: History, key: HistoryKey, version: str, unit: str,
+                       tuner: Tuner) -> tuple[list[Observation], WarmStartInfo] | None:
+    """A prior from another knob space of the same device and workload (the tuned knobs or their steps
+    changed, e.g. a model version that offers other batch sizes): the measurements whose configs lie in this
+    tune's space and hold its fixed knobs at its values, from the key that gives the most of them (ties: the
+    one whose chosen version is this version)."""
+    best: tuple[list[Observation], WarmStartInfo] | None = None
+    for other in store.keys():
+        if other == key or other.device != key.device or other.workload != key.workload:
+            continue
+        chosen = _key_prior(store, other, version, unit, tuner, check_fixed=True)
+        if chosen is None or chosen[1].fallback is not None:
+            continue
+        rank = (len(chosen[0]), chosen[1].from_version == version)
+        if best is None or rank > (len(best[0]), best[1].from_version == version):
+            best = chosen
+    return best
 
 
 def check_tune(device: Device, slo_ms: float, budget: int = 20, *, knobs: Sequence[str] | None = None,

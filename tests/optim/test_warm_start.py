@@ -211,3 +211,33 @@ def test_readme_api_example_saves_energy_on_the_retune(xavier_table: Path, tmp_p
             dev.close()
         assert r1.best is not None and r2.best is not None and r2.saving_pct > 0
         assert r2.extra["warm_start"]["from_version"] == "v1"
+
+
+def test_a_retune_over_another_knob_space_starts_from_the_configs_the_spaces_share(tmp_path: Path) -> None:
+    """A new model version tuned over other knobs (here one more) has another history key; the previous
+    version's measurements whose configs lie in the new space (the added knob at its baseline value) are its
+    prior. Measurements at another value of a knob the new tune holds fixed are not."""
+    import polythrottle as pt
+
+    db = tmp_path / "h.sqlite"
+    dev = "sim:jetson-agx-xavier"
+    first = pt.tune(dev, 60.0, budget=8, seed=0, workload="resnet50", knobs=["gpu_mhz", "batch_size"],
+                    history=db, model_version="v1")
+    v1 = [r.config for r in first.history]
+    wider = pt.tune(dev, 60.0, budget=4, seed=1, workload="resnet50", knobs=["gpu_mhz", "batch_size", "emc_mhz"],
+                    history=db, model_version="v2")
+    ws = wider.extra["warm_start"]
+    assert ws is not None and ws["from_version"] == "v1" and ws["from_space"]
+    assert ws["prior_measurements"] == len(v1) and wider.optimizer == "warm-cbo"
+
+    batch = str(v1[-1]["batch_size"])
+    narrower = pt.tune(dev, 60.0, budget=3, seed=2, workload="resnet50", knobs=["gpu_mhz"],
+                       baseline={"batch_size": batch}, history=db, model_version="v3")
+    ws = narrower.extra["warm_start"]
+    emc = str(wider.history[0].config["emc_mhz"])  # the baseline's: v1 held emc there
+    from_v1 = sum(str(c["batch_size"]) == batch for c in v1)
+    from_v2 = sum(str(r.config["batch_size"]) == batch and str(r.config["emc_mhz"]) == emc for r in wider.history)
+    assert ws is not None and ws["from_space"] and from_v1 >= 1
+    # the other space that shares the most measurements: those at the held batch size and emc, no others
+    assert ws["prior_measurements"] == max(from_v1, from_v2)
+    assert ws["from_version"] in ({"v1"} if from_v1 > from_v2 else {"v2"} if from_v2 > from_v1 else {"v1", "v2"})
