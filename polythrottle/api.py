@@ -28,7 +28,7 @@ from polythrottle.errors import BadInputError, brief
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.history.protocol import is_history
 from polythrottle.space import Config, Value
-from polythrottle.spec import DeviceSpec, Face, TuneSpec
+from polythrottle.spec import DeviceSpec, Face, TuneSpec, refuse_unkept_model_version
 from polythrottle.tuning.session import check_tune, run_tune
 from polythrottle.tuning.tuner import OnRecord, TuneResult
 
@@ -155,7 +155,8 @@ def tune(
     or None (no history). With a history every
     measurement is recorded under the model version (``model_version``, or a fingerprint of
     ``model_files`` or of ``model``'s weights) and, with ``warm_start``, the tune starts from stored
-    measurements of this version or the previous one. slo_metric: which latency ``slo_ms`` bounds
+    measurements of this version or the previous one; without one a model version is refused (it would
+    key nothing). slo_metric: which latency ``slo_ms`` bounds
     ("batch", "ttft", "tpot"; see ``open_device``); with an open device it must be the one the device
     was opened with. ``result.extra`` holds ``carbon`` (the grid intensity: ``carbon_intensity_g_per_kwh``
     if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
@@ -170,7 +171,9 @@ def tune(
                  carbon_country=carbon_country, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh),
     }, Face.API)
     carbon = resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)  # a bad country fails first
-    version = model_version_of(spec.model_version, model_files, model)
+    version = model_version_of(spec.model_version, model_files, model)  # a missing model file is named first
+    refuse_unkept_model_version({"model_version": spec.model_version, "model_files": model_files, "model": model},
+                                Face.API, f"history={history}" if history is None or history is False else None)
     if on_record is not None and not callable(on_record):
         raise BadInputError(f"on_record=: must be a function of one TuneRecord, got {brief(on_record, 40)}")
     if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):

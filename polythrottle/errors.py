@@ -1,4 +1,7 @@
-"""Typed exceptions. Every error a user can cause maps to one clear line and an exit code."""
+"""Typed exceptions. Every error a user can cause maps to one clear line and an exit code.
+
+A tune that finds no config meeting the SLO is a result, not an error: ``TuneResult.best`` is None (the API
+returns it, the daemon reports it) and ``polythrottle tune`` exits 3 (README "Exit codes")."""
 
 from __future__ import annotations
 
@@ -51,13 +54,6 @@ class MissingDependencyError(PolyThrottleError):
     """An optional dependency (an extra, e.g. ``polythrottle[plot]``) is not installed. Exit 5."""
 
     exit_code = 5
-
-
-class NoFeasibleConfigError(PolyThrottleError):
-    """No measured configuration met the latency SLO. Exit 3."""
-
-    exit_code = 3
-
 
 
 SHOWN_CHARS = 60

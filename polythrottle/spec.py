@@ -274,4 +274,19 @@ class TuneSpec(DeviceSpec):
         return self
 
 
-__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "shown", "spec_error"]
+def refuse_unkept_model_version(given: Mapping[str, object], face: Face, unkept: str | None) -> None:
+    """The rule every face that tunes applies (CLI ``tune``, API ``tune``): a model version only keys the history
+    the measurements are recorded in, so one given to a tune that keeps no history (where it was silently
+    ignored) is refused. ``given``: the model version's fields as the face took them (``model_version``,
+    ``model_files``; the API's ``model``), None or empty when not given; ``unkept``: why the tune keeps no
+    history, in ``face``'s terms (None: it keeps one). Call it once the version itself is checked (a missing
+    model file is named first). Raises BadInputError naming the field as ``face`` does."""
+    name = next((k for k, v in given.items() if v is not None and not (isinstance(v, str | list | tuple) and not v)), None)
+    if name is None or unkept is None:
+        return
+    raise BadInputError(f"{field_name(name, face)} is unused: a model version only keys the history, and this tune "
+                        f"keeps none ({unkept})")
+
+
+__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "refuse_unkept_model_version", "shown",
+           "spec_error"]

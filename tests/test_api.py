@@ -259,6 +259,29 @@ def test_api_refuses_bad_arguments_before_measuring(small_table: Path, tmp_path:
     assert not (tmp_path / "h.sqlite").exists()
 
 
+@pytest.mark.parametrize("history", [None, False])
+@pytest.mark.parametrize("given, name", [
+    ({"model_version": "v1"}, "model_version="),
+    ({"model_files": ["MODEL"]}, "model_files="),
+    ({"model": {}}, "model="),
+])
+def test_api_refuses_a_model_version_without_a_history(small_table: Path, tmp_path: Path, history, given: dict,
+                                                         name: str) -> None:
+    """A model version only keys the history: with history=None (the default) or False it was silently ignored."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    given = {k: [str(model)] if v == ["MODEL"] else v for k, v in given.items()}
+    if "model" in given:
+        pytest.importorskip("torch")
+    with pytest.raises(BadInputError) as e:
+        pt.tune(f"replay:{small_table}", 50.0, budget=3, history=history, **given)
+    assert str(e.value) == f"{name} is unused: a model version only keys the history, and this tune keeps none " \
+                           f"(history={history})"
+    with pytest.raises(BadInputError, match="missing.pt not found"):  # the file's own problem is named first
+        pt.tune(f"replay:{small_table}", 50.0, budget=3, history=history, model_files=[tmp_path / "missing.pt"])
+    assert pt.tune(f"replay:{small_table}", 50.0, budget=2, history=history, seed=0).extra.get("model_version") is None
+
+
 def test_api_refuses_a_workload_the_open_device_does_not_measure() -> None:
     with pt.open_device("sim:jetson-orin-nano", workload="resnet50") as dev:
         with pytest.raises(BadInputError, match="workload=bert-base: the device was opened to measure resnet50"):

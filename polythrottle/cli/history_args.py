@@ -11,6 +11,7 @@ from polythrottle import paths
 from polythrottle.devices.registry import is_simulated
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
+from polythrottle.spec import Face, refuse_unkept_model_version
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History
@@ -31,34 +32,65 @@ def add_history_args(p: argparse.ArgumentParser) -> None:
                    help="tune cold even if the history has measurements of this or a previous model version")
 
 
-def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
-    """The store named by the arguments (None when off) and the model version (None: the default).
-    A PostgreSQL history spools in the state dir while the server is out of reach."""
-    from polythrottle.history import HistoryError, default_history
-    from polythrottle.history import open_history as open_store
+def unkept_history(args: argparse.Namespace) -> str | None:
+    """Why the tune the arguments describe keeps no history, in the flags' terms; None when it keeps one (a
+    real device's default history counts, though opening it is best effort). Raises BadInputError for
+    --history with --no-history."""
+    if args.no_history:
+        if args.history is not None:
+            raise BadInputError("give --history or --no-history, not both")
+        return "--no-history"
+    if args.history is None and is_simulated(args.device):
+        return "a sim: or replay: device without --history"
+    return None
 
+
+def model_version(args: argparse.Namespace) -> str | None:
+    """The model version the arguments give (None: the default): --model-version, or the fingerprint of
+    --model-file. Raises BadInputError (both given, empty, a model file missing or unreadable)."""
     if args.model_version is not None and args.model_file:
         raise BadInputError("give --model-version or --model-file, not both")
     if args.model_version is not None and not args.model_version.strip():
         raise BadInputError("--model-version is empty")
-    version = args.model_version.strip() if args.model_version else None
     if args.model_file:
-        version = fingerprint_files(args.model_file)
-    if args.no_history:
-        if args.history is not None:
-            raise BadInputError("give --history or --no-history, not both")
-        return None, version
+        return fingerprint_files(args.model_file)
+    return args.model_version.strip() if args.model_version else None
+
+
+def checked_model_version(args: argparse.Namespace) -> str | None:
+    """``model_version``, refused (``polythrottle.spec.refuse_unkept_model_version``) when the tune keeps no
+    history: what ``tune`` calls before it opens anything. A missing --model-file is named first."""
+    unkept = unkept_history(args)
+    version = model_version(args)
+    refuse_unkept_model_version({"model_version": args.model_version, "model_files": args.model_file}, Face.CLI,
+                                unkept)
+    return version
+
+
+def open_store(args: argparse.Namespace) -> History | None:
+    """The store named by the arguments (None when off). A PostgreSQL history spools in the state dir while
+    the server is out of reach; the default history of a real device is best effort (a warning if unusable)."""
+    from polythrottle.history import HistoryError, default_history
+    from polythrottle.history import open_history as open_target
+
+    if unkept_history(args) is not None:
+        return None
     state_dir = getattr(args, "state_dir", None)
     spool_dir = paths.state_dir(state_dir)
     if args.history is not None:
-        return open_store(args.history, spool_dir=spool_dir), version
-    if is_simulated(args.device):
-        return None, version
+        return open_target(args.history, spool_dir=spool_dir)
     try:  # the implicit default is best effort: tuning must not fail because the state dir is unusable
-        return open_store(default_history(state_dir), spool_dir=spool_dir), version
+        return open_target(default_history(state_dir), spool_dir=spool_dir)
     except HistoryError as e:
         print(f"polythrottle: warning: not recording history: {e}", file=sys.stderr)
-        return None, version
+        return None
+
+
+def open_history(args: argparse.Namespace) -> tuple[History | None, str | None]:
+    """``(open_store(args), model_version(args))``: the store (None when off) and the model version (None: the
+    default), unchecked against each other (``tune`` calls ``checked_model_version`` first)."""
+    version = model_version(args)
+    return open_store(args), version
 
 
 def refuse_output_over_history(args: argparse.Namespace, out: Path | None, flag: str = "--out") -> None:
@@ -101,5 +133,5 @@ def open_for_reading(args: argparse.Namespace) -> HistoryStore:
     return HistoryStore(default_history(args.state_dir) if args.history is None else args.history, read_only=True)
 
 
-__all__ = ["add_history_args", "add_history_location", "open_for_reading", "open_history",
-           "refuse_output_over_history"]
+__all__ = ["add_history_args", "add_history_location", "checked_model_version", "model_version", "open_for_reading",
+           "open_history", "open_store", "refuse_output_over_history", "unkept_history"]

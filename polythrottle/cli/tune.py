@@ -12,7 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from polythrottle.cli.common import add_device_args, check_output, close_device, tune_spec, write_output
-from polythrottle.cli.history_args import add_history_args, open_history, refuse_output_over_history
+from polythrottle.cli.history_args import (
+    add_history_args,
+    checked_model_version,
+    open_store,
+    refuse_output_over_history,
+)
 from polythrottle.devices import open_device
 from polythrottle.errors import clip
 from polythrottle.optim import OPTIMIZERS
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from polythrottle.tuning.session import check_tune, run_tune
 
     spec = tune_spec(args)  # every argument checked before anything else happens
+    model_version = checked_model_version(args)  # a missing --model-file first; refused if no history is kept
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # knobs and baseline checked against the device before the history is opened (which creates it)
         check_tune(device, spec.slo_ms, spec.budget, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
-        store, model_version = open_history(args)
+        store = open_store(args)
         live = None if args.quiet else LiveView(Console(stderr=True), spec.slo_ms, spec.budget,
                                                  device=spec.device, knobs=knobs)
         result = run_tune(device, spec.slo_ms, spec.budget, store=store, model_version=model_version,

@@ -5,9 +5,9 @@ the twin's values, no control.
 ``?gpu=range`` to tune the GPU devfreq range (``gpu_min_mhz``/``gpu_max_mhz``, governor in between)
 instead of a locked clock (``gpu_mhz``), and ``?unit=N`` for unit N of the board: the twin with a seeded
 manufacturing spread (``polythrottle.twin.units``; unit 0, the default, is the nominal board). Options
-combine: ``sim:jetson-orin-nano?unit=3&gpu=range``. ``--workload`` picks the workload (required). Knobs:
-GPU clock(s), ``emc_mhz``, ``cpu_mhz`` (the profile's ``sim.cpu_mhz`` subset), ``batch_size``,
-``precision``. The whole space is evaluated once when opened; measurements are the noise-free
+combine: ``sim:jetson-orin-nano?unit=3&gpu=range``. A workload is required (``--workload``, a daemon
+config's ``workload:``, the API's ``workload=``). Knobs: GPU clock(s), ``emc_mhz``, ``cpu_mhz`` (the
+profile's ``sim.cpu_mhz`` subset), ``batch_size``, ``precision``. The whole space is evaluated once when opened; measurements are the noise-free
 values times ``1 + noise * N(0, 1)`` (independently for energy and latency, seeded), exactly as
 for ``replay:`` tables. Touches no hardware.
 """
@@ -143,7 +143,8 @@ def open_device(arg: str, options: DeviceOptions) -> SimDevice:
     name, mode, unit = parse_spec(arg)
     if not options.workload:
         prof = board_from_profile(load_profile(name))
-        raise BadInputError(
-            f"sim:{name} needs --workload; one of: {', '.join(sorted(prof.workloads))}"
+        raise BadInputError(  # any face opens it (CLI, daemon config, API): each one's way of setting it is named
+            f"sim:{name} needs a workload (--workload, workload: in a daemon config, or workload= in Python); "
+            f"one of: {', '.join(sorted(prof.workloads))}"
         )
     return SimDevice(name, options.workload, gpu_mode=mode, noise=options.noise, seed=options.seed, unit=unit)

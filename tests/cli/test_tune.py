@@ -107,6 +107,47 @@ def test_bad_input_creates_no_history(small_table, capsys, tmp_path, args, messa
     assert not history.exists() and not history.parent.exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model-version", "v2", "--no-history"], "--model-version is unused: "),
+        (["--model-file", "MODEL", "--no-history"], "--model-file is unused: "),
+        (["--device", "nvml:0", "--model-version", "v2", "--no-history"], "--model-version is unused: "),
+        (["--model-version", "v2"], "--model-version is unused: "),
+        (["--device", "sim:jetson-orin-nano", "--workload", "resnet50", "--model-file", "MODEL"],
+         "--model-file is unused: "),
+    ],
+)
+def test_a_model_version_with_no_history_is_refused(small_table, capsys, tmp_path, args, message):
+    """The model version only keys the history: a tune that keeps none ignored it silently. Refused in one
+    line naming the flag and why no history is kept, before anything is opened (nvml:0 is no GPU here)."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    args = [str(model) if a == "MODEL" else a for a in args]
+    if "--device" not in args:
+        args = ["--device", f"replay:{small_table}", *args]
+    code = main(["tune", *args, "--slo-ms", "10", "--budget", "2", "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("polythrottle: error: "), err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    why = "--no-history" if "--no-history" in args else "a sim: or replay: device without --history"
+    assert f"keeps none ({why})" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-history"]])
+def test_a_missing_model_file_is_named_before_the_unused_model_version(small_table, capsys, tmp_path, extra):
+    code = main(["tune", "--device", f"replay:{small_table}", "--slo-ms", "10", "--budget", "2", "--quiet",
+                 "--model-file", str(tmp_path / "missing.pt"), *extra])
+    _, err = capsys.readouterr()
+    assert code == 2 and "missing.pt not found" in err and "unused" not in err and err.count("\n") == 1
+
+
+def test_a_model_version_with_a_history_is_recorded(small_table, capsys, tmp_path):
+    code, res, _ = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "2",
+                             "--history", str(tmp_path / "h.sqlite"), "--model-version", "v2")
+    assert code == 0 and res["model_version"] == "v2"
+
+
 def test_malformed_table_via_subprocess(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("gpu_mhz,energy_j\n1,2\n")

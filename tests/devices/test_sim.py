@@ -101,10 +101,30 @@ def test_noise_seeded_and_independent():
     assert quiet.measure().energy_j == truth.energy_j
 
 
+def test_a_missing_workload_is_named_the_way_each_face_sets_it(tmp_path, capsys):
+    """The message named the CLI flag, --workload, also for a device opened from a daemon config or the API."""
+    import polythrottle as pt
+    from polythrottle.daemon.config import ConfigError, load_config
+    from polythrottle.daemon.controller import prepare
+
+    config = tmp_path / "daemon.yaml"
+    config.write_text("device: sim:jetson-agx-orin\nslo_ms: 25\n")
+    with pytest.raises(ConfigError) as yaml_face:
+        prepare(load_config(config))
+    with pytest.raises(BadInputError) as api_face:
+        pt.open_device("sim:jetson-agx-orin")
+    assert main(["tune", "--device", "sim:jetson-agx-orin", "--slo-ms", "25", "--no-history"]) == 2
+    cli_face = capsys.readouterr().err
+    for line, named in ((str(yaml_face.value), "workload: in a daemon config"), (str(api_face.value), "workload="),
+                        (cli_face, "--workload")):
+        assert "needs a workload" in line and named in line and "bert-base" in line and line.count("\n") <= 1
+    assert str(yaml_face.value).startswith(f"{config}: sim:jetson-agx-orin needs a workload")
+
+
 def test_range_spec_and_bad_specs():
     dev = open_device("sim:jetson-agx-orin?gpu=range", DeviceOptions(workload="bert-base"))
     assert {"gpu_min_mhz", "gpu_max_mhz"} <= set(dev.space().names)
-    with pytest.raises(BadInputError, match="needs --workload"):
+    with pytest.raises(BadInputError, match="needs a workload"):
         open_device("sim:jetson-agx-orin", DeviceOptions())
     with pytest.raises(BadInputError, match="unknown workload 'yolo'"):
         open_device("sim:jetson-agx-orin", DeviceOptions(workload="yolo"))

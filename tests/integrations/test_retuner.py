@@ -24,7 +24,7 @@ OK = {"device": "sim:jetson-agx-orin", "workload": "efficientnet-b0", "slo_ms": 
     ({"device": "sim:no-such-board"}, "unknown profile 'no-such-board'"),
     ({"device": "gpu0"}, "unknown device 'gpu0'"),
     ({"workload": "no-such-model"}, "unknown workload 'no-such-model'"),
-    ({"workload": None}, "needs --workload"),
+    ({"workload": None}, "needs a workload"),
     ({"knobs": ["gpu_mhz", "fan_rpm"]}, "unknown knob 'fan_rpm'"),
 ])
 def test_a_mistake_is_refused_when_the_callback_is_made(change: dict, message: str) -> None:
