@@ -272,7 +272,8 @@ class NvmlControl(Control):
 
     def _undo(self, touched: list[str], before: Mapping[str, Value]) -> list[str]:
         """Put the knobs ``touched`` back to ``before`` (this process's earlier value) or, for a knob this
-        process had not set, to its saved original. Best effort: returns the keys not put back."""
+        process had not set, to what it was before this process first wrote it (over kept settings, the kept
+        value, not the saved original from before them). Best effort: returns the keys not put back."""
         failed: list[str] = []
         for name in reversed(touched):
             keys = list(self.hw[name].originals())
@@ -280,8 +281,7 @@ class NvmlControl(Control):
                 if name in before:
                     self._set(name, before[name])
                     continue
-                saved = self._session.saved()
-                result = self.put_back(self.checked_originals({k: saved[k] for k in keys if k in saved}))
+                result = self.put_back(self._session.started_from(keys))
             except DeviceError:
                 failed += keys
                 continue

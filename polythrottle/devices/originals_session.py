@@ -120,6 +120,10 @@ class OriginalsSession:
         """Every saved original of this device (this process's and any other's)."""
         return self.store.originals(self.device_id)
 
+    def started_from(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The values ``keys`` had before this process first wrote them (those it has not put back)."""
+        return {k: self._before[k] for k in keys if k in self._before}
+
     # ----- writing ------------------------------------------------------------------------------------
     @contextmanager
     def claimed(self) -> Iterator[None]:
