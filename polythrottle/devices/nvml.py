@@ -18,7 +18,9 @@ Originals go through the originals session (``originals_session``): recorded bef
 (NVML cannot read a lock: the original of a locked clock is "reset", i.e. unlocked), put back on
 close, on SIGTERM/Ctrl-C (the CLI closes the device) and at the next open after a crash. Settings an
 ``apply`` kept stay at the next open, as on a Jetson (a kept clock lock is not probed: its probe's
-reset would undo it); ``polythrottle restore`` puts them back. With
+reset would undo it); ``polythrottle restore`` puts them back. A lock is kept as this tool set it
+(``unreadable``, saved with the kept settings): a later run over it starts from the kept lock, so it puts
+that lock back (on close, a signal, a failed apply, after a crash), not "unlocked". With
 ``--no-clock-control`` no hardware knob is offered and the write guard refuses every write, restores
 included.
 """
@@ -39,6 +41,7 @@ from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.nvml_errors import nvml_cause, nvml_errors, nvml_list
 from polythrottle.devices.nvml_settings import (
     GPU_LOCK,
+    LOCK_KEYS,
     MEM_LOCK,
     POWER_LIMIT,
     RESET,
@@ -93,7 +96,8 @@ class NvmlControl(Control):
             self.close()
             raise
         self.device_id = f"nvml:{self.uuid}"
-        self._session = OriginalsSession(store, self.device_id, self, device_arg=f"nvml:{index}")
+        self._session = OriginalsSession(store, self.device_id, self, device_arg=f"nvml:{index}",
+                                         unreadable=NvmlControl.unreadable)
         try:
             self._restore_leftovers()
             self._discover()
@@ -203,7 +207,10 @@ class NvmlControl(Control):
 
     def _offer(self, name: str, values: list[int], key: str, original: Any, set_fn: Callable[[int], None]) -> None:
         knob = Knob(name, tuple(values), log_scale=True, latency_trend=-1 if name.endswith("_mhz") else 0)
-        self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
+        if key in (GPU_LOCK, MEM_LOCK):  # unreadable: a kept lock is known as kept, else "reset" (unlocked)
+            self.hw[name] = Setting(knob, lambda: {key: self._session.kept_values().get(key, original)}, set_fn)
+        else:
+            self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
         self._statuses.append(KnobStatus(name, True))
 
     def _discover_cpu(self) -> None:
@@ -308,6 +315,10 @@ class NvmlControl(Control):
         """Leave the applied settings on close (``apply``, ``tune --apply``), also those a later ``apply``
         sets; originals stay saved for ``restore_saved``. A failed or interrupted apply is still undone."""
         self._session.keep()
+
+    def unreadable(self) -> dict[str, int]:
+        """The clock locks this process set (key -> MHz), which NVML cannot read back: saved when kept."""
+        return {LOCK_KEYS[n]: int(v) for n, v in self._applied.items() if n in LOCK_KEYS}
 
     def restore_saved(self) -> list[str]:
         """Put back every saved original (this run's or a crashed one's); returns what was restored.
