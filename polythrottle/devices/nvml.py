@@ -18,7 +18,9 @@ Originals go through the originals session (``originals_session``): recorded bef
 (NVML cannot read a lock: the original of a locked clock is "reset", i.e. unlocked), put back on
 close, on SIGTERM/Ctrl-C (the CLI closes the device) and at the next open after a crash. Settings an
 ``apply`` kept stay at the next open, as on a Jetson (a kept clock lock is not probed: its probe's
-reset would undo it); ``polythrottle restore`` puts them back. With
+reset would undo it); ``polythrottle restore`` puts them back. A lock is kept as this tool set it
+(``unreadable``, saved with the kept settings): a later run over it starts from the kept lock, so it puts
+that lock back (on close, a signal, a failed apply, after a crash), not "unlocked". With
 ``--no-clock-control`` no hardware knob is offered and the write guard refuses every write, restores
 included.
 """
@@ -39,6 +41,7 @@ from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.nvml_errors import nvml_cause, nvml_errors, nvml_list
 from polythrottle.devices.nvml_settings import (
     GPU_LOCK,
+    LOCK_KEYS,
     MEM_LOCK,
     POWER_LIMIT,
     RESET,
@@ -93,7 +96,8 @@ class NvmlControl(Control):
             self.close()
             raise
         self.device_id = f"nvml:{self.uuid}"
-        self._session = OriginalsSession(store, self.device_id, self, device_arg=f"nvml:{index}")
+        self._session = OriginalsSession(store, self.device_id, self, device_arg=f"nvml:{index}",
+                                         unreadable=NvmlControl.unreadable)
         try:
             self._restore_leftovers()
             self._discover()
@@ -203,7 +207,10 @@ class NvmlControl(Control):
 
     def _offer(self, name: str, values: list[int], key: str, original: Any, set_fn: Callable[[int], None]) -> None:
         knob = Knob(name, tuple(values), log_scale=True, latency_trend=-1 if name.endswith("_mhz") else 0)
-        self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
+        if key in (GPU_LOCK, MEM_LOCK):  # unreadable: a kept lock is known as kept, else "reset" (unlocked)
+            self.hw[name] = Setting(knob, lambda: {key: self._session.kept_values().get(key, original)}, set_fn)
+        else:
+            self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
         self._statuses.append(KnobStatus(name, True))
 
     def _discover_cpu(self) -> None:
@@ -272,7 +279,8 @@ class NvmlControl(Control):
 
     def _undo(self, touched: list[str], before: Mapping[str, Value]) -> list[str]:
         """Put the knobs ``touched`` back to ``before`` (this process's earlier value) or, for a knob this
-        process had not set, to its saved original. Best effort: returns the keys not put back."""
+        process had not set, to what it was before this process first wrote it (over kept settings, the kept
+        value, not the saved original from before them). Best effort: returns the keys not put back."""
         failed: list[str] = []
         for name in reversed(touched):
             keys = list(self.hw[name].originals())
@@ -280,8 +288,7 @@ class NvmlControl(Control):
                 if name in before:
                     self._set(name, before[name])
                     continue
-                saved = self._session.saved()
-                result = self.put_back(self.checked_originals({k: saved[k] for k in keys if k in saved}))
+                result = self.put_back(self._session.started_from(keys))
             except DeviceError:
                 failed += keys
                 continue
@@ -308,6 +315,10 @@ class NvmlControl(Control):
         """Leave the applied settings on close (``apply``, ``tune --apply``), also those a later ``apply``
         sets; originals stay saved for ``restore_saved``. A failed or interrupted apply is still undone."""
         self._session.keep()
+
+    def unreadable(self) -> dict[str, int]:
+        """The clock locks this process set (key -> MHz), which NVML cannot read back: saved when kept."""
+        return {LOCK_KEYS[n]: int(v) for n, v in self._applied.items() if n in LOCK_KEYS}
 
     def restore_saved(self) -> list[str]:
         """Put back every saved original (this run's or a crashed one's); returns what was restored.

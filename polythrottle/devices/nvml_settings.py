@@ -1,9 +1,10 @@
 """The settings of an NVIDIA GPU and its host: the knob each is, its saved-originals keys, how a saved entry
 is checked and put back, and the host's CPU clock (cpufreq).
 
-NVML cannot read a clock lock, so the original of a locked clock is ``"reset"`` (unlocked); the original
-power limit is in mW. Host CPU clocks are cpufreq limits (board paths). A saved entry that is anything
-else is refused (SavedStateError, exit 2) before anything is written.
+NVML cannot read a clock lock, so the original of a locked clock is ``"reset"`` (unlocked), and a lock this
+tool set is known as it set it: a clock in MHz (min = max; kept by an ``apply``, what a later run puts back).
+The original power limit is in mW. Host CPU clocks are cpufreq limits (board paths). A saved entry that is
+anything else is refused (SavedStateError, exit 2) before anything is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from polythrottle.space import Knob, KnobStatus
 
 GPU_LOCK, MEM_LOCK, POWER_LIMIT = "nvml.gpu_locked_clocks", "nvml.mem_locked_clocks", "nvml.power_limit_mw"
 RESET = "reset"
+LOCK_KEYS = {"gpu_mhz": GPU_LOCK, "mem_mhz": MEM_LOCK}
+MAX_LOCK_MHZ = 100_000  # 100 GHz: far above any GPU clock; a larger saved lock is not a clock
 MAX_POWER_LIMIT_MW = 10_000_000  # 10 kW: far above any GPU; a larger saved value is not a power limit
 CPUFREQ_FILES = OwnedFiles(frozenset(), (
     re.compile(rf"{re.escape(CPU_ROOT)}/cpufreq/policy\d+/scaling_(min|max)_freq"),
@@ -71,18 +74,19 @@ def host_cpu(io: SysfsIO, most: int) -> tuple[CpufreqControl | None, Setting | N
 
 def checked_settings(io: SysfsIO, saved: Mapping[str, Any], where: Path) -> dict[str, Any]:
     """``saved`` once every entry is a setting of an NVIDIA GPU with a value of the right kind: the three
-    NVML settings, cpufreq limits of a CPU policy under ``io.root`` (``checked_files``). Else
-    SavedStateError naming the entry; nothing is written."""
+    NVML settings (a lock ``"reset"`` or a clock in MHz), cpufreq limits of a CPU policy under ``io.root``
+    (``checked_files``). Else SavedStateError naming the entry; nothing is written."""
     files = checked_files(io, CPUFREQ_FILES, {k: v for k, v in saved.items() if k.startswith("/")}, where)
     for key, value in saved.items():
         what = f"saved originals {where}: entry {brief(key, 100)}"
         if key.startswith("/"):
             continue
         if key in (GPU_LOCK, MEM_LOCK):
-            if value != RESET:
-                raise SavedStateError(f"{what} has the value {brief(value, 40)}, not {RESET!r}; refusing to restore")
+            if value != RESET and not _int_within(value, MAX_LOCK_MHZ):
+                raise SavedStateError(f"{what} has the value {brief(value, 40)}, not {RESET!r} or a clock in MHz; "
+                                      "refusing to restore")
         elif key == POWER_LIMIT:
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_POWER_LIMIT_MW:
+            if not _int_within(value, MAX_POWER_LIMIT_MW):
                 raise SavedStateError(f"{what} has the value {brief(value, 40)}, not a power limit in mW; "
                                       "refusing to restore")
         else:
@@ -90,9 +94,17 @@ def checked_settings(io: SysfsIO, saved: Mapping[str, Any], where: Path) -> dict
     return {k: files.get(k, v) for k, v in saved.items()}
 
 
+def _int_within(value: Any, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most
+
+
 def put_back_setting(guard: WriteGuard, handle: Any, key: str, value: Any) -> None:
-    """Put NVML setting ``key`` back to its saved ``value`` (through the write guard). Raises NVMLError."""
-    if key == GPU_LOCK:
+    """Put NVML setting ``key`` back to its saved ``value`` (through the write guard): a lock ``"reset"`` is
+    unlocked, a lock in MHz locked there (min = max). Raises NVMLError."""
+    if key in (GPU_LOCK, MEM_LOCK) and value != RESET:
+        name = "nvmlDeviceSetGpuLockedClocks" if key == GPU_LOCK else "nvmlDeviceSetMemoryLockedClocks"
+        guard.nvml(name, handle, int(value), int(value))
+    elif key == GPU_LOCK:
         guard.nvml("nvmlDeviceResetGpuLockedClocks", handle)
     elif key == MEM_LOCK:
         guard.nvml("nvmlDeviceResetMemoryLockedClocks", handle)

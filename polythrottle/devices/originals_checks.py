@@ -1,6 +1,7 @@
 """What a saved original may be, checked before anything is written back: the board files a control owns
-(``OwnedFiles``, ``checked_files``: plain paths under the root holding an integer) and the record a run over
-kept settings leaves (``run_over_kept``). Anything else is SavedStateError (exit 2), nothing written.
+(``OwnedFiles``, ``checked_files``: plain paths under the root holding an integer), the record a run over
+kept settings leaves (``run_over_kept``) and the kept values the hardware cannot read back (``kept_values``).
+Anything else is SavedStateError (exit 2), nothing written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,23 @@ def owner_pid(value: Any) -> int | None:
 RUN_OVER_KEPT = "run_over_kept"
 """Meta key of a session writing over kept settings: ``{"owner": the kept owner's meta, "before": key -> value
 before this run, "new": keys this run added}`` (None otherwise)."""
+
+
+KEPT_VALUES = "kept_values"
+"""Meta key of kept settings: ``{key: value}``, the values a kept apply left settings at that the hardware cannot
+read back (an NVML clock lock), for a later session to start from (absent or empty: none)."""
+
+
+def kept_values(meta: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """The saved ``kept_values`` (unchecked: the control checks every entry). SavedStateError (nothing written)
+    when it is not an object."""
+    values = meta.get(KEPT_VALUES)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise SavedStateError(f"saved originals {where}: {KEPT_VALUES!r} is malformed ({brief(values, 60)}); "
+                              "refusing to restore (nothing written): restore by hand or remove the file")
+    return dict(values)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ The rules, the same for every control (``polythrottle.devices.originals`` is the
 - a session writing over kept settings saves, with its originals, the values it started from
   (``run_over_kept``: the kept owner, the values before this run, the keys this run added): a run killed
   meanwhile is put back to the kept settings at the next claim, and they stay kept;
+- settings the hardware cannot read back (an NVML clock lock: the control reads it as its original,
+  "unlocked") are saved with kept settings as this process set them (``kept_values``, from the control's
+  ``unreadable``); a later session over them starts from those values (``kept_values()``), so it puts back
+  the kept setting, not the original from before the kept apply;
 - ``restore_saved()`` puts back every saved original (also a crashed run's) once the control has
   checked every entry (``checked_originals``: a tampered file is refused whole, nothing written).
 
@@ -38,7 +42,14 @@ from typing import Any, Protocol
 
 from polythrottle import interrupts
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore, owner_alive, process_start
-from polythrottle.devices.originals_checks import RUN_OVER_KEPT, RunOverKept, owner_pid, run_over_kept
+from polythrottle.devices.originals_checks import (
+    KEPT_VALUES,
+    RUN_OVER_KEPT,
+    RunOverKept,
+    kept_values,
+    owner_pid,
+    run_over_kept,
+)
 from polythrottle.errors import DeviceBusyError, DeviceError, clip
 
 
@@ -84,10 +95,13 @@ class Recorded:
 class OriginalsSession:
     """The originals of one device (``device_id`` in ``store``) as one process changes them. See the module
     docstring. ``device_arg``: the ``--device`` that ``polythrottle restore`` needs in messages;
-    ``meta``: facts saved with the originals (the owner's pid, start time and ``kept`` are added)."""
+    ``meta``: facts saved with the originals (the owner's pid, start time and ``kept`` are added);
+    ``unreadable(board)``: the values this process set of settings the hardware cannot read back (key ->
+    value, as the board's ``checked_originals`` takes them), saved when they are kept."""
 
     def __init__(self, store: OriginalsStore, device_id: str, board: Board, *, device_arg: str,
-                 meta: Mapping[str, Any] | None = None) -> None:
+                 meta: Mapping[str, Any] | None = None,
+                 unreadable: Callable[[Any], Mapping[str, Any]] | None = None) -> None:
         self.store = store
         self.device_id = device_id
         # weak: a control dropped by its command is forgotten, also by ``interrupts.settle`` (which then does
@@ -95,10 +109,12 @@ class OriginalsSession:
         self._board = weakref.ref(board)
         self.device_arg = device_arg
         self.meta = dict(meta or {})
+        self._unreadable = unreadable  # a function of the board, not a bound method: the board stays weak
         self.keep_mode = False
         self._before: dict[str, Any] = {}  # key -> value before this process first wrote it
         self._new: set[str] = set()  # keys this process added to the saved originals
         self._prior: dict[str, Any] | None = None  # the store's owner before this session (None: not claimed)
+        self._kept: dict[str, Any] = {}  # the kept values of unreadable settings, when claimed over kept ones
 
     # ----- facts --------------------------------------------------------------------------------------
     @property
@@ -119,6 +135,15 @@ class OriginalsSession:
     def saved(self) -> dict[str, Any]:
         """Every saved original of this device (this process's and any other's)."""
         return self.store.originals(self.device_id)
+
+    def kept_values(self) -> dict[str, Any]:
+        """Under ``claimed()`` over kept settings: the values the kept apply left settings at that the hardware
+        cannot read back (checked by the board), which this session starts from; empty otherwise."""
+        return dict(self._kept)
+
+    def started_from(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The values ``keys`` had before this process first wrote them (those it has not put back)."""
+        return {k: self._before[k] for k in keys if k in self._before}
 
     # ----- writing ------------------------------------------------------------------------------------
     @contextmanager
@@ -157,11 +182,12 @@ class OriginalsSession:
         state = self.store.load(self.device_id)
         if state is None or not state.originals:
             self._claim_in_process(check=False)
-            self._prior = {}
+            self._prior, self._kept = {}, {}
             return
         kept = state.meta.get("kept") is True
         owner = owner_pid(state.meta.get("pid"))
         if kept or owner == os.getpid():
+            self._kept = self._checked_kept(state.meta, state.originals) if kept else {}
             self._claim_in_process(check=not kept)
             self._prior = {"kept": kept, "pid": owner or 0, "started": state.meta.get("started")}
             return
@@ -169,6 +195,8 @@ class OriginalsSession:
         values = self.board.checked_originals(state.originals)  # a tampered file is refused before the warning
         run = run_over_kept(state.meta, state.originals, self.store.path(self.device_id))
         back = self.board.checked_originals(run.before) if run is not None else values
+        still_kept = {k: v for k, v in state.originals.items() if run is not None and k not in run.new}
+        kept_now = self._checked_kept(state.meta, still_kept)
         to = " to the kept settings it started from" if run is not None else ""
         print(f"polythrottle: warning: restoring {len(back)} setting(s) left by a run that did "
               f"not finish (pid {owner or 'unknown'}){to}", file=sys.stderr)
@@ -179,6 +207,14 @@ class OriginalsSession:
                 self._restore_run_locked(back, run)
         self._claim_in_process(check=False)
         self._prior = dict(run.owner) if run is not None else {}
+        self._kept = kept_now
+
+    def _checked_kept(self, meta: Mapping[str, Any], originals: Mapping[str, Any]) -> dict[str, Any]:
+        """The saved kept values of ``originals``' settings, every entry checked by the board (SavedStateError:
+        nothing written)."""
+        values = kept_values(meta, self.store.path(self.device_id))
+        checked = self.board.checked_originals(values) if values else {}
+        return {k: v for k, v in checked.items() if k in originals}
 
     def crash_leftovers(self) -> tuple[int | None, list[str]]:
         """(owner pid, keys) of saved originals a run that did not finish left (not kept, owner dead or
@@ -282,13 +318,17 @@ class OriginalsSession:
         if not self._before:
             return
         with interrupts.deferred(), self.store.lock(self.device_id):
-            if self.store.originals(self.device_id):
+            saved = self.store.originals(self.device_id)
+            if saved:
+                unreadable = {**self._kept, **(self._unreadable(self.board) if self._unreadable else {})}
                 self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
                                                              "started": process_start(os.getpid()),
-                                                             RUN_OVER_KEPT: None})
+                                                             RUN_OVER_KEPT: None,
+                                                             KEPT_VALUES: {k: v for k, v in unreadable.items()
+                                                                           if k in saved}})
             self._before.clear()
             self._new.clear()
-            self._prior = None
+            self._prior, self._kept = None, {}
             self._release_in_process()
             interrupts.kept(self.board)
 
@@ -296,7 +336,7 @@ class OriginalsSession:
         """Everything this session changed is back: ownership returns to whoever had it before."""
         if self._prior and self.store.originals(self.device_id):
             self.store.record(self.device_id, {}, meta={**self._prior, RUN_OVER_KEPT: None})
-        self._prior = None
+        self._prior, self._kept = None, {}
         self._release_in_process()
         interrupts.clean(self.board)
 
@@ -337,7 +377,7 @@ class OriginalsSession:
         self.store.forget(self.device_id, result.restored)
         self._before.clear()
         self._new.clear()
-        self._prior = None
+        self._prior, self._kept = None, {}
         self._release_in_process()
         if result.failed:
             self._before.update({k: values[k] for k in result.failed})
