@@ -1,6 +1,6 @@
 """What several subcommands share: the device and tune flags read into the declared spec (``device_spec``,
 ``tune_spec``), closing a device (``close_device``), output files (``check_output``, ``write_output``) and
-argument types and text for tables (``row_number``, ``parse_knob_list``, ``printable``)."""
+argument types and text for tables (``row_number``, ``printable``)."""
 
 from __future__ import annotations
 
@@ -98,15 +98,6 @@ def row_number(text: str) -> int:
     if not 0 <= n <= MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {MAX_ROW_ID})")
     return n
-
-
-def parse_knob_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise BadInputError("--knobs is empty")
-    return names
 
 
 def printable(text: object) -> str:

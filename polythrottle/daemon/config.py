@@ -76,7 +76,7 @@ def _resolve(text: str, base: Path) -> Path:
 
 
 def _names(v: Any) -> Any:
-    """``a,b`` or a list of non-empty names, none twice (today's wording); anything else is left to the type."""
+    """``a,b`` or a list of non-empty names, none twice (model files); anything else is left to the type."""
     items = [s.strip() for s in v.split(",")] if isinstance(v, str) else v
     if not isinstance(items, list | tuple):
         return v
@@ -105,12 +105,7 @@ class DaemonConfig(TuneSpec):
     _path: Path = PrivateAttr(default_factory=lambda: Path("daemon.yaml"))
     _carbon: CarbonIntensity = PrivateAttr(default=WORLD_AVERAGE)
 
-    # ----- today's wording, and paths relative to the file ------------------------------------------------
-    @field_validator("knobs", mode="before")
-    @classmethod
-    def _knob_names(cls, v: Any) -> Any:
-        return _names(v)
-
+    # ----- today's wording, and paths relative to the file (knobs: TuneSpec's rule, as on every face) -----
     @field_validator("baseline", mode="before")
     @classmethod
     def _baseline(cls, v: Any) -> Any:
