@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from polythrottle.errors import SHOWN_CHARS, BadInputError, MissingDependencyError, shown
+from polythrottle.workloads.base import SLO_METRICS, SloMetric
 
 MAX_SHOWN = SHOWN_CHARS
 """Characters of an offending value an error message shows at most."""
@@ -190,7 +191,14 @@ class DeviceSpec(BaseModel):
     repeats: int | None = Field(None, ge=1)
     no_clock_control: bool = False
     state_dir: Path | None = None
-    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
+    slo_metric: SloMetric | None = None
+
+    @field_validator("slo_metric", mode="before")
+    @classmethod
+    def _known_slo_metric(cls, v: Any) -> Any:
+        if v is not None and v not in SLO_METRICS:
+            raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
+        return v
 
     @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
     @classmethod

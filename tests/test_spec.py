@@ -212,3 +212,29 @@ def test_a_knob_list_error_names_the_field_on_every_face(tmp_path: Path) -> None
         load_config(path)
     with pytest.raises(BadInputError, match=r"^--knobs is empty, got ',,'$"):
         knob_list(",,", "--knobs")
+
+
+# ----- the SLO metrics: one list (``polythrottle.workloads.base.SLO_METRICS``) on every face -------------
+def test_every_face_knows_the_same_slo_metrics(tmp_path: Path) -> None:
+    import argparse
+
+    from polythrottle.cli.common import add_device_args
+    from polythrottle.daemon.config import ConfigError, parse_config
+    from polythrottle.workloads.base import SLO_METRICS
+
+    assert SLO_METRICS == ("ttft", "tpot", "batch")
+    listed = ", ".join(SLO_METRICS)
+    p = argparse.ArgumentParser()
+    add_device_args(p)
+    (flag,) = [a for a in p._actions if "--slo-metric" in a.option_strings]
+    assert tuple(flag.choices) == SLO_METRICS  # type: ignore[arg-type]
+    for metric in SLO_METRICS:
+        assert DeviceSpec.parse({"device": "nvml:0", "slo_metric": metric}, Face.API).slo_metric == metric
+    with pytest.raises(BadInputError, match=f"^slo_metric=: must be one of {listed}, got 'p99'$"):
+        TuneSpec.parse({**BASE, "slo_metric": "p99"}, Face.API)
+    with pytest.raises(ConfigError, match=f": slo_metric: must be one of {listed}, got 'p99'$"):
+        parse_config({**BASE, "slo_metric": "p99"}, tmp_path / "daemon.yaml")
+    from polythrottle.devices import DeviceOptions, open_device
+
+    with pytest.raises(BadInputError, match=f"expected one of {listed}$"):  # what bypasses the spec
+        open_device("sim:jetson-orin-nano", DeviceOptions(slo_metric="p99"))

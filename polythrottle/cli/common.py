@@ -14,6 +14,7 @@ from polythrottle.devices import Device, DeviceOptions
 from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.space import parse_assignments
 from polythrottle.spec import DEVICE_FIELDS, DeviceSpec, Face, TuneSpec
+from polythrottle.workloads.base import SLO_METRICS
 
 
 def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
@@ -35,7 +36,7 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                        help="live workloads: seconds per metered window (default 2)")
         p.add_argument("--repeats", type=int, default=None,
                        help="live workloads: metered windows per measurement (default 3)")
-        p.add_argument("--slo-metric", choices=("ttft", "tpot", "batch"), default=None,
+        p.add_argument("--slo-metric", choices=SLO_METRICS, default=None,
                        help="live workloads: the latency the SLO bounds: time to first token, time per output "
                             "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
 

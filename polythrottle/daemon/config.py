@@ -43,7 +43,6 @@ DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
 MAX_SOCKET_PATH_BYTES = 107
 """Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
-SLO_METRICS = ("ttft", "tpot", "batch")
 
 
 class ConfigError(BadInputError):
@@ -114,13 +113,6 @@ class DaemonConfig(TuneSpec):
         for k, x in v.items():
             if not isinstance(x, str | int | float) or isinstance(x, bool):
                 raise _Worded(f"value of {brief(k, 60)} must be a number or a name, got {brief(x, 60)}")
-        return v
-
-    @field_validator("slo_metric", mode="before")
-    @classmethod
-    def _slo_metric(cls, v: Any) -> Any:
-        if v is not None and v not in SLO_METRICS:
-            raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
         return v
 
     @field_validator("socket_group")
