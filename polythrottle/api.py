@@ -14,14 +14,14 @@ Errors are the typed ``polythrottle.errors`` exceptions (``BadInputError`` for b
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from polythrottle import paths
+from polythrottle.carbon import CarbonIntensity, tune_extra
 from polythrottle.carbon import resolve as resolve_carbon
-from polythrottle.carbon import tune_extra
 from polythrottle.devices import open_device as _open_device
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
@@ -119,10 +119,57 @@ def _store(history: HistoryArg, state_dir: str | os.PathLike[str] | None) -> tup
         sd = None if state_dir is None else Path(state_dir)
         target = paths.default_history(sd) if history is True else history
         return open_history(target, spool_dir=paths.state_dir(sd)), True
-    if not is_history(history):
-        raise BadInputError(f"history=: must be a history store, a path or URL, True or None, "
-                            f"got {type(history).__name__}")
+    check_history_arg(history)
     return history, False
+
+
+def check_history_arg(history: object, name: str = "history=:", *, optional: bool = True) -> None:
+    """The form of a ``history`` argument, opening and creating nothing: True (the default database), a path
+    or URL (its form: ``parse_target``), a history store, or with ``optional`` None/False (no history).
+    Raises BadInputError (HistoryError for a malformed path or URL) naming the argument ``name``."""
+    if history is True or (optional and (history is None or history is False)) or is_history(history):
+        return
+    if isinstance(history, (str, os.PathLike)):
+        from polythrottle.history.target import parse_target
+
+        parse_target(history)
+        return
+    accepted = "a history store, a path or URL, True or None" if optional else "a history store, a path or URL, or True"
+    raise BadInputError(f"{name} must be {accepted}, got {type(history).__name__}")
+
+
+def tune_spec(device: Device | str, slo_ms: float, *, budget: int = 20, optimizer: str = "cbo",
+              warm_start: bool = True, baseline: Mapping[str, Value | str] | None = None,
+              **optional: object) -> tuple[TuneSpec, CarbonIntensity]:
+    """``tune``'s pre-flight, part one, before anything is opened: every argument of the declared spec
+    checked and named as the keyword (``optional``: workload, knobs, seed, model_version, slo_metric,
+    carbon_country, carbon_intensity_g_per_kwh; None: not given), and the grid's carbon intensity (a bad
+    country fails here). Also ``CheckpointRetuner``'s check when it is made. Raises BadInputError."""
+    if not isinstance(device, (str, Device)):
+        raise BadInputError(f"device=: must be a device spec (text) or an open Device, got {type(device).__name__}")
+    spec = TuneSpec.parse({
+        "device": device if isinstance(device, str) else device.identity().device, "slo_ms": slo_ms,
+        "budget": budget, "optimizer": optimizer, "warm_start": warm_start, "baseline": baseline or {},
+        **_given(**optional),
+    }, Face.API)
+    return spec, resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
+
+
+def check_hooks(on_record: object, state_dir: object, named: Callable[[str], str] = "{}=:".format) -> None:
+    """``tune``'s pre-flight, part two: ``on_record`` a function (or None), ``state_dir`` a path (or None).
+    ``named``: how an error names the argument (``on_record=:``; the retuner's ``tune_kwargs: on_record``)."""
+    if on_record is not None and not callable(on_record):
+        raise BadInputError(f"{named('on_record')} must be a function of one TuneRecord, got {brief(on_record, 40)}")
+    if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):
+        raise BadInputError(f"{named('state_dir')} must be a path, got {brief(state_dir, 40)}")
+
+
+def check_on_device(dev: Device, spec: TuneSpec) -> list[str] | None:
+    """``tune``'s pre-flight against the opened device: the spec's knobs, baseline, SLO, budget and seed
+    (``check_tune``). Returns the knobs to tune (None: all)."""
+    knobs = list(spec.knobs) if spec.knobs else None
+    check_tune(dev, spec.slo_ms, spec.budget, knobs=knobs, baseline=spec.baseline, seed=spec.seed)
+    return knobs
 
 
 def tune(
@@ -162,22 +209,14 @@ def tune(
     if given, else ``carbon_country``'s (ISO3) from the packaged dataset, else the world average) and
     ``co2_g_per_inference`` of the baseline and the pick. Raises BadInputError, DeviceError, HistoryError.
     """
-    if not isinstance(device, (str, Device)):
-        raise BadInputError(f"device=: must be a device spec (text) or an open Device, got {type(device).__name__}")
-    spec = TuneSpec.parse({  # every argument checked, named as the keyword, before anything happens
-        "device": device if isinstance(device, str) else device.identity().device, "slo_ms": slo_ms,
-        "budget": budget, "optimizer": optimizer, "warm_start": warm_start, "baseline": baseline or {},
-        **_given(workload=workload, knobs=knobs, seed=seed, model_version=model_version, slo_metric=slo_metric,
-                 carbon_country=carbon_country, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh),
-    }, Face.API)
-    carbon = resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)  # a bad country fails first
+    spec, carbon = tune_spec(device, slo_ms, budget=budget, optimizer=optimizer, warm_start=warm_start,
+                             baseline=baseline, workload=workload, knobs=knobs, seed=seed,
+                             model_version=model_version, slo_metric=slo_metric, carbon_country=carbon_country,
+                             carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
     version = model_version_of(spec.model_version, model_files, model)  # a missing model file is named first
     refuse_unkept_model_version({"model_version": spec.model_version, "model_files": model_files, "model": model},
                                 Face.API, f"history={history}" if history is None or history is False else None)
-    if on_record is not None and not callable(on_record):
-        raise BadInputError(f"on_record=: must be a function of one TuneRecord, got {brief(on_record, 40)}")
-    if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):
-        raise BadInputError(f"state_dir=: must be a path, got {brief(state_dir, 40)}")
+    check_hooks(on_record, state_dir)
     if not isinstance(device, str):
         if device.closed:
             raise BadInputError(f"device=: {device.name} is closed; open it again")
@@ -193,9 +232,8 @@ def tune(
     dev = open_device(device, workload=workload, slo_metric=slo_metric) if isinstance(device, str) else device
     store, close_store = None, False
     try:
-        knob_list = list(spec.knobs) if spec.knobs else None
         # knobs and baseline checked against the device before the history is opened (which creates it)
-        check_tune(dev, spec.slo_ms, spec.budget, knobs=knob_list, baseline=spec.baseline, seed=spec.seed)
+        knob_list = check_on_device(dev, spec)
         store, close_store = _store(history, state_dir)
         result = run_tune(dev, spec.slo_ms, spec.budget, store=store, model_version=version,
                           warm_start=spec.warm_start, optimizer=spec.optimizer, knobs=knob_list,

@@ -1,6 +1,6 @@
 """Neutral checks of arguments for callers that build objects directly rather than through
-``polythrottle.spec.TuneSpec`` (which names the flag, YAML path or keyword): seeds, knob lists, numbers.
-Each raises ``BadInputError`` with one line naming the argument."""
+``polythrottle.spec.TuneSpec`` (which names the flag, YAML path or keyword): seeds, numbers (a knob list:
+``polythrottle.spec.knob_list``). Each raises ``BadInputError`` with one line naming the argument."""
 
 from __future__ import annotations
 
@@ -25,18 +25,3 @@ def check_seed(seed: Any) -> None:
     """BadInputError unless ``seed`` is None or an integer in [0, 2**32 - 1] (what every RNG accepts)."""
     if seed is not None and (not is_int(seed) or not 0 <= seed <= MAX_SEED):
         raise BadInputError(f"seed must be an integer from 0 to {MAX_SEED}, got {brief(seed, 40)}")
-
-
-def knob_names(knobs: Any) -> list[str] | None:
-    """``knobs`` as a list of names: a list/tuple of names, or one string ``"a,b"``; None for all.
-    Raises BadInputError for anything else (a number, an empty string, a name that is not a string)."""
-    if knobs is None:
-        return None
-    if isinstance(knobs, str):
-        names = [n.strip() for n in knobs.split(",") if n.strip()]
-        if not names:
-            raise BadInputError(f"knobs is empty: {brief(knobs, 40)}")
-        return names
-    if not isinstance(knobs, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in knobs):
-        raise BadInputError(f"knobs must be a list of knob names or one string 'a,b', got {brief(knobs, 60)}")
-    return [n.strip() for n in knobs] or None

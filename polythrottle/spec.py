@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from polythrottle.errors import SHOWN_CHARS, BadInputError, MissingDependencyError, shown
+from polythrottle.workloads.base import SLO_METRICS, SloMetric
 
 MAX_SHOWN = SHOWN_CHARS
 """Characters of an offending value an error message shows at most."""
@@ -144,6 +145,38 @@ def _finite(x: float, what: str) -> float:
     return x
 
 
+def parse_knob_list(v: Any) -> tuple[str, ...] | None:
+    """The knob-list rule of every face (``--knobs``, the daemon's ``knobs:``, ``knobs=``, ``Tuner``): None
+    (all knobs), one string ``"a,b"`` (never read letter by letter; blanks between commas skipped), or a
+    non-empty list/tuple of names; names stripped, none twice. Raises ValueError with the problem only
+    (``is empty``, ``must be knob names``, ``lists a knob twice: a, a``): the caller names the field."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        names: list[Any] = [s for s in (p.strip() for p in v.split(",")) if s]
+        if not names:
+            raise ValueError("is empty")
+    elif isinstance(v, list | tuple):
+        names = [n.strip() if isinstance(n, str) else n for n in v]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError("must be knob names")
+    else:
+        raise ValueError("must be a list of knob names or one string 'a,b'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"lists a knob twice: {', '.join(names)}")
+    return tuple(names)
+
+
+def knob_list(v: Any, name: str = "knobs") -> list[str] | None:
+    """``parse_knob_list`` for callers outside a spec (``profile --knobs``, ``Tuner``): the names as a list
+    (None: all knobs), or BadInputError ``NAME PROBLEM, got VALUE``."""
+    try:
+        names = parse_knob_list(v)
+    except ValueError as e:
+        raise BadInputError(f"{name} {e}, got {shown(v)}") from None
+    return None if names is None else list(names)
+
+
 class DeviceSpec(BaseModel):
     """How to open a device: which one, what it measures and how (``profile``, ``apply``, ``restore``)."""
 
@@ -158,7 +191,14 @@ class DeviceSpec(BaseModel):
     repeats: int | None = Field(None, ge=1)
     no_clock_control: bool = False
     state_dir: Path | None = None
-    slo_metric: Literal["batch", "ttft", "tpot"] | None = None
+    slo_metric: SloMetric | None = None
+
+    @field_validator("slo_metric", mode="before")
+    @classmethod
+    def _known_slo_metric(cls, v: Any) -> Any:
+        if v is not None and v not in SLO_METRICS:
+            raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
+        return v
 
     @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
     @classmethod
@@ -226,19 +266,7 @@ class TuneSpec(DeviceSpec):
     @field_validator("knobs", mode="before")
     @classmethod
     def _knob_list(cls, v: Any) -> Any:
-        """``"a,b"`` (one string) or a list of names: never a string read letter by letter."""
-        if isinstance(v, str):
-            v = [s for s in (p.strip() for p in v.split(",")) if s]
-            if not v:
-                raise ValueError("is empty")
-        if isinstance(v, list | tuple):
-            names = [str(n).strip() if isinstance(n, str) else n for n in v]
-            if not names or not all(isinstance(n, str) and n for n in names):
-                raise ValueError("must be knob names")
-            if len(set(names)) != len(names):
-                raise ValueError(f"lists a knob twice: {', '.join(names)}")
-            return tuple(names)
-        return v
+        return parse_knob_list(v)
 
     @field_validator("optimizer")
     @classmethod
@@ -288,5 +316,5 @@ def refuse_unkept_model_version(given: Mapping[str, object], face: Face, unkept:
                         f"keeps none ({unkept})")
 
 
-__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "refuse_unkept_model_version", "shown",
-           "spec_error"]
+__all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "knob_list", "parse_knob_list",
+           "refuse_unkept_model_version", "shown", "spec_error"]

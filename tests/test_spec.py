@@ -151,3 +151,90 @@ def test_cli_names_the_flags_when_model_version_and_model_file_are_both_given(tm
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "polythrottle: error: give --model-version or --model-file, not both"], r.stderr
     assert not (tmp_path / "h.sqlite").exists()
+
+
+# ----- the knob list: one rule (``polythrottle.spec.parse_knob_list``) on every face ----------------------
+def _knobs_on_every_face(tmp_path: Path, given: object) -> dict[str, object]:
+    """What each face makes of ``knobs`` = ``given``: the names, or ``"refused"`` (a one-line BadInputError)."""
+    import json
+
+    import polythrottle as pt
+    from polythrottle.daemon.config import parse_config
+    from polythrottle.spec import knob_list
+    from polythrottle.tuning.tuner import Tuner
+
+    def outcome(f):  # f: () -> names
+        try:
+            names = f()
+        except BadInputError as e:
+            assert "\n" not in str(e)
+            return "refused"
+        return list(names) if names is not None else None
+
+    dev = pt.open_device("sim:jetson-orin-nano", workload="efficientnet-b0")
+    raw = {"device": "sim:jetson-orin-nano", "workload": "efficientnet-b0", "slo_ms": 25, "knobs": given}
+    return {
+        "api": outcome(lambda: TuneSpec.parse({**BASE, "knobs": given}, Face.API).knobs),
+        "daemon": outcome(lambda: parse_config(json.loads(json.dumps(raw)), tmp_path / "daemon.yaml").knobs),
+        "tuner": outcome(lambda: Tuner(dev, 50.0, 3, optimizer="random", knobs=given).tuned_knobs),  # type: ignore[arg-type]
+        "profile": outcome(lambda: knob_list(given, "--knobs")),
+    }
+
+
+@pytest.mark.parametrize("given, names", [
+    ("gpu_mhz", ["gpu_mhz"]), (" gpu_mhz , batch_size ", ["gpu_mhz", "batch_size"]),
+    # the daemon read a blank between commas as an error, every other face skipped it
+    ("gpu_mhz,,batch_size", ["gpu_mhz", "batch_size"]), ("gpu_mhz,", ["gpu_mhz"]),
+    ([" gpu_mhz", "batch_size"], ["gpu_mhz", "batch_size"]),
+])
+def test_a_knob_list_reads_the_same_on_every_face(tmp_path: Path, given: object, names: list[str]) -> None:
+    assert _knobs_on_every_face(tmp_path, given) == dict.fromkeys(("api", "daemon", "tuner", "profile"), names)
+
+
+@pytest.mark.parametrize("given", [
+    "", " , ,", [], ["gpu_mhz", ""], ["gpu_mhz", 1], 5, "gpu_mhz,gpu_mhz", ["gpu_mhz", " gpu_mhz"],
+])  # [] was "all knobs" to ``Tuner`` and refused by every other face
+def test_a_bad_knob_list_is_refused_on_every_face(tmp_path: Path, given: object) -> None:
+    assert _knobs_on_every_face(tmp_path, given) == dict.fromkeys(("api", "daemon", "tuner", "profile"), "refused")
+
+
+def test_a_knob_list_error_names_the_field_on_every_face(tmp_path: Path) -> None:
+    from polythrottle.daemon.config import ConfigError, load_config
+    from polythrottle.spec import knob_list
+
+    with pytest.raises(BadInputError, match=r"^knobs=: lists a knob twice: a, a"):
+        TuneSpec.parse({**BASE, "knobs": "a,a"}, Face.API)
+    with pytest.raises(BadInputError, match=r"^--knobs: lists a knob twice: a, a"):
+        TuneSpec.parse({**BASE, "knobs": "a,a"}, Face.CLI)
+    path = tmp_path / "daemon.yaml"
+    path.write_text("device: sim:jetson-orin-nano\nworkload: efficientnet-b0\nslo_ms: 25\nknobs: [a, a]\n")
+    with pytest.raises(ConfigError, match=r": knobs: lists a knob twice: a, a"):
+        load_config(path)
+    with pytest.raises(BadInputError, match=r"^--knobs is empty, got ',,'$"):
+        knob_list(",,", "--knobs")
+
+
+# ----- the SLO metrics: one list (``polythrottle.workloads.base.SLO_METRICS``) on every face -------------
+def test_every_face_knows_the_same_slo_metrics(tmp_path: Path) -> None:
+    import argparse
+
+    from polythrottle.cli.common import add_device_args
+    from polythrottle.daemon.config import ConfigError, parse_config
+    from polythrottle.workloads.base import SLO_METRICS
+
+    assert SLO_METRICS == ("ttft", "tpot", "batch")
+    listed = ", ".join(SLO_METRICS)
+    p = argparse.ArgumentParser()
+    add_device_args(p)
+    (flag,) = [a for a in p._actions if "--slo-metric" in a.option_strings]
+    assert tuple(flag.choices) == SLO_METRICS  # type: ignore[arg-type]
+    for metric in SLO_METRICS:
+        assert DeviceSpec.parse({"device": "nvml:0", "slo_metric": metric}, Face.API).slo_metric == metric
+    with pytest.raises(BadInputError, match=f"^slo_metric=: must be one of {listed}, got 'p99'$"):
+        TuneSpec.parse({**BASE, "slo_metric": "p99"}, Face.API)
+    with pytest.raises(ConfigError, match=f": slo_metric: must be one of {listed}, got 'p99'$"):
+        parse_config({**BASE, "slo_metric": "p99"}, tmp_path / "daemon.yaml")
+    from polythrottle.devices import DeviceOptions, open_device
+
+    with pytest.raises(BadInputError, match=f"expected one of {listed}$"):  # what bypasses the spec
+        open_device("sim:jetson-orin-nano", DeviceOptions(slo_metric="p99"))

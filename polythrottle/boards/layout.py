@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from polythrottle.boards.profiles import list_profiles, load_profile, match_model
-from polythrottle.boards.schema import ClockSpec, DeviceProfile
+from polythrottle.boards.schema import ClockSpec, DeviceProfile, PowerSpec
 from polythrottle.clocks.emc import EmcProtocol
 from polythrottle.clocks.sysfs import SysfsIO
+from polythrottle.energy.ina3221 import RailPlace
 from polythrottle.errors import DeviceError, DeviceNotFoundError
 
 MODEL_PATH = "/proc/device-tree/model"
@@ -30,7 +31,8 @@ class JetsonLayout:
     """Paths and units of one board. Steps are MHz; the kernel's own lists win where it has them.
 
     gpu_dirs: devfreq directory candidates; emc: protocol candidates (the first whose files exist);
-    board_rails: INA3221 rail labels summed for board power.
+    board_rails: INA3221 rail labels summed for board power; rail_places: where the profile puts each rail
+    (one per rail and interface, in the profile's order).
     """
 
     profile: str
@@ -44,6 +46,17 @@ class JetsonLayout:
     cpu_root: str = CPU_ROOT
     cpu_steps_mhz: tuple[float, ...] = ()
     board_rails: tuple[str, ...] = ()
+    rail_places: tuple[RailPlace, ...] = ()
+
+
+def _rail_places(power: PowerSpec) -> tuple[RailPlace, ...]:
+    """Every rail of ``power`` on every interface: the sensor glob (its I2C address filled in) and the
+    channel's files (its number in the interface's own numbering)."""
+    return tuple(
+        RailPlace(rail.name, iface.sensor_glob(rail), iface.file("label", rail), iface.file("voltage_mv", rail),
+                  iface.file("current_ma", rail), iface.file("power_mw", rail) if "power_mw" in iface.files else None)
+        for rail in power.rails for iface in power.interfaces
+    )
 
 
 def _emc_protocols(ctl: ClockSpec) -> tuple[EmcProtocol, ...]:
@@ -88,6 +101,7 @@ def layout_from_profile(profile: DeviceProfile) -> JetsonLayout:
         cpu_root=cpu_root,
         cpu_steps_mhz=profile.steps("cpu_mhz") if cpu is not None else (),
         board_rails=tuple(profile.power.board_power),
+        rail_places=_rail_places(profile.power),
     )
 
 

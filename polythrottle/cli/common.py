@@ -1,6 +1,6 @@
 """What several subcommands share: the device and tune flags read into the declared spec (``device_spec``,
 ``tune_spec``), closing a device (``close_device``), output files (``check_output``, ``write_output``) and
-argument types and text for tables (``row_number``, ``parse_knob_list``, ``printable``)."""
+argument types and text for tables (``row_number``, ``printable``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from polythrottle.devices import Device, DeviceOptions
 from polythrottle.errors import BadInputError, PolyThrottleError
 from polythrottle.space import parse_assignments
 from polythrottle.spec import DEVICE_FIELDS, DeviceSpec, Face, TuneSpec
+from polythrottle.workloads.base import SLO_METRICS
 
 
 def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> None:
@@ -35,7 +36,7 @@ def add_device_args(p: argparse.ArgumentParser, *, measuring: bool = True) -> No
                        help="live workloads: seconds per metered window (default 2)")
         p.add_argument("--repeats", type=int, default=None,
                        help="live workloads: metered windows per measurement (default 3)")
-        p.add_argument("--slo-metric", choices=("ttft", "tpot", "batch"), default=None,
+        p.add_argument("--slo-metric", choices=SLO_METRICS, default=None,
                        help="live workloads: the latency the SLO bounds: time to first token, time per output "
                             "token (llm: workloads; their default: tpot) or per batch (the default otherwise)")
 
@@ -98,15 +99,6 @@ def row_number(text: str) -> int:
     if not 0 <= n <= MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {MAX_ROW_ID})")
     return n
-
-
-def parse_knob_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise BadInputError("--knobs is empty")
-    return names
 
 
 def printable(text: object) -> str:

@@ -18,10 +18,11 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from polythrottle.cli.common import add_device_args, check_output, close_device, device_options, parse_knob_list
+from polythrottle.cli.common import add_device_args, check_output, close_device, device_options
 from polythrottle.devices import open_device
 from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
+from polythrottle.spec import knob_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +71,7 @@ class _Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    knobs = parse_knob_list(args.knobs)
+    knobs = knob_list(args.knobs, "--knobs")  # names stripped, none twice
     if args.sample is not None and args.sample < 1:
         raise BadInputError(f"--sample must be at least 1, got {args.sample}")
     check_output(args.out)
@@ -80,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
         full = device.space()
         base = full.normalize(device.default_config())
         names = list(knobs) if knobs else full.names
-        if len(set(names)) != len(names):
-            raise BadInputError(f"--knobs lists a knob twice: {','.join(names)}")
         sub = full.restrict(names, base)
         order = np.arange(len(sub))
         if args.sample is not None and args.sample < len(sub):

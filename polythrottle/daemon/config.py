@@ -43,7 +43,6 @@ DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
 MAX_SOCKET_PATH_BYTES = 107
 """Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
-SLO_METRICS = ("ttft", "tpot", "batch")
 
 
 class ConfigError(BadInputError):
@@ -76,7 +75,7 @@ def _resolve(text: str, base: Path) -> Path:
 
 
 def _names(v: Any) -> Any:
-    """``a,b`` or a list of non-empty names, none twice (today's wording); anything else is left to the type."""
+    """``a,b`` or a list of non-empty names, none twice (model files); anything else is left to the type."""
     items = [s.strip() for s in v.split(",")] if isinstance(v, str) else v
     if not isinstance(items, list | tuple):
         return v
@@ -105,12 +104,7 @@ class DaemonConfig(TuneSpec):
     _path: Path = PrivateAttr(default_factory=lambda: Path("daemon.yaml"))
     _carbon: CarbonIntensity = PrivateAttr(default=WORLD_AVERAGE)
 
-    # ----- today's wording, and paths relative to the file ------------------------------------------------
-    @field_validator("knobs", mode="before")
-    @classmethod
-    def _knob_names(cls, v: Any) -> Any:
-        return _names(v)
-
+    # ----- today's wording, and paths relative to the file (knobs: TuneSpec's rule, as on every face) -----
     @field_validator("baseline", mode="before")
     @classmethod
     def _baseline(cls, v: Any) -> Any:
@@ -119,13 +113,6 @@ class DaemonConfig(TuneSpec):
         for k, x in v.items():
             if not isinstance(x, str | int | float) or isinstance(x, bool):
                 raise _Worded(f"value of {brief(k, 60)} must be a number or a name, got {brief(x, 60)}")
-        return v
-
-    @field_validator("slo_metric", mode="before")
-    @classmethod
-    def _slo_metric(cls, v: Any) -> Any:
-        if v is not None and v not in SLO_METRICS:
-            raise ValueError(f"must be one of {', '.join(SLO_METRICS)}")
         return v
 
     @field_validator("socket_group")

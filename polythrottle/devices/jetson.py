@@ -378,7 +378,7 @@ def live_measurer(control: JetsonControl, options: DeviceOptions) -> LiveMeasure
     """``options.workload`` on this board: the harness, board energy (INA3221, else jtop), and the clocks
     the board really ran at in every measurement (``observed_*``)."""
     spec = load_spec(options.workload or "")
-    meter, energy = jetson_meter(control.io, control.layout.board_rails or None)
+    meter, energy = jetson_meter(control.io, control.layout.board_rails or None, control.layout.rail_places)
     try:
         workload = open_workload(spec, default_torch_device(), options.slo_metric)
     except BaseException:
@@ -398,7 +398,7 @@ def open_device(arg: str, options: DeviceOptions) -> Device:
     measurer = live_measurer(control, options) if options.workload else None
     rails = layout.board_rails or None
     return Device(identity, name=f"jetson:{layout.profile}", control=control, measurer=measurer,
-                  meters=lambda: jetson_meter_statuses(io, rails))
+                  meters=lambda: jetson_meter_statuses(io, rails, layout.rail_places))
 
 
 def probe(options: DeviceOptions) -> DeviceInfo:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, UnsupportedError, brief
+from polythrottle.workloads.base import SLO_METRICS
 
 SCHEMES: dict[str, str] = {
     "replay": "polythrottle.devices.replay",
@@ -53,7 +54,8 @@ class DeviceOptions:
     slo_metric: str | None = None
 
 
-LIVE_ONLY_METRICS = ("ttft", "tpot")
+LIVE_ONLY_METRICS = tuple(m for m in SLO_METRICS if m != "batch")
+"""What only a live workload times (a simulated or replayed device measures batches)."""
 
 
 MAX_NOISE = 10.0
@@ -111,8 +113,8 @@ def open_device(spec: str, options: DeviceOptions | None = None) -> Device:
     check_options(options)
     scheme, arg = checked_spec(spec)
     metric = getattr(options, "slo_metric", None)
-    if metric is not None and metric not in ("batch", *LIVE_ONLY_METRICS):
-        raise BadInputError(f"slo_metric {metric!r}: expected one of batch, {', '.join(LIVE_ONLY_METRICS)}")
+    if metric is not None and metric not in SLO_METRICS:
+        raise BadInputError(f"slo_metric {metric!r}: expected one of {', '.join(SLO_METRICS)}")
     if metric in LIVE_ONLY_METRICS and scheme in SIMULATED_SCHEMES:
         raise BadInputError(f"slo_metric {metric} applies to live workloads (nvml, jetson), not to {scheme} devices")
     try:

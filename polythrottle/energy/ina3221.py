@@ -8,6 +8,11 @@ The monitors sit under ``/sys/bus/i2c/devices/*/`` (read relative to ``POLYTHROT
 - JetPack 4 (iio): ``.../iio:deviceN/rail_name_K``, ``in_powerK_input`` (mW), else
   ``in_voltageK_input`` (mV) x ``in_currentK_input`` (mA).
 
+Where a rail is: the board profile's ``power`` section says it (``RailPlace``: the sensor directory's glob
+for the rail's I2C address, and the channel's label, voltage, current and power files); a rail is taken
+from there when the label file there names it. A rail the profile does not place, or that is not where the
+profile says, is looked for by its label under ``/sys/bus/i2c/devices`` (``find_rails``).
+
 ``INA3221Meter`` sums the rails that make up board power (the board profile says which) and
 integrates them with ``PowerSampler``: period 20 ms by default (10-50 ms are sensible; the sensor
 itself averages over its conversion time). Overhead: each sample reads two small sysfs files per
@@ -44,6 +49,36 @@ class Rail:
         if self.power_path:
             return io.read_int(self.power_path) / 1000.0
         return io.read_int(self.volt_path) * io.read_int(self.curr_path) / 1e6  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RailPlace:
+    """Where a board profile says rail ``name`` is on one interface (hwmon or iio): ``glob`` matches the
+    sensor's directory (board path); ``label``/``volt``/``curr``/``power`` are its channel's files there
+    (label, mV, mA, mW; ``power`` None where the interface has none)."""
+
+    name: str
+    glob: str
+    label: str
+    volt: str
+    curr: str
+    power: str | None = None
+
+
+def placed_rail(io: SysfsIO, name: str, places: Sequence[RailPlace]) -> Rail | None:
+    """Rail ``name`` where ``places`` put it (the first place whose label file names it and whose
+    value files exist; ``power`` wins over volt x curr), or None."""
+    for place in (p for p in places if p.name == name):
+        for d in io.glob(place.glob):
+            label = f"{d}/{place.label}"
+            if not io.is_file(label) or io.read(label) != name:
+                continue
+            if place.power and io.is_file(f"{d}/{place.power}"):
+                return Rail(name, power_path=f"{d}/{place.power}")
+            volt, curr = f"{d}/{place.volt}", f"{d}/{place.curr}"
+            if io.is_file(volt) and io.is_file(curr):
+                return Rail(name, volt_path=volt, curr_path=curr)
+    return None
 
 
 def _skip_label(label: str) -> bool:
@@ -102,21 +137,26 @@ def find_rails(io: SysfsIO, search: str = I2C_DEVICES) -> dict[str, Rail]:
     return rails
 
 
-def board_rails(io: SysfsIO, wanted: Sequence[str] | None = None, search: str = I2C_DEVICES) -> list[Rail]:
+def board_rails(io: SysfsIO, wanted: Sequence[str] | None = None, search: str = I2C_DEVICES,
+                places: Sequence[RailPlace] = ()) -> list[Rail]:
     """The rails summed for board power: ``wanted`` (all must exist), else VDD_IN/POM_5V_IN, else all.
+    A wanted rail is taken where ``places`` (the board profile) put it, else found by label.
 
     Raises UnsupportedError naming what is missing ("no INA3221 found", "rail X not found").
     """
+    placed = {name: rail for name in (wanted or ()) if (rail := placed_rail(io, name, places)) is not None}
+    if wanted and len(placed) == len(wanted):
+        return [placed[r] for r in wanted]
     found = find_rails(io, search)
-    if not found:
+    if not found and not placed:
         raise UnsupportedError(f"no INA3221 found under {search}")
     if wanted:
-        missing = [r for r in wanted if r not in found]
+        missing = [r for r in wanted if r not in placed and r not in found]
         if missing:
             raise UnsupportedError(
-                f"INA3221 rail(s) {', '.join(missing)} not found; found: {', '.join(sorted(found))}"
+                f"INA3221 rail(s) {', '.join(missing)} not found; found: {', '.join(sorted({*found, *placed}))}"
             )
-        return [found[r] for r in wanted]
+        return [placed.get(r) or found[r] for r in wanted]
     for total in ("VDD_IN", "POM_5V_IN"):
         if total in found:
             return [found[total]]
@@ -124,7 +164,8 @@ def board_rails(io: SysfsIO, wanted: Sequence[str] | None = None, search: str = 
 
 
 class INA3221Meter(SampledPowerMeter):
-    """Board energy: the sum of ``rails`` (names; default: see ``board_rails``) sampled every ``period_s``.
+    """Board energy: the sum of ``rails`` (names; default: see ``board_rails``) sampled every ``period_s``;
+    ``places``: where the board profile puts them.
 
     Raises UnsupportedError if no INA3221 or a named rail is absent. See the module docstring for
     period, overhead and failed reads.
@@ -137,11 +178,12 @@ class INA3221Meter(SampledPowerMeter):
         rails: Sequence[str] | None = None,
         *,
         io: SysfsIO | None = None,
+        places: Sequence[RailPlace] = (),
         period_s: float = 0.02,
         clock: Clock = time.monotonic,
     ) -> None:
         self.io = io or open_io()
-        self.rails = board_rails(self.io, rails)
+        self.rails = board_rails(self.io, rails, places=places)
         super().__init__(self.read_w, period_s, clock)
 
     def read_w(self) -> float:

@@ -69,11 +69,13 @@ class CheckpointRetuner:
             socket_path(self.socket_path)  # a path (the daemon itself is reached at the checkpoint)
 
     def _check_retune_arguments(self) -> None:
-        """The re-tune's arguments as ``tune`` checks them (device spec, SLO, budget, knobs, tune_kwargs)."""
+        """The re-tune's arguments as ``tune`` checks them, through ``tune``'s own pre-flight (the spec, the
+        carbon intensity, on_record/state_dir, the history's form; knobs and baseline on a device that has
+        no hardware), so that a typo fails now and not at the first checkpoint."""
         import inspect
 
-        from polythrottle.api import tune
-        from polythrottle.spec import Face, TuneSpec
+        from polythrottle.api import check_history_arg, check_hooks, check_on_device, open_device, tune, tune_spec
+        from polythrottle.devices.registry import SIMULATED_SCHEMES, checked_spec
 
         if not isinstance(self.tune_kwargs, Mapping):
             raise BadInputError(f"tune_kwargs must be a mapping of tune() arguments, got {brief(self.tune_kwargs, 40)}")
@@ -87,37 +89,18 @@ class CheckpointRetuner:
         if self.history is None or self.history is False:
             raise BadInputError("history: re-tuning needs a history (the warm start reads the previous version's)")
         kw = dict(self.tune_kwargs)
-        given = {"device": self.device, "slo_ms": self.slo_ms, "budget": self.budget, "workload": self.workload,
-                 "knobs": self.knobs, **{k: kw.get(k) for k in ("seed", "optimizer", "slo_metric", "carbon_country",
-                                                                "carbon_intensity_g_per_kwh", "baseline")}}
-        spec = TuneSpec.parse({k: list(v) if k == "knobs" and isinstance(v, tuple) else v for k, v in given.items()
-                               if v is not None}, Face.API)
-        # what tune() checks past the spec, so that a typo fails now and not at the first checkpoint
-        from polythrottle.carbon import resolve as resolve_carbon
-        from polythrottle.devices.registry import SIMULATED_SCHEMES, checked_spec
-        from polythrottle.history.protocol import is_history
-
-        resolve_carbon(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
-        if kw.get("on_record") is not None and not callable(kw["on_record"]):
-            raise BadInputError(f"tune_kwargs: on_record must be a function of one TuneRecord, "
-                                f"got {brief(kw['on_record'], 40)}")
-        if kw.get("state_dir") is not None and not isinstance(kw["state_dir"], (str, os.PathLike)):
-            raise BadInputError(f"tune_kwargs: state_dir must be a path, got {brief(kw['state_dir'], 40)}")
-        if isinstance(self.history, (str, os.PathLike)):
-            from polythrottle.history.target import parse_target
-
-            parse_target(self.history)  # the URL's form; the database itself is opened at the checkpoint
-        elif self.history is not True and not is_history(self.history):
-            raise BadInputError(f"history: must be a history store, a path or URL, or True, "
-                                f"got {brief(self.history, 40)}")
+        hooks = {k: kw.pop(k, None) for k in ("on_record", "state_dir")}
+        if not isinstance(self.device, str):  # a spec, opened and closed by each re-tune
+            raise BadInputError(f"device=: must be text, got {brief(self.device, 40)}")
+        assert self.slo_ms is not None
+        spec, _ = tune_spec(self.device, self.slo_ms, budget=self.budget, workload=self.workload, knobs=self.knobs,
+                            **kw)  # type: ignore[arg-type]
+        check_hooks(hooks["on_record"], hooks["state_dir"], "tune_kwargs: {}".format)
+        check_history_arg(self.history, "history:", optional=False)  # the database is opened at the checkpoint
         scheme, _ = checked_spec(spec.device)
         if scheme in SIMULATED_SCHEMES:  # no hardware: opened and closed to check the workload, knobs, baseline
-            from polythrottle.api import open_device
-            from polythrottle.tuning.session import check_tune
-
             with open_device(spec.device, workload=spec.workload, slo_metric=spec.slo_metric) as dev:
-                check_tune(dev, spec.slo_ms, spec.budget, knobs=list(spec.knobs) if spec.knobs else None,
-                           baseline=spec.baseline, seed=spec.seed)
+                check_on_device(dev, spec)
 
     def checkpoint_saved(self, *, path: str | os.PathLike[str] | None = None, model: Any = None,
                          state_dict: Mapping[str, Any] | None = None, model_version: str | None = None) -> None:

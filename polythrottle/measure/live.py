@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.energy.base import EnergyMeter
@@ -25,6 +25,9 @@ from polythrottle.errors import DeviceError, PermissionDeniedError, UnsupportedE
 from polythrottle.measure.harness import HarnessSettings, measure
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Config, Knob, KnobStatus, SearchSpace, Value
+
+if TYPE_CHECKING:
+    from polythrottle.energy.ina3221 import RailPlace
 
 
 class LiveWorkload(Protocol):
@@ -180,14 +183,16 @@ def observed(current: Mapping[str, float]) -> dict[str, float]:
     return {f"observed_{k}": v for k, v in current.items()}
 
 
-def jetson_meter(io: SysfsIO, rails: Sequence[str] | None) -> tuple[EnergyMeter, str]:
-    """Board energy of a Jetson: INA3221 (``rails``: the profile's board rails), else jtop. Returns the
-    meter and its description. Raises UnsupportedError naming why neither works."""
+def jetson_meter(io: SysfsIO, rails: Sequence[str] | None,
+                 places: Sequence[RailPlace] = ()) -> tuple[EnergyMeter, str]:
+    """Board energy of a Jetson: INA3221 (``rails``: the profile's board rails, taken where ``places``, the
+    profile's power section, puts them), else jtop. Returns the meter and its description. Raises
+    UnsupportedError naming why neither works."""
     from polythrottle.energy.ina3221 import INA3221Meter
 
     meter: Any
     try:
-        meter = INA3221Meter(rails, io=io)
+        meter = INA3221Meter(rails, io=io, places=places)
     except UnsupportedError as ina:
         try:
             from polythrottle.energy.jtop import JtopMeter
@@ -198,14 +203,15 @@ def jetson_meter(io: SysfsIO, rails: Sequence[str] | None) -> tuple[EnergyMeter,
     return meter, f"{meter.name} every {meter.sampler.period_s * 1000:g} ms"
 
 
-def jetson_meter_statuses(io: SysfsIO, rails: Sequence[str] | None) -> list[KnobStatus]:
+def jetson_meter_statuses(io: SysfsIO, rails: Sequence[str] | None,
+                          places: Sequence[RailPlace] = ()) -> list[KnobStatus]:
     """Which energy sources a Jetson offers here, and why not (for ``polythrottle devices``)."""
     from polythrottle.energy.ina3221 import board_rails
     from polythrottle.energy.jtop import jtop_status
 
     out = []
     try:
-        found = board_rails(io, rails)
+        found = board_rails(io, rails, places=places)
         out.append(KnobStatus("ina3221", True, "board power = " + " + ".join(r.name for r in found)))
     except (UnsupportedError, DeviceError) as e:
         out.append(KnobStatus("ina3221", False, "not root" if isinstance(e, PermissionDeniedError) else str(e)))

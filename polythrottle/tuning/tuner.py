@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from polythrottle.checks import check_seed, is_int, is_real, knob_names
+from polythrottle.checks import check_seed, is_int, is_real
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
 from polythrottle.measure.measurement import Measurement
 from polythrottle.optim import Observation, Optimizer, make_optimizer
 from polythrottle.space import Config, SearchSpace, Value
+from polythrottle.spec import knob_list
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Tuner:
         if not is_int(budget) or budget < 2:
             raise BadInputError(f"budget must be an integer >= 2 (baseline + one try), got {brief(budget, 40)}")
         check_seed(seed)
-        knobs = knob_names(knobs)
+        knobs = knob_list(knobs)  # names stripped, none twice; BadInputError otherwise
         if baseline is not None and not isinstance(baseline, Mapping):
             raise BadInputError(f"baseline must be a mapping of knob: value, got {brief(baseline, 60)}")
         if isinstance(optimizer, str):
@@ -186,8 +187,6 @@ class Tuner:
             default[name] = self.full_space.knob(name).parse(value)
         self.baseline_config = self.full_space.normalize(default)
         tuned = list(knobs) if knobs else self.full_space.names
-        if len(set(tuned)) != len(tuned):
-            raise BadInputError(f"knobs lists a knob twice: {','.join(tuned)}")
         self.space = self.full_space.restrict(tuned, self.baseline_config)
         self.tuned_knobs = tuned
         if isinstance(optimizer, str):

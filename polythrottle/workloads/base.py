@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 if TYPE_CHECKING:
     from polythrottle.space import Knob, KnobStatus, Value
@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 from polythrottle.errors import BadInputError
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
-SLO_METRICS: tuple[str, ...] = ("batch", "ttft", "tpot")
+SloMetric = Literal["ttft", "tpot", "batch"]
+SLO_METRICS: tuple[str, ...] = get_args(SloMetric)
 """Latencies an SLO can bound: ``batch`` (one batch, launch to completion; every workload), ``ttft``
-(time to first token) and ``tpot`` (time per output token after the first; ``llm:`` workloads)."""
+(time to first token) and ``tpot`` (time per output token after the first; ``llm:`` workloads). The one
+list: the spec's ``slo_metric`` field, ``--slo-metric``, the daemon's ``slo_metric:``, ``open_device`` and
+the runner all read it."""
 
 
 @dataclass

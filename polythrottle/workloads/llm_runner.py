@@ -31,6 +31,13 @@ class LlmSource(Protocol):
     def model_for(self, precision: str) -> Any: ...
 
 
+RUNTIME_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, OSError, MemoryError)
+"""What generation raises when the device or the runtime fails: torch and CUDA (out of memory, a failed
+launch), torch.compile (dynamo's and inductor's errors are RuntimeErrors), a driver or file (OSError), host
+memory. These become DeviceError; anything else (TypeError, AttributeError, ...) is a programming error
+and surfaces as itself."""
+
+
 def is_oom(e: BaseException) -> bool:
     """True when ``e`` is a CUDA (or other) out-of-memory error."""
     import torch
@@ -98,7 +105,8 @@ class LlmRunner:
     A batch is one ``generate`` call; ``batch_latencies_s`` holds its ttft, tpot and itl (seconds).
 
     Raises BadInputError for a value the workload does not offer and DeviceError when generation
-    fails (out of memory, a compile that fails)."""
+    fails on the device or runtime (``RUNTIME_FAILURES``: out of memory, a compile that fails); any other
+    exception is a programming error and is raised as itself."""
 
     item_name = "token"
 
@@ -133,13 +141,11 @@ class LlmRunner:
             if self.kv_cache == "static_graphs" and _cudagraph_skips() > skips:
                 raise DeviceError(f"{self.describe()}: torch.compile skipped the CUDA graphs (its "
                                   "'skipping cudagraphs' warning says why)")
-        except DeviceError:
-            self.close()
+        except BaseException as e:
+            self.close()  # whatever failed: the prompt batch and the model reference are dropped
+            if isinstance(e, RUNTIME_FAILURES):
+                raise DeviceError(f"{self.describe()}: {'out of memory' if is_oom(e) else first_line(e)}") from None
             raise
-        except Exception as e:  # noqa: BLE001 - torch, dynamo and transformers fail in many ways
-            self.close()
-            what = "out of memory" if is_oom(e) else first_line(e)
-            raise DeviceError(f"{self.describe()}: {what}") from None
 
     def describe(self) -> str:
         return f"{self.name} batch {self.batch_size} {self.precision} kv_cache={self.kv_cache}"
@@ -158,7 +164,7 @@ class LlmRunner:
         t0 = time.perf_counter()
         try:
             generate(self.model, self.ids, self.new_tokens, self.kv_cache, timer)
-        except Exception as e:  # noqa: BLE001
+        except RUNTIME_FAILURES as e:
             raise DeviceError(f"{self.describe()}: {'out of memory' if is_oom(e) else first_line(e)}") from None
         times = timer.times[1:] if len(timer.times) == self.new_tokens + 1 else timer.times
         if len(times) != self.new_tokens:
@@ -181,4 +187,4 @@ class LlmRunner:
                 delattr(self, attr)
 
 
-__all__ = ["LlmRunner", "generate"]
+__all__ = ["RUNTIME_FAILURES", "LlmRunner", "generate"]

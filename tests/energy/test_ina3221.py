@@ -5,7 +5,7 @@ import time
 import pytest
 
 from polythrottle.clocks.sysfs import SysfsIO
-from polythrottle.energy.ina3221 import INA3221Meter, board_rails, find_rails
+from polythrottle.energy.ina3221 import INA3221Meter, RailPlace, board_rails, find_rails, placed_rail
 from polythrottle.energy.sampling import PowerSampler
 from polythrottle.errors import DeviceError, UnsupportedError
 from tests import fake_jetson as fj
@@ -36,6 +36,73 @@ def test_missing_sensor_and_rail_are_clear(tmp_path):
     fj.build(tmp_path / "nx", "xavier-nx")
     with pytest.raises(UnsupportedError, match="VDD_NOPE not found; found: .*VDD_IN"):
         board_rails(SysfsIO(tmp_path / "nx"), ["VDD_IN", "VDD_NOPE"])
+
+
+# ----- where the board profile's power section puts the rails -------------------------------------------
+def _places(profile: str):
+    from polythrottle.boards.layout import profile_layout
+
+    layout = profile_layout(profile)
+    return layout.board_rails, layout.rail_places
+
+
+@pytest.mark.parametrize("board", sorted(fj.BOARDS))
+def test_every_board_rail_is_where_its_profile_puts_it(tmp_path, board):
+    b = fj.build(tmp_path, board)
+    io = SysfsIO(tmp_path)
+    rails, places = _places(b.profile)
+    placed = [placed_rail(io, name, places) for name in rails]
+    assert all(r is not None for r in placed), (board, rails)
+    driver = "ina3221" if b.power == "hwmon" else "ina3221x"
+    for r in placed:
+        assert (r.power_path or r.volt_path).startswith(f"/sys/bus/i2c/drivers/{driver}/")  # the profile's glob
+    by_label = find_rails(io)
+    assert [r.read_w(io) for r in placed] == [by_label[n].read_w(io) for n in rails]
+
+
+def test_the_profile_address_wins_over_another_ina3221_with_the_same_label(tmp_path):
+    """A second monitor (a carrier board's, at 0x45 on another bus) labels a channel VDD_IN too: the search
+    by label took whichever it listed last; the profile names the module's sensor (0x40)."""
+    fj.build(tmp_path, "xavier-nx")
+    decoy = tmp_path / "sys/devices/9-0045"
+    (decoy / "hwmon/hwmon9").mkdir(parents=True)
+    (decoy / "name").write_text("ina3221\n")
+    for name, text in {"name": "ina3221", "in1_label": "VDD_IN", "in1_input": "19000", "curr1_input": "5000"}.items():
+        (decoy / "hwmon/hwmon9" / name).write_text(text + "\n")
+    (tmp_path / "sys/bus/i2c/devices/9-0045").symlink_to("../../../devices/9-0045")
+    io = SysfsIO(tmp_path)
+    assert board_rails(io, ["VDD_IN"])[0].read_w(io) == pytest.approx(95.0)  # the decoy
+    rails, places = _places("jetson-xavier-nx")
+    (rail,) = board_rails(io, rails, places=places)
+    assert rail.volt_path == "/sys/bus/i2c/drivers/ina3221/7-0040/hwmon/hwmon1/in1_input"
+    assert rail.read_w(io) == pytest.approx(1.0)  # 5000 mV x 200 mA on the module's channel 1
+    meter = INA3221Meter(rails, io=io, places=places)
+    assert meter.rails == [rail]
+    meter.close()
+
+
+def test_a_rail_not_where_the_profile_says_is_found_by_label(tmp_path):
+    fj.build(tmp_path, "xavier-nx")
+    io = SysfsIO(tmp_path)
+    wrong = [RailPlace("VDD_IN", "/sys/bus/i2c/drivers/ina3221/*-0040/hwmon/hwmon*", "in2_label", "in2_input",
+                       "curr2_input"),  # channel 2 is VDD_CPU_GPU_CV: its label says so, it is not read as VDD_IN
+             RailPlace("VDD_IN", "/sys/bus/i2c/drivers/ina3999/*-0040/hwmon/hwmon*", "in1_label", "in1_input",
+                       "curr1_input")]  # no such driver here
+    assert placed_rail(io, "VDD_IN", wrong) is None
+    (rail,) = board_rails(io, ["VDD_IN"], places=wrong)
+    assert rail == find_rails(io)["VDD_IN"] and rail.read_w(io) == pytest.approx(1.0)
+    with pytest.raises(UnsupportedError, match="VDD_NOPE not found"):
+        board_rails(io, ["VDD_IN", "VDD_NOPE"], places=_places("jetson-xavier-nx")[1])
+
+
+def test_the_layout_numbers_channels_as_each_interface_does():
+    _, places = _places("jetson-agx-xavier")
+    cv = [p for p in places if p.name == "CV"]  # 0x41, channel 1
+    assert cv == [
+        RailPlace("CV", "/sys/bus/i2c/drivers/ina3221x/*-0041/iio:device*", "rail_name_0", "in_voltage0_input",
+                  "in_current0_input", "in_power0_input"),
+        RailPlace("CV", "/sys/bus/i2c/drivers/ina3221/*-0041/hwmon/hwmon*", "in1_label", "in1_input", "curr1_input"),
+    ]
 
 
 # ----- integration against an analytic integral (rails driven by fj.RailWriter) ----------------------

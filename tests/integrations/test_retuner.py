@@ -26,6 +26,9 @@ OK = {"device": "sim:jetson-agx-orin", "workload": "efficientnet-b0", "slo_ms": 
     ({"workload": "no-such-model"}, "unknown workload 'no-such-model'"),
     ({"workload": None}, "needs a workload"),
     ({"knobs": ["gpu_mhz", "fan_rpm"]}, "unknown knob 'fan_rpm'"),
+    # the retuner's own copy of tune's checks let these through, to fail at the first checkpoint
+    ({"tune_kwargs": {"optimizer": None}}, "optimizer=: must be text"),
+    ({"tune_kwargs": {"baseline": ["gpu_mhz"]}}, "baseline=: must be a mapping"),
 ])
 def test_a_mistake_is_refused_when_the_callback_is_made(change: dict, message: str) -> None:
     with pytest.raises(BadInputError, match=message):
@@ -56,3 +59,25 @@ def test_an_unexpected_error_after_a_checkpoint_is_recorded_and_training_goes_on
                                raise_errors=True)
     with pytest.raises(RuntimeError):
         strict.checkpoint_saved(model_version="v2")
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"seed": -1}, {"optimizer": None}, {"optimizer": "cbx"}, {"slo_metric": "p99"}, {"carbon_country": "XXX"},
+    {"carbon_intensity_g_per_kwh": -1}, {"on_record": 3}, {"state_dir": 5}, {"baseline": {"gpu_mhz": 1}},
+    {"baseline": ["gpu_mhz"]}, {"seed": 0, "optimizer": "random"},
+])
+def test_the_retuner_refuses_what_tune_refuses(tmp_path, kwargs: dict) -> None:
+    """One pre-flight (``polythrottle.api.tune_spec``, ``check_hooks``, ``check_on_device``) for both."""
+    import polythrottle as pt
+
+    def refused(f) -> str | None:  # f: () -> anything
+        try:
+            f()
+        except BadInputError as e:
+            return type(e).__name__
+        return None
+
+    told = refused(lambda: pt.tune(OK["device"], OK["slo_ms"], budget=3, workload=OK["workload"], history=None,
+                                   **kwargs))
+    made = refused(lambda: CheckpointRetuner(**{**OK, "history": tmp_path / "h.sqlite"}, tune_kwargs=kwargs))
+    assert told == made and (told is None) == (kwargs == {"seed": 0, "optimizer": "random"})
