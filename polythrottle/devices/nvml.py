@@ -10,19 +10,16 @@ driver's reason, and tuning goes on over the rest):
 - ``cpu_mhz``: host CPU clock through cpufreq (``polythrottle.clocks.CpufreqControl``: min = max on
   every online policy, at most ``MAX_CPU_STEPS`` of the listed frequencies), where the kernel lists
   frequencies and the files are writable (root).
-Whether a knob works is probed once at open with a write that changes nothing (locking the full
-supported range, then resetting; setting the current power limit). Setting clocks needs root. NVML
-errors become typed exceptions in one decorator (``nvml_errors``).
+Whether a knob works is probed once at open with a write that changes nothing (locking the full range, then
+resetting; setting the current power limit). Needs root. NVML errors become typed exceptions (``nvml_errors``).
 
 Originals go through the originals session (``originals_session``): recorded before the first write
 (NVML cannot read a lock: the original of a locked clock is "reset", i.e. unlocked), put back on
 close, on SIGTERM/Ctrl-C (the CLI closes the device) and at the next open after a crash. Settings an
 ``apply`` kept stay at the next open, as on a Jetson (a kept clock lock is not probed: its probe's
-reset would undo it); ``polythrottle restore`` puts them back. A lock is kept as this tool set it
-(``unreadable``, saved with the kept settings): a later run over it starts from the kept lock, so it puts
-that lock back (on close, a signal, a failed apply, after a crash), not "unlocked". With
-``--no-clock-control`` no hardware knob is offered and the write guard refuses every write, restores
-included.
+reset would undo it); ``polythrottle restore`` puts them back. A kept lock (``unreadable``, saved with the
+kept settings) is what a later run starts from and puts back (close, signal, failed apply, crash). With
+``--no-clock-control`` no hardware knob is offered and the write guard refuses every write, restores included.
 """
 
 from __future__ import annotations
@@ -207,10 +204,9 @@ class NvmlControl(Control):
 
     def _offer(self, name: str, values: list[int], key: str, original: Any, set_fn: Callable[[int], None]) -> None:
         knob = Knob(name, tuple(values), log_scale=True, latency_trend=-1 if name.endswith("_mhz") else 0)
-        if key in (GPU_LOCK, MEM_LOCK):  # unreadable: a kept lock is known as kept, else "reset" (unlocked)
-            self.hw[name] = Setting(knob, lambda: {key: self._session.kept_values().get(key, original)}, set_fn)
-        else:
-            self.hw[name] = Setting(knob, lambda: {key: original}, set_fn)
+        lock = key in (GPU_LOCK, MEM_LOCK)  # unreadable: a kept lock is known as kept, else "reset" (unlocked)
+        self.hw[name] = Setting(knob, lambda: {key: self._session.kept_values().get(key, original) if lock else original},
+                                set_fn)
         self._statuses.append(KnobStatus(name, True))
 
     def _discover_cpu(self) -> None:
@@ -304,16 +300,15 @@ class NvmlControl(Control):
     # ----- Control: originals -------------------------------------------------------------------------
     def restore(self) -> None:
         """Put back every hardware setting this process changed (unless kept). Signals deferred until done."""
-        if not self._session.holds_changes:
-            return
-        try:
-            self._session.restore()
-        finally:
-            self._applied.clear()
+        if self._session.holds_changes:
+            try:
+                self._session.restore()
+            finally:
+                self._applied.clear()
 
     def keep(self) -> None:
-        """Leave the applied settings on close (``apply``, ``tune --apply``), also those a later ``apply``
-        sets; originals stay saved for ``restore_saved``. A failed or interrupted apply is still undone."""
+        """Leave the applied settings on close (``apply``, ``tune --apply``) and a later ``apply``'s; originals
+        stay saved for ``restore_saved``. A failed or interrupted apply is still undone."""
         self._session.keep()
 
     def unreadable(self) -> dict[str, int]:
