@@ -186,8 +186,9 @@ class Knob:
         return ", ".join(vals)
 
     def encode(self) -> np.ndarray:
-        """Values mapped to [0, 1] (log axis for log-scale numerics; categoricals in ``speed_rank``
-        order, else in index order, evenly spaced)."""
+        """Values mapped to [0, 1] (log axis for log-scale numerics; categoricals by ``speed_rank``, the
+        distinct ranks evenly spaced and values of one rank at one place (``encode_ties`` tells them apart),
+        else in index order, evenly spaced)."""
         n = len(self.values)
         if n == 1:
             return np.zeros(1)
@@ -196,11 +197,29 @@ class Knob:
             if self.log_scale:
                 x = np.log(x)
             return (x - x.min()) / (x.max() - x.min())
-        pos = np.empty(n)
         rank = self.speed_rank
-        order = sorted(range(n), key=lambda i: (rank[i], i)) if rank else range(n)
-        pos[list(order)] = np.arange(n, dtype=float) / (n - 1)
-        return pos
+        if not rank:
+            return np.arange(n, dtype=float) / (n - 1)
+        distinct = sorted(set(rank))
+        if len(distinct) == 1:
+            return np.zeros(n)
+        return np.array([distinct.index(r) for r in rank], dtype=float) / (len(distinct) - 1)
+
+    def encode_ties(self) -> np.ndarray | None:
+        """A second coordinate in [0, 1] for a categorical knob whose ``speed_rank`` gives several values
+        one rank (fp16 and bf16): the values of each such rank evenly spaced over [0, 1], every other
+        value at 0.5. None when no rank is shared. Without it, values of one rank would sit on the rank
+        axis in an arbitrary order, one "between" the other and the next rank: a model interpolating on
+        that axis would predict fp16 from tf32 and bf16, and never try it."""
+        rank = self.speed_rank
+        if self.numeric or not rank or len(set(rank)) == len(rank):
+            return None
+        col = np.full(len(rank), 0.5)
+        for r in set(rank):
+            members = [i for i, x in enumerate(rank) if x == r]
+            if len(members) > 1:
+                col[members] = np.arange(len(members), dtype=float) / (len(members) - 1)
+        return col
 
 
 @dataclass(frozen=True)
@@ -302,9 +321,12 @@ class SearchSpace:
         """``config`` with every value replaced by the knob's own value (validated)."""
         return self.config(self.index_of(config))
 
-    def encoded(self) -> np.ndarray:
-        """``(N, d)`` float matrix in [0, 1]: every valid point, per-knob encoding (see ``Knob.encode``)."""
+    def encoded(self, ties: bool = False) -> np.ndarray:
+        """``(N, d)`` float matrix in [0, 1]: every valid point, per-knob encoding (see ``Knob.encode``);
+        with ``ties``, one more column per knob whose speed rank holds several values (``Knob.encode_ties``)."""
         cols = [k.encode()[self.rows[:, j]] for j, k in enumerate(self.knobs)]
+        if ties:
+            cols += [t[self.rows[:, j]] for j, k in enumerate(self.knobs) if (t := k.encode_ties()) is not None]
         return np.stack(cols, axis=1) if cols else np.zeros((len(self), 0))
 
     # ----- derived spaces -----------------------------------------------------------------------

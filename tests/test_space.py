@@ -18,7 +18,13 @@ def test_categorical_keeps_order_and_rejects_mixed():
     k = Knob("precision", ("fp32", "fp16", "bf16"))
     assert k.values == ("fp32", "fp16", "bf16")
     assert not k.numeric
-    assert list(k.encode()) == [0.0, 0.5, 1.0]
+    # fp16 and bf16 share a speed rank: one place on the rank axis, apart on the second coordinate
+    assert list(k.encode()) == [0.0, 1.0, 1.0]
+    assert list(k.encode_ties()) == [0.5, 0.0, 1.0]
+    assert Knob("precision", ("fp32", "tf32", "fp16")).encode_ties() is None
+    assert list(Knob("precision", ("fp32", "tf32", "fp16")).encode()) == [0.0, 0.5, 1.0]
+    space = SearchSpace.product([Knob("batch_size", (1, 2)), k])
+    assert space.encoded().shape == (6, 2) and space.encoded(ties=True).shape == (6, 3)
     with pytest.raises(BadInputError):
         Knob("x", (1, "a"))
     with pytest.raises(BadInputError):

@@ -7,7 +7,9 @@ worth re-measuring), ``estimates`` (what is known of measured and unmeasured con
 
 Model: one GP per outcome, on log(objective) and log(constraint / threshold), both standardised,
 inputs in [0, 1] (clocks and batch sizes on a log axis, categorical values in their known speed order,
-see ``Knob.encode``).
+see ``Knob.encode``; values that share a speed rank, such as fp16 and bf16, at one place on that axis and
+apart on one more, ``Knob.encode_ties``: the GP learns how far they differ instead of reading one as lying
+between the other and the next rank).
 
 Knob semantics (``Knob.latency_trend``, ``latency_exponent``, ``speed_rank``) give a partial order of
 the candidates by speed: a config with lower clocks, a larger batch or a slower precision than a
@@ -82,7 +84,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
     ) -> None:
         super().__init__(space, threshold, seed)
         self.settings = settings or CBOSettings()
-        self.X_all = torch.as_tensor(space.encoded(), dtype=DTYPE)
+        self.X_all = torch.as_tensor(space.encoded(ties=True), dtype=DTYPE)
         self._model: SingleTaskGP | None = None
         self._model_n = -1
         self._hyper: dict[str, torch.Tensor] | None = None

@@ -51,7 +51,7 @@ class OptunaOptimizer(Optimizer):
                 self.distributions[k.name] = IntDistribution(0, len(k) - 1)
             else:
                 self.distributions[k.name] = CategoricalDistribution(list(k.values))
-        self._encoded = space.encoded()
+        self._encoded = space.encoded(ties=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
             self.study = optuna.create_study(direction="minimize", sampler=self.make_sampler(seed))
@@ -76,7 +76,9 @@ class OptunaOptimizer(Optimizer):
         left = self.unmeasured()
         if len(left) == 0:
             left = np.arange(len(self.space))
-        target = np.asarray([k.encode()[int(j)] for k, j in zip(self.space.knobs, row)])
+        pairs = list(zip(self.space.knobs, row))
+        target = np.asarray([k.encode()[int(j)] for k, j in pairs]
+                            + [t[int(j)] for k, j in pairs if (t := k.encode_ties()) is not None])
         d = ((self._encoded[left] - target) ** 2).sum(axis=1)
         return int(left[int(np.argmin(d))])
 
