@@ -75,6 +75,9 @@ GPU_TABLES = tuple((f, n, s, H100_BASELINE) for f, n, s in H100_TABLES) + (
     ("h200_resnet50_table.csv", "h200-resnet50", (1.5, 4.0, 10.0), H100_BASELINE),
     # ViT-B/16, measured after cbo's design was settled (a held-out table): 64 configs, bf16 graphs 0.68-13.6 ms
     ("h200_vit_b16_table.csv", "h200-vit-b16", (1.5, 4.0, 10.0), H100_BASELINE),
+    # EfficientNet-B0, measured live on 2026-12-01 after cbo's design was settled (held out; it showed fp16 ~10%
+    # cheaper than bf16, which cbo never tried: see README "How the optimizer works"): 64 configs
+    ("h200_effb0_20261201_table.csv", "h200-effb0", (1.5, 4.0, 10.0), H100_BASELINE),
     # llama-200m generation, SLO on time per output token (p99): 24 configs, static_graphs 2.2-7.9 ms, others 10-27 ms
     ("h200_llm_runtimes_llm_table.csv", "h200-llm", (3.0, 4.0, 10.0), LLM_BASELINE),
 )
