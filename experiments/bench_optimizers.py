@@ -78,6 +78,8 @@ GPU_TABLES = tuple((f, n, s, H100_BASELINE) for f, n, s in H100_TABLES) + (
     # EfficientNet-B0, measured live on 2026-12-01 after cbo's design was settled (held out; it showed fp16 ~10%
     # cheaper than bf16, which cbo never tried: see README "How the optimizer works"): 64 configs
     ("h200_effb0_20261201_table.csv", "h200-effb0", (1.5, 4.0, 10.0), H100_BASELINE),
+    # MobileNetV3-Large, measured live on 2026-12-01 (held out, after the change above): 64 configs
+    ("h200_mnv3_20261201_table.csv", "h200-mnv3", (1.5, 4.0, 10.0), H100_BASELINE),
     # llama-200m generation, SLO on time per output token (p99): 24 configs, static_graphs 2.2-7.9 ms, others 10-27 ms
     ("h200_llm_runtimes_llm_table.csv", "h200-llm", (3.0, 4.0, 10.0), LLM_BASELINE),
 )
