@@ -24,7 +24,14 @@ import numpy as np
 
 from polythrottle.clocks.base import Write
 from polythrottle.devices.originals import OriginalsLocation
-from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, PolyThrottleError, UnsupportedError
+from polythrottle.errors import (
+    BadInputError,
+    DeviceError,
+    PermissionDeniedError,
+    PolyThrottleError,
+    UnsupportedError,
+    every_face,
+)
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import MAX_POINTS, Config, Knob, KnobStatus, SearchSpace, Value
@@ -287,8 +294,9 @@ class Device:
     def measure(self) -> Measurement:
         """Measure inference under the currently applied config."""
         if self.measurer is None:
-            raise BadInputError(f"the {self._identity.kind} device measures a workload: pass --workload "
-                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
+            raise BadInputError(f"the {self._identity.kind} device measures a workload: give one "
+                                f"({every_face('workload')}), e.g. torchvision:resnet50, builtin:mlp, "
+                                "mymodule:make_workload")
         return self.measurer.measure()
 
     def restore(self) -> None:
