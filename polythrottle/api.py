@@ -28,7 +28,7 @@ from polythrottle.errors import BadInputError, brief
 from polythrottle.fingerprint import fingerprint_files, fingerprint_state_dict
 from polythrottle.history.protocol import is_history
 from polythrottle.space import Config, Value
-from polythrottle.spec import DeviceSpec, Face, TuneSpec, refuse_unkept_model_version
+from polythrottle.spec import DeviceSpec, Face, TuneSpec, refuse_two_model_versions, refuse_unkept_model_version
 from polythrottle.tuning.session import check_tune, run_tune
 from polythrottle.tuning.tuner import OnRecord, TuneResult
 
@@ -95,9 +95,7 @@ def model_version_of(model_version: str | None = None, model_files: Sequence[str
                      model: object | None = None) -> str | None:
     """The model version: ``model_version`` as given, else a fingerprint of ``model_files``, else of the
     ``model``'s weights (a PyTorch module or state_dict); None if none is given."""
-    given = [x is not None and x != [] for x in (model_version, model_files, model)]
-    if sum(given) > 1:
-        raise BadInputError("give one of model_version, model_files and model")
+    refuse_two_model_versions({"model_version": model_version, "model_files": model_files, "model": model}, Face.API)
     if model_version is not None:
         if not str(model_version).strip():
             raise BadInputError("model_version is empty")

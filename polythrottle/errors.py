@@ -83,6 +83,12 @@ def brief(value: object, limit: int = 80) -> str:
     return clip(text, limit)
 
 
+def every_face(name: str) -> str:
+    """How each face sets the option ``name``, for a message of a layer any face reaches (a device, a loader):
+    ``--workload, workload: in a daemon config, or workload= in Python``."""
+    return f"--{name.replace('_', '-')}, {name}: in a daemon config, or {name}= in Python"
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): what a library said,
     without the stack of context lines some of them add."""

@@ -321,6 +321,22 @@ class SearchSpace:
         """``config`` with every value replaced by the knob's own value (validated)."""
         return self.config(self.index_of(config))
 
+    def normalize_part(self, config: Mapping[str, Value | str]) -> Config:
+        """``config``, any subset of the knobs, with every value replaced by the knob's own value, once some
+        valid config agrees with it. Raises on unknown knob, bad value, a combination no valid config has."""
+        if not isinstance(config, Mapping):
+            raise BadInputError(f"a config is a mapping of knob: value, got {brief(config, 60)}")
+        mask = np.ones(len(self), dtype=bool)
+        out: Config = {}
+        for name, value in config.items():
+            k = self.knob(name)
+            out[name] = k.values[k.index(value)]
+            mask &= self.rows[:, self.names.index(name)] == k.index(value)
+        if not mask.any():
+            shown = clip(", ".join(f"{n}={config[n]}" for n in config), 300)
+            raise InvalidValueError(f"config {shown} is not a valid combination on this device")
+        return {n: out[n] for n in self.names if n in out}
+
     def encoded(self, ties: bool = False) -> np.ndarray:
         """``(N, d)`` float matrix in [0, 1]: every valid point, per-knob encoding (see ``Knob.encode``);
         with ``ties``, one more column per knob whose speed rank holds several values (``Knob.encode_ties``)."""

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from polythrottle.errors import SHOWN_CHARS, BadInputError, MissingDependencyError, shown
 from polythrottle.workloads.base import SLO_METRICS, SloMetric
@@ -56,11 +55,6 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     """The first problem of ``e`` as one line naming the field in ``face``'s terms."""
     err = e.errors()[0]
     loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]
-    if err.get("type") == NOT_BOTH:  # a rule across fields, naming them as the face does
-        first, second = ((field_name(str(f), face) if face is Face.CLI else str(f))
-                         for f in (err["ctx"]["first"], err["ctx"]["second"]))
-        msg = f"give {first} or {second}, not both"
-        return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
     if not loc:  # a rule across fields
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         return BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
@@ -75,14 +69,6 @@ def spec_error(e: ValidationError, face: Face, source: str = "") -> BadInputErro
     value = err.get("input")
     got = "" if value is None or isinstance(value, Mapping) else f", got {shown(value)}"
     return BadInputError(f"{field_name(name, face, source)}: {msg}{got}")
-
-
-NOT_BOTH = "not_both"
-"""The error type of two fields given together that exclude each other (context: ``first``, ``second``)."""
-
-
-def _not_both(first: str, second: str) -> PydanticCustomError:
-    return PydanticCustomError(NOT_BOTH, "give {first} or {second}, not both", {"first": first, "second": second})
 
 
 def _ctx_text(value: Any) -> str:
@@ -219,7 +205,7 @@ class DeviceSpec(BaseModel):
     def parse(cls, data: Mapping[str, Any], face: Face = Face.API, source: str = "") -> Any:
         """Validate ``data``; raises BadInputError naming the field in ``face``'s terms."""
         try:
-            return cls.model_validate(dict(data))
+            return cls.model_validate(dict(data), context={"face": face, "source": source})
         except ValidationError as e:
             raise spec_error(e, face, source) from None
 
@@ -296,10 +282,32 @@ class TuneSpec(DeviceSpec):
         return v
 
     @model_validator(mode="after")
-    def _one_model_version(self) -> TuneSpec:
-        if self.model_version is not None and self.model_files:
-            raise _not_both("model_version", "model_files")
+    def _one_model_version(self, info: ValidationInfo) -> TuneSpec:
+        """The face (and a YAML file's name) come in the validation context (``parse``; the daemon config's
+        ``parse_config``); a spec built directly is the API's."""
+        ctx = info.context or {}
+        refuse_two_model_versions({"model_version": self.model_version, "model_files": self.model_files},
+                                  ctx.get("face", Face.API), ctx.get("source", ""))
         return self
+
+
+def _given(value: object) -> bool:
+    """Whether a model version's field was given: not None, not an empty string, list or tuple."""
+    return value is not None and not (isinstance(value, str | list | tuple) and not value)
+
+
+def refuse_two_model_versions(given: Mapping[str, object], face: Face, source: str = "") -> None:
+    """The rule of every face (``TuneSpec``, so the daemon config; the CLI's ``--model-version``/``--model-file``;
+    the API's ``model_version_of``): a model version is given one way. ``given``: the model version's fields as
+    the face took them (``model_version``, ``model_files``; the API's ``model``), None or empty when not given.
+    Raises BadInputError naming the fields as ``face`` does (``give --model-version or --model-file, not both``;
+    ``FILE: give model_version or model_files, not both``; ``give model_version= or model_files=, not both``)."""
+    names = [field_name(k, face) for k, v in given.items() if _given(v)]
+    if len(names) < 2:
+        return
+    msg = f"give {names[0]} or {names[1]}, not both" if len(names) == 2 else \
+        f"give one of {', '.join(names[:-1])} and {names[-1]}"
+    raise BadInputError(f"{source}: {msg}" if face is Face.YAML and source else msg)
 
 
 def refuse_unkept_model_version(given: Mapping[str, object], face: Face, unkept: str | None) -> None:
@@ -309,7 +317,7 @@ def refuse_unkept_model_version(given: Mapping[str, object], face: Face, unkept:
     ``model_files``; the API's ``model``), None or empty when not given; ``unkept``: why the tune keeps no
     history, in ``face``'s terms (None: it keeps one). Call it once the version itself is checked (a missing
     model file is named first). Raises BadInputError naming the field as ``face`` does."""
-    name = next((k for k, v in given.items() if v is not None and not (isinstance(v, str | list | tuple) and not v)), None)
+    name = next((k for k, v in given.items() if _given(v)), None)
     if name is None or unkept is None:
         return
     raise BadInputError(f"{field_name(name, face)} is unused: a model version only keys the history, and this tune "
@@ -317,4 +325,4 @@ def refuse_unkept_model_version(given: Mapping[str, object], face: Face, unkept:
 
 
 __all__ = ["DEVICE_FIELDS", "DeviceSpec", "Face", "TuneSpec", "field_name", "knob_list", "parse_knob_list",
-           "refuse_unkept_model_version", "shown", "spec_error"]
+           "refuse_two_model_versions", "refuse_unkept_model_version", "shown", "spec_error"]

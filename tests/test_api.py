@@ -70,7 +70,7 @@ def test_api_bad_input(small_table: Path, tmp_path: Path) -> None:
         pt.retune(f"replay:{small_table}", 50.0, history=tmp_path / "h.sqlite")
     with pytest.raises(BadInputError, match="history"):
         pt.retune(f"replay:{small_table}", 50.0, history=None, model_version="v2")
-    with pytest.raises(BadInputError, match="one of"):
+    with pytest.raises(BadInputError, match="give model_version= or model_files=, not both"):
         pt.model_version_of("v1", model_files=[str(small_table)])
     assert pt.model_version_of(model_files=[str(small_table)]).startswith("sha256:")
 

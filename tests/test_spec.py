@@ -135,12 +135,50 @@ def test_device_fields_are_the_device_specs_and_every_one_has_a_flag() -> None:
 @pytest.mark.parametrize("face, line", [
     (Face.CLI, "give --model-version or --model-file, not both"),
     (Face.YAML, "daemon.yaml: give model_version or model_files, not both"),
-    (Face.API, "give model_version or model_files, not both"),
+    (Face.API, "give model_version= or model_files=, not both"),
 ])
 def test_model_version_and_model_files_together_are_named_as_each_face_names_them(face: Face, line: str) -> None:
     with pytest.raises(BadInputError) as e:
         TuneSpec.parse({**BASE, "model_version": "v2", "model_files": ("model.pt",)}, face, source="daemon.yaml")
     assert str(e.value) == line
+
+
+def test_model_version_and_model_files_are_refused_by_every_face_naming_its_own_fields(tmp_path: Path, capsys) -> None:
+    """One rule (spec.refuse_two_model_versions) on the same inputs: the CLI's tune and its --model-version
+    reader, the API's tune and model_version_of, the daemon config; each names the fields its way."""
+    import argparse
+
+    import polythrottle as pt
+    from polythrottle.cli import main
+    from polythrottle.cli.history_args import model_version
+    from polythrottle.daemon.config import ConfigError, load_config
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"w")
+    history = tmp_path / "h.sqlite"
+    cli = ["--model-version", "v2", "--model-file", str(weights)]
+    assert main(["tune", "--device", "sim:jetson-orin-nano", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                 "--history", str(history), "--quiet", *cli]) == 2
+    assert capsys.readouterr().err == "polythrottle: error: give --model-version or --model-file, not both\n"
+    with pytest.raises(BadInputError) as e:
+        model_version(argparse.Namespace(model_version="v2", model_file=[weights]))
+    assert str(e.value) == "give --model-version or --model-file, not both"
+    for call in (lambda: pt.tune("sim:jetson-orin-nano", 50, workload="efficientnet-b0", history=history,
+                                 model_version="v2", model_files=[weights]),
+                 lambda: pt.model_version_of("v2", model_files=[weights])):
+        with pytest.raises(BadInputError) as e:
+            call()
+        assert str(e.value) == "give model_version= or model_files=, not both"
+    with pytest.raises(BadInputError) as e:
+        pt.model_version_of("v2", model_files=[weights], model={"w": 1})
+    assert str(e.value) == "give one of model_version=, model_files= and model="
+    config = tmp_path / "daemon.yaml"
+    config.write_text(f"device: sim:jetson-orin-nano\nworkload: efficientnet-b0\nslo_ms: 50\nmodel_version: v2\n"
+                      f"model_files: [{weights}]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(config)
+    assert str(e.value) == f"{config}: give model_version or model_files, not both"
+    assert not history.exists()
 
 
 def test_cli_names_the_flags_when_model_version_and_model_file_are_both_given(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             if not config:
                 raise BadInputError(f"--config {args.config}: no hardware knob to apply")
         device.keep()  # what this apply sets stays set; the originals stay saved for `restore`
-        device.apply(config)  # a failed or interrupted apply rolls back what it wrote
+        device.apply_part(config)  # knobs not given stay as they are; a failed apply rolls back what it wrote
     except BaseException as e:
         close_device(device, e)  # restores what the failed apply left behind; a failure names the cause too
         raise

@@ -11,7 +11,7 @@ from polythrottle import paths
 from polythrottle.devices.registry import is_simulated
 from polythrottle.errors import BadInputError
 from polythrottle.fingerprint import fingerprint_files
-from polythrottle.spec import Face, refuse_unkept_model_version
+from polythrottle.spec import Face, refuse_two_model_versions, refuse_unkept_model_version
 
 if TYPE_CHECKING:
     from polythrottle.history.protocol import History
@@ -48,8 +48,7 @@ def unkept_history(args: argparse.Namespace) -> str | None:
 def model_version(args: argparse.Namespace) -> str | None:
     """The model version the arguments give (None: the default): --model-version, or the fingerprint of
     --model-file. Raises BadInputError (both given, empty, a model file missing or unreadable)."""
-    if args.model_version is not None and args.model_file:
-        raise BadInputError("give --model-version or --model-file, not both")
+    refuse_two_model_versions({"model_version": args.model_version, "model_files": args.model_file}, Face.CLI)
     if args.model_version is not None and not args.model_version.strip():
         raise BadInputError("--model-version is empty")
     if args.model_file:

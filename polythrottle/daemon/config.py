@@ -187,8 +187,6 @@ class DaemonConfig(TuneSpec):
         names = _names(v)
         if not isinstance(names, list):
             return names
-        if names and info.data.get("model_version"):
-            raise _Worded("give model_files or model_version, not both")
         return tuple(_resolve(n, _base_dir(info)) for n in names)
 
     @field_validator("retune_budget")
@@ -296,7 +294,8 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         raise ConfigError(f"{path}: expected a mapping of fields (device: ..., slo_ms: ...), got {kind}")
     data = {k: v for k, v in raw.items() if v is not None or k == "metrics"}  # empty: the default
     try:
-        return DaemonConfig.model_validate(data, strict=True, context={"path": path})
+        # the face names the fields of a rule across them (spec.refuse_two_model_versions); the file is added below
+        return DaemonConfig.model_validate(data, strict=True, context={"path": path, "face": Face.YAML})
     except ValidationError as e:
         raise config_error(e, path) from None
     except PolyThrottleError as e:  # a check deeper down (carbon dataset, optimizers) said no

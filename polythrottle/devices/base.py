@@ -24,7 +24,14 @@ import numpy as np
 
 from polythrottle.clocks.base import Write
 from polythrottle.devices.originals import OriginalsLocation
-from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, PolyThrottleError, UnsupportedError
+from polythrottle.errors import (
+    BadInputError,
+    DeviceError,
+    PermissionDeniedError,
+    PolyThrottleError,
+    UnsupportedError,
+    every_face,
+)
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import MAX_POINTS, Config, Knob, KnobStatus, SearchSpace, Value
@@ -264,11 +271,32 @@ class Device:
         if soft and self.measurer is not None:
             self.measurer.set_config(soft)
 
+    def apply_part(self, config: Mapping[str, Value | str]) -> None:
+        """Set the knobs ``config`` names and leave every other knob as it is, unwritten (``polythrottle
+        apply``): a whole config goes to ``apply``; a part, on a control that takes whole configs, is checked
+        against the whole space (its values steps, some valid config agreeing with it) before any write."""
+        if self.control is None or not self.control.whole_configs or set(self.space().names) <= set(config):
+            self.apply(config)
+            return
+        if self.closed:
+            raise DeviceError(f"{self.name} is closed (its settings were restored); open the device again")
+        space = self.space()
+        err = self.unavailable_knob_error(n for n in config if n not in space.names)
+        if err is not None:
+            raise err
+        part = space.normalize_part(config)
+        hardware = {k.name for k in self.control.knobs()}
+        self.control.apply({k: v for k, v in part.items() if k in hardware})
+        soft = {k: v for k, v in part.items() if k not in hardware}
+        if soft and self.measurer is not None:
+            self.measurer.set_config(soft)
+
     def measure(self) -> Measurement:
         """Measure inference under the currently applied config."""
         if self.measurer is None:
-            raise BadInputError(f"the {self._identity.kind} device measures a workload: pass --workload "
-                                "(e.g. torchvision:resnet50, builtin:mlp, mymodule:make_workload)")
+            raise BadInputError(f"the {self._identity.kind} device measures a workload: give one "
+                                f"({every_face('workload')}), e.g. torchvision:resnet50, builtin:mlp, "
+                                "mymodule:make_workload")
         return self.measurer.measure()
 
     def restore(self) -> None:

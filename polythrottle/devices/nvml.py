@@ -53,7 +53,7 @@ from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
 from polythrottle.devices.originals_session import OriginalsSession, PutBack
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.energy.nvml import nvml_reason
-from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, PolyThrottleError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, UnsupportedError, every_face
 from polythrottle.identity import DeviceIdentity, slug
 from polythrottle.measure import live
 from polythrottle.measure.harness import HarnessSettings
@@ -249,9 +249,10 @@ class NvmlControl(Control):
             cfg["power_limit_w"] = round(self.hw["power_limit_w"].originals()[POWER_LIMIT] / 1000)
         return cfg
 
-    def no_knob_error(self) -> PolyThrottleError:
+    def no_knob_error(self) -> BadInputError:
         why = "; ".join(f"{k.name}: {k.reason}" for k in self._statuses if not k.available)
-        return BadInputError(f"nvml:{self.index} offers no knob to set ({why}); pass --workload for software knobs")
+        return BadInputError(f"nvml:{self.index} offers no knob to set ({why}); give a workload "
+                             f"({every_face('workload')}) for software knobs")
 
     # ----- Control: apply -----------------------------------------------------------------------------
     def apply(self, settings: Mapping[str, Value]) -> None:
@@ -336,8 +337,7 @@ class NvmlControl(Control):
         return checked_settings(self.guard.io, saved, self.originals_location().file)
 
     def put_back(self, values: Mapping[str, Any]) -> PutBack:
-        """Kernel files first (min/max pairs in an order the kernel accepts), then the NVML settings in
-        reverse order of recording."""
+        """Kernel files first (min/max pairs in an order the kernel accepts), then NVML's, last recorded first."""
         out = PutBack()
         files = {k: str(v) for k, v in values.items() if k.startswith("/")}
         if files:

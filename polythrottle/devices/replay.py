@@ -10,7 +10,7 @@ from pathlib import Path
 from polythrottle.devices.base import Device
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.table import ReplayTable, TableMeasurer
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, every_face
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Value
@@ -34,5 +34,6 @@ def open_device(arg: str, options: DeviceOptions) -> ReplayDevice:
     if not arg:
         raise BadInputError("replay device needs a path: replay:PATH.csv")
     if options.workload:
-        raise BadInputError("a replay device replays one measured workload; --workload does not apply")
+        raise BadInputError(f"a replay device replays one measured workload; a workload ({every_face('workload')}) "
+                            "does not apply")
     return ReplayDevice(ReplayTable(Path(arg).expanduser()), noise=options.noise, seed=options.seed)

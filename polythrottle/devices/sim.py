@@ -23,7 +23,7 @@ from polythrottle.boards.profiles import load_profile
 from polythrottle.devices.base import Device
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.devices.table import ReplayTable, TableMeasurer
-from polythrottle.errors import BadInputError, brief
+from polythrottle.errors import BadInputError, brief, every_face
 from polythrottle.identity import DeviceIdentity
 from polythrottle.measure.measurement import Measurement
 from polythrottle.space import Config, Knob, SearchSpace, Value
@@ -144,7 +144,7 @@ def open_device(arg: str, options: DeviceOptions) -> SimDevice:
     if not options.workload:
         prof = board_from_profile(load_profile(name))
         raise BadInputError(  # any face opens it (CLI, daemon config, API): each one's way of setting it is named
-            f"sim:{name} needs a workload (--workload, workload: in a daemon config, or workload= in Python); "
+            f"sim:{name} needs a workload ({every_face('workload')}); "
             f"one of: {', '.join(sorted(prof.workloads))}"
         )
     return SimDevice(name, options.workload, gpu_mode=mode, noise=options.noise, seed=options.seed, unit=unit)

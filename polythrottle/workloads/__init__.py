@@ -9,7 +9,7 @@ imported only for their schemes.
 
 from __future__ import annotations
 
-from polythrottle.errors import BadInputError, brief
+from polythrottle.errors import BadInputError, brief, every_face
 from polythrottle.workloads.base import RuntimeWorkload, WorkloadSpec
 
 
@@ -18,8 +18,8 @@ def load_workload(spec: str | None) -> WorkloadSpec | RuntimeWorkload:
     needs (torchvision, onnxruntime, transformers) is missing."""
     if not spec or ":" not in spec:
         raise BadInputError(
-            f"--workload {brief(spec, 60)}: expected builtin:NAME, torchvision:NAME, onnx:MODEL.onnx, llm:DIR_OR_CONFIG "
-            "or MODULE:FUNCTION"
+            f"workload {brief(spec, 60)} ({every_face('workload')}): expected builtin:NAME, torchvision:NAME, "
+            "onnx:MODEL.onnx, llm:DIR_OR_CONFIG or MODULE:FUNCTION"
         )
     scheme, _, arg = spec.partition(":")
     if scheme == "onnx":

@@ -42,7 +42,7 @@ def test_config_defaults_and_relative_paths(tmp_path):
     (GOOD + "optimizer: magic\n", "optimizer: must be one of cbo, random"),
     (GOOD + "metrics: {port: 99999}\n", "metrics.port: must be <= 65535"),
     (GOOD + "metrics: {prt: 1}\n", "metrics.unknown field 'prt'"),
-    (GOOD + "model_files: [a]\nmodel_version: v1\n", "give model_files or model_version, not both"),
+    (GOOD + "model_files: [a]\nmodel_version: v1\n", "give model_version or model_files, not both"),
     (GOOD + "knobs: [gpu_mhz, gpu_mhz]\n", "knobs: lists a knob twice"),
     (GOOD + "no_clock_control: maybe\n", "no_clock_control: must be true or false"),
 ])

@@ -137,6 +137,22 @@ def test_whole_configs_are_validated_before_any_write():
     assert dev.measure().energy_j == 6.0 and dev.last_writes and dev.current() == {"gpu_mhz": 200.0, "mem_mhz": 1000.0}
 
 
+def test_apply_part_writes_only_the_knobs_given_checked_against_the_whole_space():
+    """`polythrottle apply` on a control that takes whole configs (nvml): the knobs left out are not written."""
+    log: list = []
+    dev = device(FakeControl(log=log), log)
+    for bad in ({"gpu_mhz": 300, "mem_mhz": 1000}, {"gpu_mhz": 250}, {"warp": 1}):
+        with pytest.raises(BadInputError):
+            dev.apply_part(bad)
+    assert log == []
+    dev.apply_part({"gpu_mhz": "300"})  # some valid config has it (with mem 2000): the memory clock is left alone
+    dev.apply_part({"mem_mhz": 1000, "precision": "fp16"})
+    assert log == [("hardware", {"gpu_mhz": 300}), ("hardware", {"mem_mhz": 1000}), ("software", {"precision": "fp16"})]
+    dev.apply_part(dev.default_config())  # a whole config: Device.apply
+    assert log[-2:] == [("hardware", {"gpu_mhz": 300, "mem_mhz": 2000}),
+                        ("software", {"batch_size": 1, "precision": "fp32"})]
+
+
 def test_a_control_taking_subsets_gets_what_is_not_software_after_the_software_is_checked():
     log: list = []
     dev = device(FakeControl(whole=False, log=log), log)
@@ -156,7 +172,7 @@ def test_defaults_fall_back_to_a_valid_config_and_no_knob_says_why():
     bare = Device(DeviceIdentity("fake", "", ""), name="fake:0", control=FakeControl(offered=()))
     with pytest.raises(UnsupportedError, match="no knob here"):
         bare.space()
-    with pytest.raises(BadInputError, match="the fake device measures a workload: pass --workload"):
+    with pytest.raises(BadInputError, match=r"the fake device measures a workload: give one \(--workload, "):
         bare.measure()
 
 

@@ -442,6 +442,29 @@ def test_cli_apply_without_permission_is_one_line_exit_4(tmp_path):
     assert r.stderr.count("\n") == 1 and "gpu_mhz cannot be set here" in r.stderr and "needs root" in r.stderr
 
 
+def test_cli_apply_of_some_knobs_writes_those_and_leaves_the_others_as_they_are(gpu, tmp_path, capsys):
+    """As on a Jetson: `apply --set gpu_mhz=...` locks the GPU clock only (not "config is missing knob(s)");
+    the power limit a first apply kept stays, the memory clock is not locked. A part no valid config has,
+    or a value that is not a step, is refused with nothing written."""
+    from polythrottle.cli import main
+
+    state = ["--state-dir", str(tmp_path / "s")]
+    assert main(["apply", "--device", "nvml:0", "--set", "power_limit_w=400", *state]) == 0
+    gpu.calls.clear()
+    assert main(["apply", "--device", "nvml:0", "--set", "gpu_mhz=1005", *state]) == 0, capsys.readouterr().err
+    writes = [c for c in gpu.setter_calls() if c[0] != "nvmlDeviceSetPowerManagementLimit" or c[1] != (400_000,)]
+    assert writes[-1] == ("nvmlDeviceSetGpuLockedClocks", (1005, 1005))  # after the probes: that lock only
+    assert "nvmlDeviceSetMemoryLockedClocks" not in [n for n, a in writes if a != (1593, 2619)]
+    assert gpu.locked_gpu == (1005, 1005) and gpu.locked_mem is None and gpu.power_limit_mw == 400_000
+    assert "applied gpu_mhz=1005" in capsys.readouterr().out
+    for bad in (["gpu_mhz=1006"], ["mem_mhz=1593", "gpu_mhz=1980"], ["nope=1"]):
+        gpu.calls.clear()
+        assert main(["apply", "--device", "nvml:0", *[x for b in bad for x in ("--set", b)], *state]) == 2
+        assert ("nvmlDeviceSetGpuLockedClocks", (1980, 1980)) not in gpu.setter_calls()
+        assert gpu.locked_gpu == (1005, 1005) and gpu.locked_mem is None and gpu.power_limit_mw == 400_000
+    assert "missing knob" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("failures", [1, 99])
 def test_a_probe_whose_reset_fails_keeps_the_original_saved(gpu, tmp_path, monkeypatch, failures):
     """The probe locks the full range, then resets: if the reset fails, the GPU stays locked, so its original
