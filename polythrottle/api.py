@@ -67,13 +67,20 @@ def _given(**kwargs: object) -> dict[str, object]:
 
 
 def apply(device: Device, config: Mapping[str, Value | str]) -> Config:
-    """Validate ``config`` fully, then set it; returns the normalized config. Nothing is written when
-    validation fails (BadInputError)."""
+    """Validate ``config`` fully, then set it; returns the normalized config. On a device with hardware
+    knobs, knobs ``config`` leaves out stay as they are, unwritten (as ``polythrottle apply``), and the
+    normalized part is returned; on one without (sim, replay) they take the device's defaults. Nothing is
+    written when validation fails (BadInputError)."""
     if not isinstance(config, Mapping):
         raise BadInputError(f"a config is a mapping of knob: value, got {type(config).__name__}")
-    normalized = device.complete_config(config)
-    device.apply(normalized)
-    return normalized
+    space = device.space()
+    if device.control is None or set(space.names) <= set(config):
+        normalized = device.complete_config(config)
+        device.apply(normalized)
+        return normalized
+    part = space.normalize_part(config)  # every value checked before anything is written
+    device.apply_part(part)
+    return part
 
 
 def restore(device: Device) -> None:

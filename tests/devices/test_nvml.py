@@ -465,6 +465,26 @@ def test_cli_apply_of_some_knobs_writes_those_and_leaves_the_others_as_they_are(
     assert "missing knob" not in capsys.readouterr().err
 
 
+def test_api_apply_of_some_knobs_writes_those_and_leaves_the_others_as_they_are(gpu, tmp_path):
+    """``pt.apply`` as the CLI's ``apply``: a part of a config sets those knobs only (it used to fill the rest
+    with the device's defaults and write them: the power limit at its maximum, the memory clock locked)."""
+    import polythrottle as pt
+
+    dev = open_gpu(tmp_path)
+    try:
+        pt.apply(dev, {"power_limit_w": 400})
+        gpu.calls.clear()
+        assert pt.apply(dev, {"gpu_mhz": "1005"}) == {"gpu_mhz": 1005}
+        assert gpu.setter_calls() == [("nvmlDeviceSetGpuLockedClocks", (1005, 1005))]
+        assert gpu.locked_gpu == (1005, 1005) and gpu.locked_mem is None and gpu.power_limit_mw == 400_000
+        with pytest.raises(BadInputError):
+            pt.apply(dev, {"mem_mhz": 1593, "gpu_mhz": 1980})
+        assert gpu.locked_gpu == (1005, 1005) and gpu.locked_mem is None
+    finally:
+        dev.close()
+    assert gpu.locked_gpu is None and gpu.power_limit_mw != 400_000  # close restores the originals
+
+
 @pytest.mark.parametrize("failures", [1, 99])
 def test_a_probe_whose_reset_fails_keeps_the_original_saved(gpu, tmp_path, monkeypatch, failures):
     """The probe locks the full range, then resets: if the reset fails, the GPU stays locked, so its original
