@@ -21,39 +21,24 @@ import pytest
 import torch
 
 from polythrottle.devices import DeviceOptions
-from polythrottle.devices.base import Device
 from polythrottle.devices.guard import ClockControlDisabledError, WriteGuard
 from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
 from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
-from polythrottle.measure.harness import HarnessSettings
 from polythrottle.tuning.tuner import Tuner
 from tests.conftest import ROOT
+from tests.devices.nvml_helpers import DRIVER, open_gpu
 from tests.fake_nvml import FakeGpu
 
+pytestmark = pytest.mark.usefixtures("fake_sysfs_root")  # never the real /sys
+
 torch.set_num_threads(1)
-FAST = HarnessSettings(window_s=0.01, warmup_s=0.0, warmup_batches=1, repeats=2, min_batches=2)
-DRIVER = ROOT / "tests" / "nvml_driver.py"
 UUID = "GPU-00000000-1111-2222-3333-444444444444"
-
-
-def open_gpu(tmp_path: Path, *, no_clock_control: bool = False, workload: str = "builtin:mlp") -> Device:
-    opts = DeviceOptions(workload=workload, no_clock_control=no_clock_control, state_dir=tmp_path / "state")
-    return open_device("0", opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
 
 
 def state_file(tmp_path: Path) -> Path:
     files = list((tmp_path / "state").glob("*.json")) if (tmp_path / "state").exists() else []
     return files[0] if files else tmp_path / "state" / "absent.json"
-
-
-@pytest.fixture(autouse=True)
-def fake_sysfs_root(tmp_path, monkeypatch) -> Path:
-    """Kernel files resolve under an empty tree (never the real /sys), subprocesses included."""
-    root = tmp_path / "sysroot"
-    root.mkdir()
-    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
-    return root
 
 
 def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=(800000, 3200000)) -> None:
@@ -67,13 +52,6 @@ def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=
         d = root / f"sys/devices/system/cpu/cpu{n}"
         d.mkdir(parents=True)
         (d / "cpufreq").symlink_to("../cpufreq/policy0")
-
-
-@pytest.fixture
-def gpu(monkeypatch) -> FakeGpu:
-    g = FakeGpu()
-    g.install(monkeypatch.setattr)
-    return g
 
 
 # ----- clock control: order of writes and restores --------------------------------------------------

@@ -21,43 +21,19 @@ import pynvml
 import pytest
 import torch
 
-from polythrottle.devices import DeviceOptions
-from polythrottle.devices.base import Device
-from polythrottle.devices.nvml import open_device
 from polythrottle.devices.nvml_settings import GPU_LOCK, MEM_LOCK, POWER_LIMIT
 from polythrottle.devices.originals import SavedStateError
 from polythrottle.errors import DeviceError
-from polythrottle.measure.harness import HarnessSettings
 from tests.conftest import ROOT
+from tests.devices.nvml_helpers import DRIVER, open_gpu
 from tests.fake_nvml import FakeGpu
 
+pytestmark = pytest.mark.usefixtures("fake_sysfs_root")  # never the real /sys
+
 torch.set_num_threads(1)
-FAST = HarnessSettings(window_s=0.01, warmup_s=0.0, warmup_batches=1, repeats=2, min_batches=2)
-DRIVER = ROOT / "tests" / "nvml_driver.py"
 KEPT = {"gpu_mhz": 1005, "mem_mhz": 1593, "power_limit_w": 400}  # what the user's `apply` keeps
 TUNED = {"gpu_mhz": 675, "mem_mhz": 2619, "power_limit_w": 300}  # a later run's candidate
 TRUE_ORIGINALS = {POWER_LIMIT: 700_000, MEM_LOCK: "reset", GPU_LOCK: "reset"}
-
-
-@pytest.fixture(autouse=True)
-def fake_sysfs_root(tmp_path, monkeypatch) -> Path:
-    """Kernel files resolve under an empty tree (never the real /sys), subprocesses included."""
-    root = tmp_path / "sysroot"
-    root.mkdir()
-    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
-    return root
-
-
-@pytest.fixture
-def gpu(monkeypatch) -> FakeGpu:
-    g = FakeGpu()
-    g.install(monkeypatch.setattr)
-    return g
-
-
-def open_gpu(tmp_path: Path, *, workload: str | None = "builtin:mlp") -> Device:
-    opts = DeviceOptions(workload=workload, state_dir=tmp_path / "state")
-    return open_device("0", opts, torch_device="cpu", harness=FAST, rapl_root=tmp_path / "no-rapl")
 
 
 def saved(tmp_path: Path) -> dict:
