@@ -43,10 +43,10 @@ def saved(tmp_path: Path) -> dict:
 
 
 def keep_apply(tmp_path: Path, settings: dict) -> None:
-    """What `polythrottle apply` does: keep, then apply, then close."""
+    """What `polythrottle apply` does: keep, then set the knobs given (``Device.apply_part``), then close."""
     dev = open_gpu(tmp_path, workload=None)
     dev.keep()
-    dev.apply({**dev.default_config(), **settings})
+    dev.apply_part(settings)
     dev.close()
 
 
