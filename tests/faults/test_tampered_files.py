@@ -115,6 +115,46 @@ def test_a_crash_leftover_that_was_tampered_is_not_restored_by_the_next_run(boar
     assert all(p.read_text() == text for p, text in sentinels.items())
 
 
+EMC_LOCK = "/sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked"
+OUT_OF_RANGE = {  # integers, but no value the kernel held: restoring them would leave a clock at its lowest step
+    "gpu-max-1": {f"{GPU}/max_freq": "1"},
+    "gpu-locked-at-1": {f"{GPU}/min_freq": "1", f"{GPU}/max_freq": "1"},
+    "gpu-max-negative": {f"{GPU}/max_freq": "-5"},
+    "gpu-max-above-every-step": {f"{GPU}/max_freq": "99999999999999999"},
+    "cpu-max-1": {f"{POLICY0}/scaling_max_freq": "1"},
+    "cpu-max-0": {f"{POLICY0}/scaling_max_freq": "0"},
+    "cpu-min-above-every-step": {f"{POLICY0}/scaling_min_freq": "9999999999"},
+    "cpu-through-a-cpu-link": {"/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq": "1"},
+    "emc-lock-5": {EMC_LOCK: "5"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
+def test_restore_refuses_a_value_outside_the_clock_and_writes_nothing(board, cli_inproc, case):
+    write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    line = one_line(err)
+    assert rc == 2 and "saved originals" in line and "outside" in line, line
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+    assert len(board.saved_originals()) == 1  # kept for a restore by hand
+
+
+@pytest.mark.parametrize("case", ["gpu-locked-at-1", "cpu-max-1"])
+def test_a_crash_leftover_outside_the_clock_is_not_restored_by_the_next_apply(board, cli_inproc, case):
+    write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
+    rc, _out, err = cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))
+    assert rc == 2 and "outside" in one_line(err)
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
+def test_a_devfreq_limit_of_0_is_an_original_and_is_restored(board, cli_inproc):
+    """devfreq reads (and takes) 0 as "no limit" on older kernels: a legitimate original."""
+    write_state(board, {f"{GPU}/min_freq": "0", f"{GPU}/max_freq": "1300500000"})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 0, err
+    assert fj.read(board.root, f"{GPU}/min_freq") == "0" and board.saved_originals() == []
+
+
 RUN_OVER_KEPT = {
     "not-an-object": "back",
     "owner-not-kept": {"owner": {"kept": False, "pid": 1}, "before": LEGIT, "new": []},
