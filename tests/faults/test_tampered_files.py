@@ -267,6 +267,12 @@ NVML_BAD = {
     "power-text": {"nvml.power_limit_mw": "lots"},
     "power-huge": {"nvml.power_limit_mw": 10**15},
     "lock-value": {"nvml.gpu_locked_clocks": "1000"},
+    # integers of the right kind, but outside what this GPU can hold: restored, the GPU would sit at its lowest clock
+    "lock-below-every-clock": {"nvml.gpu_locked_clocks": 1},
+    "mem-lock-below-every-clock": {"nvml.mem_locked_clocks": 1},
+    "lock-above-every-clock": {"nvml.gpu_locked_clocks": 99_999},
+    "power-below-the-minimum": {"nvml.power_limit_mw": 1},
+    "cpu-max-1": {"/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq": "1"},
 }
 
 
