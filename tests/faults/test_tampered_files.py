@@ -216,6 +216,25 @@ def test_a_state_file_linked_to_a_secret_does_not_print_it(board, cli_inproc, se
     assert fj.writes_attempted(board.root) == 0
 
 
+@pytest.mark.parametrize("command", ["apply", "restore"])
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_lock_file_linked_elsewhere_is_not_followed(board, cli_inproc, tmp_path, command, exists):
+    """The lock beside the saved originals is opened with O_CREAT as root: through a link it created (or opened
+    for writing) any file the link named, e.g. /etc/nologin. Refused, one line, nothing written."""
+    _device_id, path = saved_path(board)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "elsewhere" / "nologin"
+    target.parent.mkdir()
+    if exists:
+        target.write_text("kept\n")
+    path.with_suffix(".lock").symlink_to(target)
+    args = ["apply", "--device", "jetson", *sets(APPLY)] if command == "apply" else ["restore", "--device", "jetson"]
+    rc, _out, err = cli_inproc(board, *args)
+    assert rc == 2 and "lock file" in one_line(err)
+    assert target.exists() == exists and (not exists or target.read_text() == "kept\n")
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {} and board.saved_originals() == []
+
+
 @pytest.mark.parametrize("meta", [{"pid": "not-a-pid"}, {"pid": -1}, {"pid": [1]}, {},
                                   {"kept": "yes", "pid": 999_999_999},
                                   {"pid": 1, "started": -5}])  # the last: a live pid, but not the process that saved
