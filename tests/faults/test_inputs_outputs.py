@@ -143,6 +143,9 @@ def test_tune_bad_argument_one_line(cli_inproc, args, words):
 @pytest.mark.parametrize("device, words", [
     ("sim:jetson-agx-orin?gpu=bogus", "gpu"), ("sim:", "profile"), ("sim:no-such-board", "profile"),
     ("", "device"), ("nope:1", "unknown device"), ("nvml:abc", "GPU index"), ("replay:/nonexistent.csv", "not found"),
+    # a name longer than a file name may be: the lookup's stat failed with ENAMETOOLONG (exit 1, "OSError: ...")
+    ("sim:" + "a" * 5000, "profile"), ("sim:" + "a" * 300 + ".yaml", "profile"), ("sim:d/" + "a" * 5000, "profile"),
+    ("jetson:" + "a" * 5000, "profile"),
 ])
 def test_tune_bad_device_one_line(cli_inproc, device, words):
     workload = [] if device.startswith("replay:") else ["--workload", "efficientnet-b0"]
