@@ -153,6 +153,26 @@ def test_tune_bad_device_one_line(cli_inproc, device, words):
     assert rc == 2 and words in one_line(err), err
 
 
+LONG = "/tmp/" + "a" * 5000
+TOO_LONG = {
+    "replay": ["tune", "--device", "replay:" + LONG + ".csv", "--slo-ms", "5", "--no-history"],
+    "out": ["tune", "--device", "sim:jetson-agx-orin", "--workload", "efficientnet-b0", "--slo-ms", "50",
+            "--no-history", "--budget", "2", "--out", LONG],
+    "history": ["tune", "--device", "sim:jetson-agx-orin", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                "--budget", "2", "--history", LONG],
+    "export": ["history", "export", "--history", LONG],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_LONG))
+def test_a_file_name_too_long_is_bad_input(cli_inproc, case):
+    """ENAMETOOLONG from a name the user gave was 'OSError: [Errno 36] ...', exit 1 (a device error)."""
+    rc, out, err = cli_inproc(None, *TOO_LONG[case])
+    line = one_line(err)
+    assert rc == 2 and "file name too long" in line and len(line) < 200, err
+    assert "Tuning" not in err and out == ""  # refused before anything ran
+
+
 TABLES = {
     "inf-knob": b"gpu_mhz,energy_j,latency_ms\n300,1,10\ninf,2,5\n",
     "nan-knob": b"gpu_mhz,energy_j,latency_ms\n300,1,10\nnan,2,5\n",
