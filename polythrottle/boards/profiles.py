@@ -37,10 +37,18 @@ def list_profiles(directory: Path | None = None) -> list[str]:
     return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the OS refuses to look up (ENAMETOOLONG, ...) instead of OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _named_profile(name: str) -> Path | None:
     for d in profile_dirs():
         path = d / f"{name}.yaml"
-        if path.is_file():
+        if _is_file(path):
             return path
     return None
 
@@ -51,9 +59,9 @@ def profile_path(name_or_path: str | Path) -> Path:
     if not text:
         raise ProfileError("empty profile name; expected one of: " + ", ".join(list_profiles()))
     p = Path(text).expanduser()
-    if p.suffix in (".yaml", ".yml") or "/" in text or p.is_file():
-        if not p.is_file():
-            raise ProfileError(f"profile file {p} not found")
+    if p.suffix in (".yaml", ".yml") or "/" in text or _is_file(p):
+        if not _is_file(p):
+            raise ProfileError(f"profile file {brief(str(p), 200)} not found")
         return p
     found = _named_profile(text)
     if found is None:

@@ -7,6 +7,7 @@ Errors a user can cause print one line to stderr and exit non-zero (see ``polyth
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -85,9 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = e.code if isinstance(e.code, int) and e.code else 1
                 message = f"error: the command exited early (sys.exit({clip(str(e.code), 60)}))"
             except Exception as e:
-                if args.debug:
+                if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # a name given (--out, --history,
+                    # replay:...) that no file can have: bad input, refused before anything was done with it
+                    code, message = BadInputError.exit_code, f"error: {clip(str(e.filename or ''), 80)}: file name too long"
+                elif args.debug:
                     raise
-                code, message = 1, f"error: {type(e).__name__}: {clip(str(e))}"
+                else:
+                    code, message = 1, f"error: {type(e).__name__}: {clip(str(e))}"
             finally:
                 interrupts.ignore_further()  # from here on a signal is recorded, not raised
         except KeyboardInterrupt as e:  # the first signal landed between the command and the line above

@@ -36,7 +36,7 @@ from polythrottle.clocks.base import UNIT_PER_MHZ
 from polythrottle.clocks.sysfs import ROOT_HINT, KernelRefusedError, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
-from polythrottle.devices.originals_checks import OwnedFiles, checked_files
+from polythrottle.devices.originals_checks import OwnedFiles, checked_files, jetson_allowed, refuse_outside
 from polythrottle.devices.originals_session import OriginalsSession, PutBack
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.errors import (
@@ -94,6 +94,7 @@ class JetsonControl(Control):
         self._session = OriginalsSession(store, self.device_id, self, device_arg="jetson",
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
+        self._gpu_steps_all: tuple[int, ...] = ()  # the GPU's steps (file unit) before the power mode's cap
         self._cap_gpu_to_power_mode()
         if no_clock_control:
             self._session.warn_leftovers_untouched()
@@ -106,11 +107,14 @@ class JetsonControl(Control):
         gpu = self.clocks.get("gpu")
         if not isinstance(gpu, DevfreqControl):
             return
+        self._gpu_steps_all = gpu.steps_raw
         saved = self._session.saved().get(gpu.max_path)
         try:
             cap = int(saved) if saved is not None else self.io.read_int(gpu.max_path)
         except (DeviceError, TypeError, ValueError):  # unreadable: the kernel's steps as they are
             return
+        if saved is not None and not min(gpu.steps_raw) * (1 - 1e-6) <= cap <= max(gpu.steps_raw) * (1 + 1e-6):
+            return  # no value the kernel held (a tampered file, refused whole at the first write): not a cap
         if cap > 0:
             gpu.cap(cap)
 
@@ -316,7 +320,11 @@ class JetsonControl(Control):
     def checked_originals(self, saved: Mapping[str, Any]) -> dict[str, Any]:
         """``saved`` as path -> text once every entry is a clock file of this board (``checked_files``)
         this process may write. Raises SavedStateError (exit 2) or PermissionDeniedError; nothing written."""
-        values = checked_files(self.io, self.owned_files(), saved, self._session.location().file)
+        where = self._session.location().file
+        values = checked_files(self.io, self.owned_files(), saved, where)
+        gpu = self.clocks.get("gpu")
+        refuse_outside(values, partial(jetson_allowed, self.io, self.layout, gpu.files() if gpu else [],
+                                       self._gpu_steps_all), where)
         for p in values:
             if self.io.exists(p) and not self.io.writable(p):
                 raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")

@@ -333,8 +333,8 @@ class NvmlControl(Control):
         return self._session.location()
 
     def checked_originals(self, saved: Mapping[str, Any]) -> dict[str, Any]:
-        """``saved`` once every entry is a setting of this GPU (``nvml_settings.checked_settings``)."""
-        return checked_settings(self.guard.io, saved, self.originals_location().file)
+        """``saved`` once every entry is a setting of this GPU with a value it can hold (``checked_settings``)."""
+        return checked_settings(self.guard.io, saved, self.originals_location().file, self.handle)
 
     def put_back(self, values: Mapping[str, Any]) -> PutBack:
         """Kernel files first (min/max pairs in an order the kernel accepts), then NVML's, last recorded first."""

@@ -9,6 +9,7 @@ anything else is refused (SavedStateError, exit 2) before anything is written.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pynvml
 
 from polythrottle.clocks import CpufreqControl, execute_writes
 from polythrottle.clocks.cpufreq import CPU_ROOT
 from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO
 from polythrottle.devices.guard import WriteGuard
+from polythrottle.devices.nvml_errors import nvml_list
 from polythrottle.devices.originals import SavedStateError
-from polythrottle.devices.originals_checks import OwnedFiles, checked_files
+from polythrottle.devices.originals_checks import OwnedFiles, checked_files, cpufreq_steps, refuse_outside, within_steps
 from polythrottle.errors import DeviceError, brief
 from polythrottle.space import Knob, KnobStatus
 
@@ -72,10 +75,12 @@ def host_cpu(io: SysfsIO, most: int) -> tuple[CpufreqControl | None, Setting | N
     return cpu, Setting(clock_knob("cpu_mhz", thin(steps, most)), cpu.read_state, set_cpu), KnobStatus("cpu_mhz", True)
 
 
-def checked_settings(io: SysfsIO, saved: Mapping[str, Any], where: Path) -> dict[str, Any]:
+def checked_settings(io: SysfsIO, saved: Mapping[str, Any], where: Path, handle: Any = None) -> dict[str, Any]:
     """``saved`` once every entry is a setting of an NVIDIA GPU with a value of the right kind: the three
     NVML settings (a lock ``"reset"`` or a clock in MHz), cpufreq limits of a CPU policy under ``io.root``
-    (``checked_files``). Else SavedStateError naming the entry; nothing is written."""
+    (``checked_files``), each within what GPU ``handle`` (and the policy) can hold (``allowed``; a lock at
+    1 MHz, restored, leaves the GPU at its lowest clock). Else SavedStateError naming the entry; nothing is
+    written."""
     files = checked_files(io, CPUFREQ_FILES, {k: v for k, v in saved.items() if k.startswith("/")}, where)
     for key, value in saved.items():
         what = f"saved originals {where}: entry {brief(key, 100)}"
@@ -91,7 +96,25 @@ def checked_settings(io: SysfsIO, saved: Mapping[str, Any], where: Path) -> dict
                                       "refusing to restore")
         else:
             raise SavedStateError(f"{what} is not a setting of an NVIDIA GPU; refusing to restore (nothing written)")
-    return {k: files.get(k, v) for k, v in saved.items()}
+    values = {k: files.get(k, v) for k, v in saved.items()}
+    if handle is not None:
+        refuse_outside(values, functools.partial(allowed, io, handle), where)
+    return values
+
+
+def allowed(io: SysfsIO, handle: Any, key: str) -> Callable[[int], bool] | None:
+    """What a saved ``key`` of GPU ``handle`` may hold: a lock within the supported clocks, a power limit within
+    the constraints, a cpufreq limit within its policy's steps. None: NVML (or the policy) lists nothing."""
+    if key in (GPU_LOCK, MEM_LOCK):
+        mem = [int(m) for m in nvml_list(pynvml.nvmlDeviceGetSupportedMemoryClocks, handle)]
+        return within_steps(mem if key == MEM_LOCK else [int(g) for m in mem for g in nvml_list(
+            pynvml.nvmlDeviceGetSupportedGraphicsClocks, handle, m)])
+    if key == POWER_LIMIT:
+        try:
+            return within_steps([int(x) for x in pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)])
+        except pynvml.NVMLError:
+            return None
+    return within_steps(cpufreq_steps(io, key))
 
 
 def _int_within(value: Any, most: int) -> bool:

@@ -22,10 +22,12 @@ when running as root, else ``$XDG_STATE_HOME/polythrottle`` (``~/.local/state/po
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -214,10 +216,19 @@ class OriginalsStore:
             return
         self._ensure_dir()
         lock_path = self.directory / f"{_file_stem(device_id)}.lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: root would create or open whatever file it names
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except PermissionError:
             raise PermissionDeniedError(f"cannot open {lock_path}: permission denied") from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise DeviceError(f"cannot open {lock_path}: {e.strerror}") from None
+            fd = -1
+        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd >= 0:
+                os.close(fd)
+            raise SavedStateError(f"the lock file {lock_path} is a link or not a regular file; refusing to use it "
+                                  "(nothing written): remove it")
         try:
             self._acquire(fd, device_id)
             self._held[device_id] = (fd, 1)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polythrottle.clocks.base import INT_TEXT
+from polythrottle.boards.layout import JetsonLayout
+from polythrottle.clocks.base import INT_TEXT, UNIT_PER_MHZ
 from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.devices.originals import SavedStateError
 from polythrottle.errors import DeviceError, brief
@@ -117,3 +118,60 @@ def checked_files(io: SysfsIO, owned: OwnedFiles, saved: Mapping[str, Any], wher
             raise SavedStateError(f"{what} has the value {brief(v, 40)}, not an integer; {refuse}")
         out[p] = text.strip()
     return out
+
+
+def within_steps(steps: Sequence[int], *, zero_ok: bool = False) -> Callable[[int], bool] | None:
+    """Whether a saved value lies within ``steps`` (lowest to highest, 1 ppm either way; 0 too with
+    ``zero_ok``): a value outside is none the hardware held, and restoring it could leave a clock at its
+    lowest step (a limit of 1). None when there are no steps to judge by."""
+    if not steps:
+        return None
+    lo, hi = min(steps), max(steps)
+    return lambda v: (zero_ok and v == 0) or lo * (1 - 1e-6) <= v <= hi * (1 + 1e-6)
+
+
+def outside(where: Path, key: str, value: Any) -> SavedStateError:
+    """The refusal of a saved value no original can have (``within_steps``); nothing is written."""
+    return SavedStateError(f"saved originals {where}: entry {brief(key, 100)} has the value {brief(value, 40)}, "
+                           "outside what this setting can hold; refusing to restore (nothing written)")
+
+
+def cpufreq_steps(io: SysfsIO, path: str) -> list[int]:
+    """The frequencies (kHz) the cpufreq policy of limit file ``path`` lists (``scaling_available_frequencies``,
+    ``cpuinfo_min_freq``/``cpuinfo_max_freq``), links resolved; empty when it lists none (or is gone)."""
+    try:
+        directory = posixpath.dirname(io.resolve(path))
+        out = io.read_ints(f"{directory}/scaling_available_frequencies") \
+            if io.is_file(f"{directory}/scaling_available_frequencies") else []
+        out += [io.read_int(f"{directory}/{n}") for n in ("cpuinfo_min_freq", "cpuinfo_max_freq")
+                if io.is_file(f"{directory}/{n}")]
+    except DeviceError:
+        return []
+    return out
+
+
+def refuse_outside(values: Mapping[str, Any], allowed: Callable[[str], Callable[[int], bool] | None],
+                   where: Path) -> None:
+    """SavedStateError (``outside``) for the first integer value of ``values`` that ``allowed(key)`` refuses."""
+    for key, value in values.items():
+        check = allowed(key) if INT_TEXT.fullmatch(str(value).strip()) else None
+        if check is not None and not check(int(value)):
+            raise outside(where, key, value)
+
+
+def jetson_allowed(io: SysfsIO, layout: JetsonLayout, gpu_files: Sequence[str], gpu_steps: Sequence[int],
+                   path: str) -> Callable[[int], bool] | None:
+    """What a saved original of a Jetson's clock file ``path`` may hold: a GPU devfreq limit (``gpu_files``, the
+    profile's candidates) 0 (no limit) or within ``gpu_steps`` (the kernel's, before the power mode's cap; else
+    the profile's); a cpufreq limit within its policy's steps (else the profile's); an EMC lock 0 or the lock
+    value. None: not judged (an EMC rate)."""
+    names = (layout.gpu_files.get("min", "min_freq"), layout.gpu_files.get("max", "max_freq"))
+    if path in {f"{d}/{n}" for d in layout.gpu_dirs for n in names} | set(gpu_files):
+        per = UNIT_PER_MHZ[layout.gpu_unit]
+        return within_steps(gpu_steps or [round(m * per) for m in layout.gpu_steps_mhz], zero_ok=True)
+    for proto in layout.emc:
+        if path == proto.lock_path:
+            return lambda v, locked=int(proto.lock_value): v in (0, locked)
+    if re.search(r"/scaling_(min|max)_freq$", path):
+        return within_steps(cpufreq_steps(io, path) or [round(m * 1000) for m in layout.cpu_steps_mhz])
+    return None

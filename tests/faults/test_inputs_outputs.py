@@ -143,11 +143,34 @@ def test_tune_bad_argument_one_line(cli_inproc, args, words):
 @pytest.mark.parametrize("device, words", [
     ("sim:jetson-agx-orin?gpu=bogus", "gpu"), ("sim:", "profile"), ("sim:no-such-board", "profile"),
     ("", "device"), ("nope:1", "unknown device"), ("nvml:abc", "GPU index"), ("replay:/nonexistent.csv", "not found"),
+    # a name longer than a file name may be: the lookup's stat failed with ENAMETOOLONG (exit 1, "OSError: ...")
+    ("sim:" + "a" * 5000, "profile"), ("sim:" + "a" * 300 + ".yaml", "profile"), ("sim:d/" + "a" * 5000, "profile"),
+    ("jetson:" + "a" * 5000, "profile"),
 ])
 def test_tune_bad_device_one_line(cli_inproc, device, words):
     workload = [] if device.startswith("replay:") else ["--workload", "efficientnet-b0"]
     rc, _, err = cli_inproc(None, "tune", "--device", device, *workload, "--slo-ms", "50", "--no-history")
     assert rc == 2 and words in one_line(err), err
+
+
+LONG = "/tmp/" + "a" * 5000
+TOO_LONG = {
+    "replay": ["tune", "--device", "replay:" + LONG + ".csv", "--slo-ms", "5", "--no-history"],
+    "out": ["tune", "--device", "sim:jetson-agx-orin", "--workload", "efficientnet-b0", "--slo-ms", "50",
+            "--no-history", "--budget", "2", "--out", LONG],
+    "history": ["tune", "--device", "sim:jetson-agx-orin", "--workload", "efficientnet-b0", "--slo-ms", "50",
+                "--budget", "2", "--history", LONG],
+    "export": ["history", "export", "--history", LONG],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_LONG))
+def test_a_file_name_too_long_is_bad_input(cli_inproc, case):
+    """ENAMETOOLONG from a name the user gave was 'OSError: [Errno 36] ...', exit 1 (a device error)."""
+    rc, out, err = cli_inproc(None, *TOO_LONG[case])
+    line = one_line(err)
+    assert rc == 2 and "file name too long" in line and len(line) < 200, err
+    assert "Tuning" not in err and out == ""  # refused before anything ran
 
 
 TABLES = {

@@ -115,6 +115,46 @@ def test_a_crash_leftover_that_was_tampered_is_not_restored_by_the_next_run(boar
     assert all(p.read_text() == text for p, text in sentinels.items())
 
 
+EMC_LOCK = "/sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked"
+OUT_OF_RANGE = {  # integers, but no value the kernel held: restoring them would leave a clock at its lowest step
+    "gpu-max-1": {f"{GPU}/max_freq": "1"},
+    "gpu-locked-at-1": {f"{GPU}/min_freq": "1", f"{GPU}/max_freq": "1"},
+    "gpu-max-negative": {f"{GPU}/max_freq": "-5"},
+    "gpu-max-above-every-step": {f"{GPU}/max_freq": "99999999999999999"},
+    "cpu-max-1": {f"{POLICY0}/scaling_max_freq": "1"},
+    "cpu-max-0": {f"{POLICY0}/scaling_max_freq": "0"},
+    "cpu-min-above-every-step": {f"{POLICY0}/scaling_min_freq": "9999999999"},
+    "cpu-through-a-cpu-link": {"/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq": "1"},
+    "emc-lock-5": {EMC_LOCK: "5"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
+def test_restore_refuses_a_value_outside_the_clock_and_writes_nothing(board, cli_inproc, case):
+    write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    line = one_line(err)
+    assert rc == 2 and "saved originals" in line and "outside" in line, line
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+    assert len(board.saved_originals()) == 1  # kept for a restore by hand
+
+
+@pytest.mark.parametrize("case", ["gpu-locked-at-1", "cpu-max-1"])
+def test_a_crash_leftover_outside_the_clock_is_not_restored_by_the_next_apply(board, cli_inproc, case):
+    write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
+    rc, _out, err = cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))
+    assert rc == 2 and "outside" in one_line(err)
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
+def test_a_devfreq_limit_of_0_is_an_original_and_is_restored(board, cli_inproc):
+    """devfreq reads (and takes) 0 as "no limit" on older kernels: a legitimate original."""
+    write_state(board, {f"{GPU}/min_freq": "0", f"{GPU}/max_freq": "1300500000"})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 0, err
+    assert fj.read(board.root, f"{GPU}/min_freq") == "0" and board.saved_originals() == []
+
+
 RUN_OVER_KEPT = {
     "not-an-object": "back",
     "owner-not-kept": {"owner": {"kept": False, "pid": 1}, "before": LEGIT, "new": []},
@@ -176,6 +216,25 @@ def test_a_state_file_linked_to_a_secret_does_not_print_it(board, cli_inproc, se
     assert fj.writes_attempted(board.root) == 0
 
 
+@pytest.mark.parametrize("command", ["apply", "restore"])
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_lock_file_linked_elsewhere_is_not_followed(board, cli_inproc, tmp_path, command, exists):
+    """The lock beside the saved originals is opened with O_CREAT as root: through a link it created (or opened
+    for writing) any file the link named, e.g. /etc/nologin. Refused, one line, nothing written."""
+    _device_id, path = saved_path(board)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "elsewhere" / "nologin"
+    target.parent.mkdir()
+    if exists:
+        target.write_text("kept\n")
+    path.with_suffix(".lock").symlink_to(target)
+    args = ["apply", "--device", "jetson", *sets(APPLY)] if command == "apply" else ["restore", "--device", "jetson"]
+    rc, _out, err = cli_inproc(board, *args)
+    assert rc == 2 and "lock file" in one_line(err)
+    assert target.exists() == exists and (not exists or target.read_text() == "kept\n")
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {} and board.saved_originals() == []
+
+
 @pytest.mark.parametrize("meta", [{"pid": "not-a-pid"}, {"pid": -1}, {"pid": [1]}, {},
                                   {"kept": "yes", "pid": 999_999_999},
                                   {"pid": 1, "started": -5}])  # the last: a live pid, but not the process that saved
@@ -227,6 +286,12 @@ NVML_BAD = {
     "power-text": {"nvml.power_limit_mw": "lots"},
     "power-huge": {"nvml.power_limit_mw": 10**15},
     "lock-value": {"nvml.gpu_locked_clocks": "1000"},
+    # integers of the right kind, but outside what this GPU can hold: restored, the GPU would sit at its lowest clock
+    "lock-below-every-clock": {"nvml.gpu_locked_clocks": 1},
+    "mem-lock-below-every-clock": {"nvml.mem_locked_clocks": 1},
+    "lock-above-every-clock": {"nvml.gpu_locked_clocks": 99_999},
+    "power-below-the-minimum": {"nvml.power_limit_mw": 1},
+    "cpu-max-1": {"/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq": "1"},
 }
 
 
