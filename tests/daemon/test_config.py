@@ -117,7 +117,9 @@ def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_p
     (GOOD + "slo_metric: p99\n", "slo_metric: must be one of ttft, tpot, batch"),
     (GOOD + "carbon_country: Atlantis\n", "carbon_country: unknown country code 'Atlantis'"),
     (GOOD + "y" * 1000 + ": 1\n", "unknown field 'yyyyyyyy"),
-    (GOOD + "history: ''\n", "history: must not be empty"),  # --check said OK, the daemon then refused to start
+    (GOOD + "history: ''\n", "history: must not be empty"),
+    # named only when the history was opened: "history URL mysql://x: ...", no file, no field
+    (GOOD + "history: mysql://db/pt\n", "daemon.yaml: history: history URL mysql://db/pt: unsupported scheme 'mysql'"),  # --check said OK, the daemon then refused to start
     (GOOD.replace("efficientnet-b0", "' '"), "workload: must not be empty"),
     # PyYAML kept the last of two equal keys: the config ran at 30 ms
     (GOOD + "budget: 8\nslo_ms: 30\n", "not valid YAML at line 5, column 1: key 'slo_ms' given twice in one mapping"),
