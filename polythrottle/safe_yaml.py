@@ -10,6 +10,9 @@ few kilobytes, never the process:
 - ``MAX_NODES`` nodes once every alias is expanded (the "billion laughs" bomb: a few lines whose
   aliases expand to 10^9 nodes). Aliases stay usable within that budget.
 
+A key given twice in one mapping (``slo_ms: 25`` ... ``slo_ms: 30``) is refused too: PyYAML keeps the last
+one silently, so a config edited in two places ran with whichever came last.
+
 Violations raise ``YamlLimitError`` (a ``yaml.YAMLError``, so callers that already turn YAML errors into
 one line need nothing new), whose ``problem`` and ``problem_mark`` say what and where.
 """
@@ -20,7 +23,7 @@ import re
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_BYTES = 256 << 10
 MAX_DEPTH = 50
@@ -53,6 +56,18 @@ class _BoundedLoader(yaml.SafeLoader):
             return node
         finally:
             self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if (key.tag, key.value) in seen:
+                shown = key.value if len(key.value) <= 40 else key.value[:40] + "..."
+                raise YamlLimitError(f"key {shown!r} given twice in one mapping", key.start_mark)
+            seen.add((key.tag, key.value))
+        return node
 
     def compose_document(self) -> Node:
         node = super().compose_document()

@@ -242,7 +242,10 @@ class TuneSpec(DeviceSpec):
     @field_validator("slo_ms", "budget", "carbon_intensity_g_per_kwh", mode="before")
     @classmethod
     def _tune_numbers_not_bools(cls, v: Any, info: ValidationInfo) -> Any:
-        return _no_bool(v, info)
+        v = _no_bool(v, info)
+        if isinstance(v, float) and math.isnan(v):  # before the bound, which said "must be >= 0.001, got nan"
+            raise ValueError("the value must be a finite number")
+        return v
 
     @field_validator("slo_ms", "carbon_intensity_g_per_kwh")
     @classmethod

@@ -82,7 +82,9 @@ def test_plot_from_history_by_tune_id(small_table, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     ([], "give a result file or --history PATH"),
-    (["{result}", "--history", "x.sqlite"], "give a result file or --history PATH"),
+    # both, and --tune alone, were answered "give a result file or --history PATH (one of them)"
+    (["{result}", "--history", "x.sqlite"], "give a result file or --history PATH, not both"),
+    (["--tune", "1"], "--tune needs --history"),
     (["{result}", "--tune", "1"], "--tune needs --history"),
     (["{result}", "--out", "x.jpg"], "unsupported format '.jpg'"),
     (["{missing}"], "result file not found"),

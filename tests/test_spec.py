@@ -25,6 +25,15 @@ def test_api_quoted_numbers_are_refused(field: str, value: str, kind: str) -> No
     assert str(e.value) == f"{field}=: must be {kind}, got {value!r}"
 
 
+@pytest.mark.parametrize("field", ["slo_ms", "carbon_intensity_g_per_kwh"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_number_that_is_not_finite_says_so(field: str, value: float) -> None:
+    """NaN was refused by the bound (`--slo-ms nan`: "must be >= 0.001, got nan"), infinity as not finite."""
+    with pytest.raises(BadInputError) as e:
+        TuneSpec.parse({**BASE, field: value}, Face.CLI)
+    assert str(e.value).endswith(f": the value must be a finite number, got {value}")
+
+
 def test_api_tune_and_open_device_refuse_quoted_numbers() -> None:
     import polythrottle as pt
 

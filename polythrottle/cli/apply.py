@@ -50,7 +50,9 @@ def config_from_result(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.set) == bool(args.config):
+    if args.set and args.config:  # "give --set or --config" read as if neither had been given
+        raise BadInputError("give --set KNOB=VALUE or --config RESULT.json, not both")
+    if not args.set and not args.config:
         raise BadInputError("give --set KNOB=VALUE (one or more) or --config RESULT.json")
     config: dict[str, Any] = parse_assignments(args.set) if args.set else config_from_result(args.config)
     if is_simulated(args.device):

@@ -134,6 +134,21 @@ def check_output(path: Path | None, flag: str = "--out") -> None:
         raise BadInputError(f"{flag} {path}: cannot create files in {parent} (permission denied)")
 
 
+def refuse_output_over_input(device: str, path: Path | None, flag: str = "--out") -> None:
+    """Refuse an output file that is the file the device reads (``replay:TABLE.csv``, ``sim:BOARD.yaml``):
+    ``profile --device replay:t.csv --out t.csv`` replaced the measured table by a sweep of it. Raises
+    BadInputError."""
+    if path is None or not isinstance(device, str):
+        return
+    kind, _, arg = device.strip().partition(":")
+    kind = kind.strip().lower()
+    target = arg.strip() if kind == "replay" else arg.partition("?")[0].strip()
+    if not target or not (kind == "replay" or kind in ("sim", "jetson") and Path(target).suffix in (".yaml", ".yml")):
+        return
+    if Path(path).expanduser().resolve() == Path(target).expanduser().resolve():
+        raise BadInputError(f"{flag} {path} is the file the device {device} reads; write to another file")
+
+
 def write_output(path: Path, text: str, flag: str = "--out") -> None:
     """Write ``text`` to ``path``: a regular file is replaced atomically (a temporary file renamed over it,
     so a failure never leaves half a result); anything else (``/dev/stdout``) is written in place.

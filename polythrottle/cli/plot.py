@@ -40,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from polythrottle.plot import FORMATS, render, require_matplotlib
     from polythrottle.tuning.trace import TuneTrace
 
-    if (args.result is None) == (args.history is None):
-        raise BadInputError("give a result file or --history PATH (one of them)")
+    # each mistake its own line: both, or --tune with a result file, were answered "give ... (one of them)"
+    if args.result is not None and args.history is not None:
+        raise BadInputError("give a result file or --history PATH, not both")
     if args.tune is not None and args.history is None:
         raise BadInputError("--tune needs --history")
+    if args.result is None and args.history is None:
+        raise BadInputError("give a result file or --history PATH")
     if args.out is not None and args.out.suffix.lower() not in FORMATS:
         raise BadInputError(f"--out {args.out}: unsupported format {args.out.suffix or '(none)'!r}; "
                             f"expected one of: {', '.join(FORMATS)}")

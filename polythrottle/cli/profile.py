@@ -18,7 +18,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from polythrottle.cli.common import add_device_args, check_output, close_device, device_options
+from polythrottle.cli.common import (
+    add_device_args,
+    check_output,
+    close_device,
+    device_options,
+    refuse_output_over_input,
+)
 from polythrottle.devices import open_device
 from polythrottle.devices.table import METRIC_COLUMNS
 from polythrottle.errors import BadInputError
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 1:
         raise BadInputError(f"--sample must be at least 1, got {args.sample}")
     check_output(args.out)
+    refuse_output_over_input(args.device, args.out)
     console = Console(stderr=True)
     device = open_device(args.device, device_options(args))
     try:

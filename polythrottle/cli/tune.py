@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from polythrottle.cli.common import add_device_args, check_output, close_device, tune_spec, write_output
+from polythrottle.cli.common import (
+    add_device_args,
+    check_output,
+    close_device,
+    refuse_output_over_input,
+    tune_spec,
+    write_output,
+)
 from polythrottle.cli.history_args import (
     add_history_args,
     checked_model_version,
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = list(spec.knobs) if spec.knobs else None
     carbon = resolve(spec.carbon_country, spec.carbon_intensity_g_per_kwh)
     check_output(args.out)  # before the tune: an unwritable --out would lose the result after it
+    refuse_output_over_input(args.device, args.out)
     refuse_output_over_history(args, args.out)
     device = open_device(spec.device, spec.device_options())
     keep = False

@@ -151,6 +151,15 @@ class DaemonConfig(TuneSpec):
         """A URL (``postgresql://``, ``sqlite:///``) as written; a plain path relative to the config's directory."""
         if isinstance(v, str) and v.strip() and "://" not in v:
             return str(_resolve(v.strip(), _base_dir(info)))
+        if isinstance(v, str) and v.strip():
+            # a malformed URL was refused only when the history was opened, without the file and field
+            from polythrottle.history.errors import HistoryError
+            from polythrottle.history.target import parse_target
+
+            try:
+                parse_target(v)
+            except HistoryError as e:
+                raise _Worded(str(e)) from None
         return v
 
     @field_validator("device", mode="before")

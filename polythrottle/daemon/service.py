@@ -187,6 +187,9 @@ def check_config(path: str | os.PathLike[str]) -> str:
     blocker = not_a_directory(state)
     if blocker is not None:  # the daemon would stop at start: "cannot create the state directory"
         raise ConfigError(f"{cfg.path}: state_dir: {state} cannot be created ({blocker} is not a directory)")
+    blocker = not_a_directory(cfg.socket.parent)
+    if blocker is not None:  # the daemon would stop at start: "cannot create the control socket directory"
+        raise ConfigError(f"{cfg.path}: socket: {cfg.socket} cannot be created ({blocker} is not a directory)")
     metrics = check_metrics(cfg)
     prepared = prepare(cfg, import_workload=False)  # writes nothing, and imports no workload code it would run
     prepared.device.close()

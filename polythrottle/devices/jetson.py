@@ -158,7 +158,11 @@ class JetsonControl(Control):
         if knob in self.unavailable:
             raise UnsupportedError(f"{knob} cannot be set on this board: {self.unavailable[knob]}")
         offered = [k for c in self.clocks.values() for k in c.knobs]
-        raise UnknownKnobError(f"unknown knob {knob!r}; this device offers: {', '.join(offered)}")
+        if offered:
+            raise UnknownKnobError(f"unknown knob {knob!r}; this device offers: {', '.join(offered)}")
+        # "this device offers: " and nothing (a profile forced on a machine without its clocks)
+        raise UnknownKnobError(f"unknown knob {knob!r}; no knob can be set on this board here "
+                               f"({', '.join(self.unavailable) or 'none found'}: see `polythrottle devices`)")
 
     def _unwritable(self, clock: ClockControl) -> str:
         """'' if this process may write the clock's files, else the reason."""

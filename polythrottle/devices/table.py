@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,8 @@ class ReplayTable:
             raise BadInputError(f"replay table {path} not found")
         configs: list[tuple[Value, ...]] = []
         metrics: list[list[float]] = []
+        # per knob column and kind (text or not): how many rows, the first value and its line
+        kinds: dict[tuple[int, bool], list[Any]] = {}
         try:
             with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
                 reader = csv.DictReader(f)
@@ -70,6 +73,8 @@ class ReplayTable:
                 # Python objects per byte of CSV
                 for lineno, row in enumerate(reader, start=2):
                     vals, ms = self._parse_row(path, lineno, row)
+                    for j, v in enumerate(vals):
+                        kinds.setdefault((j, isinstance(v, str)), [0, lineno, v])[0] += 1
                     configs.append(vals)
                     metrics.append(ms)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -80,10 +85,14 @@ class ReplayTable:
         knobs = []
         for j, name in enumerate(self.knob_names):
             values = {c[j] for c in configs}
-            kinds = {isinstance(v, str) for v in values}
-            if len(kinds) > 1:  # mixed: treat every value as text
-                values = {str(v) for v in values}
-                configs = [c[:j] + (str(c[j]),) + c[j + 1 :] for c in configs]
+            if (j, True) in kinds and (j, False) in kinds:
+                # one typo (`abc` for 1377) made the whole column text: a clock without its speed order,
+                # every config's value a string. The rarer kind is the typo.
+                texts, numbers = kinds[(j, True)], kinds[(j, False)]
+                odd, what = (texts, "is not a number, as the column's other values are") if texts[0] <= numbers[0] \
+                    else (numbers, "is a number, where the column's other values are names")
+                raise BadInputError(f"replay table {path}, line {odd[1]}: {clip(name, 40)}={brief(str(odd[2]), 40)} "
+                                    f"{what} (a knob column holds numbers or names, not both)")
             ordered = sorted(values) if not any(isinstance(v, str) for v in values) else list(
                 dict.fromkeys(c[j] for c in configs)
             )

@@ -21,7 +21,10 @@ def prepare(path: Path, create: bool) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise HistoryError(f"history database {path}: cannot create its directory ({e.strerror})") from None
+            # a file where a directory should be said "(File exists)" or "(Not a directory)": name the file
+            blocker = next((p for p in path.parents if p.exists()), None)
+            why = f"{blocker} is not a directory" if blocker is not None and not blocker.is_dir() else e.strerror
+            raise HistoryError(f"history database {path}: cannot create its directory ({why})") from None
 
 
 def check(engine: sa.Engine, url: str, *, read_only: bool = False) -> int:

@@ -27,3 +27,14 @@ def test_an_apply_that_writes_nothing_does_not_claim_saved_originals(tmp_path: P
         out = capsys.readouterr().out
         assert "nothing written" in out and "originals saved" not in out
     assert main(["restore", "--device", "jetson", "--state-dir", str(state)]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give --set KNOB=VALUE (one or more) or --config RESULT.json\n"),
+    (["--set", "gpu_mhz=420.75", "--config", "result.json"], "give --set KNOB=VALUE or --config RESULT.json, not both\n"),
+])
+def test_set_and_config_neither_or_both(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both given was answered as if neither had been ("give --set ... or --config ...")."""
+    assert main(["apply", "--device", "jetson", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(message) and err.count("\n") == 1

@@ -193,3 +193,13 @@ def test_out_over_the_history_is_refused_before_the_tune(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is the history database itself" in err
     assert history.read_bytes() == before
+
+
+def test_out_over_the_replayed_table_is_refused_and_the_table_kept(small_table, capsys):
+    """`tune --device replay:t.csv --out t.csv` replaced the measured table by the tune's JSON."""
+    before = small_table.read_text()
+    code = main(["tune", "--device", f"replay:{small_table}", "--slo-ms", "50", "--out", str(small_table)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"polythrottle: error: --out {small_table} is the file the device "
+                                 f"replay:{small_table} reads; write to another file\n")
+    assert small_table.read_text() == before

@@ -85,12 +85,13 @@ def test_missing_config_file(tmp_path):
 
 def test_paths_relative_to_the_file_and_urls_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
-    cfg = load_config(write(tmp_path, GOOD + "model_files: a.bin, sub/b.bin\nhistory: h.sqlite\nsocket: run/c.sock\n"
-                                              "workload: wl.py:make\n"))
+    cfg = load_config(write(tmp_path, GOOD.replace("efficientnet-b0", "wl.py:make")
+                            + "model_files: a.bin, sub/b.bin\nhistory: h.sqlite\nsocket: run/c.sock\n"))
     assert cfg.model_files == (tmp_path / "a.bin", tmp_path / "sub" / "b.bin")
     assert cfg.history_path() == str(tmp_path / "h.sqlite") and cfg.socket == tmp_path / "run" / "c.sock"
     assert cfg.workload == f"{tmp_path / 'wl.py'}:make" and cfg.path == tmp_path / "daemon.yaml"
-    cfg = load_config(write(tmp_path, GOOD + "history: postgresql://u@db/pt\nworkload: torchvision:resnet18\n"))
+    cfg = load_config(write(tmp_path, GOOD.replace("efficientnet-b0", "torchvision:resnet18")
+                            + "history: postgresql://u@db/pt\n"))
     assert cfg.history_path() == "postgresql://u@db/pt" and cfg.workload == "torchvision:resnet18"
 
 
@@ -116,8 +117,12 @@ def test_yaml_types_are_taken_as_written_and_an_empty_value_is_the_default(tmp_p
     (GOOD + "slo_metric: p99\n", "slo_metric: must be one of ttft, tpot, batch"),
     (GOOD + "carbon_country: Atlantis\n", "carbon_country: unknown country code 'Atlantis'"),
     (GOOD + "y" * 1000 + ": 1\n", "unknown field 'yyyyyyyy"),
-    (GOOD + "history: ''\n", "history: must not be empty"),  # --check said OK, the daemon then refused to start
-    (GOOD + "workload: ' '\n", "workload: must not be empty"),
+    (GOOD + "history: ''\n", "history: must not be empty"),
+    # named only when the history was opened: "history URL mysql://x: ...", no file, no field
+    (GOOD + "history: mysql://db/pt\n", "daemon.yaml: history: history URL mysql://db/pt: unsupported scheme 'mysql'"),  # --check said OK, the daemon then refused to start
+    (GOOD.replace("efficientnet-b0", "' '"), "workload: must not be empty"),
+    # PyYAML kept the last of two equal keys: the config ran at 30 ms
+    (GOOD + "budget: 8\nslo_ms: 30\n", "not valid YAML at line 5, column 1: key 'slo_ms' given twice in one mapping"),
 ])
 def test_more_errors_are_one_line(tmp_path, text, message):
     path = write(tmp_path, text)

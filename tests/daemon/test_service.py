@@ -223,16 +223,19 @@ def test_check_accepts_the_metrics_port_of_the_daemon_it_would_replace(tmp_path,
         server.stop()
 
 
-@pytest.mark.parametrize("where, words", [("state_dir", "state_dir: "), ("history", "cannot create its directory")])
-def test_check_refuses_a_state_dir_or_history_under_a_regular_file(tmp_path, where, words):
+@pytest.mark.parametrize("where, words", [("state_dir", "state_dir: "), ("history", "cannot create its directory"),
+                                          ("socket", "socket: ")])
+def test_check_refuses_a_state_dir_history_or_socket_under_a_regular_file(tmp_path, where, words):
     """--check said OK (the history "created at start"), then the daemon stopped at start: "cannot create the
-    state directory ... Not a directory". Whoever runs the check, such a directory can never be made."""
+    state directory ... Not a directory" (the same for the control socket's directory). Whoever runs the check,
+    such a directory can never be made."""
     from polythrottle.daemon.service import check_config
 
     (tmp_path / "afile").write_text("x")
     state = tmp_path / "afile" / "state" if where == "state_dir" else tmp_path / "state"
     history = f"history: {tmp_path}/afile/h.sqlite\n" if where == "history" else ""
-    cfg = write(tmp_path, GOOD + f"socket: {tmp_path}/ctl.sock\nstate_dir: {state}\nmetrics: false\n{history}")
+    sock = tmp_path / "afile" / "ctl.sock" if where == "socket" else tmp_path / "ctl.sock"
+    cfg = write(tmp_path, GOOD + f"socket: {sock}\nstate_dir: {state}\nmetrics: false\n{history}")
     with pytest.raises(BadInputError) as e:
         check_config(cfg)
     assert words in str(e.value) and f"{tmp_path}/afile is not a directory" in str(e.value)

@@ -124,6 +124,18 @@ def test_unavailable_knobs_say_why(tmp_path, monkeypatch):
     assert status["gpu_mhz"].reason.startswith("not root")
 
 
+def test_an_unknown_knob_on_a_board_without_settable_clocks_names_the_unavailable_ones(tmp_path, monkeypatch):
+    # jetson:PROFILE forced where none of its clocks exist: the message ended "this device offers: "
+    root = tmp_path / "root"
+    (root / "sys").mkdir(parents=True)
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    dev = open_device("jetson-agx-orin", DeviceOptions(state_dir=tmp_path / "state"))
+    with pytest.raises(BadInputError) as e:
+        dev.apply({"turbo": 1})
+    assert str(e.value) == ("unknown knob 'turbo'; no knob can be set on this board here "
+                            "(gpu_mhz, gpu_min_mhz, gpu_max_mhz, emc_mhz, cpu_mhz: see `polythrottle devices`)")
+
+
 def test_every_profile_gives_a_usable_layout():
     from polythrottle.boards.layout import profile_layout
     from polythrottle.boards.profiles import list_profiles
