@@ -158,11 +158,8 @@ class JetsonControl(Control):
         if knob in self.unavailable:
             raise UnsupportedError(f"{knob} cannot be set on this board: {self.unavailable[knob]}")
         offered = [k for c in self.clocks.values() for k in c.knobs]
-        if offered:
-            raise UnknownKnobError(f"unknown knob {knob!r}; this device offers: {', '.join(offered)}")
-        # "this device offers: " and nothing (a profile forced on a machine without its clocks)
-        raise UnknownKnobError(f"unknown knob {knob!r}; no knob can be set on this board here "
-                               f"({', '.join(self.unavailable) or 'none found'}: see `polythrottle devices`)")
+        none = f"no knob can be set on this board here ({', '.join(self.unavailable) or 'none found'}: see `polythrottle devices`)"
+        raise UnknownKnobError(f"unknown knob {knob!r}; " + (f"this device offers: {', '.join(offered)}" if offered else none))
 
     def _unwritable(self, clock: ClockControl) -> str:
         """'' if this process may write the clock's files, else the reason."""
@@ -327,8 +324,7 @@ class JetsonControl(Control):
         where = self._session.location().file
         values = checked_files(self.io, self.owned_files(), saved, where)
         gpu = self.clocks.get("gpu")
-        refuse_outside(values, partial(jetson_allowed, self.io, self.layout, gpu.files() if gpu else [],
-                                       self._gpu_steps_all), where)
+        refuse_outside(values, partial(jetson_allowed, self.io, self.layout, gpu.files() if gpu else [], self._gpu_steps_all), where)
         for p in values:
             if self.io.exists(p) and not self.io.writable(p):
                 raise PermissionDeniedError(f"cannot write {p}: permission denied; {ROOT_HINT}")
