@@ -10,6 +10,7 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,10 @@ def refuse_outside(values: Mapping[str, Any], allowed: Callable[[str], Callable[
             raise outside(where, key, value)
 
 
+def _lock_or_zero(locked: int, value: int) -> bool:
+    return value in (0, locked)
+
+
 def jetson_allowed(io: SysfsIO, layout: JetsonLayout, gpu_files: Sequence[str], gpu_steps: Sequence[int],
                    path: str) -> Callable[[int], bool] | None:
     """What a saved original of a Jetson's clock file ``path`` may hold: a GPU devfreq limit (``gpu_files``, the
@@ -171,7 +176,7 @@ def jetson_allowed(io: SysfsIO, layout: JetsonLayout, gpu_files: Sequence[str], 
         return within_steps(gpu_steps or [round(m * per) for m in layout.gpu_steps_mhz], zero_ok=True)
     for proto in layout.emc:
         if path == proto.lock_path:
-            return lambda v, locked=int(proto.lock_value): v in (0, locked)
+            return partial(_lock_or_zero, int(proto.lock_value))
     if re.search(r"/scaling_(min|max)_freq$", path):
         return within_steps(cpufreq_steps(io, path) or [round(m * 1000) for m in layout.cpu_steps_mhz])
     return None
