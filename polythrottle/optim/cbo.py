@@ -9,7 +9,9 @@ Model: one GP per outcome, on log(objective) and log(constraint / threshold), bo
 inputs in [0, 1] (clocks and batch sizes on a log axis, categorical values in their known speed order,
 see ``Knob.encode``; values that share a speed rank, such as fp16 and bf16, at one place on that axis and
 apart on one more, ``Knob.encode_ties``: the GP learns how far they differ instead of reading one as lying
-between the other and the next rank).
+between the other and the next rank). The log objective's GP sits on a fitted power trend in the clocks
+(``OutcomeGP.power_trend``): energy is power x latency, power static plus dynamic ~ clock^3, so energy is
+U-shaped in a clock, and a GP interpolating two measured clocks would not see the dip between them.
 
 Knob semantics (``Knob.latency_trend``, ``latency_exponent``, ``speed_rank``) give a partial order of
 the candidates by speed: a config with lower clocks, a larger batch or a slower precision than a
@@ -95,6 +97,8 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         self.last_acq_value: float | None = None
         self._set_order(frozenset())
         self._rank_checked = set()
+        self._trend_q = None
+        self._trend_all = None
         etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
         self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
         self._energy_free = etrend != 0

@@ -53,6 +53,11 @@ class CBOSettings:
       a rank that measurements contradict is dropped.
     pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
     initial_design: move along the knobs' known energy trends first (see ``_design_point``).
+    power_trend, power_exponent: the GP of log objective sits on a fitted trend in the clocks (knobs whose
+      latency falls as they rise, with no known energy trend): log(power relative to the top clocks), power
+      static plus dynamic ~ clock^``power_exponent``, fitted to the measured objective / constraint. It
+      makes energy (power x latency) U-shaped in a clock between measured clocks (see
+      ``OutcomeGP.power_trend``).
     confirm_margin: judge unmeasured configs (expected improvement, stopping) on P(latency under the
       threshold by a margin that ``max_repeats`` measurements can confirm), not on P(feasible).
     monotone_slack: use the knobs' known speed order with this relative slack: a point at least as
@@ -74,6 +79,8 @@ class CBOSettings:
     confirm_margin: bool = True
     lengthscale_prior: tuple[str, float, float] = ("lognormal", -0.1, 1.0)
     initial_design: bool = True
+    power_trend: bool = True
+    power_exponent: float = 3.0
     pessimistic_mean: bool = True
     smooth_objective: bool = True
     confirm_pick: bool = True
@@ -106,6 +113,10 @@ class CBOState(Optimizer):
     _energy_free: np.ndarray
     _rank_checked: set[int]
     """Ranked knobs (space columns) whose rank ``verdict_check`` has already tested."""
+    _trend_q: tuple[list[int], np.ndarray, np.ndarray, np.ndarray] | None
+    """The fitted power trend: clock columns, their dynamic-power shares q, the measured log-ratio range."""
+    _trend_all: np.ndarray | None
+    """The power trend at every point of the space (log units), or None when none is fitted."""
 
     if TYPE_CHECKING:  # provided by the parts; declared for the type checker only
 

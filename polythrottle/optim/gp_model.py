@@ -20,6 +20,7 @@ from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihoo
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 from gpytorch.utils.warnings import NumericalWarning
+from scipy.optimize import minimize
 
 from polythrottle.optim.base import Observation
 from polythrottle.optim.cbo_state import CBOState
@@ -71,11 +72,83 @@ class OutcomeGP(CBOState):
             return X, Y, var
         return X, Y, None
 
+    def _clock_log_ratio(self, X: torch.Tensor) -> tuple[list[int], np.ndarray]:
+        """The clocks (knobs whose latency falls as they rise, numeric, positive, no known energy trend)
+        and log(value / the knob's highest value) of each at the encoded points ``X`` (n x clocks)."""
+        cols, out = [], []
+        Xn = X.detach().numpy()
+        for j, k in enumerate(self.space.knobs):
+            if k.latency_trend != -1 or k.energy_trend or len(k.values) < 2:
+                continue
+            v = np.asarray(k.values, dtype=float)
+            if v.min() <= 0:
+                continue
+            c = Xn[:, j]
+            if k.log_scale:
+                lr = (c - 1.0) * math.log(v.max() / v.min())
+            else:
+                lr = np.log((v.min() + c * (v.max() - v.min())) / v.max())
+            cols.append(j)
+            out.append(lr)
+        return cols, (np.stack(out, axis=1) if out else np.zeros((len(Xn), 0)))
+
+    def _fit_power_trend(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        """Fit the clocks' power trend (``power_trend``) to the measured log(objective / constraint)."""
+        self._trend_q = None
+        if not self.settings.power_trend:
+            return
+        cols, lr = self._clock_log_ratio(X)
+        if not cols:
+            return
+        varied = np.array([len(np.unique(np.round(lr[:, i], 9))) >= 2 for i in range(lr.shape[1])])
+        if not varied.any():
+            return
+        z = (Y[:, 0] - Y[:, 1]).detach().numpy()
+        others = [j for j in range(X.shape[1]) if j not in cols]
+        F = np.concatenate([np.ones((len(z), 1)), X.detach().numpy()[:, others]], axis=1)
+        if len(z) < F.shape[1] + int(varied.sum()) + 1:
+            return
+        k = self.settings.power_exponent
+        drop = 1.0 - np.exp(k * lr[:, varied])  # how far below the top each clock's dynamic power is
+        ridge = np.diag([0.0] + [1e-2] * (F.shape[1] - 1))
+
+        def rss(q: np.ndarray) -> float:
+            h = np.log(np.clip(1.0 - drop @ q, 1e-6, None))
+            beta = np.linalg.solve(F.T @ F + ridge, F.T @ (z - h))
+            r = z - h - F @ beta
+            return float(r @ r)
+
+        m = int(varied.sum())
+        best = minimize(rss, np.full(m, 0.3 / m), method="L-BFGS-B", bounds=[(0.0, 0.95 / m)] * m)
+        q = np.zeros(len(cols))
+        q[varied] = best.x
+        self._trend_q = (cols, q, lr.min(0), lr.max(0))
+
+    def power_trend(self, X: torch.Tensor) -> np.ndarray:
+        """The trend the GP of log objective sits on at the encoded points ``X`` (zeros when none was fitted):
+        log(dynamic + static power relative to the top clocks) = log(1 - sum_j q_j (1 - r_j^k)), r_j a
+        clock's value over its highest, k ``power_exponent``. Energy per inference is latency times power;
+        the GP sees the latency's share (about linear in log clock) and this convex power curve adds the
+        dip that makes energy U-shaped in a clock, which a GP interpolating two clocks cannot see."""
+        if self._trend_q is None:
+            return np.zeros(len(X))
+        _, q, lo, hi = self._trend_q
+        _, lr = self._clock_log_ratio(X)
+        # within the clocks measured only: beyond them the curve is an extrapolation, and unexplored
+        # configs keep the pessimistic prior
+        drop = 1.0 - np.exp(self.settings.power_exponent * np.clip(lr, lo, hi))
+        return np.log(np.clip(1.0 - drop @ q, 1e-6, None))
+
     def model(self) -> SingleTaskGP:
         """The GP over (log objective, log constraint/threshold), refitted when observations changed."""
         if self._model is not None and self._model_n == len(self.observations):
             return self._model
         X, Y, var = self._train_data()
+        self._fit_power_trend(X, Y)
+        self._trend_all = self.power_trend(self.X_all) if self._trend_q is not None else None
+        if self._trend_all is not None:
+            Y = Y.clone()
+            Y[:, 0] -= torch.as_tensor(self.power_trend(X), dtype=DTYPE)
         # Matern-5/2 with the settings' lengthscale prior rather than BoTorch's dimension-scaled default:
         # on 2-4 knobs the default's long lengthscales made the GP overconfident and runs stopped early far
         # from the optimum (experiments/results/bench.md)
@@ -104,7 +177,12 @@ class OutcomeGP(CBOState):
         if self.settings.pessimistic_mean:
             # unexplored configs are predicted like the costliest and slowest measured ones, not like the
             # average of the (mostly near-optimal) measured ones: less exploration of far corners
-            model.mean_module.raw_constant.data = model.train_targets.max(dim=-1).values.clone()
+            constant = model.train_targets.max(dim=-1).values.clone()
+            if self._trend_all is not None:
+                # ... the power trend included: no unexplored config predicted cheaper than that for lying
+                # at lower clocks than the measured ones (the trend shapes the data's neighbourhood only)
+                constant[0] -= float(self._trend_all.min()) / float(standardization(model)[1].reshape(-1)[0])
+            model.mean_module.raw_constant.data = constant
             model.mean_module.raw_constant.requires_grad_(False)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         threads = torch.get_num_threads()
@@ -168,7 +246,10 @@ class OutcomeGP(CBOState):
                 stds.append(post.variance.squeeze(-2).clamp_min(1e-12).sqrt().numpy())
         if not means:
             return np.zeros((0, 2)), np.zeros((0, 2))
-        return np.concatenate(means), np.concatenate(stds)
+        mean = np.concatenate(means)
+        if self._trend_all is not None:
+            mean[:, 0] += self._trend_all[idx]
+        return mean, np.concatenate(stds)
 
     def noise_std(self) -> tuple[float, float]:
         """Per-measurement noise std of (log objective, log constraint), from the fitted GP."""

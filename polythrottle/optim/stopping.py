@@ -60,6 +60,8 @@ class Stopping(CBOState):
             draws = (loc.unsqueeze(-1) + chol @ z).squeeze(-1)  # (samples, 2, k), standardised units
             means, stdvs = (x.reshape(2, 1) for x in standardization(model))
             draws = (draws * stdvs + means).numpy()
+        if self._trend_all is not None:
+            draws[:, 0] += self._trend_all[left[top]][None]
         u = torch.rand((self.settings.stop_samples, k), generator=gen, dtype=DTYPE).numpy()
         hit = (draws[:, 0] < target) & (draws[:, 1] <= -margin) & (u < upper[top][None])
         return float(hit.any(1).mean())
