@@ -99,6 +99,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         self._rank_checked = set()
         self._trend_q = None
         self._trend_all = None
+        self._lr_all = None
         etrend = np.array([k.energy_trend or 0 for k in space.knobs], dtype=np.int64)
         self._energy_dir = space.rows.astype(np.int64) * -etrend  # larger = cheaper on the energy-trended knobs
         self._energy_free = etrend != 0

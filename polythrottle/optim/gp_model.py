@@ -133,7 +133,12 @@ class OutcomeGP(CBOState):
         if self._trend_q is None:
             return np.zeros(len(X))
         _, q, lo, hi = self._trend_q
-        _, lr = self._clock_log_ratio(X)
+        if X is self.X_all:  # every point of the space, at every fit: their clock ratios never change
+            if self._lr_all is None:
+                self._lr_all = self._clock_log_ratio(X)[1]
+            lr = self._lr_all
+        else:
+            _, lr = self._clock_log_ratio(X)
         # within the clocks measured only: beyond them the curve is an extrapolation, and unexplored
         # configs keep the pessimistic prior
         drop = 1.0 - np.exp(self.settings.power_exponent * np.clip(lr, lo, hi))
