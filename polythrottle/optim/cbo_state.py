@@ -72,7 +72,7 @@ class CBOSettings:
     bound_factor: float = 3.0
     stop_delta: float = 0.01
     stop_delta_noise: bool = True
-    stop_p: float = 0.3
+    stop_p: float = 0.4
     min_evals: int = 6
     impossible_p: float = 0.01
     prune_dominated: bool = True
