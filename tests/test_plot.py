@@ -13,6 +13,9 @@ from polythrottle.history import HistoryStore
 from polythrottle.tuning.trace import TracePoint, TuneTrace
 from tests.conftest import write_table
 
+# pytest-xdist (--dist loadgroup): every test here on one worker, so that the module-scoped `tuned` fixture is made once
+pytestmark = pytest.mark.xdist_group("test_plot")
+
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):

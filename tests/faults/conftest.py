@@ -10,6 +10,7 @@ process signal itself at an exact write) and as a subprocess otherwise (``cli_pr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,14 @@ def one_line(err: str) -> str:
     lines = messages(err)
     assert len(lines) == 1, err
     return lines[0]
+
+
+def message_length(line: str, tmp: Path) -> int:
+    """``len(line)`` with the test's temporary directory ``tmp`` counted as one character, also where a file name
+    spells it (the saved originals of a board under it: ``jetson_tmp_..._root.json``). A bound on a message's
+    length is on what the command says, not on how deep pytest made the directory (pytest-xdist adds a level)."""
+    spelled = re.sub(r"[^A-Za-z0-9._-]+", "_", str(tmp)).strip("._")
+    return len(line.replace(str(tmp), "T").replace(spelled, "T"))
 
 
 def last_line(err: str) -> str:

@@ -21,6 +21,9 @@ from polythrottle.daemon.server import MAX_CLIENTS, REQUEST_DEADLINE_S
 from tests.faults.conftest import make_board
 from tests.faults.test_daemon_faults import Running
 
+# pytest-xdist (--dist loadgroup): every test here on one worker, so that the module-scoped `daemon` fixture is made once
+pytestmark = pytest.mark.xdist_group("test_socket_clients")
+
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):

@@ -19,6 +19,9 @@ from polythrottle.optim.warm_start import WarmStartBO, configs_to_prior
 from polythrottle.space import Knob, SearchSpace
 from tests.conftest import write_table
 
+# pytest-xdist (--dist loadgroup): every test here on one worker, so that old_history() (cached) runs once per seed
+pytestmark = pytest.mark.xdist_group("test_warm_start")
+
 SPACE = SearchSpace.product(
     [Knob("gpu_mhz", tuple(range(100, 1400, 100))), Knob("batch_size", (1, 2, 4, 8, 16, 32))]
 )

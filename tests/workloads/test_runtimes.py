@@ -25,6 +25,9 @@ from polythrottle.workloads import load_workload
 from tests.conftest import ROOT
 from tests.fake_nvml import FakeGpu
 
+# pytest-xdist (--dist loadgroup): every test here on one worker, so that the module-scoped `models` fixture is made once
+pytestmark = pytest.mark.xdist_group("test_runtimes")
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("transformers")
 torch.set_num_threads(1)
