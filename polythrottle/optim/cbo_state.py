@@ -116,9 +116,9 @@ class CBOState(Optimizer):
     _trend_q: tuple[list[int], np.ndarray, np.ndarray, np.ndarray] | None
     """The fitted power trend: clock columns, their dynamic-power shares q, the measured log-ratio range."""
     _trend_all: np.ndarray | None
+    """The power trend at every point of the space (log units), or None when none is fitted."""
     _lr_all: np.ndarray | None
     """The clocks' log(value / top value) at every point of the space (computed once, when first needed)."""
-    """The power trend at every point of the space (log units), or None when none is fitted."""
 
     if TYPE_CHECKING:  # provided by the parts; declared for the type checker only
 
