@@ -272,17 +272,37 @@ def retune(
 
     Same arguments as ``tune``; the new model's version (``model_version``, ``model_files`` or
     ``model``) is required and the history is on (default database). ``result.extra["warm_start"]``
-    says which version it started from (None: nothing stored yet, so a cold tune).
+    says which version it started from (None: nothing stored yet, so a cold tune). A keyword ``tune`` does not
+    take (or ``warm_start``) raises BadInputError naming it, before anything is opened.
     """
     if model_version is None and not model_files and model is None:
         raise BadInputError("retune needs the new model's version: model_version, model_files or model")
     if "warm_start" in kwargs:
         raise BadInputError("warm_start=: retune always starts warm; call tune(..., warm_start=False) for a cold tune")
+    _refuse_unknown_keywords(kwargs)
     if history is None or history is False:
         raise BadInputError("retune needs a history (a warm start reads the previous version's measurements)")
     return tune(device, slo_ms, budget=budget, history=history, model_version=model_version,
                 model_files=model_files, model=model, warm_start=True, carbon_country=carbon_country,
                 **kwargs)  # type: ignore[arg-type]
+
+
+def _refuse_unknown_keywords(kwargs: Mapping[str, object]) -> None:
+    """``retune``'s ``**kwargs`` go to ``tune``: a name neither takes was a raw TypeError that named ``tune()``.
+    Raises BadInputError naming it, the closest accepted name, and every accepted keyword."""
+    import difflib
+    import inspect
+
+    named = [n for f in (retune, tune) for n, p in inspect.signature(f).parameters.items()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    accepted = sorted(set(named) - {"device", "slo_ms", "warm_start"})
+    unknown = next((k for k in kwargs if k not in accepted), None)
+    if unknown is None:
+        return
+    close = difflib.get_close_matches(unknown, accepted, n=1)
+    hint = f" (did you mean {close[0]}=?)" if close else ""
+    name = unknown if unknown.isidentifier() and len(unknown) <= 40 else brief(unknown, 40)
+    raise BadInputError(f"{name}=: not an argument of retune{hint}; accepted: {', '.join(accepted)}")
 
 
 __all__ = ["applied", "apply", "model_version_of", "open_device", "restore", "retune", "tune"]

@@ -8,6 +8,10 @@ as root, every server command runs as the ``postgres`` user (``runuser -u postgr
 Authentication: ``trust`` on the Unix socket, ``scram-sha-256`` over TCP with the superuser's password
 ``PASSWORD`` (so tests see real password handling). ``url(db)`` is a TCP URL with the password;
 ``stop()``/``start()`` simulate an outage (the port stays the same).
+
+The port is picked free but only bound when the server starts, so another process (a second pytest-xdist
+worker starting its own cluster) may take it in between: the first start retries on a fresh port, up to
+``START_ATTEMPTS`` times, when the server could not bind its port. Later starts keep the port.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("POLYTHROTTLE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "pt-secret-Zq7"
+START_ATTEMPTS = 5
+"""Ports the first start tries (each fresh) before it gives up on a port taken between pick and bind."""
+BIND_FAILED = ("could not bind", "could not create any TCP/IP sockets", "Address already in use")
+"""What the server log says when the server could not listen on its port."""
 
 
 def pg_available() -> str | None:
@@ -64,14 +72,18 @@ class PgCluster:
 
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        pwfile = self.dir / "pwfile"
-        pwfile.write_text(PASSWORD + "\n")
-        if self._as_postgres:
-            os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions")
-        pwfile.unlink()
-        self.start()
+        try:
+            pwfile = self.dir / "pwfile"
+            pwfile.write_text(PASSWORD + "\n")
+            if self._as_postgres:
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
+                      "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions")
+            pwfile.unlink()
+            self._first_start()
+        except BaseException:  # no server runs: the directory would be left behind
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def _run(self, binary: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         cmd = [str(PG_BIN / binary), *args]
@@ -81,6 +93,20 @@ class PgCluster:
         if r.returncode != 0:
             raise RuntimeError(f"{binary} failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
         return r
+
+    def _first_start(self) -> None:
+        """``start()``, on a fresh port while the one picked was taken before the server bound it."""
+        log = self.dir / "server.log"
+        for attempt in range(1, START_ATTEMPTS + 1):
+            seen = log.stat().st_size if log.exists() else 0  # pg_ctl appends: this start's lines follow
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                said = log.read_bytes()[seen:].decode(errors="replace") if log.exists() else ""
+                if attempt == START_ATTEMPTS or not any(s in said for s in BIND_FAILED):
+                    raise
+                self.port = _free_port()
 
     def start(self) -> None:
         opts = " ".join([f"-p {self.port}", f"-k {self.dir}"] + [f"-c {k}={v}" for k, v in self.settings.items()])

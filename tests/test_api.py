@@ -289,6 +289,16 @@ def test_api_refuses_a_workload_the_open_device_does_not_measure() -> None:
         assert pt.tune(dev, 50.0, budget=3, workload="resnet50", optimizer="random", seed=0).best is not None
 
 
+def test_retune_names_an_unknown_keyword_with_a_typed_error(small_table: Path, tmp_path: Path) -> None:
+    """retune's **kwargs go to tune: a misspelled keyword was a raw TypeError naming tune()."""
+    db = tmp_path / "h.sqlite"
+    with pytest.raises(BadInputError) as e:
+        pt.retune(f"replay:{small_table}", 50.0, history=db, model_version="v2", knbos=["gpu_mhz"])
+    message = str(e.value)
+    assert message.startswith("knbos=: not an argument of retune (did you mean knobs=?); accepted: baseline, budget,")
+    assert "\n" not in message and "warm_start" not in message and "slo_metric" in message and not db.exists()
+
+
 def test_retune_refuses_warm_start_with_a_typed_error(small_table: Path, tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="warm_start=: retune always starts warm"):
         pt.retune(f"replay:{small_table}", 50.0, history=tmp_path / "h.sqlite", model_version="v2", warm_start=False)

@@ -5,10 +5,13 @@ packaged example config as ``/etc/polythrottle/daemon.yaml`` unless one exists (
 Jetson, or what ``--device``/``--workload`` say), writes ``/etc/systemd/system/polythrottle.service``
 with ``ExecStart`` pointing at the polythrottle executable (checked with ``systemd-analyze verify``),
 checks the config (``daemon --check``), then enables and starts the service (``--no-start``: not).
+A new config made from ``--device``/``--workload`` is checked before anything is written (the group, the
+config, the unit): one that does not check is refused with its path and the options, and nothing is
+installed. An existing config is kept and checked after the install (the message says how to go on).
 ``--print-unit`` prints the unit and exits (no root needed). ``--root DIR`` installs the files under DIR
 instead of ``/`` (packaging, tests) and runs neither groupadd nor systemctl.
 Exit codes: 0 installed; 2 bad input (no executable, a unit that does not verify, a config that does not
-check); 4 not root.
+check); 4 not root; a device a new config names that this machine lacks: that error's code (5: not here).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from polythrottle.atomicfile import atomic_write_text
-from polythrottle.errors import BadInputError, PermissionDeniedError
+from polythrottle.errors import BadInputError, PermissionDeniedError, PolyThrottleError
 from polythrottle.paths import SYSTEM_STATE_DIR, is_root
 
 UNIT_NAME = "polythrottle.service"
@@ -123,11 +127,23 @@ def _group_id(system: bool) -> int:
         return grp.getgrnam(GROUP).gr_gid
 
 
-def check_config(path: Path) -> str:
-    """``daemon --check`` of the installed config, in this process. Raises BadInputError (one line)."""
+def check_config(path: Path, text: str | None = None) -> str:
+    """``daemon --check`` of the installed config, in this process; ``text``: of this text as the config at
+    ``path`` would be, before it is written. Raises BadInputError (one line), or DeviceError."""
     from polythrottle.daemon.service import check_config as check
 
-    return check(path)
+    return check(path, text)
+
+
+def precheck_new_config(path: Path, text: str, options: list[str]) -> None:
+    """Check the config about to be installed at ``path`` from ``options`` (``--device X``, ...) before
+    anything is written. Raises the check's error (its type, so its exit code) as one line naming ``path``
+    and the options, which says that nothing was installed."""
+    try:
+        check_config(path, text)
+    except PolyThrottleError as e:
+        said = str(e).removeprefix(f"{path}: ")
+        raise type(e)(f"{path} from {' '.join(options)}: {said}; nothing was installed") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,10 +164,16 @@ def run(args: argparse.Namespace) -> int:
         nearest = next((p for p in (root, *root.parents) if p.exists()), root)
         if not nearest.is_dir():
             raise BadInputError(f"--root {root}: {nearest} is not a directory")
-    gid = _group_id(system)
     etc = root / "etc" / "polythrottle"
     cfg_path = etc / "daemon.yaml"
     unit_path = root / "etc" / "systemd" / "system" / UNIT_NAME
+    if system:
+        os.environ.setdefault("POLYTHROTTLE_STATE_DIR", str(SYSTEM_STATE_DIR))
+    given = [f"--{name} {shlex.quote(value)}" for name, value in (("device", args.device), ("workload", args.workload))
+             if value is not None]
+    if given and not cfg_path.exists():  # the user's options make the new config: refused before any write
+        precheck_new_config(cfg_path, config, given)
+    gid = _group_id(system)
     try:
         etc.mkdir(parents=True, exist_ok=True)
         os.chmod(etc, 0o750)
@@ -169,7 +191,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"installed {unit_path} (ExecStart={exe} daemon --config /etc/polythrottle/daemon.yaml)")
     if system:
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=120)
-        os.environ.setdefault("POLYTHROTTLE_STATE_DIR", str(SYSTEM_STATE_DIR))
     try:
         print(check_config(cfg_path))
     except BadInputError as e:

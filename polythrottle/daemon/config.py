@@ -311,11 +311,14 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
         raise ConfigError(f"{path}: {clip(str(e), 300)}") from None
 
 
-def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
-    """Read and validate the config file at ``path``. Raises ConfigError (one line: file, field, problem)."""
+def load_config(path: str | os.PathLike[str], text: str | None = None) -> DaemonConfig:
+    """Read and validate the config file at ``path``. Raises ConfigError (one line: file, field, problem).
+    ``text``: validate this text as the file at ``path`` (nothing is read; relative paths resolve against the
+    directory of ``path``): a config about to be written there, checked before it is."""
     p = Path(path).expanduser().resolve()
     try:
-        text = safe_yaml.read_text(p)
+        if text is None:
+            text = safe_yaml.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except IsADirectoryError:

@@ -175,11 +175,12 @@ def _serving_daemon(cfg: DaemonConfig, where: str) -> int | None:
     return pid if st.get("metrics_url") == f"http://{where}/metrics" and isinstance(pid, int) else None
 
 
-def check_config(path: str | os.PathLike[str]) -> str:
+def check_config(path: str | os.PathLike[str], text: str | None = None) -> str:
     """``daemon --check``: validate the config file, its model files, bind the metrics port (closed at once), open
-    the device with it and the history read-only (nothing is written). Returns the one-line summary; raises
-    ConfigError / BadInputError / DeviceError / HistoryError."""
-    cfg = load_config(path)
+    the device with it and the history read-only (nothing is written). ``text``: check this text as the file at
+    ``path`` (not read; it need not exist yet). Returns the one-line summary; raises ConfigError / BadInputError /
+    DeviceError / HistoryError."""
+    cfg = load_config(path, text)
     missing = [str(f) for f in cfg.model_files if not f.exists()]
     if missing:
         raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")

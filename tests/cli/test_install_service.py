@@ -33,3 +33,48 @@ def test_the_unit_names_the_executable_only_in_exec_start():
     assert [line for line in unit.splitlines() if str(exe) in line] == [
         f"ExecStart={exe} daemon --config /etc/polythrottle/daemon.yaml"]
     assert "@POLYTHROTTLE@" not in unit
+
+
+def _exe(tmp_path):
+    exe = tmp_path / "polythrottle"
+    exe.write_text("#!/bin/sh\n")
+    os.chmod(exe, 0o755)
+    return exe
+
+
+def test_a_new_config_that_does_not_check_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """``--device bogus`` wrote the config and the unit, then failed the check: a half-installed service."""
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "root"
+    code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--device", "bogus",
+                 "--no-start"])
+    out, err = capsys.readouterr()
+    cfg = root / "etc" / "polythrottle" / "daemon.yaml"
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{cfg} from --device bogus: unknown device 'bogus'" in err and "nothing was installed" in err
+    assert not root.exists() and not (tmp_path / "state").exists() and out == ""
+
+
+def test_a_new_config_from_options_that_checks_is_installed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "root"
+    code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--device",
+                 "sim:jetson-tx2", "--no-start"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "device: sim:jetson-tx2" in (root / "etc/polythrottle/daemon.yaml").read_text()
+    assert (root / "etc/systemd/system/polythrottle.service").is_file() and ": OK (device sim:jetson-tx2" in out
+
+
+def test_an_existing_config_is_kept_and_checked_after_the_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "root"
+    cfg = root / "etc" / "polythrottle" / "daemon.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("device: bogus\nworkload: efficientnet-b0\nslo_ms: 25\n")
+    code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--device", "bogus",
+                 "--no-start"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and f"; fix {cfg}, then: systemctl enable" in err, err
+    assert "kept the existing config" in out and (root / "etc/systemd/system/polythrottle.service").is_file()
+    assert cfg.read_text().startswith("device: bogus\n")
