@@ -3,8 +3,14 @@
 Three pieces, used by every path that writes a clock (``apply``, ``tune``, ``restore``, the daemon):
 
 - ``command_signals()`` (the CLI): the first SIGINT/SIGTERM/SIGHUP raises ``KeyboardInterrupt`` /
-  ``Terminated`` in the main thread, so ``finally`` blocks put the hardware back; any later signal is
-  only recorded: a second Ctrl-C cannot cut a restore short. The previous handlers come back on exit.
+  ``Terminated`` in the main thread, so ``finally`` blocks put the hardware back; a later signal that
+  comes while that exception is being handled (an ``except``/``finally``/``__exit__`` it runs through)
+  or once the command is done is only recorded: a second Ctrl-C cannot cut a restore short. A handler
+  runs wherever the main thread is, so the exception can be lost there (a library's bare ``except:``,
+  e.g. the one around Cython's ``collections.abc`` registrations that every memoryview module runs on
+  import; or a ``__del__``): then a later signal raises again, and so does ``check()``, the checkpoint
+  of long loops (between batches, before each apply) and of the command's end. The previous handlers
+  come back on exit.
 - ``deferred()`` (around restores, rollbacks and the saving of originals): a signal arriving inside is
   recorded and handed to the handler that was installed once the block is done, so a restore always
   completes (a write that hangs in the kernel keeps it waiting: then SIGKILL, and the next start or
@@ -17,6 +23,7 @@ Three pieces, used by every path that writes a clock (``apply``, ``tune``, ``res
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -56,26 +63,53 @@ def _in_main_thread() -> bool:
 # ----- the CLI's handlers -----------------------------------------------------------------------------
 class _CommandState:
     def __init__(self) -> None:
-        self.first: int | None = None
-        self.later: list[int] = []
+        self.first: int | None = None  # the signal last raised as an exception
+        self.later: list[int] = []  # signals only recorded
+        self.done = False  # the command is done or its exception reached ``cli.main``: record only
 
 
 _command = _CommandState()
 
 
+def _exception(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _unwinding() -> bool:
+    """Whether the calling thread runs an ``except``/``finally``/``__exit__`` of a KeyboardInterrupt (or of an
+    exception raised while handling one): a signal's exception is on its way out."""
+    e = sys.exc_info()[1]
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__context__
+    return False
+
+
 def _command_handler(signum: int, frame: object) -> None:
-    if _command.first is None:
-        _command.first = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt()
-        raise Terminated(signum)
-    _command.later.append(signum)  # the first one is being handled: let its cleanup finish
+    if _command.done or (_command.first is not None and _unwinding()):
+        _command.later.append(signum)  # the first one is being handled: let its cleanup finish
+        return
+    # the first signal, or a later one while nothing handles the first: its exception was lost where the
+    # handler ran (a bare ``except:``, a ``__del__``) and the command ran on
+    _command.first = signum
+    raise _exception(signum)
+
+
+def check() -> None:
+    """A checkpoint: raise again the exception of a signal that was lost (see the module docstring) while
+    the command runs on. Cheap; does nothing outside a command's main thread or while the exception is
+    being handled."""
+    if _command.first is None or _command.done or not _in_main_thread() or _unwinding():
+        return
+    raise _exception(_command.first)
 
 
 def ignore_further() -> None:
     """From now on the command's handlers only record signals (the command is done or unwinding)."""
-    if _command.first is None:
-        _command.first = 0
+    _command.done = True
 
 
 def raise_terminated(signum: int, frame: object) -> None:
@@ -89,7 +123,7 @@ def command_signals() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    _command.first, _command.later = None, []
+    _command.first, _command.later, _command.done = None, [], False
     saved: dict[int, Any] = {}
     for s in SIGNALS:
         try:
@@ -99,6 +133,7 @@ def command_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        _command.done = True  # a signal lost in the command is not raised by a checkpoint after it
         _put_back_handlers(saved)
 
 
@@ -223,5 +258,5 @@ def reset() -> None:
     _kept.clear()
 
 
-__all__ = ["SIGNALS", "Terminated", "changed", "clean", "command_signals", "deferred", "exit_code_of",
+__all__ = ["SIGNALS", "Terminated", "changed", "check", "clean", "command_signals", "deferred", "exit_code_of",
            "ignore_further", "kept", "raise_terminated", "reset", "settle", "signum_of", "verb_of"]

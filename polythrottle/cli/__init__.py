@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             try:
                 code, message = int(args.func(args) or 0), ""
+                interrupts.check()  # a signal whose exception was lost (a library's bare except) still ends it
             except PolyThrottleError as e:
                 code, message = e.exit_code, f"error: {e}"
             except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP: the command's finally blocks ran

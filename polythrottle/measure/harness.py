@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from polythrottle import interrupts
 from polythrottle.energy.base import CounterResetError, EnergyMeter, EnergyWindow
 from polythrottle.errors import BadInputError, DeviceError
 from polythrottle.measure.measurement import Measurement
@@ -103,6 +104,7 @@ def _run_until(workload: Runnable, seconds: float, min_batches: int, clock: Cloc
     lat: list[float] = []
     start = clock()
     while len(lat) < min_batches or clock() - start < seconds:
+        interrupts.check()  # a signal whose exception the workload's code lost ends the window here
         t0 = clock()
         workload.run_batch()
         workload.synchronize()

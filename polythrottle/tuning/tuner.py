@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from polythrottle import interrupts
 from polythrottle.checks import check_seed, is_int, is_real
 from polythrottle.devices.base import Device
 from polythrottle.errors import BadInputError, brief
@@ -202,6 +203,7 @@ class Tuner:
         return self.full_space.normalize(cfg)
 
     def _measure(self, config: Config, propose_s: float, role: str) -> Measurement:
+        interrupts.check()  # a signal lost while the optimizer proposed: no write for a tune that is over
         self.device.apply(config)
         m = self.device.measure()
         rec = TuneRecord(len(self.history), config, m, m.latency_ms <= self.slo_ms, propose_s, role)
