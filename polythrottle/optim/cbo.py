@@ -64,7 +64,7 @@ from scipy.special import log_ndtr, ndtr, ndtri
 from polythrottle.optim.base import Observation, Optimizer, Recommendation
 from polythrottle.optim.cbo_state import CBOSettings
 from polythrottle.optim.estimates import CandidateView, PointEstimates
-from polythrottle.optim.gp_model import DTYPE, OutcomeGP, matern_kernel
+from polythrottle.optim.gp_model import DTYPE, OutcomeGP, matern_kernel, one_torch_thread
 from polythrottle.optim.safe_design import SafeDesign
 from polythrottle.optim.speed_order import OrderBounds, SpeedOrder
 from polythrottle.optim.stopping import Stopping
@@ -150,6 +150,10 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         return int(left[int(torch.argmin(d))])
 
     def ask(self, remaining: int | None = None) -> int:
+        with one_torch_thread():
+            return self._ask(remaining)
+
+    def _ask(self, remaining: int | None) -> int:
         if len(self.observations) < self.settings.n_init:
             return self._initial_point()
         self._check_order()

@@ -143,3 +143,30 @@ def test_values_of_one_speed_rank_are_told_apart(seed: int) -> None:
     energy_j, latency_ms = table[(str(c["batch_size"]), str(c["precision"]), str(c["cuda_graphs"]))]
     assert latency_ms <= slo_ms and energy_j <= 1.05 * best_j
     assert any(r.config["precision"] == "fp16" for r in result.history)
+
+
+def test_a_proposal_runs_on_one_torch_thread_and_gives_the_callers_threads_back(monkeypatch):
+    # the optimizer's matrices are tiny: threads only spin against the workload sharing the machine
+    import torch
+
+    from polythrottle.optim.gp_model import OutcomeGP
+
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    for i, lat in ((0, 0.3), (len(SPACE) - 1, 0.9), (len(SPACE) // 2, 0.6)):
+        opt.tell(Observation(i, float(ENERGY[i]), lat * SLO))
+    seen = []
+    posterior = OutcomeGP.posterior
+
+    def spy(self, indices):
+        seen.append(torch.get_num_threads())
+        return posterior(self, indices)
+
+    monkeypatch.setattr(OutcomeGP, "posterior", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        opt.ask(remaining=10)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -81,3 +81,30 @@ def test_energy_u_shaped_in_a_clock_is_predicted_to_dip_between_two_measured_clo
     assert 600 <= best <= 900
     assert predicted[700] < 0.9 * min(truth(400)[0], truth(1300)[0])
     assert abs(predicted[400] / truth(400)[0] - 1) < 0.02 and abs(predicted[1300] / truth(1300)[0] - 1) < 0.02
+
+
+def test_the_posterior_of_many_points_is_each_points_own_marginal():
+    # points go to the GP in groups (padded to a whole group): each must get its own mean and sd, in order,
+    # whatever the number of points and the chunk size
+    import dataclasses
+
+    import torch
+
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    for i, lat in ((0, 0.3), (len(SPACE) - 1, 0.9), (len(SPACE) // 2, 0.6), (5, 0.5)):
+        opt.tell(Observation(i, float(ENERGY[i]), lat * SLO))
+    model = opt.model()
+    with torch.no_grad():
+        one = model.posterior(opt.X_all.unsqueeze(-2))  # every point alone
+        mean1 = one.mean.squeeze(-2).numpy()
+        sd1 = one.variance.squeeze(-2).sqrt().numpy()
+    if opt._trend_all is not None:
+        mean1[:, 0] += opt._trend_all
+    rng = np.random.default_rng(0)
+    for n, max_batch in ((1, 4096), (17, 4096), (len(SPACE), 32), (len(SPACE), 40)):
+        opt.settings = dataclasses.replace(opt.settings, max_batch=max_batch)
+        idx = rng.permutation(len(SPACE))[:n]
+        mean, sd = opt.posterior(idx)
+        assert mean.shape == sd.shape == (n, 2)
+        np.testing.assert_allclose(mean, mean1[idx], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(sd, sd1[idx], rtol=1e-7, atol=1e-9)

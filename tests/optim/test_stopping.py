@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from polythrottle.optim import Observation, make_optimizer
 from tests.optim.cbo_problem import FASTEST, SLO, SPACE, drive_env
 
@@ -113,3 +115,31 @@ def test_a_converged_tune_rechecks_only_a_config_worth_its_own_stop_rule():
     assert opt.recommend().index == at(1200, 8) and opt.settings.recheck_min_p <= dict(zip(est.idx, est.p))[at(1100, 8)]
     assert opt._recheck_before_stop(10, est, converged=True) is None
     assert opt._recheck_before_stop(10, est, converged=False) == at(1100, 8)
+
+
+def test_the_sampled_chance_that_a_better_config_remains_matches_each_candidates_own_chance():
+    # one candidate at a time: the joint samples must give its own P(cheaper than the target and feasible
+    # by the margin), times its speed-order cap, within Monte Carlo error (512 samples: sd <= 0.022)
+    import dataclasses
+
+    from scipy.special import ndtr
+
+    opt = make_optimizer("cbo", SPACE, SLO, 0)
+    at = lambda gpu, batch: SPACE.index_of({"gpu_mhz": gpu, "batch_size": batch})
+    for (gpu, batch), energy, lat in (((1300, 1), 3.0, 0.2), ((1300, 4), 1.5, 0.5), ((1000, 8), 1.0, 0.8),
+                                      ((700, 4), 1.1, 0.75), ((1300, 16), 0.9, 0.95)):
+        opt.tell(Observation(at(gpu, batch), energy, lat * SLO))
+    opt.settings = dataclasses.replace(opt.settings, stop_candidates=1)
+    left = opt.unmeasured()
+    view = opt.view(left)
+    target = float(np.log(0.95))
+    margin = 0.02
+    for j in (at(900, 8), at(1300, 8), at(600, 16)):
+        i = int(np.flatnonzero(left == j)[0])
+        own = ndtr((target - view.mean[i, 0]) / view.std[i, 0]) * ndtr((-margin - view.mean[i, 1]) / view.std[i, 1])
+        for cap in (1.0, 0.5):
+            p_better = np.zeros(len(left))
+            p_better[i] = 1.0  # the one candidate sampled
+            upper = np.full(len(left), cap)
+            p = opt._p_better_remains(left, p_better, target, margin, upper)
+            assert abs(p - own * cap) < 0.07, (j, cap, p, own * cap)
