@@ -12,17 +12,20 @@ handler is the daemon's (``Daemon.handle_request``): it never touches the device
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import socket
 import socketserver
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from polythrottle.daemon.config import MAX_SOCKET_PATH_BYTES
 from polythrottle.daemon.protocol import (
     BUSY,
     MAX_REQUEST_BYTES,
@@ -155,28 +158,68 @@ class ControlServer:
         raise BadInputError(f"another daemon is already listening on {self.path}")
 
     def start(self) -> None:
-        """Bind (mode 0660, group ``group``) and serve. Raises BadInputError / PermissionError."""
+        """Bind (mode 0660, group ``group``) and serve. Raises BadInputError / PermissionError.
+
+        The socket listens from the moment it is bound, so it is bound in a fresh 0700 directory next to
+        ``path`` (no other user can reach it there), given its mode and group, and only then linked to
+        ``path``: at ``path`` it never has another mode or group. The process umask is left alone (it is
+        process-wide, and the metrics thread already runs). ``link`` rather than ``rename``: a socket that
+        appeared at ``path`` since the stale check is refused as ``bind`` refused it, not replaced."""
         gid = self._gid()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BadInputError(f"cannot create the control socket directory {self.path.parent}: {e.strerror}") from None
         self._clear_stale()
-        old = os.umask(0o117)  # the socket is created 0660: never briefly wider
         try:
-            server = _Server(str(self.path), _RequestHandler)
+            private = Path(tempfile.mkdtemp(prefix=".", dir=self.path.parent))
         except OSError as e:
             raise BadInputError(f"cannot listen on {self.path}: {e.strerror or e}") from None
+        try:
+            server = self._bind_privately(private, gid)
         finally:
-            os.umask(old)
-        os.chmod(self.path, SOCKET_MODE)
-        if gid >= 0:
-            os.chown(self.path, -1, gid)
+            with contextlib.suppress(OSError):
+                (private / "s").unlink()
+            with contextlib.suppress(OSError):
+                private.rmdir()
         server.dispatch = self.handler
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="control-socket", daemon=True)
         self._thread.start()
+
+    def _bind_privately(self, private: Path, gid: int) -> _Server:
+        """A server listening on ``private``/s, given its mode and group, then linked to ``path``."""
+        os.chmod(private, 0o700)  # mkdtemp asks 0700; a umask could only have narrowed it
+        tmp = private / "s"
+        fd = -1
+        try:
+            address = str(tmp)
+            if len(os.fsencode(address)) > MAX_SOCKET_PATH_BYTES:  # longer than path itself may be: by the fd
+                fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
+                address = f"/proc/self/fd/{fd}/s"
+            server = _Server(address, _RequestHandler)
+        except OSError as e:
+            raise BadInputError(f"cannot listen on {self.path}: {e.strerror or e}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        try:
+            os.chmod(tmp, SOCKET_MODE)
+            if gid >= 0:
+                os.chown(tmp, -1, gid)  # a group this user is not in: PermissionError, as before
+            try:
+                os.link(tmp, self.path)  # fails if anything is at path (as bind did)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    why = os.strerror(errno.EADDRINUSE) if isinstance(e, FileExistsError) else e.strerror or e
+                    raise BadInputError(f"cannot listen on {self.path}: {why}") from None
+                os.rename(tmp, self.path)  # a filesystem without hard links
+        except BaseException:
+            server.server_close()
+            raise
+        server.server_address = str(self.path)
+        return server
 
     def stop(self) -> None:
         if self._server is not None:

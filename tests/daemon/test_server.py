@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -73,3 +74,93 @@ def test_many_clients_at_once(tmp_path):
     finally:
         server.stop()
 
+
+
+def _other_group() -> int | None:
+    """A group this process may give a file that is not its own (effective) group, else None."""
+    import grp
+    import os
+
+    mine = os.getegid()
+    if os.geteuid() == 0:
+        return next((g.gr_gid for g in grp.getgrall() if g.gr_gid != mine), None)
+    return next((g for g in os.getgroups() if g != mine), None)
+
+
+def test_the_socket_never_appears_at_its_path_with_another_mode_or_group(tmp_path, monkeypatch):
+    """Bound at its path, then chmod/chown: it listened there for a moment with the daemon's own group (and
+    the umask set around the bind was process-wide: the metrics thread runs by then)."""
+    import grp
+    import os
+
+    gid = _other_group()
+    if gid is None:
+        pytest.skip("no second group this user may give a file")
+    path = tmp_path / "run" / "ctl.sock"
+    seen: list[tuple[str, int, int]] = []  # (after which call, mode, gid) while the path exists
+
+    def probe(name, real):
+        def call(*args, **kwargs):
+            out = real(*args, **kwargs)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(path)
+                seen.append((name, st.st_mode & 0o7777, st.st_gid))
+            return out
+        return call
+
+    for name in ("chmod", "chown", "link", "rename", "replace"):
+        monkeypatch.setattr(os, name, probe(name, getattr(os, name)))
+    monkeypatch.setattr(socket.socket, "bind", probe("bind", socket.socket.bind))
+    umasks: list[int] = []
+    real_umask = os.umask
+
+    def umask(mask: int) -> int:
+        umasks.append(mask)
+        return real_umask(mask)
+
+    monkeypatch.setattr(os, "umask", umask)
+    server = ControlServer(path, lambda req: {"ok": True}, group=grp.getgrgid(gid).gr_name)
+    server.start()
+    try:
+        assert seen and all((mode, g) == (0o660, gid) for _, mode, g in seen), seen
+        assert umasks == []
+        assert send_command("status", path)["ok"]
+        assert os.listdir(path.parent) == ["ctl.sock"]  # the private directory is gone
+    finally:
+        server.stop()
+
+
+def test_a_socket_path_as_long_as_allowed_with_a_short_name(tmp_path):
+    """Bound first in a directory next to it: a longer path than its own, bound by /proc/self/fd."""
+    parent = tmp_path / ("d" * (107 - len(str(tmp_path)) - 3))
+    path = parent / "c"
+    assert len(str(path)) == 107
+    server = ControlServer(path, lambda req: {"ok": True})
+    server.start()
+    try:
+        assert (path.stat().st_mode & 0o777) == 0o660
+        assert send_command("status", path)["ok"]
+        assert [p.name for p in parent.iterdir()] == ["c"]
+    finally:
+        server.stop()
+
+
+def test_a_socket_that_appears_after_the_stale_check_is_refused_not_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "ctl.sock"
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    real = ControlServer._clear_stale
+
+    def clear_then_another_daemon_binds(self):
+        real(self)
+        other.bind(str(path))
+        other.listen()
+
+    monkeypatch.setattr(ControlServer, "_clear_stale", clear_then_another_daemon_binds)
+    try:
+        with pytest.raises(BadInputError, match=r"cannot listen on .*ctl\.sock: Address already in use"):
+            ControlServer(path, lambda req: {"ok": True}).start()
+        assert [p.name for p in tmp_path.iterdir()] == ["ctl.sock"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(path))  # the other one's, still there
+    finally:
+        other.close()
