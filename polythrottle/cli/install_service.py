@@ -193,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=120)
     try:
         print(check_config(cfg_path))
-    except BadInputError as e:
-        raise BadInputError(f"{e}; fix {cfg_path}, then: systemctl enable --now polythrottle") from None
+    except PolyThrottleError as e:  # its own type, so its exit code (a device this machine lacks: 5)
+        raise type(e)(f"{e}; fix {cfg_path}, then: systemctl enable --now polythrottle") from None
     if not system or args.no_start:
         print("not started; start with: systemctl enable --now polythrottle")
         return 0

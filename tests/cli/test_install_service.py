@@ -78,3 +78,17 @@ def test_an_existing_config_is_kept_and_checked_after_the_install(tmp_path, caps
     assert code == 2 and err.count("\n") == 1 and f"; fix {cfg}, then: systemctl enable" in err, err
     assert "kept the existing config" in out and (root / "etc/systemd/system/polythrottle.service").is_file()
     assert cfg.read_text().startswith("device: bogus\n")
+
+
+def test_an_existing_config_naming_a_device_this_machine_lacks_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    """A device error in the check after the install kept its exit code but lost the "fix ..., then" hint."""
+    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
+    root = tmp_path / "root"
+    cfg = root / "etc" / "polythrottle" / "daemon.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("device: nvml:7\nworkload: builtin:mlp\nslo_ms: 25\n")
+    code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--no-start"])
+    out, err = capsys.readouterr()
+    assert code == 5 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
+    assert f"; fix {cfg}, then: systemctl enable --now polythrottle" in err
+    assert "kept the existing config" in out
