@@ -66,12 +66,18 @@ def test_a_new_config_from_options_that_checks_is_installed(tmp_path, capsys, mo
     assert (root / "etc/systemd/system/polythrottle.service").is_file() and ": OK (device sim:jetson-tx2" in out
 
 
-def test_an_existing_config_is_kept_and_checked_after_the_install(tmp_path, capsys, monkeypatch):
+def _existing_config(tmp_path, monkeypatch, text):
+    """A --root under ``tmp_path`` whose daemon config already exists with ``text``: (root, config path)."""
     monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
     root = tmp_path / "root"
     cfg = root / "etc" / "polythrottle" / "daemon.yaml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text("device: bogus\nworkload: efficientnet-b0\nslo_ms: 25\n")
+    cfg.write_text(text)
+    return root, cfg
+
+
+def test_an_existing_config_is_kept_and_checked_after_the_install(tmp_path, capsys, monkeypatch):
+    root, cfg = _existing_config(tmp_path, monkeypatch, "device: bogus\nworkload: efficientnet-b0\nslo_ms: 25\n")
     code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--device", "bogus",
                  "--no-start"])
     out, err = capsys.readouterr()
@@ -82,11 +88,7 @@ def test_an_existing_config_is_kept_and_checked_after_the_install(tmp_path, caps
 
 def test_an_existing_config_naming_a_device_this_machine_lacks_says_how_to_go_on(tmp_path, capsys, monkeypatch):
     """A device error in the check after the install kept its exit code but lost the "fix ..., then" hint."""
-    monkeypatch.setenv("POLYTHROTTLE_STATE_DIR", str(tmp_path / "state"))
-    root = tmp_path / "root"
-    cfg = root / "etc" / "polythrottle" / "daemon.yaml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text("device: nvml:7\nworkload: builtin:mlp\nslo_ms: 25\n")
+    root, cfg = _existing_config(tmp_path, monkeypatch, "device: nvml:7\nworkload: builtin:mlp\nslo_ms: 25\n")
     code = main(["install-service", "--exe", str(_exe(tmp_path)), "--root", str(root), "--no-start"])
     out, err = capsys.readouterr()
     assert code == 5 and err.count("\n") == 1 and "Traceback" not in err, (code, err)
