@@ -53,6 +53,13 @@ an LLM's static KV cache replayed as CUDA graphs (``static_graphs``) decodes fas
 static cache run eagerly (those two are not ordered: which is faster depends on model and batch)."""
 
 
+RANK_STEP_SLOWDOWN = {"precision": 3.0}
+"""The most latency grows one speed rank lower, for knobs where that is known (``Knob.rank_step_slowdown``).
+Precision: one step measured at most 2.5x slower (fp16 or bf16 -> tf32, seven H100/H200 tables,
+``experiments/results``); tf32 -> fp32 up to 4.1x (BERT on an H100). CUDA graphs off can run 10x slower
+than on: no bound."""
+
+
 def default_semantics(name: str, values: Sequence[Value]) -> tuple[int, tuple[int, ...] | None, float | None]:
     """What is known of knob ``name`` from its name alone, used where nothing better is known (e.g. the
     columns of a replayed table): ``(latency_trend, speed_rank, latency_exponent)``, see ``Knob``.
@@ -83,7 +90,8 @@ class Knob:
     (1.0: at most in proportion; None: no bound known). ``speed_rank``: for a categorical knob, one
     integer per value (in ``values`` order); a higher rank is known to run no slower and use no more
     energy (precision fp32 < tf32 < fp16 = bf16 < int8; cuda_graphs off < on); values of equal rank
-    are not ordered; None: no order known. ``energy_trend``: how energy per inference moves as a numeric
+    are not ordered; None: no order known. ``rank_step_slowdown``: for a ranked knob, the most latency
+    grows one rank lower (None: not known; ``RANK_STEP_SLOWDOWN`` by name). ``energy_trend``: how energy per inference moves as a numeric
     value rises, where known: -1 falls (``batch_size``: fixed costs shared by more inputs), 0 unknown
     (clocks: too low wastes static power, too high wastes dynamic power). Defaults: from the name
     (``default_semantics``).
@@ -96,6 +104,7 @@ class Knob:
     speed_rank: tuple[int, ...] | None = None
     latency_exponent: float | None = None
     energy_trend: int | None = None
+    rank_step_slowdown: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -128,10 +137,14 @@ class Knob:
             raise BadInputError(f"knob {self.name!r}: energy_trend must be -1, 0 or 1, on numeric values")
         if self.speed_rank is None:
             object.__setattr__(self, "speed_rank", rank)
+            if self.rank_step_slowdown is None and rank is not None:
+                object.__setattr__(self, "rank_step_slowdown", RANK_STEP_SLOWDOWN.get(self.name))
         else:
             object.__setattr__(self, "speed_rank", tuple(int(r) for r in self.speed_rank))
             if numeric or len(self.speed_rank) != len(self.values):
                 raise BadInputError(f"knob {self.name!r}: speed_rank needs one rank per categorical value")
+        if self.rank_step_slowdown is not None and not (self.speed_rank and self.rank_step_slowdown >= 1.0):
+            raise BadInputError(f"knob {self.name!r}: rank_step_slowdown needs a speed_rank and must be >= 1")
 
     @property
     def numeric(self) -> bool:

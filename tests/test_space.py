@@ -116,3 +116,16 @@ def test_value_lookup_keeps_the_tolerance():
     for bad in (float("nan"), float("inf"), -1.0, 2000.0):
         with pytest.raises(InvalidValueError):
             k.index(bad)
+
+
+def test_only_precision_bounds_how_much_slower_one_speed_rank_is():
+    # one precision step measured <= 2.5x slower; CUDA graphs off can be 10x slower than on: no bound
+    assert Knob("precision", ("fp32", "tf32", "fp16")).rank_step_slowdown == 3.0
+    assert Knob("cuda_graphs", ("off", "on")).rank_step_slowdown is None
+    assert Knob("batch_size", (1, 2)).rank_step_slowdown is None
+    assert Knob("mode", ("a", "b"), speed_rank=(0, 1)).rank_step_slowdown is None  # a declared rank: no default
+    assert Knob("mode", ("a", "b"), speed_rank=(0, 1), rank_step_slowdown=1.5).rank_step_slowdown == 1.5
+    with pytest.raises(BadInputError, match="rank_step_slowdown"):
+        Knob("mode", ("a", "b"), rank_step_slowdown=2.0)  # no rank to step down
+    with pytest.raises(BadInputError, match="rank_step_slowdown"):
+        Knob("mode", ("a", "b"), speed_rank=(0, 1), rank_step_slowdown=0.5)

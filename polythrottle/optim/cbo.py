@@ -162,7 +162,11 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
-            recheck = self._recheck_before_stop(remaining, self._point_estimates(), converged=False)
+            est = self._point_estimates()
+            check = self.rank_check()
+            if check is not None:
+                return check
+            recheck = self._recheck_before_stop(remaining, est, converged=False)
             if recheck is not None:
                 return recheck
             self.stop_reason = (
@@ -225,6 +229,9 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(self.observations) >= self.settings.min_evals:
             p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
+                check = self.rank_check()
+                if check is not None:
+                    return check
                 recheck = self._recheck_before_stop(remaining, est, converged=True)
                 if recheck is not None:
                     return recheck

@@ -51,6 +51,10 @@ class CBOSettings:
     prune_dominated: explore only points not dominated by the knobs' speed ranks (a point with the same
       other values and a higher-ranked precision, CUDA graphs on, ... is no slower and no costlier);
       a rank that measurements contradict is dropped.
+    contradiction_tol: (relative difference, standard errors): two measured points contradict a rank when
+      the one ranked faster is slower or costlier by more than both (see ``_check_order``).
+    rank_check: before the tune ends itself while ranks prune configs, measure the recommendation one rank
+      lower on each ranked knob whose one-rank slowdown is bounded (see ``rank_check``).
     pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
     initial_design: move along the knobs' known energy trends first (see ``_design_point``).
     power_trend, power_exponent: the GP of log objective sits on a fitted trend in the clocks (knobs whose
@@ -97,6 +101,8 @@ class CBOSettings:
     recheck_min_p: float = 0.1
     confident_best_after: int | None = 6
     recheck_compete: bool = True
+    rank_check: bool = True
+    contradiction_tol: tuple[float, float] = (1.05, 2.0)
 
 
 class CBOState(Optimizer):

@@ -142,3 +142,43 @@ def test_an_impossible_verdict_stands_after_every_unordered_value_was_measured()
     assert "no config can meet" in opt.stop_reason
     assert {space.config(j)["backend"] for j in seen} == {"a", "b", "c"}
     assert len(seen) <= 5
+
+
+def _precision_problem(tf32_factor):
+    """batch x precision x CUDA graphs where TF32 runs at ``tf32_factor`` x fp16's latency (draws more power)."""
+    space = SearchSpace.product([Knob("batch_size", (1, 2, 4, 8)), Knob("precision", ("fp32", "tf32", "fp16")),
+                                 Knob("cuda_graphs", ("off", "on"))])
+    base = {"fp32": 3.0, "tf32": tf32_factor, "fp16": 1.0}
+    per_batch = {1: 1.0, 2: 1.1, 4: 1.35, 8: 1.6}
+
+    def latency(c):
+        return base[c["precision"]] * (1.0 if c["cuda_graphs"] == "on" else 6.0) * per_batch[c["batch_size"]]
+
+    return space, latency
+
+
+def test_a_converged_tune_checks_the_precision_order_it_pruned_by():
+    # as EfficientNet-B0 on an H200: TF32 runs 15-20% faster than fp16, so at SLO 1.5 batch 8 fits in TF32
+    # (1.28) but not in fp16 (1.6). The order fp32 -> tf32 -> fp16 prunes every TF32 config; before the tune
+    # ends itself, cbo measures its pick one precision rank lower, sees the order contradicted, and finds
+    # the cheapest config (TF32, batch 8) instead of stopping at fp16 batch 4
+    space, latency = _precision_problem(0.8)
+    start = {"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"}
+    for seed in range(3):
+        opt, seen = _tune(space, 1.5, start, latency, seed=seed)
+        assert space.index_of({"batch_size": 4, "precision": "tf32", "cuda_graphs": "on"}) in seen
+        assert opt.recommend().index == space.index_of({"batch_size": 8, "precision": "tf32", "cuda_graphs": "on"})
+        assert opt.stop_reason.startswith("converged")
+
+
+def test_the_precision_check_costs_one_measurement_when_the_order_holds():
+    # TF32 20% slower than fp16: the check confirms the order; the pick and the stop stay as without it,
+    # and CUDA graphs (off can be many times slower) is never checked on a feasible tune
+    space, latency = _precision_problem(1.2)
+    start = {"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"}
+    for seed in range(3):
+        opt, seen = _tune(space, 1.5, start, latency, seed=seed)
+        assert opt.recommend().index == space.index_of({"batch_size": 4, "precision": "fp16", "cuda_graphs": "on"})
+        explored = [space.config(i) for i in seen[1:]]
+        assert all(c["cuda_graphs"] == "on" for c in explored)
+        assert sum(c["precision"] == "tf32" for c in explored) <= 1
