@@ -202,7 +202,9 @@ class OrderBounds(CBOState):
           every other knob. Ranks hold for most models and batch sizes, not all (on an H100, ResNet-50
           at batch 1 with CUDA graphs runs faster in TF32 than in fp16); a config they rule out as
           slower is otherwise never measured, and the verdict would name a fastest config that is not.
-          One check per ranked knob and tune.
+          One check per ranked knob and tune, on the knobs whose one-rank slowdown is bounded
+          (``Knob.rank_step_slowdown``: precision): CUDA graphs off ran 4-10x slower than on in every
+          measured table, and its check was a measurement at ~7x the threshold that ranks never failed.
         * a value never measured of a categorical knob without a known speed order (an LLM's
           ``kv_cache``: dynamic, static, static_graphs): the fastest measured config with that value
           (else the unmeasured config with that value the GP predicts fastest). The GP has no data on
@@ -217,6 +219,8 @@ class OrderBounds(CBOState):
             if col in self._rank_checked:
                 continue
             self._rank_checked.add(col)
+            if self.space.knobs[col].rank_step_slowdown is None:
+                continue
             rank = self.order.knob_ranks(self.space, col)
             below = rank[rank < rank[fastest[col]]]
             for v in np.flatnonzero(rank == below.max()) if len(below) else []:
