@@ -56,8 +56,8 @@ static cache run eagerly (those two are not ordered: which is faster depends on 
 RANK_STEP_SLOWDOWN = {"precision": 3.0}
 """The most latency grows one speed rank lower, for knobs where that is known (``Knob.rank_step_slowdown``).
 Precision: one step measured at most 2.5x slower (fp16 or bf16 -> tf32, seven H100/H200 tables,
-``experiments/results``); tf32 -> fp32 up to 4.1x (BERT on an H100). CUDA graphs off can run 10x slower
-than on: no bound."""
+``experiments/results``); tf32 -> fp32 up to 4.1x (BERT on an H100). CUDA graphs off ran up to 17x slower
+than on (six of those tables): no bound."""
 
 
 def default_semantics(name: str, values: Sequence[Value]) -> tuple[int, tuple[int, ...] | None, float | None]:

@@ -203,8 +203,9 @@ class OrderBounds(CBOState):
           at batch 1 with CUDA graphs runs faster in TF32 than in fp16); a config they rule out as
           slower is otherwise never measured, and the verdict would name a fastest config that is not.
           One check per ranked knob and tune, on the knobs whose one-rank slowdown is bounded
-          (``Knob.rank_step_slowdown``: precision): CUDA graphs off ran 4-10x slower than on in every
-          measured table, and its check was a measurement at ~7x the threshold that ranks never failed.
+          (``Knob.rank_step_slowdown``: precision): CUDA graphs off ran up to 17x slower than on, and never
+          more than 1% faster, in the six measured tables with that knob; its check was a measurement at
+          ~7x the threshold.
         * a value never measured of a categorical knob without a known speed order (an LLM's
           ``kv_cache``: dynamic, static, static_graphs): the fastest measured config with that value
           (else the unmeasured config with that value the GP predicts fastest). The GP has no data on
