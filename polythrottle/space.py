@@ -91,8 +91,8 @@ class Knob:
     integer per value (in ``values`` order); a higher rank is known to run no slower and use no more
     energy (precision fp32 < tf32 < fp16 = bf16 < int8; cuda_graphs off < on); values of equal rank
     are not ordered; None: no order known. ``rank_step_slowdown``: for a ranked knob, the most latency
-    grows one rank lower (None: not known; ``RANK_STEP_SLOWDOWN`` by name). ``energy_trend``: how energy per inference moves as a numeric
-    value rises, where known: -1 falls (``batch_size``: fixed costs shared by more inputs), 0 unknown
+    grows one rank lower (None: not known; ``RANK_STEP_SLOWDOWN`` by name). ``energy_trend``: how energy
+    per inference moves as a numeric value rises, where known: -1 falls (``batch_size``: fixed costs shared by more inputs), 0 unknown
     (clocks: too low wastes static power, too high wastes dynamic power). Defaults: from the name
     (``default_semantics``).
     """

@@ -162,11 +162,10 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
-            est = self._point_estimates()
             check = self.rank_check()
             if check is not None:
                 return check
-            recheck = self._recheck_before_stop(remaining, est, converged=False)
+            recheck = self._recheck_before_stop(remaining, self._point_estimates(), converged=False)
             if recheck is not None:
                 return recheck
             self.stop_reason = (

@@ -216,18 +216,9 @@ class OrderBounds(CBOState):
             return None
         rows = self.space.rows
         fastest = rows[est.idx[int(np.argmin(est.lcon))]]
-        for col in self.order.ranked_cols:
-            if col in self._rank_checked:
-                continue
-            self._rank_checked.add(col)
-            if self.space.knobs[col].rank_step_slowdown is None:
-                continue
-            rank = self.order.knob_ranks(self.space, col)
-            below = rank[rank < rank[fastest[col]]]
-            for v in np.flatnonzero(rank == below.max()) if len(below) else []:
-                i = self.space.row_of([*fastest[:col], int(v), *fastest[col + 1 :]])
-                if i is not None and i not in self.measured:
-                    return i
+        i = self._one_rank_lower(fastest, math.inf)
+        if i is not None:
+            return i
         measured = rows[np.asarray(est.idx)]
         for col in self.order.unordered_cols:
             for value in range(len(self.space.knobs[col].values)):
@@ -256,18 +247,23 @@ class OrderBounds(CBOState):
         rec = self.recommend()
         if rec.index is None or rec.constraint is None:
             return None
-        rows = self.space.rows
+        return self._one_rank_lower(self.space.rows[rec.index], self.settings.bound_factor * self.threshold / rec.constraint)
+
+    def _one_rank_lower(self, base: np.ndarray, max_step: float) -> int | None:
+        """For the ranked knobs not checked yet (each marked checked here, once per tune), the first unmeasured
+        config ``base`` (value indices) has with that knob one rank lower, among knobs whose one-rank slowdown
+        (``Knob.rank_step_slowdown``) is known and at most ``max_step``; None when there is none."""
         for col in self.order.ranked_cols:
             if col in self._rank_checked:
                 continue
             self._rank_checked.add(col)
             step = self.space.knobs[col].rank_step_slowdown
-            if step is None or rec.constraint / self.threshold * step > self.settings.bound_factor:
+            if step is None or step > max_step:
                 continue
             rank = self.order.knob_ranks(self.space, col)
-            below = rank[rank < rank[rows[rec.index, col]]]
+            below = rank[rank < rank[base[col]]]
             for v in np.flatnonzero(rank == below.max()) if len(below) else []:
-                i = self.space.row_of([*rows[rec.index, :col], int(v), *rows[rec.index, col + 1 :]])
+                i = self.space.row_of([*base[:col], int(v), *base[col + 1 :]])
                 if i is not None and i not in self.measured:
                     return i
         return None
