@@ -97,6 +97,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         self.last_acq_value: float | None = None
         self._set_order(frozenset())
         self._rank_checked = set()
+        self._opened = None
         self._trend_q = None
         self._trend_all = None
         self._lr_all = None
@@ -228,6 +229,11 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(self.observations) >= self.settings.min_evals:
             p_remain = self.p_better_remains(view, self.stop_delta())
             if p_remain is not None and p_remain < self.settings.stop_p:
+                better = self.p_better(view, self.stop_delta())
+                if better is not None:
+                    probe = self._opened_probe(left, np.where(self.within_bound(left, est), better[0], 0.0))
+                    if probe is not None:
+                        return probe
                 check = self.rank_check()
                 if check is not None:
                     return check

@@ -55,6 +55,8 @@ class CBOSettings:
       the one ranked faster is slower or costlier by more than both (see ``_check_order``).
     rank_check: before the tune ends itself while ranks prune configs, measure the recommendation one rank
       lower on each ranked knob whose one-rank slowdown is bounded (see ``rank_check``).
+    probe_opened: after measurements contradict a rank, the tune does not end itself before it has measured
+      the config the rank had pruned with the highest acquisition value (see ``_opened_probe``).
     pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
     initial_design: move along the knobs' known energy trends first (see ``_design_point``).
     power_trend, power_exponent: the GP of log objective sits on a fitted trend in the clocks (knobs whose
@@ -102,6 +104,7 @@ class CBOSettings:
     confident_best_after: int | None = 6
     recheck_compete: bool = True
     rank_check: bool = True
+    probe_opened: bool = True
     contradiction_tol: tuple[float, float] = (1.05, 2.0)
 
 
@@ -119,6 +122,8 @@ class CBOState(Optimizer):
     _energy_free: np.ndarray
     _rank_checked: set[int]
     """Ranked knobs (space columns) whose rank ``verdict_check`` has already tested."""
+    _opened: np.ndarray | None
+    """Configs a contradicted rank stopped pruning, not probed yet (None: none pending; see ``_opened_probe``)."""
     _trend_q: tuple[list[int], np.ndarray, np.ndarray, np.ndarray] | None
     """The fitted power trend: clock columns, their dynamic-power shares q, the measured log-ratio range."""
     _trend_all: np.ndarray | None

@@ -27,17 +27,29 @@ class SafeDesign(CBOState):
         if self.settings.safety_factor is None:
             return np.ones(len(points), dtype=bool)
         log_k = math.log(self.settings.safety_factor)
-        log_hard = math.log(max(self.settings.bound_factor, self.settings.safety_factor))
-        bound, step = self.latency_bound(points, est)
+        hard_ok, bound, step = self._bound_ok(points, est)
         fastest = float((est.lcon + est.se).min()) + 1e-12
-        feasible_known = bool((est.p >= 0.5).any())
-        step_ok = np.isinf(bound) & (step <= (1e-12 if feasible_known else fastest))
-        hard_ok = (bound <= max(log_hard, fastest)) | step_ok
         soft_ok = (bound <= max(log_k, fastest)) | (ndtr((log_k - mean[:, 1]) / std[:, 1]) >= self.settings.safety_p)
         allowed = hard_ok & soft_ok
         if not allowed.any():
             allowed = step <= step.min() + 1e-12
         return allowed
+
+    def within_bound(self, points: np.ndarray, est: PointEstimates) -> np.ndarray:
+        """Which of ``points`` are provably under ``bound_factor`` x threshold (the first condition of
+        ``allowed``, without the GP's view): where the GP was just shown wrong, only this is trusted."""
+        if self.settings.safety_factor is None:
+            return np.ones(len(points), dtype=bool)
+        return self._bound_ok(points, est)[0]
+
+    def _bound_ok(self, points: np.ndarray, est: PointEstimates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(provably under ``bound_factor`` x threshold, log latency bound, step bound) of ``points``."""
+        log_hard = math.log(max(self.settings.bound_factor, self.settings.safety_factor or 0.0))
+        bound, step = self.latency_bound(points, est)
+        fastest = float((est.lcon + est.se).min()) + 1e-12
+        feasible_known = bool((est.p >= 0.5).any())
+        step_ok = np.isinf(bound) & (step <= (1e-12 if feasible_known else fastest))
+        return (bound <= max(log_hard, fastest)) | step_ok, bound, step
 
     def _design_point(self, left: np.ndarray, est: PointEstimates, allowed: np.ndarray, margin: float) -> int | None:
         """Safe initial design along the knobs' known energy trends (``Knob.energy_trend``, e.g. a larger

@@ -27,15 +27,23 @@ class Stopping(CBOState):
             return self.settings.stop_delta
         return max(self.settings.stop_delta, -math.expm1(-self._objective_noise_sd()))
 
-    def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
-        """P(an unmeasured config is feasible and ``delta`` cheaper than the recommendation); None while
-        nothing is confidently feasible."""
+    def p_better(self, view: CandidateView, delta: float) -> tuple[np.ndarray, float] | None:
+        """Per unmeasured candidate of ``view``, P(feasible by the view's margin and ``delta`` cheaper than
+        the recommendation) (marginal: each on its own), and the log objective that is ``delta`` cheaper;
+        None while nothing is confidently feasible."""
         sure = view.est.p >= self.settings.confidence
         if not sure.any():
             return None
         target = float(view.est.lobj[sure].min()) + math.log1p(-delta)
-        p_better = np.exp(view.log_pof_c + log_ndtr((target - view.mean[:, 0]) / view.std[:, 0]))
-        return self._p_better_remains(view.left, p_better, target, view.margin, view.upper_c)
+        return np.exp(view.log_pof_c + log_ndtr((target - view.mean[:, 0]) / view.std[:, 0])), target
+
+    def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
+        """P(an unmeasured config is feasible and ``delta`` cheaper than the recommendation); None while
+        nothing is confidently feasible."""
+        better = self.p_better(view, delta)
+        if better is None:
+            return None
+        return self._p_better_remains(view.left, better[0], better[1], view.margin, view.upper_c)
 
     def _p_better_remains(self, left: np.ndarray, p_better: np.ndarray, target: float, margin: float,
                           upper: np.ndarray) -> float:
