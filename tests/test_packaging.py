@@ -87,3 +87,27 @@ def test_import_and_help_load_no_heavy_library() -> None:
             "'botorch') if m in sys.modules]\nassert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_console_script_turns_a_ctrl_c_while_starting_into_one_line(monkeypatch, capsys) -> None:
+    """The installed ``polythrottle`` script calls its entry point as ``sys.exit(entry())``: a SIGINT while
+    the subcommands are imported (before the command's handlers are in place) exits 130 with one line."""
+    import polythrottle.cli as cli
+
+    scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    target = next(line for line in scripts.splitlines() if line.startswith("polythrottle ="))
+    module, _, name = target.partition("=")[2].strip().strip('"').partition(":")
+    assert module == "polythrottle.cli"
+
+    def slow_imports():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", slow_imports)
+    monkeypatch.setattr(sys, "argv", ["polythrottle", "devices"])
+    with pytest.raises(SystemExit) as e:
+        try:
+            sys.exit(getattr(cli, name)())
+        except KeyboardInterrupt:
+            pytest.fail(f"{target}: a Ctrl-C while starting ends in a traceback")
+    assert e.value.code == 130
+    assert capsys.readouterr().err == "polythrottle: interrupted\n"
