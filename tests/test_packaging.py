@@ -111,3 +111,18 @@ def test_the_console_script_turns_a_ctrl_c_while_starting_into_one_line(monkeypa
             pytest.fail(f"{target}: a Ctrl-C while starting ends in a traceback")
     assert e.value.code == 130
     assert capsys.readouterr().err == "polythrottle: interrupted\n"
+
+
+def test_the_command_line_starts_without_the_api_so_a_ctrl_c_lands_in_its_handler() -> None:
+    """The console script imports ``polythrottle.cli`` before any handler can run: that import loads no
+    numpy, pydantic or API (a Ctrl-C during it would be a traceback), and the package's names still load
+    on first use."""
+    code = ("import sys, polythrottle.cli\n"
+            "early = [m for m in ('numpy', 'pydantic', 'polythrottle.api') if m in sys.modules]\n"
+            "assert not early, early\n"
+            "import polythrottle\n"
+            "from polythrottle import HistoryKey, TuneResult, tune\n"
+            "assert tune is polythrottle.api.tune and 'open_device' in dir(polythrottle)\n"
+            "assert all(getattr(polythrottle, n) is not None for n in polythrottle.__all__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
