@@ -59,7 +59,9 @@ class ReplayTable:
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.is_file():
-            raise BadInputError(f"replay table {path} not found")
+            what = "is a directory, not a CSV file" if path.is_dir() else \
+                "is not a regular file" if path.exists() else "not found"
+            raise BadInputError(f"replay table {path} {what}")
         configs: list[tuple[Value, ...]] = []
         metrics: list[list[float]] = []
         # per knob column and kind (text or not): how many rows, the first value and its line

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,11 @@ def test_unknown_device_and_missing_table(tmp_path):
         open_device(f"replay:{tmp_path / 'none.csv'}")
     with pytest.raises(BadInputError, match="needs a path"):
         open_device("replay:")
+
+
+def test_a_directory_or_a_fifo_is_not_called_missing(tmp_path):
+    with pytest.raises(BadInputError, match="is a directory, not a CSV file"):
+        open_device(f"replay:{tmp_path}")
+    os.mkfifo(tmp_path / "t.csv")
+    with pytest.raises(BadInputError, match=r"t\.csv is not a regular file"):  # and never blocks reading it
+        open_device(f"replay:{tmp_path / 't.csv'}")
