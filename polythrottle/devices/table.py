@@ -118,6 +118,8 @@ class ReplayTable:
         """Sets ``knob_names`` and ``metric_names`` from the CSV header; BadInputError if it is unusable."""
         if not header:
             raise BadInputError(f"replay table {path} is empty (no header)")
+        if "" in header:
+            raise BadInputError(f"replay table {path}: column {header.index('') + 1} of the header has no name")
         if len(set(header)) != len(header):
             raise BadInputError(f"replay table {path}: duplicate column names in header")
         missing = [m for m in REQUIRED_METRICS if m not in header]

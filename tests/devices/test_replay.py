@@ -68,6 +68,7 @@ def test_repeated_rows_are_averaged(tmp_path):
         ("gpu_mhz,energy_j,latency_ms\n,1,2\n", "empty value"),
         ("energy_j,latency_ms\n1,2\n", "no knob columns"),
         ("gpu_mhz,energy_j,latency_ms\n1,1,2,4\n", "more fields"),
+        ("gpu_mhz,,energy_j,latency_ms\n1,1,2,4\n", "column 2 of the header has no name"),
         # one text value among numbers made the whole column text (the clock lost its order): refused
         ("gpu_mhz,energy_j,latency_ms\n1377,1,2\nabc,1,3\n1236.75,1,4\n",
          "line 3: gpu_mhz='abc' is not a number, as the column's other values are"),
