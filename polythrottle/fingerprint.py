@@ -29,6 +29,14 @@ def _file_sha256(path: Path) -> bytes:
     return h.digest()
 
 
+def model_file_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as a model file (``"not found"``, ``"is not a regular file or a
+    directory"``: a FIFO or a device such as /dev/zero, never read), None when it is a file or a directory."""
+    if path.is_dir() or path.is_file():
+        return None
+    return "is not a regular file or a directory" if path.exists() else "not found"
+
+
 def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
     """Fingerprint of the contents of ``paths`` (in the given order; a directory counts every file under
     it, sorted by relative path; one path given as text is one path, never read letter by letter). Raises
@@ -51,7 +59,7 @@ def fingerprint_files(paths: Iterable[str | os.PathLike[str]]) -> str:
         elif path.is_file():
             files = [path]
         else:
-            raise BadInputError(f"model file {path} not found")
+            raise BadInputError(f"model file {path} {model_file_problem(path) or 'not found'}")
         for f in files:
             h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
             try:

@@ -189,7 +189,10 @@ class DeviceSpec(BaseModel):
     @field_validator("noise", "seed", "percentile", "window_s", "repeats", mode="before")
     @classmethod
     def _numbers_not_bools(cls, v: Any, info: ValidationInfo) -> Any:
-        return _no_bool(v, info)
+        v = _no_bool(v, info)
+        if isinstance(v, float) and math.isnan(v):  # before the bound, which said "must be <= 10, got nan"
+            raise ValueError("the value must be a finite number")
+        return v
 
     @field_validator("device", "workload")
     @classmethod

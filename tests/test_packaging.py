@@ -87,3 +87,42 @@ def test_import_and_help_load_no_heavy_library() -> None:
             "'botorch') if m in sys.modules]\nassert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_console_script_turns_a_ctrl_c_while_starting_into_one_line(monkeypatch, capsys) -> None:
+    """The installed ``polythrottle`` script calls its entry point as ``sys.exit(entry())``: a SIGINT while
+    the subcommands are imported (before the command's handlers are in place) exits 130 with one line."""
+    import polythrottle.cli as cli
+
+    scripts = (ROOT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    target = next(line for line in scripts.splitlines() if line.startswith("polythrottle ="))
+    module, _, name = target.partition("=")[2].strip().strip('"').partition(":")
+    assert module == "polythrottle.cli"
+
+    def slow_imports():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", slow_imports)
+    monkeypatch.setattr(sys, "argv", ["polythrottle", "devices"])
+    with pytest.raises(SystemExit) as e:
+        try:
+            sys.exit(getattr(cli, name)())
+        except KeyboardInterrupt:
+            pytest.fail(f"{target}: a Ctrl-C while starting ends in a traceback")
+    assert e.value.code == 130
+    assert capsys.readouterr().err == "polythrottle: interrupted\n"
+
+
+def test_the_command_line_starts_without_the_api_so_a_ctrl_c_lands_in_its_handler() -> None:
+    """The console script imports ``polythrottle.cli`` before any handler can run: that import loads no
+    numpy, pydantic or API (a Ctrl-C during it would be a traceback), and the package's names still load
+    on first use."""
+    code = ("import sys, polythrottle.cli\n"
+            "early = [m for m in ('numpy', 'pydantic', 'polythrottle.api') if m in sys.modules]\n"
+            "assert not early, early\n"
+            "import polythrottle\n"
+            "from polythrottle import HistoryKey, TuneResult, tune\n"
+            "assert tune is polythrottle.api.tune and 'open_device' in dir(polythrottle)\n"
+            "assert all(getattr(polythrottle, n) is not None for n in polythrottle.__all__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -34,6 +34,14 @@ def test_a_number_that_is_not_finite_says_so(field: str, value: float) -> None:
     assert str(e.value).endswith(f": the value must be a finite number, got {value}")
 
 
+@pytest.mark.parametrize("field", ["noise", "percentile", "window_s"])
+def test_a_measurement_setting_that_is_nan_says_so(field: str) -> None:
+    """`--noise nan` said "must be <= 10, got nan" (the bound), `--percentile nan` "must be > 0"."""
+    with pytest.raises(BadInputError) as e:
+        TuneSpec.parse({**BASE, field: float("nan")}, Face.CLI)
+    assert str(e.value) == f"--{field.replace('_', '-')}: the value must be a finite number, got nan"
+
+
 def test_api_tune_and_open_device_refuse_quoted_numbers() -> None:
     import polythrottle as pt
 

@@ -62,7 +62,7 @@ def _stdout_to_devnull() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``polythrottle`` console script. Returns the exit code.
+    """Run the command ``argv`` names. Returns the exit code (``run`` is the console script's entry point).
 
     Exit codes: 0 done; 1 device error; 2 bad input; 3 nothing met the SLO; 4 permission denied;
     5 unsupported; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
+    """Entry point of the ``polythrottle`` console script and of ``python -m polythrottle``: ``main`` plus a
+    Ctrl-C that lands before the command's handlers are in place."""
     try:
         code = main()
     except KeyboardInterrupt:  # before the command's handlers were in place (importing it): nothing changed yet

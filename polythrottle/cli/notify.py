@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from polythrottle.cli.socket_args import add_socket_args, resolve_socket, seconds
-from polythrottle.daemon.protocol import EVENTS, MODEL_UPDATED, RELOAD, STATUS, ModelUpdated
-from polythrottle.errors import BadInputError
+from polythrottle.daemon.protocol import EVENTS, MODEL_UPDATED, RELOAD, ModelUpdated
+from polythrottle.errors import BadInputError, brief
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from polythrottle.daemon.client import DaemonError, send_command
+    from polythrottle.daemon.client import status as daemon_status
 
     where = resolve_socket(args)
     if args.event == RELOAD:
@@ -46,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
         job = int(reply.get("job", 0))
         deadline = time.monotonic() + args.wait_timeout
         while True:
-            status = send_command(STATUS, where, timeout_s=args.timeout)["status"]
-            if status["jobs"]["last_done"] >= job:
+            status = daemon_status(where, timeout_s=args.timeout)
+            jobs = status.get("jobs")
+            done = jobs.get("last_done") if isinstance(jobs, dict) else None
+            if not isinstance(done, int) or isinstance(done, bool):  # a daemon of another version: said KeyError
+                raise DaemonError(f"the daemon's status has no jobs.last_done to wait on: {brief(status, 120)}")
+            if done >= job:
                 break
             if time.monotonic() > deadline:
-                raise DaemonError(f"the daemon did not finish within {args.wait_timeout:g} s (still {status['state']})")
+                raise DaemonError(f"the daemon did not finish within {args.wait_timeout:g} s (still {status.get('state')})")
             time.sleep(0.5)
         reply["status"] = status
     if args.json:
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print_status(reply["status"])
     else:
         print(f"daemon: {args.event} accepted (job {reply.get('job')})")
-    if args.wait and reply["status"]["state"] not in ("serving",):
+    if args.wait and reply["status"].get("state") not in ("serving",):
         return 1
     if args.wait and reply.get("job") and reply["status"]["jobs"].get("last_failed") == reply["job"]:
         print(f"polythrottle: error: {reply['status'].get('last_error') or f'the daemon refused the {args.event}'}",

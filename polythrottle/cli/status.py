@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import time
 from typing import Any
 
 from polythrottle.cli.socket_args import add_socket_args, resolve_socket
+from polythrottle.errors import brief, first_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +45,22 @@ def _ago(t: float | None) -> str:
 
 
 def print_status(s: dict[str, Any]) -> None:
-    """Human-readable status, a line per topic."""
+    """Human-readable status, a line per topic; all of it or, for a status this version cannot show (a
+    field missing or of another type: a daemon of another version, or not a daemon), one error and no line."""
+    from polythrottle.daemon.client import DaemonError
+
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            _print_status(s)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        why = f"no field {brief(e.args[0], 40)}" if isinstance(e, KeyError) and e.args else first_line(e)
+        raise DaemonError(f"the daemon's status cannot be shown ({why}); `polythrottle status --json` "
+                          "prints it as sent") from None
+    sys.stdout.write(text.getvalue())
+
+
+def _print_status(s: dict[str, Any]) -> None:
     print(f"state:        {s['state']} (pid {s['pid']}, up {s['uptime_s']:.0f}s, config {s['config']})")
     print(f"device:       {s['device']}" + (f", workload {s['workload']}" if s.get("workload") else ""))
     print(f"SLO:          {s['slo_ms']:g} ms; knobs tuned: {', '.join(s.get('knobs') or [])}")

@@ -117,7 +117,10 @@ def _send_once(command: str, path: str | os.PathLike[str] | None, timeout_s: flo
 
 def status(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:
     """The daemon's status (what ``polythrottle status --json`` prints). Raises DaemonError."""
-    return dict(send_command(STATUS, path, timeout_s=timeout_s)["status"])
+    snap = send_command(STATUS, path, timeout_s=timeout_s).get("status")
+    if not isinstance(snap, dict):  # dict() of a list said "cannot convert dictionary update sequence ..."
+        raise DaemonError(f"daemon at {socket_path(path)} sent a malformed reply (its status is not an object)")
+    return snap
 
 
 def reload(path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0) -> dict[str, Any]:

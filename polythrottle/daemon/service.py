@@ -33,6 +33,7 @@ from polythrottle.daemon.status import DaemonStatus, cannot_serve_metrics
 from polythrottle.daemon.supervisor import Supervisor
 from polythrottle.daemon.trust import configured_model_file, is_user_workload
 from polythrottle.errors import BadInputError
+from polythrottle.fingerprint import model_file_problem
 
 log = logging.getLogger("polythrottle.daemon")
 
@@ -181,9 +182,9 @@ def check_config(path: str | os.PathLike[str], text: str | None = None) -> str:
     ``path`` (not read; it need not exist yet). Returns the one-line summary; raises ConfigError / BadInputError /
     DeviceError / HistoryError."""
     cfg = load_config(path, text)
-    missing = [str(f) for f in cfg.model_files if not f.exists()]
-    if missing:
-        raise ConfigError(f"{cfg.path}: model_files: {missing[0]} not found")
+    unusable = [(f, why) for f in cfg.model_files if (why := model_file_problem(f)) is not None]
+    if unusable:  # a FIFO or /dev/zero said OK here, then the daemon waited for it as "not found" forever
+        raise ConfigError(f"{cfg.path}: model_files: {unusable[0][0]} {unusable[0][1]}")
     state = cfg.resolved_state_dir()
     blocker = not_a_directory(state)
     if blocker is not None:  # the daemon would stop at start: "cannot create the state directory"

@@ -59,7 +59,9 @@ class ReplayTable:
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.is_file():
-            raise BadInputError(f"replay table {path} not found")
+            what = "is a directory, not a CSV file" if path.is_dir() else \
+                "is not a regular file" if path.exists() else "not found"
+            raise BadInputError(f"replay table {path} {what}")
         configs: list[tuple[Value, ...]] = []
         metrics: list[list[float]] = []
         # per knob column and kind (text or not): how many rows, the first value and its line
@@ -116,6 +118,8 @@ class ReplayTable:
         """Sets ``knob_names`` and ``metric_names`` from the CSV header; BadInputError if it is unusable."""
         if not header:
             raise BadInputError(f"replay table {path} is empty (no header)")
+        if "" in header:
+            raise BadInputError(f"replay table {path}: column {header.index('') + 1} of the header has no name")
         if len(set(header)) != len(header):
             raise BadInputError(f"replay table {path}: duplicate column names in header")
         missing = [m for m in REQUIRED_METRICS if m not in header]

@@ -52,3 +52,18 @@ def test_wait_exits_1_when_the_daemon_refused_the_job(tmp_path, capsys, last_fai
     assert main(["notify", "reload", "--wait", "--json", "--socket", str(sock)]) == code
     daemon.sock.close()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("snap", [{"state": "serving"}, {"state": "serving", "jobs": [7]}, [1, 2, 3]])
+def test_wait_on_a_status_without_jobs_is_one_line(tmp_path, capsys, snap):
+    """A daemon of another version (no `jobs` in its status) or not a daemon: `notify --wait` said
+    "error: KeyError: 'jobs'" (or a TypeError)."""
+    sock = tmp_path / "ctl.sock"
+    daemon = _FakeDaemon(sock, [{"ok": True, "queued": "reload", "job": 7}, {"ok": True, "status": snap}])
+    try:
+        assert main(["notify", "reload", "--wait", "--socket", str(sock)]) == 1
+    finally:
+        daemon.sock.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("has no jobs.last_done to wait on" in err[0] or "malformed reply" in err[0]), err
+    assert "Error" not in err[0], err

@@ -82,6 +82,23 @@ def test_refusals_and_garbage_are_daemon_errors(sock, reply, words):
         d.close()
 
 
+@pytest.mark.parametrize("snap", [b'[1, 2, 3]', b'"serving"', b'null'])
+def test_a_status_that_is_not_an_object_is_a_malformed_reply(sock, snap):
+    """`{"ok": true, "status": [1, 2, 3]}` said "TypeError: cannot convert dictionary update sequence ..."."""
+    d = StandIn(sock, b'{"ok": true, "status": ' + snap + b'}\n')
+    try:
+        with pytest.raises(DaemonError, match=r"sent a malformed reply \(its status is not an object\)"):
+            client.status(sock)
+    finally:
+        d.close()
+    d = StandIn(sock.with_name("d.sock"), b'{"ok": true}\n')
+    try:
+        with pytest.raises(DaemonError, match="malformed reply"):
+            client.status(sock.with_name("d.sock"))
+    finally:
+        d.close()
+
+
 def test_no_daemon(sock):
     with pytest.raises(DaemonError, match="no daemon control socket"):
         send_command("status", sock)

@@ -241,6 +241,20 @@ def test_check_refuses_a_state_dir_history_or_socket_under_a_regular_file(tmp_pa
     assert words in str(e.value) and f"{tmp_path}/afile is not a directory" in str(e.value)
 
 
+def test_check_refuses_a_model_file_that_is_a_fifo_or_a_device(tmp_path):
+    """--check said OK for `model_files: [/dev/zero]` (it exists), then the daemon waited for it forever as
+    "model file /dev/zero not found": such a file is never hashed."""
+    from polythrottle.daemon.service import check_config
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "model.bin").write_bytes(b"v1")
+    for bad in (tmp_path / "pipe", "/dev/zero"):
+        cfg = write(tmp_path, GOOD + f"model_files: [{tmp_path}/model.bin, {bad}]\nstate_dir: {tmp_path}/state\n"
+                                     f"socket: {tmp_path}/ctl.sock\nmetrics: false\n")
+        with pytest.raises(BadInputError, match=f"model_files: {bad} is not a regular file or a directory"):
+            check_config(cfg)
+
+
 def test_waits_for_a_missing_model_then_reports_an_infeasible_slo(tmp_path):
     model = tmp_path / "model.bin"
     fields = dict(device="sim:jetson-tx2", workload="efficientnet-b0", slo_ms=1000, knobs=["gpu_mhz"],

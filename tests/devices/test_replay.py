@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,7 @@ def test_repeated_rows_are_averaged(tmp_path):
         ("gpu_mhz,energy_j,latency_ms\n,1,2\n", "empty value"),
         ("energy_j,latency_ms\n1,2\n", "no knob columns"),
         ("gpu_mhz,energy_j,latency_ms\n1,1,2,4\n", "more fields"),
+        ("gpu_mhz,,energy_j,latency_ms\n1,1,2,4\n", "column 2 of the header has no name"),
         # one text value among numbers made the whole column text (the clock lost its order): refused
         ("gpu_mhz,energy_j,latency_ms\n1377,1,2\nabc,1,3\n1236.75,1,4\n",
          "line 3: gpu_mhz='abc' is not a number, as the column's other values are"),
@@ -87,3 +90,11 @@ def test_unknown_device_and_missing_table(tmp_path):
         open_device(f"replay:{tmp_path / 'none.csv'}")
     with pytest.raises(BadInputError, match="needs a path"):
         open_device("replay:")
+
+
+def test_a_directory_or_a_fifo_is_not_called_missing(tmp_path):
+    with pytest.raises(BadInputError, match="is a directory, not a CSV file"):
+        open_device(f"replay:{tmp_path}")
+    os.mkfifo(tmp_path / "t.csv")
+    with pytest.raises(BadInputError, match=r"t\.csv is not a regular file"):  # and never blocks reading it
+        open_device(f"replay:{tmp_path / 't.csv'}")
