@@ -27,7 +27,7 @@ COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "
 """Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
 EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
           "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
-          "6 the history server cannot be reached; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
+          "6 the history cannot be reached (server out of reach, SQLite file locked); 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
           "(after the settings are back); 141 stdout closed early ('| head')")
 _BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and want SIGTERM to restore it
