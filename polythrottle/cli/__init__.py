@@ -11,12 +11,15 @@ import errno
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from polythrottle import interrupts
 from polythrottle._version import __version__
 from polythrottle.errors import BadInputError, PolyThrottleError, clip
 from polythrottle.interrupts import Terminated
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 DESCRIPTION = (
     "Lowest energy per inference under a latency SLO on NVIDIA Jetsons and GPUs: constrained Bayesian "
@@ -26,9 +29,10 @@ COMMANDS = ("tune", "profile", "apply", "restore", "plot", "history", "fleet", "
             "install-service")
 """Every subcommand, as typed; the module is the name with ``-`` -> ``_``."""
 EPILOG = ("exit codes: 0 ok; 2 bad input; 3 no config met the SLO; 4 permission denied (needs root); "
-          "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time; "
-          "6 the history server cannot be reached; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP "
-          "(after the settings are back); 141 stdout closed early ('| head')")
+          "5 unsupported here (no such device, sensor or knob); 1 a device or daemon failed at run time, or stdout "
+          "cannot be written (a full disk); 6 the history cannot be reached (server out of reach, SQLite file "
+          "locked); 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (after the settings are back); 141 stdout "
+          "closed early ('| head')")
 _BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and want SIGTERM to restore it
 
@@ -36,6 +40,15 @@ _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"polythrottle: error: {message}\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """--help and --version: a failed write to stdout is an error (argparse ignores it: exit 0, nothing shown)."""
+        if message and file is not None and file is sys.stdout:
+            out = _Stdout(cast(TextIO, file))
+            out.write(message)
+            out.flush()
+        else:
+            super()._print_message(message, file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +60,41 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
     return parser
+
+
+class StdoutError(PolyThrottleError):
+    """Standard output cannot be written (a full disk, ``> /dev/full``, an I/O error); not a closed pipe. Exit 1."""
+
+
+class _Stdout:
+    """``sys.stdout`` while a command runs: a write or flush that fails (other than a closed pipe, which stays a
+    quiet BrokenPipeError) raises StdoutError naming standard output, whichever command or library wrote."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _failed(self, e: OSError) -> StdoutError:
+        _stdout_to_devnull()  # what is still buffered must not fail again at the interpreter's last flush
+        return StdoutError(f"cannot write to standard output: {e.strerror or e}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
 
 
 def _stdout_to_devnull() -> None:
@@ -64,17 +112,29 @@ def _stdout_to_devnull() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` names. Returns the exit code (``run`` is the console script's entry point).
 
-    Exit codes: 0 done; 1 device error; 2 bad input; 3 nothing met the SLO; 4 permission denied;
-    5 unsupported; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
+    Exit codes: 0 done; 1 device error, or standard output cannot be written (one line naming it: a full
+    disk, ``> /dev/full``); 2 bad input; 3 nothing met the SLO; 4 permission denied; 5 unsupported;
+    6 history unreachable; 128 + N on signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP), once the settings the
     command changed are back; 141 (silently) when stdout's reader went away (``| head``). Each error is one line on stderr, never a traceback (``--debug`` shows it).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except StdoutError as e:  # --help or --version could not be printed
+        print(f"polythrottle: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return _BROKEN_PIPE
     interrupts.reset()
+    real_stdout = sys.stdout
+    if real_stdout is not None:
+        sys.stdout = _Stdout(real_stdout)  # type: ignore[assignment]
     with interrupts.command_signals():
         try:
             try:
                 code, message = int(args.func(args) or 0), ""
+                sys.stdout.flush()  # what the command printed is out (or its failure is this command's error)
                 interrupts.check()  # a signal whose exception was lost (a library's bare except) still ends it
             except PolyThrottleError as e:
                 code, message = e.exit_code, f"error: {e}"
@@ -96,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     code, message = 1, f"error: {type(e).__name__}: {clip(str(e))}"
             finally:
                 interrupts.ignore_further()  # from here on a signal is recorded, not raised
+                sys.stdout = real_stdout
         except KeyboardInterrupt as e:  # the first signal landed between the command and the line above
             code, message = interrupts.exit_code_of(e), interrupts.verb_of(e)
         failed, kept = interrupts.settle()  # a command that stopped early must not leave a setting changed
@@ -125,4 +186,4 @@ def run() -> None:
     sys.exit(code)
 
 
-__all__ = ["COMMANDS", "BadInputError", "Terminated", "build_parser", "main", "run"]
+__all__ = ["COMMANDS", "BadInputError", "StdoutError", "Terminated", "build_parser", "main", "run"]

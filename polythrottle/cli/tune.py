@@ -68,13 +68,28 @@ def _add_workload_latencies(payload: dict[str, Any], result: TuneResult) -> None
 
 
 def _say_spooled(store: object) -> None:
-    """One warning line when a history server was out of reach and measurements wait in the local spool."""
+    """One warning line when the history could not be written (a server out of reach, a SQLite file locked by
+    another process) and measurements wait in the local spool. A SQLite history is tried once more first
+    (its lock is usually brief): what that writes leaves nothing waiting."""
     pending = getattr(store, "pending", None)
     n = pending() if callable(pending) else 0
+    target = getattr(store, "target", None)
+    sqlite = bool(getattr(target, "is_sqlite", False))
+    if n and sqlite:
+        store.sync()  # type: ignore[attr-defined]  # a SpooledHistory: it has pending, so it has sync
+        n = pending() if callable(pending) else 0
     if n:
         why = getattr(store, "last_error", None) or f"history server {getattr(store, 'url', '')} not reached"
+        when = ("written to the history by the next tune once the file is free" if sqlite
+                else "uploaded once the server answers")
         print(f"polythrottle: warning: {clip(str(why), 200)}; {n} measurements wait in the local spool "
-              f"{getattr(store, 'spool_file', '')} (uploaded once the server answers)", file=sys.stderr)
+              f"{getattr(store, 'spool_file', '')} ({when})", file=sys.stderr)
+        return
+    spooled = int(getattr(store, "spooled", 0) or 0)
+    if sqlite and spooled:
+        print(f"polythrottle: warning: history database {getattr(store, 'url', '')} was locked by another process "
+              f"for a while; {spooled} measurements waited in the local spool and are now written to it",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,9 +20,11 @@ def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str
     """Open the history at ``target`` (None: ``default_history()``, i.e. ``$POLYTHROTTLE_HISTORY_URL`` or
     ``STATE_DIR/history.sqlite``): a plain path or ``sqlite:///PATH`` (embedded), or ``postgresql://...``.
 
-    With ``spool_dir``, a PostgreSQL history is a ``SpooledHistory``: it keeps working on a local spool
-    in that directory while the server is out of reach, and uploads it when the server is back.
-    Without, a server out of reach raises HistoryUnavailable. ``create=False``: a missing SQLite file
+    With ``spool_dir``, the history is a ``SpooledHistory``: it keeps working on a local spool in that
+    directory while a PostgreSQL server is out of reach or a SQLite file stays locked by another process
+    (longer than ``timeout_s``), and uploads it when the history answers again (a SQLite history's spool
+    file is made only when needed). Without, a server out of reach raises HistoryUnavailable, a locked
+    file HistoryLocked (both exit 6). ``create=False``: a missing SQLite file
     raises HistoryError instead of being created. ``read_only``: a plain ``HistoryStore`` that writes
     nothing (no spool; see ``HistoryStore``). Other errors: HistoryError (one line, no password).
     """
@@ -33,7 +35,7 @@ def open_history(target: str | os.PathLike[str] | None = None, *, spool_dir: str
         if not is_real(value) or not math.isfinite(value) or value < 0:  # ceil(NaN): a bare ValueError on PostgreSQL
             raise HistoryError(f"{name} must be a number of seconds >= 0, got {brief(value, 40)}")
     parsed = parse_target(default_history() if target is None else target)
-    if not parsed.is_sqlite and spool_dir is not None and not read_only:
+    if spool_dir is not None and not read_only and (create or not parsed.is_sqlite):
         require_driver(parsed)  # before the spool's directory is made: a missing extra writes nothing
         return SpooledHistory(parsed, spool_dir, retry_s=retry_s, timeout_s=timeout_s)
     return HistoryStore(parsed, timeout_s=timeout_s, create=create, read_only=read_only)

@@ -2,7 +2,7 @@
 
 SQLite (embedded default): WAL journal, ``synchronous=FULL``, foreign keys on, one transaction per
 write taken with ``BEGIN IMMEDIATE`` (a writer waits up to ``timeout_s`` for another's transaction,
-then fails with "locked"). pysqlite's own transaction handling is switched off (SQLAlchemy's
+then fails with ``HistoryLocked``, exit 6: transient, spooled like a server outage by a spooled history). pysqlite's own transaction handling is switched off (SQLAlchemy's
 documented recipe) so that DDL in migrations is transactional too.
 
 PostgreSQL (psycopg 3): a small pool whose connections are pinged before use (a server restart costs
@@ -27,7 +27,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from polythrottle.errors import first_line
-from polythrottle.history.errors import HistoryCorrupt, HistoryDriverMissing, HistoryError, HistoryUnavailable
+from polythrottle.history.errors import (
+    HistoryCorrupt,
+    HistoryDriverMissing,
+    HistoryError,
+    HistoryLocked,
+    HistoryUnavailable,
+)
 from polythrottle.history.target import HistoryTarget
 
 _PG_CONFIG_ERRORS = (
@@ -160,7 +166,7 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
     if target.is_sqlite:
         low = msg.lower()
         if "locked" in low or "busy" in low:
-            return HistoryError(f"{where} is locked by another process ({what})")
+            return HistoryLocked(f"{where} is locked by another process ({what})")
         if "not a database" in low or "malformed" in low or "corrupt" in low:
             return HistoryCorrupt(f"{where} is corrupt ({msg}); move it away to start a new history")
         if "readonly" in low or "read-only" in low or "unable to open" in low or "disk i/o" in low:

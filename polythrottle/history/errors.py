@@ -21,10 +21,16 @@ class HistoryUnavailable(HistoryError):
     exit_code = 6
 
 
+class HistoryLocked(HistoryUnavailable):
+    """A SQLite history another process holds locked longer than the store waits (``timeout_s``): transient,
+    so a spooled history (``open_history`` with ``spool_dir``) keeps the writes on its local spool, as for a
+    server out of reach. Exit 6."""
+
+
 class HistoryDriverMissing(HistoryError, MissingDependencyError):
     """A PostgreSQL history without its driver (psycopg 3, the ``fleet`` extra). Exit 5, as every missing extra."""
 
     exit_code = 5
 
 
-__all__ = ["HistoryCorrupt", "HistoryDriverMissing", "HistoryError", "HistoryUnavailable"]
+__all__ = ["HistoryCorrupt", "HistoryDriverMissing", "HistoryError", "HistoryLocked", "HistoryUnavailable"]

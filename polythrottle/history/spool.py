@@ -1,7 +1,8 @@
 """A history that survives an intermittent link: a remote database plus a local spool.
 
 ``SpooledHistory(url, spool_dir)`` writes to the remote (PostgreSQL) database while it answers. When it
-does not (down at open, or a write fails because the server went away), the write goes to a small
+does not (down at open, or a write fails because the server went away; for a SQLite history, the file
+locked by another process longer than ``timeout_s``: ``HistoryLocked``), the write goes to a small
 SQLite spool in ``spool_dir`` instead, committed before the call returns, and the tune goes on: reads
 then see what the spool has. The spool is uploaded when the remote answers again: at the next open, or
 at the next write or read once ``retry_s`` has passed since the last attempt. The upload goes in chunks
@@ -18,7 +19,7 @@ Tune ids: a tune begun while the remote answered has the remote's id; one begun 
 negative id, valid for this object only (also after the upload).
 
 The spool file is ``spool_dir/history-spool-<hash of the URL without password>.sqlite`` (one per
-remote; several processes may share it), created at open. A spool found corrupt at open (a power cut
+remote; several processes may share it), created at open (for a SQLite history: at the first write it takes). A spool found corrupt at open (a power cut
 on an SD card) is moved aside to ``NAME.corrupt-UNIXTIME`` with one warning line, and a new one is started:
 a spool is a buffer, and a tune must not stop because of one.
 """
@@ -130,7 +131,8 @@ class SpooledHistory:
         self.uploaded = 0  # measurements uploaded from the spool by this object
         self.spooled = 0  # measurements this object wrote to the spool (the remote did not answer)
         existed = self.spool_file.exists()
-        self._spool_store()  # now: an unusable state dir fails at start, and an outage costs no schema set-up
+        if not self.target.is_sqlite:  # now: an unusable state dir fails at start, and an outage costs no schema
+            self._spool_store()  # set-up; a SQLite history (locked only now and then) makes its spool when needed
         try:
             self._connect()
         except BaseException:  # refused (wrong password, bad URL, ...): no empty spool file left behind
@@ -280,7 +282,12 @@ class SpooledHistory:
                 return
             except HistoryUnavailable as e:
                 self._offline(e)
-        self._spool_store().merge([t.row], rows)
+        try:
+            self._spool_store().merge([t.row], rows)
+        except HistoryError as e:  # the history did not answer and the spool cannot keep the write: say both
+            if self.last_error is None or str(e) == self.last_error:
+                raise
+            raise HistoryError(f"{self.last_error}, and the local spool cannot keep the write: {e}") from None
         self.spooled += len(rows)
 
     # ----- writes -----------------------------------------------------------------------------

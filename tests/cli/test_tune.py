@@ -181,6 +181,65 @@ def test_unreachable_history_server_is_said_once(small_table, tmp_path):
     assert "secret" not in r.stderr
 
 
+def test_a_locked_sqlite_history_loses_no_measurement(small_table, tmp_path, capsys, monkeypatch):
+    """Another process holds the SQLite history locked through the whole tune: the tune used to wait, then exit 2
+    ("bad input") before measuring; now it finishes (exit 0, its JSON), its measurements wait in the local spool
+    (one warning line naming the lock and the spool), and the next open writes them to the history."""
+    import functools
+    import sqlite3
+
+    import polythrottle.history as history
+    from polythrottle.history import HistoryStore
+
+    monkeypatch.setattr(history, "open_history", functools.partial(history.open_history, timeout_s=0.2))
+    path, state = tmp_path / "h.sqlite", tmp_path / "state"
+    HistoryStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, res, err = tune_json(capsys, "--device", f"replay:{small_table}", "--slo-ms", "50", "--budget", "4",
+                                   "--optimizer", "random", "--seed", "1", "--quiet", "--state-dir", str(state),
+                                   "--history", str(path))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "is locked by another process" in lines[0]
+    assert f"{len(res['history'])} measurements wait in the local spool" in lines[0]
+    history.open_history(path, spool_dir=state).close()  # the next tune's open uploads the spool
+    with HistoryStore(path) as s:
+        (t,) = s.tunes()
+        _, ms = s.tune(t.id)
+    assert t.status == "done" and len(ms) == len(res["history"])
+
+
+def test_a_lock_gone_by_the_end_of_the_tune_is_said_and_leaves_nothing_waiting(tmp_path, capsys):
+    """The spooled measurements of a SQLite history whose lock is gone when the tune ends are written at once."""
+    import sqlite3
+
+    from polythrottle.cli.tune import _say_spooled
+    from polythrottle.history import HistoryKey, HistoryStore, open_history
+
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    h = open_history(path, spool_dir=tmp_path / "state", timeout_s=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        tid = h.begin_tune(HistoryKey("sim:b", "wl", "abc"), "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+        h.add_measurement(tid, step=0, config={"gpu_mhz": 1.0}, energy_j=1.0, latency_ms=1.0, role="baseline")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _say_spooled(h)
+    h.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was locked by another process for a while; 1 measurements" in err
+    with HistoryStore(path) as s:
+        assert len(s.rows()[1]) == 1
+
+
 def test_out_over_the_history_is_refused_before_the_tune(tmp_path, capsys):
     """--out naming the --history file used to replace the whole history with the JSON result."""
     history = tmp_path / "h.sqlite"

@@ -3,12 +3,20 @@ every measurement ends up on the server exactly once, and the tune finishes on w
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from polythrottle.devices import DeviceOptions, open_device
-from polythrottle.history import HistoryKey, HistoryStore, HistoryUnavailable, SpooledHistory
+from polythrottle.history import (
+    HistoryError,
+    HistoryKey,
+    HistoryStore,
+    HistoryUnavailable,
+    SpooledHistory,
+    open_history,
+)
 from polythrottle.tuning.session import run_tune
 from polythrottle.tuning.tuner import TuneRecord
 
@@ -266,3 +274,93 @@ def test_a_finish_spooled_between_the_read_and_the_delete_of_its_chunk_is_upload
     assert len(_server_rows(pg_url, t.client_id)) == steps
     with HistoryStore(owner.spool_file) as spool:
         assert spool.rows() == ([], [])
+
+
+# ----- a SQLite history locked by another process: spooled like a server outage -----------------------------
+def _hold_lock(path: Path) -> sqlite3.Connection:
+    """A second connection holding the SQLite history's write lock (as another process's long write would)."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+def _release(holder: sqlite3.Connection) -> None:
+    holder.execute("ROLLBACK")
+    holder.close()
+
+
+def test_a_sqlite_history_makes_no_spool_file_while_it_answers(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with open_history(tmp_path / "h.sqlite", spool_dir=state, timeout_s=0.2) as h:
+        assert isinstance(h, SpooledHistory) and h.online
+        tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+        h.add_measurement(tid, step=0, config={"gpu_mhz": 100.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+        h.finish_tune(tid, best_config={"gpu_mhz": 100.0}, best_energy_j=1.0, best_latency_ms=10.0)
+        assert tid > 0 and h.pending() == 0
+    assert not state.exists()  # the state dir is touched only when the history is locked
+    with HistoryStore(tmp_path / "h.sqlite") as s:
+        ((t, ms),) = [s.tune(x.id) for x in s.tunes()]  # type: ignore[misc]
+        assert t.status == "done" and len(ms) == 1
+
+
+def test_a_locked_sqlite_history_spools_and_catches_up(tmp_path: Path) -> None:
+    """Another process holds the SQLite history's lock mid-tune: the writes wait ``timeout_s``, then go to the
+    local spool (the tune goes on); once the lock is gone, every measurement reaches the history exactly once."""
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    h = open_history(path, spool_dir=tmp_path / "state", timeout_s=0.2, retry_s=0.0)
+    assert isinstance(h, SpooledHistory)
+    tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+    h.add_measurement(tid, step=0, config={"gpu_mhz": 100.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+    holder = _hold_lock(path)
+    try:
+        for i in (1, 2):
+            h.add_measurement(tid, step=i, config={"gpu_mhz": 100.0 * (i + 1)}, energy_j=1.0 + i, latency_ms=10.0,
+                              role="explore")
+        assert not h.online and h.pending() == 2 and h.spooled == 2
+        assert "is locked by another process" in (h.last_error or "")
+    finally:
+        _release(holder)
+    h.finish_tune(tid, best_config={"gpu_mhz": 100.0}, best_energy_j=1.0, best_latency_ms=10.0)  # syncs first
+    assert h.online and h.pending() == 0 and h.uploaded == 2
+    h.close()
+    with HistoryStore(path) as s:
+        (t,) = s.tunes()
+        _, ms = s.tune(t.id)  # type: ignore[misc]
+    assert t.status == "done" and sorted(m.step for m in ms) == [0, 1, 2]
+
+
+def test_a_sqlite_history_locked_at_open_is_uploaded_by_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    holder = _hold_lock(path)
+    try:
+        h = open_history(path, spool_dir=tmp_path / "state", timeout_s=0.2)
+        tid = h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+        assert tid < 0  # begun on the spool
+        h.add_measurement(tid, step=0, config={"gpu_mhz": 100.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+        h.finish_tune(tid, best_config=None, stop_reason="budget")
+        h.close()
+    finally:
+        _release(holder)
+    with open_history(path, spool_dir=tmp_path / "state") as h2:  # the next tune's open uploads the spool
+        assert h2.pending() == 0  # type: ignore[union-attr]
+    with HistoryStore(path) as s:
+        (t,) = s.tunes()
+        _, ms = s.tune(t.id)  # type: ignore[misc]
+    assert t.status == "done" and [m.step for m in ms] == [0]
+
+
+def test_a_locked_sqlite_history_with_an_unusable_spool_says_both(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    holder = _hold_lock(path)
+    try:
+        with open_history(path, spool_dir=blocker / "state", timeout_s=0.2) as h:
+            with pytest.raises(HistoryError, match="is locked by another process.*local spool cannot keep") as e:
+                h.begin_tune(KEY, "v1", slo_ms=50, optimizer="cbo", knobs=["gpu_mhz"])
+    finally:
+        _release(holder)
+    assert "\n" not in str(e.value)

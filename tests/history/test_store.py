@@ -23,6 +23,7 @@ from polythrottle.history import (
     parse_target,
     space_fingerprint,
 )
+from polythrottle.history.errors import HistoryLocked
 from polythrottle.space import Knob, SearchSpace
 from tests.conftest import ROOT, run_cli
 
@@ -257,6 +258,8 @@ def test_locked_unwritable_and_missing_are_one_line_errors(tmp_path: Path) -> No
             with pytest.raises(HistoryError, match="is locked by another process") as e:
                 s.add_measurement(tid, step=0, config={}, energy_j=1.0, latency_ms=1.0, role="explore")
             assert "\n" not in str(e.value)
+            # transient, not bad input: HistoryLocked, exit 6 (a spooled history keeps the write instead)
+            assert isinstance(e.value, HistoryLocked) and e.value.exit_code == 6
         finally:
             holder.execute("ROLLBACK")
             holder.close()

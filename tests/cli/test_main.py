@@ -1,0 +1,71 @@
+"""``polythrottle.cli.main``: the one place the CLI turns what a command raised into one line and an exit code;
+here, standard output that cannot be written (a full disk, ``> /dev/full``) and one whose reader went away."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polythrottle.cli import main
+from polythrottle.history import HistoryKey, HistoryStore
+from tests.conftest import ROOT
+
+FULL = "polythrottle: error: cannot write to standard output: No space left on device"
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as s:
+        tid = s.begin_tune(HistoryKey("sim:jetson-agx-orin", "wl", "abc"), "v1", slo_ms=50, optimizer="cbo",
+                           knobs=["gpu_mhz"])
+        s.add_measurement(tid, step=0, config={"gpu_mhz": 900.0}, energy_j=1.0, latency_ms=10.0, role="baseline")
+        s.finish_tune(tid, best_config={"gpu_mhz": 900.0}, best_energy_j=1.0, best_latency_ms=10.0)
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [
+    ["--version"],
+    ["--help"],
+    ["tune", "--help"],
+    ["devices"],
+    ["history", "ls", "--history", "HISTORY"],
+    ["tune", "--device", "replay:TABLE", "--slo-ms", "50", "--budget", "3", "--optimizer", "random", "--json", "--quiet"],
+])
+def test_stdout_that_cannot_be_written_is_one_line_naming_it(args, history, small_table) -> None:
+    """It said 'error: OSError: [Errno 28] No space left on device' (not naming stdout), and --version/--help exited
+    0 having printed nothing."""
+    args = [a.replace("HISTORY", str(history)).replace("TABLE", str(small_table)) for a in args]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "polythrottle", *args], stdout=full, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr == FULL + "\n", r.stderr
+
+
+class _Full(io.StringIO):
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_failed_write_in_process_is_the_command_error_and_stdout_is_given_back(history, monkeypatch, capsys) -> None:
+    full = _Full()
+    monkeypatch.setattr(sys, "stdout", full)
+    code = main(["history", "ls", "--history", str(history), "--json"])
+    assert code == 1 and sys.stdout is full  # the command's stdout is put back
+    assert capsys.readouterr().err == FULL + "\n"
+
+
+def test_a_closed_pipe_stays_quiet(history) -> None:
+    p = subprocess.Popen([sys.executable, "-m", "polythrottle", "--help"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=ROOT)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader went away before anything was read
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) in (0, 141) and "Traceback" not in err and "error" not in err
