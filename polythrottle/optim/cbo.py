@@ -226,11 +226,14 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
                 return recheck
 
         # ... or when a better feasible config is unlikely to remain
+        better, delta = None, 0.0
         if len(self.observations) >= self.settings.min_evals:
-            p_remain = self.p_better_remains(view, self.stop_delta())
-            if p_remain is not None and p_remain < self.settings.stop_p:
-                better = self.p_better(view, self.stop_delta())
-                if better is not None:
+            delta = self.stop_delta()
+            better = self.p_better(view, delta)  # None while nothing is confidently feasible
+        if better is not None:
+            p_remain = self._p_better_remains(left, *better, margin, view.upper_c)
+            if p_remain < self.settings.stop_p:
+                if self._opened is not None:  # configs a contradicted rank opened: probe one first
                     probe = self._opened_probe(left, np.where(self.within_bound(left, est), better[0], 0.0))
                     if probe is not None:
                         return probe
@@ -241,7 +244,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
                 if recheck is not None:
                     return recheck
                 self.stop_reason = (
-                    f"converged: P(an unmeasured config is feasible and >= {self.stop_delta():.0%} cheaper "
+                    f"converged: P(an unmeasured config is feasible and >= {delta:.0%} cheaper "
                     f"than the recommendation) = {p_remain:.2g} < {self.settings.stop_p:g} after "
                     f"{len(self.observations)} measurements"
                 )

@@ -56,7 +56,7 @@ class CBOSettings:
     rank_check: before the tune ends itself while ranks prune configs, measure the recommendation one rank
       lower on each ranked knob whose one-rank slowdown is bounded (see ``rank_check``).
     probe_opened: after measurements contradict a rank, the tune does not end itself before it has measured
-      the config the rank had pruned with the highest acquisition value (see ``_opened_probe``).
+      the config the rank had pruned most likely to be feasible and cheaper (see ``_opened_probe``).
     pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
     initial_design: move along the knobs' known energy trends first (see ``_design_point``).
     power_trend, power_exponent: the GP of log objective sits on a fitted trend in the clocks (knobs whose

@@ -37,14 +37,6 @@ class Stopping(CBOState):
         target = float(view.est.lobj[sure].min()) + math.log1p(-delta)
         return np.exp(view.log_pof_c + log_ndtr((target - view.mean[:, 0]) / view.std[:, 0])), target
 
-    def p_better_remains(self, view: CandidateView, delta: float) -> float | None:
-        """P(an unmeasured config is feasible and ``delta`` cheaper than the recommendation); None while
-        nothing is confidently feasible."""
-        better = self.p_better(view, delta)
-        if better is None:
-            return None
-        return self._p_better_remains(view.left, better[0], better[1], view.margin, view.upper_c)
-
     def _p_better_remains(self, left: np.ndarray, p_better: np.ndarray, target: float, margin: float,
                           upper: np.ndarray) -> float:
         """P(at least one unmeasured config is feasible (by ``margin``) with log objective < ``target``),
