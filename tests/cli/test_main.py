@@ -69,3 +69,36 @@ def test_a_closed_pipe_stays_quiet(history) -> None:
     p.stdout.close()  # the reader went away before anything was read
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) in (0, 141) and "Traceback" not in err and "error" not in err
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--bogus"], "--bogus"),
+    (["-x"], "-x"),
+    (["--bogus=3"], "--bogus"),
+    (["--bogus", "tune"], "--bogus"),
+    (["--debug", "--bogus", "history", "ls"], "--bogus"),
+    (["tune", "--bogus"], "--bogus"),
+    (["tune", "--device", "sim:jetson-agx-orin", "--bogus"], "--bogus"),
+    (["history", "--nope"], "--nope"),
+    (["notify", "--nope"], "--nope"),
+])
+def test_an_unknown_option_is_named_before_a_missing_argument(args, named, capsys) -> None:
+    """`polythrottle --bogus` said 'the following arguments are required: COMMAND' (argparse checks the required
+    arguments first), not naming the option; so did `tune --bogus` (required: --device, --slo-ms)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == f"polythrottle: error: unrecognized arguments: {named}\n", err
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ([], "the following arguments are required: COMMAND"),
+    (["--debug"], "the following arguments are required: COMMAND"),
+    (["--deb", "tune"], "the following arguments are required: --device, --slo-ms"),  # an abbreviation is known
+    (["tune", "--slo-ms", "-5"], "the following arguments are required: --device"),  # a negative value, no option
+    (["tune", "--dev", "x"], "the following arguments are required: --slo-ms"),
+])
+def test_a_missing_argument_alone_is_still_named(args, said, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and capsys.readouterr().err == f"polythrottle: error: {said}\n"
