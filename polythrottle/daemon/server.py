@@ -75,15 +75,15 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             line, problem = _read_request(sock, deadline)
         except OSError:
             return
-        if problem:
-            reply = refused(problem)
+        if problem:  # too long (the client's request: bad input), or not whole in time
+            reply = refused(problem, BadInputError.exit_code if problem.startswith("request longer") else None)
         elif not line or not line.strip():
-            reply = refused("empty request")
+            reply = refused("empty request", BadInputError.exit_code)
         else:
             try:
                 reply = self.server.dispatch(decode_request(line))
             except PolyThrottleError as e:
-                reply = refused(clip(str(e), 1000))
+                reply = refused(clip(str(e), 1000), e.exit_code)
             except Exception as e:  # noqa: BLE001 - a bug must not kill the server thread; say what happened
                 print(f"polythrottle: error: control request failed: {type(e).__name__}: {clip(str(e))}",
                       file=sys.stderr)
