@@ -204,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # a name given (--out, --history,
                     # replay:...) that no file can have: bad input, refused before anything was done with it
                     code, message = BadInputError.exit_code, f"error: {clip(str(e.filename or ''), 80)}: file name too long"
+                elif isinstance(e, PermissionError) and e.filename is not None:  # a file given (a replay table,
+                    # a history, a model or workload file) in a directory this user may not search: bad input, as
+                    # for a file it may not read (the device's files and the state directory say PermissionDenied)
+                    code, message = BadInputError.exit_code, f"error: {clip(str(e.filename), 200)}: permission denied"
                 elif args.debug:
                     raise
                 else:
