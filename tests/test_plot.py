@@ -92,6 +92,8 @@ def test_plot_from_history_by_tune_id(small_table, tmp_path, capsys):
     (["{result}", "--out", "x.jpg"], "unsupported format '.jpg'"),
     (["{missing}"], "result file not found"),
     (["{notjson}"], "not JSON"),
+    (["{deep}"], "not JSON (nested too deeply)"),  # said "error: RecursionError: ...", exit 1
+    (["{bigint}"], "not JSON (Exceeds the limit (4300 digits)"),  # said "error: ValueError: ...", exit 1
     (["{notresult}"], "not a PolyThrottle tune result"),
     (["--history", "{missing}"], "no history database at"),
     (["--history", "{db}", "--tune", "7"], "has no tune 7"),
@@ -99,9 +101,12 @@ def test_plot_from_history_by_tune_id(small_table, tmp_path, capsys):
 def test_bad_input_one_line_exit_2(result_file, tmp_path, capsys, args, message):
     (tmp_path / "bad.txt").write_text("hello")
     (tmp_path / "other.json").write_text('{"best": null}')
+    (tmp_path / "deep.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    (tmp_path / "bigint.json").write_text('{"best": ' + "9" * 5000 + "}")
     HistoryStore(tmp_path / "empty.sqlite").close()
     paths = {"result": result_file, "missing": tmp_path / "nope.json", "notjson": tmp_path / "bad.txt",
-             "notresult": tmp_path / "other.json", "db": tmp_path / "empty.sqlite"}
+             "notresult": tmp_path / "other.json", "db": tmp_path / "empty.sqlite",
+             "deep": tmp_path / "deep.json", "bigint": tmp_path / "bigint.json"}
     code = main(["plot", *(a.format(**paths) for a in args)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -26,9 +26,25 @@ PROFILE_DIR = Path(str(resources.files("polythrottle").joinpath("device_profiles
 
 
 def profile_dirs() -> list[Path]:
-    """Where profiles are searched, in order: ``$POLYTHROTTLE_PROFILE_DIR`` (if set), then the built-in ones."""
+    """Where profiles are searched, in order: ``$POLYTHROTTLE_PROFILE_DIR`` (if set), then the built-in ones.
+    Raises ProfileError (exit 2) naming the variable when it names no directory this user may read: a path that
+    is missing or a file was ignored, and the built-in profile of that name silently used instead."""
     user = os.environ.get(PROFILE_ENV, "").strip()
-    return ([Path(user).expanduser()] if user else []) + [PROFILE_DIR]
+    if not user:
+        return [PROFILE_DIR]
+    path = Path(user).expanduser()
+    where = f"{PROFILE_ENV}={brief(str(path), 200)}"
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as e:  # in a directory this user may not search, a name too long
+        raise ProfileError(f"{where}: cannot read ({e.strerror or e})") from None
+    if not exists:
+        raise ProfileError(f"{where}: no such directory")
+    if not is_dir:
+        raise ProfileError(f"{where}: not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ProfileError(f"{where}: cannot read (permission denied)")
+    return [path, PROFILE_DIR]
 
 
 def list_profiles(directory: Path | None = None) -> list[str]:

@@ -38,8 +38,51 @@ _on_sigterm = interrupts.raise_terminated  # for scripts that hold a device and 
 
 
 class _Parser(argparse.ArgumentParser):
+    _seen: list[str] | None = None
+    _parent: _Parser | None = None  # the parser whose subcommand this one is (set by build_parser)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._seen = list(sys.argv[1:] if args is None else args)  # for error(): the arguments this parser got
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own convention)
+        if message.startswith("the following arguments are required"):
+            chain: list[_Parser] = []
+            p: _Parser | None = self
+            while p is not None:
+                chain.insert(0, p)
+                p = p._parent
+            stray = next((s for s in (q._stray_option() for q in chain) if s is not None), None)
+            if stray is not None:  # `--bogus` alone said "arguments are required: COMMAND": name the option
+                message = f"unrecognized arguments: {stray}"
         self.exit(2, f"polythrottle: error: {message}\n")
+
+    def _stray_option(self) -> str | None:
+        """The first option among this parser's arguments that it does not know, None if there is none. argparse
+        reports a missing required argument before an unknown option, which then went unnamed. The arguments
+        after a subcommand's name are that subcommand's (its own parser names what it does not know)."""
+        commands: set[str] = set()
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                commands.update(action.choices)
+        for arg in self._seen or ():
+            if arg == "--":
+                return None
+            if arg in commands:
+                return None
+            if not arg.startswith("-") or arg == "-" or self._negative_number_matcher.match(arg):
+                continue
+            name = arg.split("=", 1)[0]
+            if name in self._option_string_actions:
+                continue
+            if name.startswith("--") and self.allow_abbrev and any(
+                    o.startswith(name) for o in self._option_string_actions if o.startswith("--")):
+                continue
+            if not name.startswith("--") and name[:2] in self._option_string_actions:  # -n5, -hv
+                continue
+            return clip(name, 80)
+        return None
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """--help and --version: a failed write to stdout is an error (argparse ignores it: exit 0, nothing shown)."""
@@ -59,7 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
+    _link_subcommands(parser)
     return parser
+
+
+def _link_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give each subcommand's parser its parent (``polythrottle --bogus tune``: the stray option is the parent's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if isinstance(child, _Parser):
+                    child._parent = parser if isinstance(parser, _Parser) else None
+                    _link_subcommands(child)
 
 
 class StdoutError(PolyThrottleError):
@@ -150,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # a name given (--out, --history,
                     # replay:...) that no file can have: bad input, refused before anything was done with it
                     code, message = BadInputError.exit_code, f"error: {clip(str(e.filename or ''), 80)}: file name too long"
+                elif isinstance(e, PermissionError) and e.filename is not None:  # a file given (a replay table,
+                    # a history, a model or workload file) in a directory this user may not search: bad input, as
+                    # for a file it may not read (the device's files and the state directory say PermissionDenied)
+                    code, message = BadInputError.exit_code, f"error: {clip(str(e.filename), 200)}: permission denied"
                 elif args.debug:
                     raise
                 else:

@@ -22,6 +22,7 @@ from polythrottle.daemon.protocol import (
     ModelUpdated,
     decode_reply,
     encode_request,
+    exit_code_of,
     is_busy,
     refused,
 )
@@ -35,7 +36,12 @@ MAX_REPLY_BYTES = 16 * 2**20
 
 
 class DaemonError(PolyThrottleError):
-    """The daemon could not be reached, or answered with an error."""
+    """The daemon could not be reached, or answered with an error. Exit 1, or the exit code the daemon's refusal
+    carries (2: it refused the request or the config it re-read; ``protocol.exit_code_of``)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class _Busy(Exception):
@@ -64,7 +70,7 @@ def send_command(command: str, path: str | os.PathLike[str] | None = None, *, ti
             break
         time.sleep(RETRY_S)
     if not reply.get("ok", False):
-        raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}")
+        raise DaemonError(f"daemon refused {command!r}: {reply.get('error', 'no reason given')}", exit_code_of(reply))
     return reply
 
 

@@ -2,7 +2,9 @@
 
 A client connects to the daemon's Unix stream socket and sends one line, a JSON object
 ``{"command": NAME, ...fields}``; the daemon answers one line ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}`` and closes. ``"busy: ..."`` means every handler is taken: try again.
+``{"ok": false, "error": "...", "exit_code": N}`` and closes (``exit_code``, where the refusal is a typed error:
+what ``polythrottle notify`` exits with; 2 for a refused config or request). ``"busy: ..."`` means every handler is
+taken: try again.
 
 Commands (``COMMANDS``): ``status`` (the daemon's status snapshot), ``model-updated`` (optional
 ``model_version``, ``model_files``, ``force``: the model changed, re-tune) and ``reload`` (re-read the
@@ -109,9 +111,24 @@ def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
-def refused(error: str) -> dict[str, Any]:
-    """A reply saying no, with the reason (one line)."""
-    return {"ok": False, "error": error}
+def refused(error: str, exit_code: int | None = None) -> dict[str, Any]:
+    """A reply saying no, with the reason (one line) and, where the reason is a typed error, its exit code
+    (``polythrottle.errors``: 2 for a refused config or request), which the client exits with."""
+    reply: dict[str, Any] = {"ok": False, "error": error}
+    if exit_code is not None:
+        reply["exit_code"] = exit_code
+    return reply
+
+
+REPLY_EXIT_CODES = frozenset({2, 4, 5, 6})
+"""The exit codes a refusal may carry to the client: any other (none, 0, 1, a daemon's garbage) is 1, a failure."""
+
+
+def exit_code_of(reply: Mapping[str, Any]) -> int:
+    """The exit code a refused ``reply`` asks the client for: its ``exit_code`` when that is one of
+    ``REPLY_EXIT_CODES`` (a hostile or older daemon cannot make a refusal exit 0), else 1."""
+    code = reply.get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) and code in REPLY_EXIT_CODES else 1
 
 
 def encode_reply(reply: Mapping[str, Any]) -> bytes:
@@ -133,5 +150,5 @@ def is_busy(reply: Mapping[str, Any]) -> bool:
 
 
 __all__ = ["BUSY", "COMMANDS", "EVENTS", "MAX_MODEL_FILES", "MAX_PATH_CHARS", "MAX_REQUEST_BYTES", "MAX_VERSION_CHARS",
-           "MODEL_UPDATED", "RELOAD", "REQUEST_DEADLINE_S", "STATUS", "ModelUpdated", "command_of", "decode_reply",
-           "decode_request", "encode_reply", "encode_request", "is_busy", "ok", "refused"]
+           "MODEL_UPDATED", "RELOAD", "REPLY_EXIT_CODES", "REQUEST_DEADLINE_S", "STATUS", "ModelUpdated", "command_of", "decode_reply",
+           "decode_request", "encode_reply", "encode_request", "exit_code_of", "is_busy", "ok", "refused"]

@@ -17,6 +17,7 @@ import grp
 import os
 import socket
 import socketserver
+import stat
 import sys
 import tempfile
 import threading
@@ -75,15 +76,15 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             line, problem = _read_request(sock, deadline)
         except OSError:
             return
-        if problem:
-            reply = refused(problem)
+        if problem:  # too long (the client's request: bad input), or not whole in time
+            reply = refused(problem, BadInputError.exit_code if problem.startswith("request longer") else None)
         elif not line or not line.strip():
-            reply = refused("empty request")
+            reply = refused("empty request", BadInputError.exit_code)
         else:
             try:
                 reply = self.server.dispatch(decode_request(line))
             except PolyThrottleError as e:
-                reply = refused(clip(str(e), 1000))
+                reply = refused(clip(str(e), 1000), e.exit_code)
             except Exception as e:  # noqa: BLE001 - a bug must not kill the server thread; say what happened
                 print(f"polythrottle: error: control request failed: {type(e).__name__}: {clip(str(e))}",
                       file=sys.stderr)
@@ -124,6 +125,41 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self._slots.release()
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's too); our own pid counts as alive."""
+    if pid <= 0 or pid == os.getpid():
+        return pid == os.getpid()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
+
+def _remove_private(parent: int, name: str) -> None:
+    """Remove the directory ``name`` in the directory open as ``parent`` if it is a private bind directory: a
+    real directory (not a link) owned by this user, holding nothing or only the socket ``s``. Raises OSError."""
+    st = os.lstat(name, dir_fd=parent)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        if os.fstat(fd).st_ino != st.st_ino:  # replaced between the two looks
+            return
+        inside = os.listdir(fd)
+        if inside not in ([], ["s"]):
+            return
+        if inside and not stat.S_ISSOCK(os.lstat("s", dir_fd=fd).st_mode):
+            return
+        if inside:
+            os.unlink("s", dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
 class ControlServer:
     """Listens on ``path`` and answers with ``handler(request) -> reply``; ``start()`` runs it in a thread."""
 
@@ -157,6 +193,33 @@ class ControlServer:
                 return
         raise BadInputError(f"another daemon is already listening on {self.path}")
 
+    def _private_prefix(self) -> str:
+        """What the names of this socket's private bind directories start with; the pid of the daemon that made
+        one and a random part follow (``.control.sock.1234.k2j_x9ab``)."""
+        return f".{self.path.name}."
+
+    def _clear_stale_private(self) -> None:
+        """Remove the private bind directories of this socket that a daemon killed while binding left (SIGKILL
+        between ``mkdtemp`` and the rename: one more ``.xxxxxxxx`` at every such start). Only this socket's,
+        named by a process no longer alive, owned by this user and a real directory holding nothing but the
+        socket ``s``; never through a link (``lstat``, ``O_NOFOLLOW``, names relative to the opened directory).
+        Anything else is left alone."""
+        prefix = self._private_prefix()
+        try:
+            parent = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            for name in os.listdir(parent):
+                pid_text, dot, rest = name.removeprefix(prefix).partition(".")
+                if (not name.startswith(prefix) or not dot or not rest or "." in rest or not pid_text.isdigit()
+                        or _alive(int(pid_text))):  # ("." in rest: another socket's, named SOCKET.N)
+                    continue
+                with contextlib.suppress(OSError):
+                    _remove_private(parent, name)
+        finally:
+            os.close(parent)
+
     def start(self) -> None:
         """Bind (mode 0660, group ``group``) and serve. Raises BadInputError / PermissionError.
 
@@ -171,8 +234,9 @@ class ControlServer:
         except OSError as e:
             raise BadInputError(f"cannot create the control socket directory {self.path.parent}: {e.strerror}") from None
         self._clear_stale()
+        self._clear_stale_private()
         try:
-            private = Path(tempfile.mkdtemp(prefix=".", dir=self.path.parent))
+            private = Path(tempfile.mkdtemp(prefix=f"{self._private_prefix()}{os.getpid()}.", dir=self.path.parent))
         except OSError as e:
             raise BadInputError(f"cannot listen on {self.path}: {e.strerror or e}") from None
         try:

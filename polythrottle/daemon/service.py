@@ -105,10 +105,13 @@ class Daemon:
 def not_a_directory(path: Path) -> Path | None:
     """The nearest existing one of ``path`` and its ancestors when it is not a directory (a regular file): then
     the directory ``path`` cannot be created, by any user; None otherwise (permissions are not judged: the
-    check may run as another user than the daemon)."""
+    check may run as another user than the daemon: a directory this user may not search is not looked into)."""
     for p in (path, *path.parents):
-        if p.exists():
-            return None if p.is_dir() else p
+        try:
+            if p.exists():
+                return None if p.is_dir() else p
+        except PermissionError:  # in a directory this user may not search (root's, checked by a user)
+            continue
     return None
 
 
@@ -123,6 +126,10 @@ def check_history(cfg: DaemonConfig) -> str:
 
     target = parse_target(cfg.history_path())
     if target.is_sqlite and target.path is not None:
+        try:
+            target.path.exists()
+        except PermissionError:  # in a directory this user may not search: the daemon runs as root
+            return f"history {target.display} (not readable by this user: not checked)"
         if not target.path.exists():
             blocker = not_a_directory(target.path.parent)
             if blocker is not None:  # the daemon would refuse to start

@@ -156,6 +156,16 @@ def is_disconnect(e: BaseException) -> bool:
     return not any(p in msg for p in _PG_CONFIG_ERRORS)
 
 
+def _unreadable(path: Path) -> bool:
+    """Whether ``path`` is a file this process may not read (or in a directory it may not search)."""
+    try:
+        return path.exists() and not os.access(path, os.R_OK)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+
+
 def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryError:
     """``e`` (a driver or SQLAlchemy error) as one line naming the database, password masked."""
     if isinstance(e, HistoryError):
@@ -169,6 +179,8 @@ def translate(e: BaseException, target: HistoryTarget, what: str) -> HistoryErro
             return HistoryLocked(f"{where} is locked by another process ({what})")
         if "not a database" in low or "malformed" in low or "corrupt" in low:
             return HistoryCorrupt(f"{where} is corrupt ({msg}); move it away to start a new history")
+        if "unable to open" in low and target.path is not None and _unreadable(target.path):
+            return HistoryError(f"{where} cannot be read (permission denied)")  # it said "cannot be written"
         if "readonly" in low or "read-only" in low or "unable to open" in low or "disk i/o" in low:
             return HistoryError(f"{where} cannot be written ({msg})")
         return HistoryError(f"{where}: {what} failed ({msg})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polythrottle.errors import BadInputError
+from polythrottle.errors import BadInputError, clip, first_line
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,10 @@ class TuneTrace:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise BadInputError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:  # said "error: RecursionError: maximum recursion depth exceeded ...", exit 1
+            raise BadInputError(f"{p}: not JSON (nested too deeply)") from None
+        except ValueError as e:  # an integer over 4300 digits: said "error: ValueError: Exceeds the limit ...", exit 1
+            raise BadInputError(f"{p}: not JSON ({clip(first_line(e), 100)})") from None
         return cls.from_result(doc, name=str(p))
 
     @classmethod

@@ -36,6 +36,9 @@ def load(spec: str) -> WorkloadSpec:
         raise BadInputError(f"workload {brief(spec, 60)}: cannot import {e.name!r}") from None
     except SyntaxError as e:
         raise BadInputError(f"workload {brief(spec, 60)}: syntax error in {e.filename}, line {e.lineno}") from None
+    except OSError as e:  # the file is there but cannot be read (permission denied): it said PermissionError, exit 1
+        raise BadInputError(f"workload {brief(spec, 60)}: cannot read {e.filename or target} "
+                            f"({e.strerror or e})") from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise BadInputError(f"workload {brief(spec, 60)}: {target} has no function {func_name!r}")

@@ -123,3 +123,26 @@ def test_empty_and_unreadable(tmp_path):
     p.write_bytes(b"\xff\xfe\x00name")
     with pytest.raises(ProfileError, match=r"binary\.yaml: cannot read"):
         load_profile(p)
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: p / "missing", "no such directory"),
+    (lambda p: (p / "afile").write_text("x") and p / "afile", "not a directory"),
+])
+def test_a_profile_dir_that_is_no_directory_is_one_line_naming_the_variable(tmp_path, monkeypatch, capsys, make, said):
+    """It was ignored: `sim:jetson-nano` quietly used the built-in profile, not the user's copy they meant."""
+    from polythrottle.cli import main
+
+    path = make(tmp_path)
+    monkeypatch.setenv("POLYTHROTTLE_PROFILE_DIR", str(path))
+    with pytest.raises(ProfileError, match=f"^POLYTHROTTLE_PROFILE_DIR='{path}': {said}$"):
+        profile_dirs()
+    with pytest.raises(ProfileError, match="POLYTHROTTLE_PROFILE_DIR"):
+        load_profile("jetson-nano")
+    for argv in (["devices"], ["tune", "--device", "sim:jetson-nano", "--workload", "resnet50", "--slo-ms", "50",
+                               "--no-history"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"polythrottle: error: POLYTHROTTLE_PROFILE_DIR='{path}': {said}\n", err
+    monkeypatch.setenv("POLYTHROTTLE_PROFILE_DIR", " ")  # set empty: not set
+    assert profile_dirs() == [PROFILE_DIR]

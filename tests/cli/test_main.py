@@ -69,3 +69,70 @@ def test_a_closed_pipe_stays_quiet(history) -> None:
     p.stdout.close()  # the reader went away before anything was read
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) in (0, 141) and "Traceback" not in err and "error" not in err
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--bogus"], "--bogus"),
+    (["-x"], "-x"),
+    (["--bogus=3"], "--bogus"),
+    (["--bogus", "tune"], "--bogus"),
+    (["--debug", "--bogus", "history", "ls"], "--bogus"),
+    (["tune", "--bogus"], "--bogus"),
+    (["tune", "--device", "sim:jetson-agx-orin", "--bogus"], "--bogus"),
+    (["history", "--nope"], "--nope"),
+    (["notify", "--nope"], "--nope"),
+])
+def test_an_unknown_option_is_named_before_a_missing_argument(args, named, capsys) -> None:
+    """`polythrottle --bogus` said 'the following arguments are required: COMMAND' (argparse checks the required
+    arguments first), not naming the option; so did `tune --bogus` (required: --device, --slo-ms)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == f"polythrottle: error: unrecognized arguments: {named}\n", err
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ([], "the following arguments are required: COMMAND"),
+    (["--debug"], "the following arguments are required: COMMAND"),
+    (["--deb", "tune"], "the following arguments are required: --device, --slo-ms"),  # an abbreviation is known
+    (["tune", "--slo-ms", "-5"], "the following arguments are required: --device"),  # a negative value, no option
+    (["tune", "--dev", "x"], "the following arguments are required: --slo-ms"),
+])
+def test_a_missing_argument_alone_is_still_named(args, said, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and capsys.readouterr().err == f"polythrottle: error: {said}\n"
+
+
+@pytest.fixture
+def locked(tmp_path: Path, monkeypatch) -> Path:
+    """A directory this process may not search, as for a user without x on it (emulated: tests may run as root)."""
+    d = tmp_path / "locked"
+    d.mkdir()
+    real_stat = os.stat
+
+    def stat(path, *a, **kw):
+        if str(os.fspath(path)).startswith(str(d) + os.sep):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+    return d
+
+
+@pytest.mark.parametrize("args", [
+    ["tune", "--device", "replay:LOCKED/t.csv", "--slo-ms", "50", "--no-history"],
+    ["profile", "--device", "replay:LOCKED/t.csv", "--out", "TMP/o.csv"],
+    ["tune", "--device", "sim:jetson-agx-orin", "--workload", "resnet50", "--slo-ms", "50", "--budget", "3",
+     "--model-file", "LOCKED/m.bin", "--history", "TMP/h.sqlite"],
+    ["history", "ls", "--history", "LOCKED/h.sqlite"],
+    ["fleet", "--history", "LOCKED/h.sqlite"],
+])
+def test_a_file_given_in_a_directory_this_user_may_not_search_is_bad_input(args, locked, tmp_path, capsys) -> None:
+    """It said 'error: PermissionError: [Errno 13] Permission denied: ...' with exit 1 (a device error); the same
+    file unreadable itself was already bad input (exit 2, as the README's table says)."""
+    args = [a.replace("LOCKED", str(locked)).replace("TMP", str(tmp_path)) for a in args]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{locked}{os.sep}" in err and "permission denied" in err, err
+    assert "PermissionError" not in err and "Errno" not in err, err

@@ -67,3 +67,49 @@ def test_wait_on_a_status_without_jobs_is_one_line(tmp_path, capsys, snap):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("has no jobs.last_done to wait on" in err[0] or "malformed reply" in err[0]), err
     assert "Error" not in err[0], err
+
+
+def _serving(path, handler):
+    from polythrottle.daemon.server import ControlServer
+
+    server = ControlServer(path, handler)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize("event", ["reload", "model-updated"])
+def test_a_request_the_daemon_refuses_for_bad_input_exits_2(tmp_path, capsys, event):
+    """The daemon refusing a reload (the config it re-read is bad) or a model change (a file it does not have)
+    is bad input, exit 2 as the README's table says; it exited 1, as for a daemon that cannot be reached."""
+    from polythrottle.daemon.config import ConfigError
+
+    def refuse(req):
+        raise ConfigError("/etc/polythrottle/daemon.yaml: slo_ms: must be > 0")
+
+    server = _serving(tmp_path / "ctl.sock", refuse)
+    try:
+        code = main(["notify", event, "--socket", str(tmp_path / "ctl.sock")])
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "slo_ms: must be > 0" in err, err
+
+
+@pytest.mark.parametrize("reply, code", [
+    ({"ok": False, "error": "reload refused", "exit_code": 2}, 2),
+    ({"ok": False, "error": "no such device", "exit_code": 5}, 5),
+    ({"ok": False, "error": "no", "exit_code": 0}, 1),  # a refusal never exits 0
+    ({"ok": False, "error": "no", "exit_code": 3}, 1),
+    ({"ok": False, "error": "no", "exit_code": True}, 1),
+    ({"ok": False, "error": "no", "exit_code": "2"}, 1),
+    ({"ok": False, "error": "no", "exit_code": 143}, 1),
+    ({"ok": False, "error": "internal error: KeyError: 'x'"}, 1),  # an older daemon, or not bad input
+])
+def test_the_exit_code_a_refusal_carries_is_used_only_when_it_is_one_of_ours(tmp_path, capsys, reply, code):
+    sock = tmp_path / "ctl.sock"
+    daemon = _FakeDaemon(sock, [reply])
+    try:
+        assert main(["notify", "reload", "--socket", str(sock)]) == code
+    finally:
+        daemon.sock.close()
+    assert capsys.readouterr().err.count("\n") == 1

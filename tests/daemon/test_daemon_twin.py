@@ -84,7 +84,7 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         r = raw_request(d.socket, b'{"command": "frobnicate"}\n')
         assert not r["ok"] and "unknown command 'frobnicate'" in r["error"]
         r = cli("notify", "model-updated", "--model-file", str(tmp / "missing.bin"), "--config", str(cfg))
-        assert r.returncode == 1 and r.stderr.count("\n") == 1  # a client names only files of the config
+        assert r.returncode == 2 and r.stderr.count("\n") == 1  # a client names only files of the config (bad input)
         assert "missing.bin' is not one of the daemon config's model_files" in r.stderr
         assert d.status()["state"] == "serving"
 
@@ -93,6 +93,8 @@ def test_daemon_lifecycle_on_the_twin(twin_setup):
         cfg.write_text(good + "slo_ms: [\n")
         with pytest.raises(DaemonError, match="not valid YAML"):
             d.request("reload")
+        r = cli("notify", "reload", "--socket", str(d.socket))  # (--config would fail here, reading the bad file)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid YAML" in r.stderr  # bad input, not 1
         cfg.write_text(good + "carbon_intensity_g_per_kwh: 100\n")
         d.proc.send_signal(signal.SIGHUP)
         s = d.wait(lambda s: s["carbon_intensity_g_per_kwh"] == 100 and s["state"] == "serving", 30, "the reload")

@@ -164,3 +164,66 @@ def test_a_socket_that_appears_after_the_stale_check_is_refused_not_replaced(tmp
             s.connect(str(path))  # the other one's, still there
     finally:
         other.close()
+
+
+_KILLED_WHILE_BINDING = """
+import os, signal, sys
+from pathlib import Path
+from polythrottle.daemon.server import ControlServer
+
+os.link = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # killed after the bind, before the socket is linked
+ControlServer(Path(sys.argv[1]), lambda req: {"ok": True}).start()
+"""
+
+
+def test_a_start_removes_the_bind_directories_a_killed_daemon_left_and_nothing_else(tmp_path):
+    """A daemon SIGKILLed while binding left its private directory (`.xxxxxxxx/s`) next to the socket, and one
+    more at every such start: the next start removes those (a dead pid's, this socket's, holding only its
+    socket), never another's, a live one's, or anything through a link."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "ctl.sock"
+    for _ in range(3):  # each killed start leaves one; the next start (killed too) removes the one before
+        r = subprocess.run([sys.executable, "-c", _KILLED_WHILE_BINDING, str(path)], cwd=ROOT, timeout=60)
+        assert r.returncode == -9
+        left = os.listdir(run)
+        assert len(left) == 1 and left[0].startswith(".ctl.sock.") and os.listdir(run / left[0]) == ["s"], left
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)
+    dead_pid = int(dead.stdout)
+    kept = {
+        f".ctl.sock.{os.getppid()}.live_one": "dir",         # a live process's (binding now)
+        f".ctl.sock.{dead_pid}.with_more": "dir+file",       # holds something else
+        f".ctl.sock.{dead_pid}.a_link": "link",              # a link to a directory holding a socket
+        f".ctl.sock.2.{dead_pid}.other": "dir",              # socket ctl.sock.2's, not this one's
+        f".other.sock.{dead_pid}.abcdef": "dir",             # another socket's
+        f".ctl.sock.{dead_pid}.sfile": "dir+s-not-socket",   # its `s` is no socket
+    }
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(target / "s"))
+    for name, kind in kept.items():
+        if kind == "link":
+            (run / name).symlink_to(target)
+            continue
+        (run / name).mkdir(mode=0o700)
+        if kind == "dir+file":
+            (run / name / "notes").write_text("x")
+        elif kind == "dir+s-not-socket":
+            (run / name / "s").write_text("x")
+    server = ControlServer(path, lambda req: {"ok": True})
+    server.start()
+    try:
+        assert send_command("status", path)["ok"]
+        assert sorted(os.listdir(run)) == sorted([*kept, "ctl.sock"])  # both leftovers gone, the rest untouched
+        assert os.listdir(target) == ["s"] and (run / f".ctl.sock.{dead_pid}.with_more" / "notes").exists()
+    finally:
+        server.stop()

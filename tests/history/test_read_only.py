@@ -160,3 +160,18 @@ def test_reader_with_write_access_still_upgrades_an_old_file(tmp_path: Path) -> 
     assert "sim:jetson-agx-orin" in out
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT version_num FROM polythrottle_version").fetchone() == ("0002",)
+
+
+def test_a_history_the_user_may_not_read_says_so(shared_dir: Path) -> None:
+    """It said 'cannot be written (unable to open database file)' of a file `history ls` only reads."""
+    db = shared_dir / "history.sqlite"
+    with HistoryStore(db) as s:
+        _fill(s)
+    db.chmod(0o000)
+    build_parser()
+    import polythrottle.history.export
+    import polythrottle.history.fleet_summary  # noqa: F401
+
+    for argv in (["history", "ls"], ["fleet"]):
+        code, _, err = as_reader(lambda argv=argv: _cli(*argv, "--history", str(db)), [])
+        assert code == 2 and err == f"polythrottle: error: history database {db} cannot be read (permission denied)\n"

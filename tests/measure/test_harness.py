@@ -201,3 +201,24 @@ def test_torchvision_missing_is_one_clear_error():
     else:
         with pytest.raises(BadInputError, match="unknown torchvision model"):
             load_workload("torchvision:not_a_model")
+
+
+def test_a_workload_file_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    """It said 'error: PermissionError: [Errno 13] ...', exit 1 (emulated: tests may run as root)."""
+    import errno
+    import importlib.machinery
+    import os
+
+    path = tmp_path / "w.py"
+    path.write_text("def f():\n    return None\n")
+    real = importlib.machinery.SourceFileLoader.get_data
+
+    def get_data(self, p):
+        if os.fspath(p) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(p))
+        return real(self, p)
+
+    monkeypatch.setattr(importlib.machinery.SourceFileLoader, "get_data", get_data)
+    with pytest.raises(BadInputError, match=f"cannot read {path} \\(Permission denied\\)") as e:
+        load_workload(f"{path}:f")
+    assert "\n" not in str(e.value)
