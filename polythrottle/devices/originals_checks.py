@@ -16,6 +16,7 @@ from typing import Any
 
 from polythrottle.boards.layout import JetsonLayout
 from polythrottle.clocks.base import INT_TEXT, UNIT_PER_MHZ
+from polythrottle.clocks.cpufreq import hardware_limits
 from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.devices.originals import SavedStateError
 from polythrottle.errors import DeviceError, brief
@@ -138,17 +139,19 @@ def outside(where: Path, key: str, value: Any) -> SavedStateError:
 
 
 def cpufreq_steps(io: SysfsIO, path: str) -> list[int]:
-    """The frequencies (kHz) the cpufreq policy of limit file ``path`` lists (``scaling_available_frequencies``,
-    ``cpuinfo_min_freq``/``cpuinfo_max_freq``), links resolved; empty when it lists none (or is gone)."""
+    """The frequencies (kHz) a limit file ``path`` of a cpufreq policy can hold, links resolved: its hardware
+    limits (``cpuinfo_min_freq``/``cpuinfo_max_freq``, which cpufreq holds every limit within) where readable,
+    else what ``scaling_available_frequencies`` lists (an entry of it outside the hardware limits widens
+    nothing); empty when there is neither (or the policy is gone)."""
     try:
         directory = posixpath.dirname(io.resolve(path))
-        out = io.read_ints(f"{directory}/scaling_available_frequencies") \
-            if io.is_file(f"{directory}/scaling_available_frequencies") else []
-        out += [io.read_int(f"{directory}/{n}") for n in ("cpuinfo_min_freq", "cpuinfo_max_freq")
-                if io.is_file(f"{directory}/{n}")]
+        limits = hardware_limits(io, directory)
+        if limits is not None:
+            return list(limits)
+        avail = f"{directory}/scaling_available_frequencies"
+        return io.read_ints(avail) if io.is_file(avail) else []
     except DeviceError:
         return []
-    return out
 
 
 def refuse_outside(values: Mapping[str, Any], allowed: Callable[[str], Callable[[int], bool] | None],

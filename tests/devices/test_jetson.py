@@ -11,7 +11,7 @@ from polythrottle.clocks.sysfs import KernelRefusedError, WritesDisabledError
 from polythrottle.devices.jetson import open_device
 from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, InvalidValueError, UnsupportedError
 from tests import fake_jetson as fj
 
 
@@ -184,6 +184,22 @@ def test_a_value_the_kernel_silently_caps_is_refused_and_rolled_back(orin, knob,
     assert {p: v.strip() for p, v in fj.snapshot(root).items() if not p.endswith("cur_freq")} == \
         {p: v.strip() for p, v in before.items() if not p.endswith("cur_freq")}
     assert not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+def test_a_cpu_step_beyond_the_hardware_limits_is_refused_before_any_write(orin):
+    """A cpufreq table listing a step above ``cpuinfo_max_freq`` (a boost step with boost off): the step is not
+    offered, and asking for it is an invalid value (exit 2) with nothing saved or written; it was offered and
+    written, cpufreq held the limit at the hardware's, and the apply failed at the read-back (exit 1)."""
+    root, board, opts = orin
+    for pd in board.online_policies:
+        (root / pd.lstrip("/") / "scaling_available_frequencies").write_text(
+            " ".join(map(str, [*board.cpu_khz, 2304000])) + "\n")
+    dev = open_device("", opts)
+    assert dev.space().knob("cpu_mhz").values[-1] == 2201.6
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"gpu_mhz": 624.75, "cpu_mhz": 2304})
+    assert fj.write_log(root) == [] and not list(opts.state_dir.glob("*.json"))
     dev.close()
 
 

@@ -139,6 +139,18 @@ def test_restore_refuses_a_value_outside_the_clock_and_writes_nothing(board, cli
     assert len(board.saved_originals()) == 1  # kept for a restore by hand
 
 
+def test_a_cpu_limit_beyond_the_hardware_is_refused_though_the_table_lists_it(board, cli_inproc):
+    """A saved cpufreq limit above ``cpuinfo_max_freq`` was never held (cpufreq holds every limit within the
+    hardware's): refused, also where ``scaling_available_frequencies`` lists it (the table widened the range)."""
+    avail = board.root / POLICY0.lstrip("/") / "scaling_available_frequencies"
+    avail.write_text(avail.read_text().strip() + " 2304000\n")
+    board.original = board.files()
+    write_state(board, {**LEGIT, f"{POLICY0}/scaling_max_freq": "2304000"})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 2 and "outside" in one_line(err)
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
 @pytest.mark.parametrize("case", ["gpu-locked-at-1", "cpu-max-1"])
 def test_a_crash_leftover_outside_the_clock_is_not_restored_by_the_next_apply(board, cli_inproc, case):
     write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
