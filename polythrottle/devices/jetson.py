@@ -14,9 +14,9 @@ root"); then the originals session
 (``originals_session``) claims the board under the state lock (a live process holding unkept changes:
 DeviceBusyError; a dead one's leftovers: restored first), saves the original values of every file of
 each touched clock (kept from the first apply, never overwritten), and the writes go in an order the
-kernel accepts, then every file written is read back: one the kernel took but holds at another value
-(a cap) is KernelRefusedError. On ANY exception during the writes and the read-back (a refused or capped
-write, KeyboardInterrupt, SystemExit) the files are put back to their values before this apply, judged
+kernel accepts, then every file written is read back (``clocks.check_read_back``): one the kernel took
+but holds at another value (a cap) is KernelRefusedError. On ANY exception during the writes and the
+read-back (a refused or capped write, KeyboardInterrupt, SystemExit) the files are put back to their values before this apply, judged
 from what they say now, before the exception goes on. ``restore()`` puts back what this process changed; ``restore_saved()``
 (``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
 known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
@@ -31,9 +31,9 @@ from functools import partial
 from typing import Any
 
 from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
-from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
+from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write, check_read_back
 from polythrottle.clocks.base import UNIT_PER_MHZ
-from polythrottle.clocks.sysfs import ROOT_HINT, KernelRefusedError, SysfsIO, is_root_user, open_io
+from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
 from polythrottle.devices.originals_checks import OwnedFiles, checked_files, jetson_allowed, refuse_outside
@@ -63,9 +63,6 @@ from polythrottle.space import Config, Knob, KnobStatus, Value
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
 RANGE_KNOBS = ("gpu_min_mhz", "gpu_max_mhz")
-READBACK_TOLERANCE = 0.005
-"""How far a file read back after an apply may be from the value written (relative): adjacent steps of
-every clock are further apart, so a value held at another step is caught, a rounded rate is not."""
 Plan = tuple[ClockControl, dict[str, str], list[Write]]
 """One clock's part of an apply: the clock, its files before (path -> text), the ordered writes."""
 
@@ -226,19 +223,9 @@ class JetsonControl(Control):
             if plans:
                 originals = {p: v for _, before, _ in plans for p, v in before.items()}
                 writes = [w for _, _, ws in plans for w in ws]
-                steps = [partial(self.io.write, w.path, w.value) for w in writes] + [partial(self._read_back, writes)]
+                steps = [partial(self.io.write, w.path, w.value) for w in writes] + [partial(check_read_back, self.io, writes)]
                 done = self._session.write(originals, steps, lambda _done: self._rollback(plans))
                 self._last_writes = writes[:done]
-
-    def _read_back(self, writes: list[Write]) -> None:
-        """KernelRefusedError if a file written does not hold the value written last (more than
-        ``READBACK_TOLERANCE`` apart): the kernel took it without an error but keeps a cap (a thermal or
-        nvpmodel limit, firmware rounding), so the board does not run the config asked for."""
-        for path, value in {w.path: w.value for w in writes}.items():
-            got, want = self.io.read_int(path), int(value)
-            if abs(got - want) > READBACK_TOLERANCE * abs(want):
-                raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
-                                         "(a cap: a thermal or nvpmodel limit?)")
 
     def _plan(self, by_clock: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
         """(clock, its files now, ordered writes) for every clock that changes. Raises InvalidValueError."""

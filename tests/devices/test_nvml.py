@@ -127,6 +127,26 @@ def test_host_cpu_steps_beyond_the_hardware_limits_are_not_offered(gpu, tmp_path
     dev.close()
 
 
+def test_a_host_cpu_limit_the_kernel_silently_caps_is_refused_and_rolled_back(gpu, tmp_path, fake_sysfs_root,
+                                                                             monkeypatch):
+    """The kernel takes a cpufreq limit above a thermal cap without an error but holds the cap: the apply reads
+    back what it wrote, says which file holds what, and puts every file back (as on a Jetson); it went on at
+    1600 MHz while the tune recorded 2400."""
+    from tests import fake_jetson as fj
+
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
+    make_cpufreq(fake_sysfs_root)
+    pol = fake_sysfs_root / "sys/devices/system/cpu/cpufreq/policy0"
+    fj.set_rules(fake_sysfs_root, clamp={"*/policy0/scaling_min_freq": 1600000})
+    dev = open_gpu(tmp_path)
+    with pytest.raises(DeviceError, match=r"holds 1600000 in /sys/.*scaling_min_freq after 2400000 was written"):
+        dev.apply({**dev.default_config(), "cpu_mhz": 2400})
+    assert (pol / "scaling_min_freq").read_text().strip() == "800000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "3200000"
+    assert not state_file(tmp_path).exists()
+    dev.close()
+
+
 def test_cpu_clock_unavailable_says_why(gpu, tmp_path):
     dev = open_gpu(tmp_path)
     reason = {k.name: k.reason for k in dev.info().knobs}["cpu_mhz"]
