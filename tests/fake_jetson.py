@@ -11,7 +11,8 @@ Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a te
 - EINVAL when a write would put a minimum above the maximum (``min_freq``/``max_freq``,
   ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
 - a cpufreq limit outside the policy's hardware limits (``cpuinfo_min_freq``/``cpuinfo_max_freq``) is taken
-  without an error and held at the nearest one, as cpufreq does;
+  without an error and held at the nearest one, as cpufreq does, and so is a BPMP EMC rate outside the
+  clock's ``min_rate``/``max_rate``, as the firmware does;
 - EACCES for paths matching ``deny`` in ``ROOT/.fake_kernel.json`` (a non-root user; file modes alone
   cannot show this when tests run as root, which ignores them) and any errno for ``fail`` entries;
 - ``clamp`` entries (glob -> highest value): a larger value is taken without an error but the file then
@@ -403,11 +404,17 @@ _CUR = {"min_freq": "cur_freq", "max_freq": "cur_freq",
 
 
 def _within_hardware(local: Path, name: str, text: str) -> str:
-    """A cpufreq limit clamped to the policy's ``cpuinfo_min_freq``/``cpuinfo_max_freq`` (where present), as
-    cpufreq clamps it; any other write as it is."""
-    if not name.startswith("scaling_") or not text.strip().lstrip("-").isdigit():
+    """A cpufreq limit clamped to the policy's ``cpuinfo_min_freq``/``cpuinfo_max_freq``, a BPMP EMC rate to the
+    clock's ``min_rate``/``max_rate`` (where present), as cpufreq and the firmware hold them; any other write as
+    it is."""
+    if not text.strip().lstrip("-").isdigit():
         return text
-    lo, hi = (local.parent / "cpuinfo_min_freq", local.parent / "cpuinfo_max_freq")
+    if name.startswith("scaling_"):
+        lo, hi = (local.parent / "cpuinfo_min_freq", local.parent / "cpuinfo_max_freq")
+    elif name == "rate" and local.parent.name == "emc":
+        lo, hi = (local.parent / "min_rate", local.parent / "max_rate")
+    else:
+        return text
     if not (lo.is_file() and hi.is_file()):
         return text
     return str(min(max(int(text), int(lo.read_text())), int(hi.read_text())))

@@ -122,6 +122,19 @@ def test_cpufreq_without_a_step_within_the_hardware_limits_is_unavailable(orin):
         CpufreqControl(io)
 
 
+def test_emc_steps_below_the_firmware_minimum_are_not_offered(tmp_path):
+    """The profile's EMC steps are not trusted below the clock's ``min_rate`` (the BPMP firmware holds the rate
+    within its range: a lower step would run at min_rate while a tune recorded the step)."""
+    root = tmp_path / "root"
+    fj.build(root, "tx2")  # min_rate 204 MHz; the profile lists 40.8, 68 and 102 below it
+    d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+    emc = EmcControl(fj.FakeKernelIO(root), EmcProtocol(f"{d}/rate", f"{d}/mrq_rate_locked", cap_paths=(f"{d}/max_rate",),
+                                                        floor_paths=(f"{d}/min_rate",)), [40.8, 68, 102, 204, 1866])
+    assert emc.steps_mhz() == (204, 1866)
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        emc.target({"emc_mhz": 40.8}, emc.read_state())
+
+
 def test_emc_bpmp_locks_before_rate_and_unlocks_after(orin):
     root, board, io = orin
     d = "/sys/kernel/debug/bpmp/debug/clk/emc"

@@ -203,6 +203,23 @@ def test_a_cpu_step_beyond_the_hardware_limits_is_refused_before_any_write(orin)
     dev.close()
 
 
+def test_an_emc_step_below_the_firmware_minimum_is_refused_before_any_write(tmp_path, monkeypatch):
+    """The TX2 profile lists EMC steps below the clock's ``min_rate`` (204 MHz on this tree): they are not
+    offered, and asking for one is an invalid value (exit 2) with nothing saved or written; it was written, the
+    firmware held the rate at min_rate and the apply failed at the read-back (exit 1)."""
+    root = tmp_path / "root"
+    fj.build(root, "tx2")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
+    opts = DeviceOptions(state_dir=tmp_path / "state")
+    dev = open_device("", opts)
+    assert dev.space().knob("emc_mhz").values[0] == 204
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"emc_mhz": 40.8})
+    assert fj.write_log(root) == [] and not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
 def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, capsys):
     """--no-clock-control restores nothing (a restore is a write), so it must say that the board still runs
     at a crashed run's clocks (its measurements would be made there), and how to put them back."""
