@@ -114,6 +114,10 @@ class CpufreqControl(ClockControl):
             raise DeviceError("the CPU clusters share no frequency step")
         self.steps_khz = tuple(sorted(common))
 
+    def cap(self, max_khz: int) -> None:
+        """Offer only steps at or under ``max_khz`` (the power mode's cap), the lowest step if none is."""
+        self.steps_khz = tuple(s for s in self.steps_khz if s <= max_khz) or self.steps_khz[:1]
+
     def steps_mhz(self, knob: str | None = None) -> tuple[float, ...]:
         return tuple(to_mhz(s, "kHz") for s in self.steps_khz)
 

@@ -92,28 +92,38 @@ class JetsonControl(Control):
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
         self._gpu_steps_all: tuple[int, ...] = ()  # the GPU's steps (file unit) before the power mode's cap
-        self._cap_gpu_to_power_mode()
+        self._cap_to_power_mode()
         if no_clock_control:
             self._session.warn_leftovers_untouched()
 
-    def _cap_gpu_to_power_mode(self) -> None:
-        """Offer GPU steps only up to ``max_freq`` as the board had it before any run of ours (a saved
-        original, else the file now): the power mode's cap, which nvpmodel writes there and jetson_clocks
-        keeps to. A tune never lifts the GPU above the power mode the user chose (on a kernel that holds
-        the cap, a write above it was also refused at the first apply)."""
-        gpu = self.clocks.get("gpu")
-        if not isinstance(gpu, DevfreqControl):
-            return
-        self._gpu_steps_all = gpu.steps_raw
-        saved = self._session.saved().get(gpu.max_path)
+    def _cap_to_power_mode(self) -> None:
+        """Offer GPU and CPU steps only up to their ``max_freq``/``scaling_max_freq`` as the board had them before
+        any run of ours (a saved original, else the file now; the CPU's lowest cluster's): the power mode's caps,
+        which nvpmodel writes there and jetson_clocks keeps to. A tune never lifts a clock above the power mode
+        the user chose (on a kernel that holds the cap, a write above it was also refused at the first apply)."""
+        saved = self._session.saved()
+        gpu, cpu = self.clocks.get("gpu"), self.clocks.get("cpu")
+        if isinstance(gpu, DevfreqControl):
+            self._gpu_steps_all = gpu.steps_raw
+            cap = self._mode_cap(gpu.max_path, saved, gpu.steps_raw)
+            if cap is not None:
+                gpu.cap(cap)
+        if isinstance(cpu, CpufreqControl):
+            caps = [c for p in cpu.policies if (c := self._mode_cap(p.max_path, saved, p.steps_khz)) is not None]
+            if caps:
+                cpu.cap(min(caps))
+
+    def _mode_cap(self, path: str, saved: Mapping[str, Any], steps: tuple[int, ...]) -> int | None:
+        """The cap in limit file ``path`` before any run of ours; None: unreadable, or a saved value no step
+        range holds (a tampered file, refused whole at the first write: not a cap)."""
+        value = saved.get(path)
         try:
-            cap = int(saved) if saved is not None else self.io.read_int(gpu.max_path)
-        except (DeviceError, TypeError, ValueError):  # unreadable: the kernel's steps as they are
-            return
-        if saved is not None and not min(gpu.steps_raw) * (1 - 1e-6) <= cap <= max(gpu.steps_raw) * (1 + 1e-6):
-            return  # no value the kernel held (a tampered file, refused whole at the first write): not a cap
-        if cap > 0:
-            gpu.cap(cap)
+            cap = int(value) if value is not None else self.io.read_int(path)
+        except (DeviceError, TypeError, ValueError):
+            return None
+        if value is not None and not min(steps) * (1 - 1e-6) <= cap <= max(steps) * (1 + 1e-6):
+            return None
+        return cap if cap > 0 else None
 
     # ----- discovery ----------------------------------------------------------------------------------
     def _open_clocks(self) -> None:

@@ -220,6 +220,30 @@ def test_an_emc_step_below_the_firmware_minimum_is_refused_before_any_write(tmp_
     dev.close()
 
 
+def test_cpu_steps_stop_at_the_power_mode_cap(orin):
+    """nvpmodel caps the CPU in ``scaling_max_freq`` of each cluster, as it caps the GPU in ``max_freq``: a tune
+    never lifts the CPU above the power mode the user chose (the lowest cluster's cap, as the original saved
+    before any run of ours); it offered, and wrote, every step up to cpuinfo_max_freq."""
+    root, board, opts = orin
+    caps = {0: 1420800, 4: 1420800, 8: 1113600}
+    for first, khz in caps.items():
+        (root / board.policy_dir(first).lstrip("/") / "scaling_max_freq").write_text(f"{khz}\n")
+    dev = open_device("", opts)
+    assert dev.space().knob("cpu_mhz").values[-1] == 1113.6
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"cpu_mhz": 1420.8})
+    assert fj.write_log(root) == []
+    dev.apply({"cpu_mhz": 268.8})
+    dev.keep()  # as `polythrottle apply` does: the next run judges the cap by the saved originals
+    dev.close()
+    again = open_device("", opts)
+    assert again.space().knob("cpu_mhz").values[-1] == 1113.6
+    again.restore_saved()
+    assert {f: fj.read(root, f"{board.policy_dir(f)}/scaling_max_freq") for f in caps} == \
+        {f: str(k) for f, k in caps.items()}
+    again.close()
+
+
 def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, capsys):
     """--no-clock-control restores nothing (a restore is a write), so it must say that the board still runs
     at a crashed run's clocks (its measurements would be made there), and how to put them back."""
