@@ -10,6 +10,9 @@ Kernel semantics a plain file cannot have are enforced by ``FakeKernelIO``, a te
 
 - EINVAL when a write would put a minimum above the maximum (``min_freq``/``max_freq``,
   ``scaling_min_freq``/``scaling_max_freq``) or is not an integer; ``cur_freq`` follows the limits;
+- a cpufreq limit outside the policy's hardware limits (``cpuinfo_min_freq``/``cpuinfo_max_freq``) is taken
+  without an error and held at the nearest one, as cpufreq does, and so is a BPMP EMC rate outside the
+  clock's ``min_rate``/``max_rate``, as the firmware does;
 - EACCES for paths matching ``deny`` in ``ROOT/.fake_kernel.json`` (a non-root user; file modes alone
   cannot show this when tests run as root, which ignores them) and any errno for ``fail`` entries;
 - ``clamp`` entries (glob -> highest value): a larger value is taken without an error but the file then
@@ -218,6 +221,8 @@ def build(root: Path, key: str, *, nonroot: bool = False) -> FakeBoard:
         pd = b.policy_dir(cl[0])
         active = [c for c in cl if c not in b.offline_cpus]
         _write(root, f"{pd}/scaling_available_frequencies", " ".join(map(str, b.cpu_khz)) + " \n", 0o444)
+        _write(root, f"{pd}/cpuinfo_min_freq", f"{b.cpu_khz[0]}\n", 0o444)
+        _write(root, f"{pd}/cpuinfo_max_freq", f"{b.cpu_khz[-1]}\n", 0o444)
         _write(root, f"{pd}/scaling_min_freq", f"{b.cpu_khz[0]}\n", rw)
         _write(root, f"{pd}/scaling_max_freq", f"{b.cpu_khz[-1]}\n", rw)
         _write(root, f"{pd}/scaling_cur_freq", f"{b.cpu_khz[-1]}\n", 0o644)
@@ -398,6 +403,23 @@ _CUR = {"min_freq": "cur_freq", "max_freq": "cur_freq",
         "scaling_min_freq": "scaling_cur_freq", "scaling_max_freq": "scaling_cur_freq"}
 
 
+def _within_hardware(local: Path, name: str, text: str) -> str:
+    """A cpufreq limit clamped to the policy's ``cpuinfo_min_freq``/``cpuinfo_max_freq``, a BPMP EMC rate to the
+    clock's ``min_rate``/``max_rate`` (where present), as cpufreq and the firmware hold them; any other write as
+    it is."""
+    if not text.strip().lstrip("-").isdigit():
+        return text
+    if name.startswith("scaling_"):
+        lo, hi = (local.parent / "cpuinfo_min_freq", local.parent / "cpuinfo_max_freq")
+    elif name == "rate" and local.parent.name == "emc":
+        lo, hi = (local.parent / "min_rate", local.parent / "max_rate")
+    else:
+        return text
+    if not (lo.is_file() and hi.is_file()):
+        return text
+    return str(min(max(int(text), int(lo.read_text())), int(hi.read_text())))
+
+
 class FakeKernelIO(sysfs.SysfsIO):
     """SysfsIO whose writes obey the kernel's rules (see the module docstring)."""
 
@@ -442,6 +464,7 @@ class FakeKernelIO(sysfs.SysfsIO):
             if fnmatch.fnmatch(board, pattern) and text.strip().lstrip("-").isdigit() and int(text) > highest:
                 text = str(highest)
         name = local.name
+        text = _within_hardware(local, name, text)
         if name in _CUR:
             try:
                 value = int(text.strip())

@@ -65,11 +65,12 @@ def _emc_protocols(ctl: ClockSpec) -> tuple[EmcProtocol, ...]:
         d = v.path.rstrip("/")
         caps = tuple(p for p in (f"{d}/{ctl.files['max']}" if "max" in ctl.files else None,
                                  ctl.paths.get("emc_cap")) if p)
+        floors = (f"{d}/{ctl.files['min']}",) if "min" in ctl.files else ()
         if ctl.interface == "bpmp-debugfs":
             out.append(EmcProtocol(
                 rate_path=f"{d}/{ctl.files.get('rate', 'rate')}",
                 lock_path=f"{d}/{ctl.files.get('lock', 'mrq_rate_locked')}",
-                lock_first=True, unit=ctl.unit, cap_paths=caps,
+                lock_first=True, unit=ctl.unit, cap_paths=caps, floor_paths=floors,
             ))
         elif ctl.interface == "tegra-bwmgr":
             override = ctl.paths.get("override", "/sys/kernel/debug/clk/override.emc")
@@ -77,6 +78,7 @@ def _emc_protocols(ctl: ClockSpec) -> tuple[EmcProtocol, ...]:
                 rate_path=ctl.paths.get("override_rate", f"{override}/clk_update_rate"),
                 lock_path=ctl.paths.get("override_state", f"{override}/clk_state"),
                 lock_first=False, unit=ctl.unit, cap_paths=caps, cur_rate_path=ctl.paths.get("current"),
+                floor_paths=floors,
             ))
     return tuple(out)
 

@@ -5,7 +5,7 @@ that take its files from their current values to the target (an order the kernel
 knows which files hold its state, so originals can be saved before the first write and put back.
 """
 
-from polythrottle.clocks.base import ClockControl, Write, execute_writes, pair_writes
+from polythrottle.clocks.base import ClockControl, Write, check_read_back, execute_writes, pair_writes
 from polythrottle.clocks.cpufreq import CpufreqControl
 from polythrottle.clocks.devfreq import DevfreqControl
 from polythrottle.clocks.emc import EmcControl, EmcProtocol
@@ -17,6 +17,7 @@ __all__ = [
     "EmcControl",
     "EmcProtocol",
     "Write",
+    "check_read_back",
     "execute_writes",
     "pair_writes",
 ]

@@ -8,12 +8,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from polythrottle.clocks.sysfs import SysfsIO
+from polythrottle.clocks.sysfs import KernelRefusedError, SysfsIO
 from polythrottle.errors import DeviceError, InvalidValueError, brief, clip
 
 UNIT_PER_MHZ = {"Hz": 1_000_000, "kHz": 1_000, "MHz": 1}
 INT_TEXT = re.compile(r"-?\d{1,20}")
 """What a clock file holds (stripped), and so what a saved original of one may be."""
+READBACK_TOLERANCE = 0.005
+"""How far a file read back after an apply may be from the value written (relative): adjacent steps of
+every clock are further apart, so a value held at another step is caught, a rounded rate is not."""
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,14 @@ def execute_writes(io: SysfsIO, writes: Sequence[Write], done: list[Write] | Non
         io.write(w.path, w.value)
         done.append(w)
     return done
+
+
+def check_read_back(io: SysfsIO, writes: Sequence[Write]) -> None:
+    """KernelRefusedError if a file written does not hold the value written last (more than
+    ``READBACK_TOLERANCE`` apart): the kernel took it without an error but keeps a cap (a thermal or
+    nvpmodel limit, firmware rounding), so the board does not run the config asked for."""
+    for path, value in {w.path: w.value for w in writes}.items():
+        got, want = io.read_int(path), int(value)
+        if abs(got - want) > READBACK_TOLERANCE * abs(want):
+            raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
+                                     "(a cap: a thermal or nvpmodel limit?)")

@@ -3,7 +3,10 @@
 Policies are found the way the kernel lays them out: every online ``cpuN/cpufreq`` is a link to the
 policy of its cluster (``cpufreq/policyM``); links are resolved and de-duplicated, so each cluster
 is written once. ``cpu_mhz`` sets min = max on every online policy; the value must be a step of
-every policy (``scaling_available_frequencies``; the profile's list where a driver offers none).
+every policy (``scaling_available_frequencies``; the profile's list where a driver offers none) within
+the policy's hardware limits (``cpuinfo_min_freq``/``cpuinfo_max_freq``, where readable): the table is
+not trusted beyond them, since cpufreq holds a limit outside them at the nearest one, and a tune would
+measure a clock the board does not run.
 """
 
 from __future__ import annotations
@@ -46,6 +49,28 @@ def _cpu_online(io: SysfsIO, cpu_dir: str) -> bool:
         return False
 
 
+def hardware_limits(io: SysfsIO, directory: str) -> tuple[int, int] | None:
+    """The policy's hardware limits (kHz: ``cpuinfo_min_freq``, ``cpuinfo_max_freq``), or None where they
+    cannot be read or make no range."""
+    try:
+        lo, hi = (io.read_int(f"{directory}/cpuinfo_{n}_freq") for n in ("min", "max"))
+    except DeviceError:
+        return None
+    return (lo, hi) if 0 < lo <= hi else None
+
+
+def _within_hardware(io: SysfsIO, directory: str, steps: Sequence[int], source: str) -> list[int]:
+    """``steps`` within the policy's hardware limits. DeviceError when none is."""
+    limits = hardware_limits(io, directory)
+    if limits is None:
+        return list(steps)
+    within = [s for s in steps if limits[0] <= s <= limits[1]]
+    if not within:
+        raise DeviceError(f"{source} lists no frequency within the hardware limits of {directory} "
+                          f"({limits[0]}-{limits[1]} kHz, cpuinfo_min_freq/cpuinfo_max_freq)")
+    return within
+
+
 def find_policies(io: SysfsIO, cpu_root: str = CPU_ROOT, fallback_steps_khz: Sequence[int] = ()) -> list[CpuPolicy]:
     """Online cpufreq policies under ``cpu_root``, sorted by first CPU."""
     groups: dict[str, list[int]] = {}
@@ -64,6 +89,7 @@ def find_policies(io: SysfsIO, cpu_root: str = CPU_ROOT, fallback_steps_khz: Seq
         steps = io.read_ints(avail) if io.is_file(avail) else list(fallback_steps_khz)
         if not steps:
             raise DeviceError(f"no {avail} and no CPU steps in the profile")
+        steps = _within_hardware(io, directory, steps, avail if io.is_file(avail) else "the profile")
         if not (io.is_file(f"{directory}/scaling_min_freq") and io.is_file(f"{directory}/scaling_max_freq")):
             raise DeviceError(f"{directory} has no scaling_min_freq/scaling_max_freq")
         policies.append(CpuPolicy(directory, tuple(sorted(cpus)), tuple(sorted(set(steps)))))
@@ -87,6 +113,10 @@ class CpufreqControl(ClockControl):
         if not common:
             raise DeviceError("the CPU clusters share no frequency step")
         self.steps_khz = tuple(sorted(common))
+
+    def cap(self, max_khz: int) -> None:
+        """Offer only steps at or under ``max_khz`` (the power mode's cap), the lowest step if none is."""
+        self.steps_khz = tuple(s for s in self.steps_khz if s <= max_khz) or self.steps_khz[:1]
 
     def steps_mhz(self, knob: str | None = None) -> tuple[float, ...]:
         return tuple(to_mhz(s, "kHz") for s in self.steps_khz)

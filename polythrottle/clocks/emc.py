@@ -6,8 +6,9 @@
 - Nano/TX1 (tegra210): the rate in Hz to ``/sys/kernel/debug/clk/override.emc/clk_update_rate``,
   then ``1`` to ``.../override.emc/clk_state``; restore in the reverse order.
 
-The kernel offers no list of EMC rates here, so the steps come from the board profile; steps above
-the firmware's ``max_rate`` (when readable) are not offered. debugfs is readable by root only.
+The kernel offers no list of EMC rates here, so the steps come from the board profile; steps outside
+the firmware's range (``min_rate``/``max_rate``, when readable; the firmware holds the rate within it)
+and above the nvpmodel EMC cap are not offered. debugfs is readable by root only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class EmcProtocol:
     lock_first: write the lock before the rate when locking (BPMP) or after it (tegra210 override);
     unlocking (restore) uses the reverse order and never writes a rate <= 0 (an override file that
     was never set reads 0; writing it would ask for the lowest clock). cap_paths: files whose
-    values (same unit) cap the offered steps when readable (firmware max_rate, nvpmodel EMC cap).
+    values (same unit) cap the offered steps when readable (firmware max_rate, nvpmodel EMC cap);
+    floor_paths: files whose values are the lowest step offered when readable (firmware min_rate).
     """
 
     rate_path: str
@@ -37,6 +39,7 @@ class EmcProtocol:
     unit: str = "Hz"
     cap_paths: tuple[str, ...] = ()
     cur_rate_path: str | None = None
+    floor_paths: tuple[str, ...] = ()
 
 
 def _positive(text: str) -> bool:
@@ -62,16 +65,20 @@ class EmcControl(ClockControl):
         per = UNIT_PER_MHZ[protocol.unit]
         steps = sorted({round(m * per) for m in steps_mhz})
         self.caps: dict[str, int] = {}
-        for cap_path in protocol.cap_paths:
+        for bound_path in (*protocol.cap_paths, *protocol.floor_paths):
             try:
-                cap = io.read_int(cap_path)
-            except DeviceError:  # absent or unreadable: no cap from it
+                bound = io.read_int(bound_path)
+            except DeviceError:  # absent or unreadable: no bound from it
                 continue
-            if cap > 0:
-                self.caps[cap_path] = cap
-                steps = [s for s in steps if s <= cap * (1 + 1e-6)]
+            if bound <= 0:
+                continue
+            if bound_path in protocol.floor_paths:
+                steps = [s for s in steps if s >= bound * (1 - 1e-6)]
+            else:
+                self.caps[bound_path] = bound
+                steps = [s for s in steps if s <= bound * (1 + 1e-6)]
         if not steps:
-            raise DeviceError("no EMC steps (the profile lists none at or below the firmware's cap)")
+            raise DeviceError("no EMC steps (the profile lists none within the firmware's range and cap)")
         self.steps_raw = tuple(steps)
 
     def steps_mhz(self, knob: str | None = None) -> tuple[float, ...]:

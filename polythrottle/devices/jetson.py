@@ -14,9 +14,9 @@ root"); then the originals session
 (``originals_session``) claims the board under the state lock (a live process holding unkept changes:
 DeviceBusyError; a dead one's leftovers: restored first), saves the original values of every file of
 each touched clock (kept from the first apply, never overwritten), and the writes go in an order the
-kernel accepts, then every file written is read back: one the kernel took but holds at another value
-(a cap) is KernelRefusedError. On ANY exception during the writes and the read-back (a refused or capped
-write, KeyboardInterrupt, SystemExit) the files are put back to their values before this apply, judged
+kernel accepts, then every file written is read back (``clocks.check_read_back``): one the kernel took
+but holds at another value (a cap) is KernelRefusedError. On ANY exception during the writes and the
+read-back (a refused or capped write, KeyboardInterrupt, SystemExit) the files are put back to their values before this apply, judged
 from what they say now, before the exception goes on. ``restore()`` puts back what this process changed; ``restore_saved()``
 (``polythrottle restore``) puts back the saved originals, also after a crash, once every entry is
 known to be a clock file of this board (``owned_files``) holding an integer. Restores, rollbacks and
@@ -31,9 +31,9 @@ from functools import partial
 from typing import Any
 
 from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
-from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write
+from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write, check_read_back
 from polythrottle.clocks.base import UNIT_PER_MHZ
-from polythrottle.clocks.sysfs import ROOT_HINT, KernelRefusedError, SysfsIO, is_root_user, open_io
+from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
 from polythrottle.devices.originals_checks import OwnedFiles, checked_files, jetson_allowed, refuse_outside
@@ -63,9 +63,6 @@ from polythrottle.space import Config, Knob, KnobStatus, Value
 CLOCK_KNOBS = ("gpu_mhz", "emc_mhz", "cpu_mhz")
 """Knobs offered to the tuner (the range knobs gpu_min_mhz/gpu_max_mhz are for ``apply`` only)."""
 RANGE_KNOBS = ("gpu_min_mhz", "gpu_max_mhz")
-READBACK_TOLERANCE = 0.005
-"""How far a file read back after an apply may be from the value written (relative): adjacent steps of
-every clock are further apart, so a value held at another step is caught, a rounded rate is not."""
 Plan = tuple[ClockControl, dict[str, str], list[Write]]
 """One clock's part of an apply: the clock, its files before (path -> text), the ordered writes."""
 
@@ -95,28 +92,38 @@ class JetsonControl(Control):
                                          meta={"profile": layout.profile, "model": model or "", "root": str(io.root)})
         self._last_writes: list[Write] = []
         self._gpu_steps_all: tuple[int, ...] = ()  # the GPU's steps (file unit) before the power mode's cap
-        self._cap_gpu_to_power_mode()
+        self._cap_to_power_mode()
         if no_clock_control:
             self._session.warn_leftovers_untouched()
 
-    def _cap_gpu_to_power_mode(self) -> None:
-        """Offer GPU steps only up to ``max_freq`` as the board had it before any run of ours (a saved
-        original, else the file now): the power mode's cap, which nvpmodel writes there and jetson_clocks
-        keeps to. A tune never lifts the GPU above the power mode the user chose (on a kernel that holds
-        the cap, a write above it was also refused at the first apply)."""
-        gpu = self.clocks.get("gpu")
-        if not isinstance(gpu, DevfreqControl):
-            return
-        self._gpu_steps_all = gpu.steps_raw
-        saved = self._session.saved().get(gpu.max_path)
+    def _cap_to_power_mode(self) -> None:
+        """Offer GPU and CPU steps only up to their ``max_freq``/``scaling_max_freq`` as the board had them before
+        any run of ours (a saved original, else the file now; the CPU's lowest cluster's): the power mode's caps,
+        which nvpmodel writes there and jetson_clocks keeps to. A tune never lifts a clock above the power mode
+        the user chose (on a kernel that holds the cap, a write above it was also refused at the first apply)."""
+        saved = self._session.saved()
+        gpu, cpu = self.clocks.get("gpu"), self.clocks.get("cpu")
+        if isinstance(gpu, DevfreqControl):
+            self._gpu_steps_all = gpu.steps_raw
+            cap = self._mode_cap(gpu.max_path, saved, gpu.steps_raw)
+            if cap is not None:
+                gpu.cap(cap)
+        if isinstance(cpu, CpufreqControl):
+            caps = [c for p in cpu.policies if (c := self._mode_cap(p.max_path, saved, p.steps_khz)) is not None]
+            if caps:
+                cpu.cap(min(caps))
+
+    def _mode_cap(self, path: str, saved: Mapping[str, Any], steps: tuple[int, ...]) -> int | None:
+        """The cap in limit file ``path`` before any run of ours; None: unreadable, or a saved value no step
+        range holds (a tampered file, refused whole at the first write: not a cap)."""
+        value = saved.get(path)
         try:
-            cap = int(saved) if saved is not None else self.io.read_int(gpu.max_path)
-        except (DeviceError, TypeError, ValueError):  # unreadable: the kernel's steps as they are
-            return
-        if saved is not None and not min(gpu.steps_raw) * (1 - 1e-6) <= cap <= max(gpu.steps_raw) * (1 + 1e-6):
-            return  # no value the kernel held (a tampered file, refused whole at the first write): not a cap
-        if cap > 0:
-            gpu.cap(cap)
+            cap = int(value) if value is not None else self.io.read_int(path)
+        except (DeviceError, TypeError, ValueError):
+            return None
+        if value is not None and not min(steps) * (1 - 1e-6) <= cap <= max(steps) * (1 + 1e-6):
+            return None
+        return cap if cap > 0 else None
 
     # ----- discovery ----------------------------------------------------------------------------------
     def _open_clocks(self) -> None:
@@ -226,19 +233,9 @@ class JetsonControl(Control):
             if plans:
                 originals = {p: v for _, before, _ in plans for p, v in before.items()}
                 writes = [w for _, _, ws in plans for w in ws]
-                steps = [partial(self.io.write, w.path, w.value) for w in writes] + [partial(self._read_back, writes)]
+                steps = [partial(self.io.write, w.path, w.value) for w in writes] + [partial(check_read_back, self.io, writes)]
                 done = self._session.write(originals, steps, lambda _done: self._rollback(plans))
                 self._last_writes = writes[:done]
-
-    def _read_back(self, writes: list[Write]) -> None:
-        """KernelRefusedError if a file written does not hold the value written last (more than
-        ``READBACK_TOLERANCE`` apart): the kernel took it without an error but keeps a cap (a thermal or
-        nvpmodel limit, firmware rounding), so the board does not run the config asked for."""
-        for path, value in {w.path: w.value for w in writes}.items():
-            got, want = self.io.read_int(path), int(value)
-            if abs(got - want) > READBACK_TOLERANCE * abs(want):
-                raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
-                                         "(a cap: a thermal or nvpmodel limit?)")
 
     def _plan(self, by_clock: Mapping[str, Mapping[str, Value]]) -> list[Plan]:
         """(clock, its files now, ordered writes) for every clock that changes. Raises InvalidValueError."""

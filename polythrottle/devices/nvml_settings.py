@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pynvml
 
-from polythrottle.clocks import CpufreqControl, execute_writes
+from polythrottle.clocks import CpufreqControl, check_read_back, execute_writes
 from polythrottle.clocks.cpufreq import CPU_ROOT
 from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO
 from polythrottle.devices.guard import WriteGuard
@@ -68,9 +68,11 @@ def host_cpu(io: SysfsIO, most: int) -> tuple[CpufreqControl | None, Setting | N
     if len(steps) < 2:
         return cpu, None, KnobStatus("cpu_mhz", False, "cpufreq lists fewer than 2 frequencies")
 
-    def set_cpu(mhz: int) -> None:
+    def set_cpu(mhz: int) -> None:  # a limit the kernel took but holds at a cap: KernelRefusedError, rolled back
         state = cpu.read_state()
-        execute_writes(io, cpu.writes(cpu.target({"cpu_mhz": mhz}, state), state))
+        writes = cpu.writes(cpu.target({"cpu_mhz": mhz}, state), state)
+        execute_writes(io, writes)
+        check_read_back(io, writes)
 
     return cpu, Setting(clock_knob("cpu_mhz", thin(steps, most)), cpu.read_state, set_cpu), KnobStatus("cpu_mhz", True)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from polythrottle.boards.layout import JetsonLayout
 from polythrottle.clocks.base import INT_TEXT, UNIT_PER_MHZ
+from polythrottle.clocks.cpufreq import hardware_limits
+from polythrottle.clocks.emc import EmcProtocol
 from polythrottle.clocks.sysfs import SysfsIO
 from polythrottle.devices.originals import SavedStateError
 from polythrottle.errors import DeviceError, brief
@@ -138,17 +140,19 @@ def outside(where: Path, key: str, value: Any) -> SavedStateError:
 
 
 def cpufreq_steps(io: SysfsIO, path: str) -> list[int]:
-    """The frequencies (kHz) the cpufreq policy of limit file ``path`` lists (``scaling_available_frequencies``,
-    ``cpuinfo_min_freq``/``cpuinfo_max_freq``), links resolved; empty when it lists none (or is gone)."""
+    """The frequencies (kHz) a limit file ``path`` of a cpufreq policy can hold, links resolved: its hardware
+    limits (``cpuinfo_min_freq``/``cpuinfo_max_freq``, which cpufreq holds every limit within) where readable,
+    else what ``scaling_available_frequencies`` lists (an entry of it outside the hardware limits widens
+    nothing); empty when there is neither (or the policy is gone)."""
     try:
         directory = posixpath.dirname(io.resolve(path))
-        out = io.read_ints(f"{directory}/scaling_available_frequencies") \
-            if io.is_file(f"{directory}/scaling_available_frequencies") else []
-        out += [io.read_int(f"{directory}/{n}") for n in ("cpuinfo_min_freq", "cpuinfo_max_freq")
-                if io.is_file(f"{directory}/{n}")]
+        limits = hardware_limits(io, directory)
+        if limits is not None:
+            return list(limits)
+        avail = f"{directory}/scaling_available_frequencies"
+        return io.read_ints(avail) if io.is_file(avail) else []
     except DeviceError:
         return []
-    return out
 
 
 def refuse_outside(values: Mapping[str, Any], allowed: Callable[[str], Callable[[int], bool] | None],
@@ -164,12 +168,27 @@ def _lock_or_zero(locked: int, value: int) -> bool:
     return value in (0, locked)
 
 
+def _emc_range(io: SysfsIO, layout: JetsonLayout, proto: EmcProtocol) -> list[int]:
+    """What an EMC rate file can hold (its unit): the profile's steps and the firmware's range and caps where
+    readable (a rate a lock held before us, e.g. jetson_clocks' highest, lies within them)."""
+    per = UNIT_PER_MHZ[proto.unit]
+    out = [round(m * per) for m in layout.emc_steps_mhz]
+    for bound in (*proto.floor_paths, *proto.cap_paths):
+        try:
+            out.append(io.read_int(bound))
+        except DeviceError:
+            continue
+    return [v for v in out if v > 0]
+
+
 def jetson_allowed(io: SysfsIO, layout: JetsonLayout, gpu_files: Sequence[str], gpu_steps: Sequence[int],
                    path: str) -> Callable[[int], bool] | None:
     """What a saved original of a Jetson's clock file ``path`` may hold: a GPU devfreq limit (``gpu_files``, the
     profile's candidates) 0 (no limit) or within ``gpu_steps`` (the kernel's, before the power mode's cap; else
     the profile's); a cpufreq limit within its policy's steps (else the profile's); an EMC lock 0 or the lock
-    value. None: not judged (an EMC rate)."""
+    value; an EMC rate within the profile's steps and the firmware's range (0 too for the tegra210 override,
+    which reads 0 until it is set: a rate restored locked at 1 Hz left EMC at its lowest step). None: not
+    judged."""
     names = (layout.gpu_files.get("min", "min_freq"), layout.gpu_files.get("max", "max_freq"))
     if path in {f"{d}/{n}" for d in layout.gpu_dirs for n in names} | set(gpu_files):
         per = UNIT_PER_MHZ[layout.gpu_unit]
@@ -177,6 +196,8 @@ def jetson_allowed(io: SysfsIO, layout: JetsonLayout, gpu_files: Sequence[str], 
     for proto in layout.emc:
         if path == proto.lock_path:
             return partial(_lock_or_zero, int(proto.lock_value))
+        if path == proto.rate_path:
+            return within_steps(_emc_range(io, layout, proto), zero_ok=not proto.lock_first)
     if re.search(r"/scaling_(min|max)_freq$", path):
         return within_steps(cpufreq_steps(io, path) or [round(m * 1000) for m in layout.cpu_steps_mhz])
     return None

@@ -96,6 +96,45 @@ def test_cpufreq_policies_follow_links_and_skip_offline(tmp_path):
     assert cpu2.steps_mhz()[0] == 345.6
 
 
+def list_cpu_steps(root, board, steps_khz) -> None:
+    """Every online policy's ``scaling_available_frequencies`` lists ``steps_khz`` (the hardware limits stay)."""
+    for pd in board.online_policies:
+        (root / pd.lstrip("/") / "scaling_available_frequencies").write_text(" ".join(map(str, steps_khz)) + "\n")
+
+
+def test_cpufreq_steps_outside_the_hardware_limits_are_not_offered(orin):
+    """``scaling_available_frequencies`` is the driver's table; a step outside the policy's hardware limits
+    (``cpuinfo_min_freq``/``cpuinfo_max_freq``: a boost step with boost off, an entry above the chip's bin) is
+    neither offered nor accepted: cpufreq would hold the limit at the hardware's, not at the step asked for."""
+    root, board, io = orin
+    list_cpu_steps(root, board, [102000, *board.cpu_khz, 2304000])
+    cpu = CpufreqControl(io)
+    assert cpu.steps_mhz()[0] == 115.2 and cpu.steps_mhz()[-1] == 2201.6
+    for value in (2304, 102):
+        with pytest.raises(InvalidValueError, match="not an available step"):
+            cpu.target({"cpu_mhz": value}, cpu.read_state())
+
+
+def test_cpufreq_without_a_step_within_the_hardware_limits_is_unavailable(orin):
+    root, board, io = orin
+    list_cpu_steps(root, board, [2304000, 2400000])
+    with pytest.raises(DeviceError, match="cpuinfo_max_freq"):
+        CpufreqControl(io)
+
+
+def test_emc_steps_below_the_firmware_minimum_are_not_offered(tmp_path):
+    """The profile's EMC steps are not trusted below the clock's ``min_rate`` (the BPMP firmware holds the rate
+    within its range: a lower step would run at min_rate while a tune recorded the step)."""
+    root = tmp_path / "root"
+    fj.build(root, "tx2")  # min_rate 204 MHz; the profile lists 40.8, 68 and 102 below it
+    d = "/sys/kernel/debug/bpmp/debug/clk/emc"
+    emc = EmcControl(fj.FakeKernelIO(root), EmcProtocol(f"{d}/rate", f"{d}/mrq_rate_locked", cap_paths=(f"{d}/max_rate",),
+                                                        floor_paths=(f"{d}/min_rate",)), [40.8, 68, 102, 204, 1866])
+    assert emc.steps_mhz() == (204, 1866)
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        emc.target({"emc_mhz": 40.8}, emc.read_state())
+
+
 def test_emc_bpmp_locks_before_rate_and_unlocks_after(orin):
     root, board, io = orin
     d = "/sys/kernel/debug/bpmp/debug/clk/emc"

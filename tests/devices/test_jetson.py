@@ -11,7 +11,7 @@ from polythrottle.clocks.sysfs import KernelRefusedError, WritesDisabledError
 from polythrottle.devices.jetson import open_device
 from polythrottle.devices.originals import OriginalsStore
 from polythrottle.devices.registry import DeviceOptions
-from polythrottle.errors import BadInputError, DeviceError, UnsupportedError
+from polythrottle.errors import BadInputError, DeviceError, InvalidValueError, UnsupportedError
 from tests import fake_jetson as fj
 
 
@@ -185,6 +185,63 @@ def test_a_value_the_kernel_silently_caps_is_refused_and_rolled_back(orin, knob,
         {p: v.strip() for p, v in before.items() if not p.endswith("cur_freq")}
     assert not list(opts.state_dir.glob("*.json"))
     dev.close()
+
+
+def test_a_cpu_step_beyond_the_hardware_limits_is_refused_before_any_write(orin):
+    """A cpufreq table listing a step above ``cpuinfo_max_freq`` (a boost step with boost off): the step is not
+    offered, and asking for it is an invalid value (exit 2) with nothing saved or written; it was offered and
+    written, cpufreq held the limit at the hardware's, and the apply failed at the read-back (exit 1)."""
+    root, board, opts = orin
+    for pd in board.online_policies:
+        (root / pd.lstrip("/") / "scaling_available_frequencies").write_text(
+            " ".join(map(str, [*board.cpu_khz, 2304000])) + "\n")
+    dev = open_device("", opts)
+    assert dev.space().knob("cpu_mhz").values[-1] == 2201.6
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"gpu_mhz": 624.75, "cpu_mhz": 2304})
+    assert fj.write_log(root) == [] and not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+def test_an_emc_step_below_the_firmware_minimum_is_refused_before_any_write(tmp_path, monkeypatch):
+    """The TX2 profile lists EMC steps below the clock's ``min_rate`` (204 MHz on this tree): they are not
+    offered, and asking for one is an invalid value (exit 2) with nothing saved or written; it was written, the
+    firmware held the rate at min_rate and the apply failed at the read-back (exit 1)."""
+    root = tmp_path / "root"
+    fj.build(root, "tx2")
+    monkeypatch.setenv("POLYTHROTTLE_ROOT", str(root))
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
+    opts = DeviceOptions(state_dir=tmp_path / "state")
+    dev = open_device("", opts)
+    assert dev.space().knob("emc_mhz").values[0] == 204
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"emc_mhz": 40.8})
+    assert fj.write_log(root) == [] and not list(opts.state_dir.glob("*.json"))
+    dev.close()
+
+
+def test_cpu_steps_stop_at_the_power_mode_cap(orin):
+    """nvpmodel caps the CPU in ``scaling_max_freq`` of each cluster, as it caps the GPU in ``max_freq``: a tune
+    never lifts the CPU above the power mode the user chose (the lowest cluster's cap, as the original saved
+    before any run of ours); it offered, and wrote, every step up to cpuinfo_max_freq."""
+    root, board, opts = orin
+    caps = {0: 1420800, 4: 1420800, 8: 1113600}
+    for first, khz in caps.items():
+        (root / board.policy_dir(first).lstrip("/") / "scaling_max_freq").write_text(f"{khz}\n")
+    dev = open_device("", opts)
+    assert dev.space().knob("cpu_mhz").values[-1] == 1113.6
+    with pytest.raises(InvalidValueError, match="not an available step"):
+        dev.apply({"cpu_mhz": 1420.8})
+    assert fj.write_log(root) == []
+    dev.apply({"cpu_mhz": 268.8})
+    dev.keep()  # as `polythrottle apply` does: the next run judges the cap by the saved originals
+    dev.close()
+    again = open_device("", opts)
+    assert again.space().knob("cpu_mhz").values[-1] == 1113.6
+    again.restore_saved()
+    assert {f: fj.read(root, f"{board.policy_dir(f)}/scaling_max_freq") for f in caps} == \
+        {f: str(k) for f, k in caps.items()}
+    again.close()
 
 
 def test_no_clock_control_says_when_a_crashed_run_left_clocks_changed(orin, capsys):

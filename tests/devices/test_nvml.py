@@ -41,11 +41,16 @@ def state_file(tmp_path: Path) -> Path:
     return files[0] if files else tmp_path / "state" / "absent.json"
 
 
-def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=(800000, 3200000)) -> None:
-    """Two CPUs sharing policy0, as the kernel lays it out (cpuN/cpufreq -> ../cpufreq/policy0)."""
+def make_cpufreq(root: Path, steps_khz=(800000, 1600000, 2400000, 3200000), cur=(800000, 3200000),
+                 hardware: tuple[int, int] | None = None) -> None:
+    """Two CPUs sharing policy0, as the kernel lays it out (cpuN/cpufreq -> ../cpufreq/policy0); ``hardware``:
+    its cpuinfo_min_freq/cpuinfo_max_freq."""
     pol = root / "sys/devices/system/cpu/cpufreq/policy0"
     pol.mkdir(parents=True)
     (pol / "scaling_available_frequencies").write_text(" ".join(map(str, steps_khz)) + "\n")
+    if hardware is not None:
+        (pol / "cpuinfo_min_freq").write_text(f"{hardware[0]}\n")
+        (pol / "cpuinfo_max_freq").write_text(f"{hardware[1]}\n")
     (pol / "scaling_min_freq").write_text(f"{cur[0]}\n")
     (pol / "scaling_max_freq").write_text(f"{cur[1]}\n")
     for n in (0, 1):
@@ -108,6 +113,38 @@ def test_cpu_clock_through_cpufreq(gpu, tmp_path, fake_sysfs_root):
     assert (pol / "scaling_min_freq").read_text().strip() == "800000"
     assert (pol / "scaling_max_freq").read_text().strip() == "3200000"
     assert not state_file(tmp_path).exists()
+
+
+def test_host_cpu_steps_beyond_the_hardware_limits_are_not_offered(gpu, tmp_path, fake_sysfs_root):
+    """An x86 host whose cpufreq table lists a boost step above ``cpuinfo_max_freq`` (boost off): that step is
+    not offered, nor the baseline; it was, and the host ran at cpuinfo_max_freq while the tune recorded 3200."""
+    make_cpufreq(fake_sysfs_root, cur=(800000, 2400000), hardware=(800000, 2400000))
+    dev = open_gpu(tmp_path)
+    assert dev.space().knob("cpu_mhz").values == (800, 1600, 2400)
+    assert dev.default_config()["cpu_mhz"] == 2400
+    with pytest.raises(BadInputError):
+        dev.apply({**dev.default_config(), "cpu_mhz": 3200})
+    dev.close()
+
+
+def test_a_host_cpu_limit_the_kernel_silently_caps_is_refused_and_rolled_back(gpu, tmp_path, fake_sysfs_root,
+                                                                             monkeypatch):
+    """The kernel takes a cpufreq limit above a thermal cap without an error but holds the cap: the apply reads
+    back what it wrote, says which file holds what, and puts every file back (as on a Jetson); it went on at
+    1600 MHz while the tune recorded 2400."""
+    from tests import fake_jetson as fj
+
+    monkeypatch.setattr("polythrottle.clocks.sysfs.IO_CLASS", fj.FakeKernelIO)
+    make_cpufreq(fake_sysfs_root)
+    pol = fake_sysfs_root / "sys/devices/system/cpu/cpufreq/policy0"
+    fj.set_rules(fake_sysfs_root, clamp={"*/policy0/scaling_min_freq": 1600000})
+    dev = open_gpu(tmp_path)
+    with pytest.raises(DeviceError, match=r"holds 1600000 in /sys/.*scaling_min_freq after 2400000 was written"):
+        dev.apply({**dev.default_config(), "cpu_mhz": 2400})
+    assert (pol / "scaling_min_freq").read_text().strip() == "800000"
+    assert (pol / "scaling_max_freq").read_text().strip() == "3200000"
+    assert not state_file(tmp_path).exists()
+    dev.close()
 
 
 def test_cpu_clock_unavailable_says_why(gpu, tmp_path):

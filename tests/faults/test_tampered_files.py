@@ -116,6 +116,7 @@ def test_a_crash_leftover_that_was_tampered_is_not_restored_by_the_next_run(boar
 
 
 EMC_LOCK = "/sys/kernel/debug/bpmp/debug/clk/emc/mrq_rate_locked"
+EMC_RATE = "/sys/kernel/debug/bpmp/debug/clk/emc/rate"
 OUT_OF_RANGE = {  # integers, but no value the kernel held: restoring them would leave a clock at its lowest step
     "gpu-max-1": {f"{GPU}/max_freq": "1"},
     "gpu-locked-at-1": {f"{GPU}/min_freq": "1", f"{GPU}/max_freq": "1"},
@@ -126,6 +127,9 @@ OUT_OF_RANGE = {  # integers, but no value the kernel held: restoring them would
     "cpu-min-above-every-step": {f"{POLICY0}/scaling_min_freq": "9999999999"},
     "cpu-through-a-cpu-link": {"/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq": "1"},
     "emc-lock-5": {EMC_LOCK: "5"},
+    "emc-locked-at-1-hz": {EMC_RATE: "1", EMC_LOCK: "1"},
+    "emc-rate-above-every-step": {EMC_RATE: "99999999999", EMC_LOCK: "1"},
+    "emc-rate-0-locked": {EMC_RATE: "0", EMC_LOCK: "1"},
 }
 
 
@@ -139,12 +143,32 @@ def test_restore_refuses_a_value_outside_the_clock_and_writes_nothing(board, cli
     assert len(board.saved_originals()) == 1  # kept for a restore by hand
 
 
-@pytest.mark.parametrize("case", ["gpu-locked-at-1", "cpu-max-1"])
+def test_a_cpu_limit_beyond_the_hardware_is_refused_though_the_table_lists_it(board, cli_inproc):
+    """A saved cpufreq limit above ``cpuinfo_max_freq`` was never held (cpufreq holds every limit within the
+    hardware's): refused, also where ``scaling_available_frequencies`` lists it (the table widened the range)."""
+    avail = board.root / POLICY0.lstrip("/") / "scaling_available_frequencies"
+    avail.write_text(avail.read_text().strip() + " 2304000\n")
+    board.original = board.files()
+    write_state(board, {**LEGIT, f"{POLICY0}/scaling_max_freq": "2304000"})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 2 and "outside" in one_line(err)
+    assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
+@pytest.mark.parametrize("case", ["gpu-locked-at-1", "cpu-max-1", "emc-locked-at-1-hz"])
 def test_a_crash_leftover_outside_the_clock_is_not_restored_by_the_next_apply(board, cli_inproc, case):
     write_state(board, {**LEGIT, **OUT_OF_RANGE[case]})
     rc, _out, err = cli_inproc(board, "apply", "--device", "jetson", *sets(APPLY))
     assert rc == 2 and "outside" in one_line(err)
     assert fj.writes_attempted(board.root) == 0 and board.changed() == {}
+
+
+def test_an_emc_lock_taken_before_us_is_an_original_and_is_restored(board, cli_inproc):
+    """jetson_clocks locks EMC at its highest rate: a legitimate original (the rate within the firmware's range)."""
+    write_state(board, {EMC_RATE: "3199000000", EMC_LOCK: "1"})
+    rc, _out, err = cli_inproc(board, "restore", "--device", "jetson")
+    assert rc == 0, err
+    assert fj.read(board.root, EMC_LOCK) == "1" and board.saved_originals() == []
 
 
 def test_a_devfreq_limit_of_0_is_an_original_and_is_restored(board, cli_inproc):
