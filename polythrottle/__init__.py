@@ -11,9 +11,10 @@ the API, so a Ctrl-C while the command line starts lands in its handler (one lin
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from polythrottle._version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: the console script starts here
 
 if TYPE_CHECKING:
     from polythrottle.api import applied, apply, model_version_of, open_device, restore, retune, tune

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from polythrottle.errors import clip
+
 STATE_ENV = "POLYTHROTTLE_STATE_DIR"
 HISTORY_ENV = "POLYTHROTTLE_HISTORY_URL"
 SOCKET_ENV = "POLYTHROTTLE_SOCKET"
@@ -62,6 +64,32 @@ def default_history(state: PathArg = None) -> str:
     return str(state_dir(state) / HISTORY_FILENAME)
 
 
+MAX_SOCKET_PATH_BYTES = 107
+"""Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
+
+
+def socket_too_long(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be a Unix socket's path (longer than ``sun_path`` takes; a client cannot connect to
+    it), or None."""
+    n = len(os.fsencode(path))
+    if n <= MAX_SOCKET_PATH_BYTES:
+        return None
+    return f"{clip(os.fsdecode(path), 80)} is {n} bytes long; a Unix socket path may have at most {MAX_SOCKET_PATH_BYTES}"
+
+
+def socket_origin(override: PathArg = None) -> str:
+    """Where ``socket_path(override)`` comes from, for a message naming it (``""``: it is ``override``)."""
+    if override is not None and os.fspath(override):
+        return ""
+    if os.environ.get(SOCKET_ENV):
+        return f"from ${SOCKET_ENV}"
+    if is_root() or SYSTEM_SOCKET.exists():
+        return "the system socket"
+    if _absolute_env("XDG_RUNTIME_DIR") is not None:
+        return "the default, in $XDG_RUNTIME_DIR"
+    return "the default, in the state directory"
+
+
 def socket_path(override: PathArg = None) -> Path:
     """The daemon's control socket (see the module docstring)."""
     if override is not None and os.fspath(override):
@@ -80,12 +108,15 @@ def socket_path(override: PathArg = None) -> Path:
 __all__ = [
     "HISTORY_ENV",
     "HISTORY_FILENAME",
+    "MAX_SOCKET_PATH_BYTES",
     "SOCKET_ENV",
     "STATE_ENV",
     "SYSTEM_SOCKET",
     "SYSTEM_STATE_DIR",
     "default_history",
     "is_root",
+    "socket_origin",
     "socket_path",
+    "socket_too_long",
     "state_dir",
 ]

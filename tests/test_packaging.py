@@ -102,7 +102,7 @@ def test_the_console_script_turns_a_ctrl_c_while_starting_into_one_line(monkeypa
     def slow_imports():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "build_parser", slow_imports)
+    monkeypatch.setattr("polythrottle.cli.app.build_parser", slow_imports)
     monkeypatch.setattr(sys, "argv", ["polythrottle", "devices"])
     with pytest.raises(SystemExit) as e:
         try:
@@ -111,6 +111,48 @@ def test_the_console_script_turns_a_ctrl_c_while_starting_into_one_line(monkeypa
             pytest.fail(f"{target}: a Ctrl-C while starting ends in a traceback")
     assert e.value.code == 130
     assert capsys.readouterr().err == "polythrottle: interrupted\n"
+
+
+SLOW_IMPORT = """
+import os, sys, time
+
+
+class _Slow:  # an import that takes a while (torch, botorch, a cold disk), and says when it has begun
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["SLOW_MODULE"]:
+            sys.meta_path.remove(self)
+            open(os.environ["SLOW_BEGUN"], "w").close()
+            time.sleep(30)
+        return None
+
+
+sys.meta_path.insert(0, _Slow())
+"""
+
+
+@pytest.mark.parametrize("slow", ["polythrottle.interrupts", "argparse", "polythrottle.cli.tune"])
+def test_the_console_script_exits_130_quietly_on_a_ctrl_c_during_a_slow_import(tmp_path, slow) -> None:
+    """A real SIGINT while the console script loads the command line (a sitecustomize makes one import slow),
+    before the command's own signal handling is in place: one line, exit 130. A Ctrl-C in the modules
+    ``polythrottle.cli`` imported itself (``polythrottle.interrupts``, ``argparse``) ended in a KeyboardInterrupt
+    traceback: the console script imports it before ``run`` can catch anything."""
+    import signal
+    import time
+
+    (tmp_path / "sitecustomize.py").write_text(SLOW_IMPORT)
+    begun = tmp_path / "begun"
+    env = {**os.environ, "SLOW_MODULE": slow, "SLOW_BEGUN": str(begun),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = "import re\nimport sys\nfrom polythrottle.cli import run\nsys.exit(run())\n"  # as pip writes it
+    p = subprocess.Popen([sys.executable, "-c", script, "devices"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 10
+    while not begun.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert begun.exists(), err
+    assert (p.returncode, err) == (130, "polythrottle: interrupted\n"), err
 
 
 def test_the_command_line_starts_without_the_api_so_a_ctrl_c_lands_in_its_handler() -> None:

@@ -53,10 +53,15 @@ def list_profiles(directory: Path | None = None) -> list[str]:
     return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
 
 
-def _is_file(path: Path) -> bool:
-    """``path.is_file()``, False for a name the OS refuses to look up (ENAMETOOLONG, ...) instead of OSError."""
+def _is_file(path: Path, *, denied: bool = False) -> bool:
+    """``path.is_file()``, False for a name the OS refuses to look up (ENAMETOOLONG, ...) instead of OSError; with
+    ``denied``, ProfileError for one this user may not look up (in a directory it may not search: not 'not found')."""
     try:
         return path.is_file()
+    except PermissionError:
+        if denied:
+            raise ProfileError(f"profile file {brief(str(path), 200)}: cannot read (permission denied)") from None
+        return False
     except OSError:
         return False
 
@@ -76,7 +81,7 @@ def profile_path(name_or_path: str | Path) -> Path:
         raise ProfileError("empty profile name; expected one of: " + ", ".join(list_profiles()))
     p = Path(text).expanduser()
     if p.suffix in (".yaml", ".yml") or "/" in text or _is_file(p):
-        if not _is_file(p):
+        if not _is_file(p, denied=True):
             raise ProfileError(f"profile file {brief(str(p), 200)} not found")
         return p
     found = _named_profile(text)

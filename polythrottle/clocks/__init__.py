@@ -5,7 +5,7 @@ that take its files from their current values to the target (an order the kernel
 knows which files hold its state, so originals can be saved before the first write and put back.
 """
 
-from polythrottle.clocks.base import ClockControl, Write, check_read_back, execute_writes, pair_writes
+from polythrottle.clocks.base import ClockControl, Write, check_read_back, execute_writes, pair_writes, read_back
 from polythrottle.clocks.cpufreq import CpufreqControl
 from polythrottle.clocks.devfreq import DevfreqControl
 from polythrottle.clocks.emc import EmcControl, EmcProtocol
@@ -20,4 +20,5 @@ __all__ = [
     "check_read_back",
     "execute_writes",
     "pair_writes",
+    "read_back",
 ]

@@ -118,6 +118,10 @@ class ClockControl(ABC):
     def writes(self, target: Mapping[str, str], current: Mapping[str, str]) -> list[Write]:
         """Ordered writes from ``current`` to ``target`` (both: path -> text)."""
 
+    def settled(self, target: Mapping[str, str]) -> dict[str, str]:
+        """The files of ``target`` that hold their value once it is put back (read back after a restore)."""
+        return dict(target)
+
     @abstractmethod
     def current_mhz(self, state: Mapping[str, str] | None = None) -> dict[str, float]:
         """The knob values (MHz) the files say now (or in ``state``)."""
@@ -156,3 +160,18 @@ def check_read_back(io: SysfsIO, writes: Sequence[Write]) -> None:
         if abs(got - want) > READBACK_TOLERANCE * abs(want):
             raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
                                      "(a cap: a thermal or nvpmodel limit?)")
+
+
+def read_back(io: SysfsIO, values: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The files of ``values`` (path -> integer text put back) that hold another value (more than
+    ``READBACK_TOLERANCE`` apart): path -> (wanted, read). A restore's ``check_read_back``, which never raises: a
+    file unreadable now, or a value that is no integer, is not judged."""
+    out: dict[str, tuple[str, str]] = {}
+    for path, value in values.items():
+        try:
+            got, want = io.read_int(path), int(value)
+        except (DeviceError, ValueError):
+            continue
+        if abs(got - want) > READBACK_TOLERANCE * abs(want):
+            out[path] = (str(want), str(got))
+    return out

@@ -104,6 +104,12 @@ class EmcControl(ClockControl):
             out.append(Write(path, target[path]))
         return out
 
+    def settled(self, target: Mapping[str, str]) -> dict[str, str]:
+        """``target`` without the rate when it unlocks the clock: the firmware's DVFS moves it from then on."""
+        p = self.protocol
+        unlocked = target.get(p.lock_path) != p.lock_value
+        return {k: v for k, v in target.items() if not (unlocked and k == p.rate_path)}
+
     def current_mhz(self, state: Mapping[str, str] | None = None) -> dict[str, float]:
         p = self.protocol
         if state is None and p.cur_rate_path and self.io.is_file(p.cur_rate_path):

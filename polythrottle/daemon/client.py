@@ -50,10 +50,15 @@ class _Busy(Exception):
 
 def socket_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``path``, else the default control socket (``polythrottle.paths.socket_path``). BadInputError if
-    ``path`` is not a path."""
+    ``path`` is not a path, or one no Unix socket can have (too long to connect to)."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise BadInputError(f"the daemon's control socket path must be a path, got {brief(path, 40)}")
-    return paths.socket_path(path)
+    where = paths.socket_path(path)
+    why = paths.socket_too_long(where)
+    if why:
+        origin = paths.socket_origin(path)
+        raise BadInputError(f"daemon control socket {why}{f' ({origin})' if origin else ''}: choose a shorter path")
+    return where
 
 
 def send_command(command: str, path: str | os.PathLike[str] | None = None, *, timeout_s: float = 5.0,

@@ -41,8 +41,7 @@ DEFAULT_CARBON_G_PER_KWH = WORLD_AVERAGE.intensity_g_per_kwh
 """Global average carbon intensity of electricity generation in 2023, 481 gCO2/kWh (Ember,
 "Electricity generation emission intensity", 2024 data release). Set your grid's value, or your
 country's (``carbon_country``, from ``polythrottle.carbon``'s dataset)."""
-MAX_SOCKET_PATH_BYTES = 107
-"""Longest Unix socket path Linux takes (``sun_path`` is 108 bytes, its NUL included)."""
+MAX_SOCKET_PATH_BYTES = paths.MAX_SOCKET_PATH_BYTES
 
 
 class ConfigError(BadInputError):
@@ -139,10 +138,9 @@ class DaemonConfig(TuneSpec):
     @classmethod
     def _socket_length(cls, v: Path) -> Path:
         """A Unix socket's path fits in ``sun_path`` (the daemon could not listen on a longer one)."""
-        n = len(os.fsencode(v))
-        if n > MAX_SOCKET_PATH_BYTES:
-            raise _Worded(f"{clip(str(v), 80)} is {n} bytes long; a Unix socket path may have at most "
-                          f"{MAX_SOCKET_PATH_BYTES} (choose a shorter directory)")
+        why = paths.socket_too_long(v)
+        if why:
+            raise _Worded(f"{why} (choose a shorter directory)")
         return v
 
     @field_validator("history", mode="before")
@@ -304,11 +302,15 @@ def parse_config(raw: Any, path: Path) -> DaemonConfig:
     data = {k: v for k, v in raw.items() if v is not None or k == "metrics"}  # empty: the default
     try:
         # the face names the fields of a rule across them (spec.refuse_two_model_versions); the file is added below
-        return DaemonConfig.model_validate(data, strict=True, context={"path": path, "face": Face.YAML})
+        config = DaemonConfig.model_validate(data, strict=True, context={"path": path, "face": Face.YAML})
     except ValidationError as e:
         raise config_error(e, path) from None
     except PolyThrottleError as e:  # a check deeper down (carbon dataset, optimizers) said no
         raise ConfigError(f"{path}: {clip(str(e), 300)}") from None
+    why = paths.socket_too_long(config.socket) if "socket" not in data else None  # a given one: _socket_length
+    if why:  # the daemon would listen where no client can connect
+        raise ConfigError(f"{path}: socket: {why} ({paths.socket_origin()}); set socket: to a shorter path")
+    return config
 
 
 def load_config(path: str | os.PathLike[str], text: str | None = None) -> DaemonConfig:

@@ -32,7 +32,7 @@ from typing import Any
 
 from polythrottle.boards.layout import JetsonLayout, detect_layout, find_gpu_devfreq, read_serial
 from polythrottle.clocks import ClockControl, CpufreqControl, DevfreqControl, EmcControl, Write, check_read_back
-from polythrottle.clocks.base import UNIT_PER_MHZ
+from polythrottle.clocks.base import UNIT_PER_MHZ, read_back
 from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO, is_root_user, open_io
 from polythrottle.devices.base import Control, Device, DeviceInfo
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
@@ -328,7 +328,7 @@ class JetsonControl(Control):
         return values
 
     def put_back(self, values: Mapping[str, Any]) -> PutBack:
-        """Write ``values`` (path -> text) back, clock by clock in kernel order, then any other path as saved."""
+        """Write ``values`` (path -> text) back, clock by clock in kernel order (read back), then any other path."""
         out = PutBack()
         handled: set[str] = set()
         for c in self.clocks.values():
@@ -343,6 +343,7 @@ class JetsonControl(Control):
             bad = self._write_best_effort(c.writes(target, current))
             out.failed.update(dict.fromkeys(bad, ""))
             out.restored += [p for p in target if p not in bad]
+            out.held.update(read_back(self.io, {p: v for p, v in c.settled(target).items() if p not in bad}))
         for p, v in values.items():  # saved by a layout this process does not see (e.g. now-offline CPUs)
             if p in handled:
                 continue

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pynvml
 
-from polythrottle.clocks import CpufreqControl, Write, execute_writes
+from polythrottle.clocks import CpufreqControl, Write
 from polythrottle.devices.base import Control, Device
 from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.nvml_errors import nvml_cause, nvml_errors, nvml_list
@@ -46,11 +46,13 @@ from polythrottle.devices.nvml_settings import (
     checked_settings,
     clock_knob,
     host_cpu,
+    put_back_files,
     put_back_setting,
     thin,
 )
 from polythrottle.devices.originals import OriginalsLocation, OriginalsStore
-from polythrottle.devices.originals_session import OriginalsSession, PutBack
+from polythrottle.devices.originals_session import OriginalsSession
+from polythrottle.devices.put_back import PutBack
 from polythrottle.devices.registry import DeviceOptions
 from polythrottle.energy.nvml import nvml_reason
 from polythrottle.errors import BadInputError, DeviceError, PermissionDeniedError, UnsupportedError, every_face
@@ -338,17 +340,7 @@ class NvmlControl(Control):
 
     def put_back(self, values: Mapping[str, Any]) -> PutBack:
         """Kernel files first (min/max pairs in an order the kernel accepts), then NVML's, last recorded first."""
-        out = PutBack()
-        files = {k: str(v) for k, v in values.items() if k.startswith("/")}
-        if files:
-            try:
-                cpu = self.cpu
-                state = cpu.read_state() if cpu is not None else {}
-                writes = cpu.writes(files, state) if cpu is not None else [Write(p, v) for p, v in files.items()]
-                execute_writes(self.guard.io, writes)
-                out.restored += list(files)
-            except DeviceError as e:
-                out.failed.update(dict.fromkeys(files, str(e)))
+        out = put_back_files(self.guard.io, self.cpu, {k: str(v) for k, v in values.items() if k.startswith("/")})
         for key in reversed([k for k in values if not k.startswith("/")]):
             try:
                 self._put_back_one(key, values[key])

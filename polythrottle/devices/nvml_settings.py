@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import pynvml
 
-from polythrottle.clocks import CpufreqControl, check_read_back, execute_writes
+from polythrottle.clocks import CpufreqControl, Write, check_read_back, execute_writes, read_back
 from polythrottle.clocks.cpufreq import CPU_ROOT
 from polythrottle.clocks.sysfs import ROOT_HINT, SysfsIO
 from polythrottle.devices.guard import WriteGuard
 from polythrottle.devices.nvml_errors import nvml_list
 from polythrottle.devices.originals import SavedStateError
 from polythrottle.devices.originals_checks import OwnedFiles, checked_files, cpufreq_steps, refuse_outside, within_steps
+from polythrottle.devices.put_back import PutBack
 from polythrottle.errors import DeviceError, brief
 from polythrottle.space import Knob, KnobStatus
 
@@ -135,6 +136,24 @@ def put_back_setting(guard: WriteGuard, handle: Any, key: str, value: Any) -> No
         guard.nvml("nvmlDeviceResetMemoryLockedClocks", handle)
     elif key == POWER_LIMIT:
         guard.nvml("nvmlDeviceSetPowerManagementLimit", handle, int(value))
+
+
+def put_back_files(io: SysfsIO, cpu: CpufreqControl | None, files: Mapping[str, str]) -> PutBack:
+    """Write the host's cpufreq limits ``files`` (path -> text) back, min/max pairs in an order the kernel accepts,
+    then read them back (a limit held under a cap: ``PutBack.held``)."""
+    out = PutBack()
+    if not files:
+        return out
+    try:
+        state = cpu.read_state() if cpu is not None else {}
+        writes = cpu.writes(files, state) if cpu is not None else [Write(p, v) for p, v in files.items()]
+        execute_writes(io, writes)
+    except DeviceError as e:
+        out.failed.update(dict.fromkeys(files, str(e)))
+        return out
+    out.restored += list(files)
+    out.held.update(read_back(io, files))
+    return out
 
 
 def thin(values: list[int], most: int) -> list[int]:

@@ -12,6 +12,7 @@ The rules, the same for every control (``polythrottle.devices.originals`` is the
   SystemExit) the control's rollback puts back what this write changed, and what is back is
   forgotten, before the exception goes on;
 - ``restore()`` puts back what this process changed (values before its first write), signals deferred;
+  every restore reads back what it wrote: a value held lower (a cap) stays saved as kept (``put_back``);
 - ``keep()``: what is applied, and what later writes set, stays: the saved originals are marked kept
   (``polythrottle restore`` puts them back; no later run takes them for a crash's leftovers);
 - a session writing over kept settings saves, with its originals, the values it started from
@@ -37,7 +38,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from polythrottle import interrupts
@@ -50,19 +51,8 @@ from polythrottle.devices.originals_checks import (
     owner_pid,
     run_over_kept,
 )
+from polythrottle.devices.put_back import PutBack
 from polythrottle.errors import DeviceBusyError, DeviceError, clip
-
-
-@dataclass
-class PutBack:
-    """What a control's ``put_back`` did: the keys restored, and those it could not put back (key -> reason,
-    ``""`` when none is known)."""
-
-    restored: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        return ", ".join(f"{k} ({why})" if why else k for k, why in self.failed.items())
 
 
 class Board(Protocol):
@@ -206,7 +196,8 @@ class OriginalsSession:
             else:
                 self._restore_run_locked(back, run)
         self._claim_in_process(check=False)
-        self._prior = dict(run.owner) if run is not None else {}
+        # what stays saved now is a value held under a cap (``put_back``): kept by this process
+        self._prior = dict(run.owner) if run is not None else self._kept_owner() if self.saved() else {}
         self._kept = kept_now
 
     def _checked_kept(self, meta: Mapping[str, Any], originals: Mapping[str, Any]) -> dict[str, Any]:
@@ -321,11 +312,8 @@ class OriginalsSession:
             saved = self.store.originals(self.device_id)
             if saved:
                 unreadable = {**self._kept, **(self._unreadable(self.board) if self._unreadable else {})}
-                self.store.record(self.device_id, {}, meta={"kept": True, "pid": os.getpid(),
-                                                             "started": process_start(os.getpid()),
-                                                             RUN_OVER_KEPT: None,
-                                                             KEPT_VALUES: {k: v for k, v in unreadable.items()
-                                                                           if k in saved}})
+                kept = {k: v for k, v in unreadable.items() if k in saved}
+                self.store.record(self.device_id, {}, meta={**self._kept_owner(), RUN_OVER_KEPT: None, KEPT_VALUES: kept})
             self._before.clear()
             self._new.clear()
             self._prior, self._kept = None, {}
@@ -347,11 +335,15 @@ class OriginalsSession:
             return
         with interrupts.deferred(), self.store.lock(self.device_id):
             result = self.board.put_back(self._before)
-            self.store.forget(self.device_id, [k for k in self._new if k not in result.failed])
+            stay = {*result.failed, *result.lower()}  # a value held lower than its original: kept saved
+            self.store.forget(self.device_id, [k for k in self._new if k not in stay])
             self._before = {k: v for k, v in self._before.items() if k in result.failed}
             self._new &= set(result.failed)
             if not self._before:
+                if result.lower() and not (self._prior or {}).get("kept"):
+                    self._prior = self._kept_owner()
                 self._end()
+        result.warn(self.device_arg)
         if result.failed:
             raise DeviceError(
                 f"could not restore {result.describe()}; the originals stay saved in {self.store.directory}: "
@@ -374,7 +366,8 @@ class OriginalsSession:
         values = self.board.checked_originals(saved)
         interrupts.changed(self.board)  # until it is done: a failure is reported, never "restored"
         result = self.board.put_back(values)
-        self.store.forget(self.device_id, result.restored)
+        result.warn(self.device_arg)
+        self.store.forget(self.device_id, [k for k in result.restored if k not in result.lower()])
         self._before.clear()
         self._new.clear()
         self._prior, self._kept = None, {}
@@ -384,6 +377,8 @@ class OriginalsSession:
             self.store.record(self.device_id, {}, meta={RUN_OVER_KEPT: None})  # what is left goes back whole
             raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
                               f"{self.store.path(self.device_id)}")
+        if result.lower():  # held under a cap: kept for `polythrottle restore`, no crash's leftovers
+            self.store.record(self.device_id, {}, meta={**self._kept_owner(), RUN_OVER_KEPT: None})
         interrupts.clean(self.board)
         return result.restored
 
@@ -393,14 +388,19 @@ class OriginalsSession:
         (the file stays as it was: the next claim tries again)."""
         interrupts.changed(self.board)
         result = self.board.put_back(before)
+        result.warn(self.device_arg)
         if result.failed:
             self._before.update({k: before[k] for k in result.failed})  # tried again when this process ends
             raise DeviceError(f"could not restore {result.describe()}; they stay saved in "
                               f"{self.store.path(self.device_id)}")
-        self.store.forget(self.device_id, run.new)
+        self.store.forget(self.device_id, [k for k in run.new if k not in result.lower()])
         if self.store.originals(self.device_id):
             self.store.record(self.device_id, {}, meta={**run.owner, RUN_OVER_KEPT: None})
         interrupts.clean(self.board)
+
+    @staticmethod
+    def _kept_owner() -> dict[str, Any]:  # this process, owning kept settings
+        return {"kept": True, "pid": os.getpid(), "started": process_start(os.getpid())}
 
     def _meta(self) -> dict[str, Any]:
         return {**self.meta, "pid": os.getpid(), "started": process_start(os.getpid()), "kept": False,

@@ -93,18 +93,7 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
             engine = sa.create_engine(target.url, creator=connect)
         else:
             engine = sa.create_engine(target.url, connect_args={"timeout": float(timeout_s)})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-            dbapi_conn.execute("PRAGMA synchronous = FULL")
-            dbapi_conn.execute("PRAGMA foreign_keys = ON")
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
-
-        return engine
+        return _sqlite_transactions(engine)
     require_driver(target)
     return sa.create_engine(
         target.url,
@@ -124,6 +113,31 @@ def make_engine(target: HistoryTarget, timeout_s: float, *, read_only: bool = Fa
             "tcp_user_timeout": 1000 * max(KEEPALIVE_IDLE_S, math.ceil(timeout_s)),
         },
     )
+
+
+def _sqlite_transactions(engine: sa.Engine) -> sa.Engine:
+    """``engine`` (SQLite) with pysqlite's transaction handling off: BEGIN is ours (see the module docstring)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        dbapi_conn.execute("PRAGMA synchronous = FULL")
+        dbapi_conn.execute("PRAGMA foreign_keys = ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+    return engine
+
+
+def memory_engine() -> sa.Engine:
+    """An empty SQLite database in memory, the same one for every connection: what a reader reads for a history
+    file with no schema yet (a 0-byte file), which it leaves as it is."""
+    from sqlalchemy.pool import StaticPool
+
+    return _sqlite_transactions(sa.create_engine("sqlite://", poolclass=StaticPool,
+                                                 connect_args={"check_same_thread": False}))
 
 
 def writer(engine: sa.Engine) -> sa.Engine:

@@ -130,7 +130,12 @@ def _refuse_half_migrated(conn: sa.Connection, tables: set[str], revs: list[str]
 
 
 class UpgradeNeeded(HistoryError):
-    """A reader (``read_only``) met a database that must be created or upgraded first (a write)."""
+    """A reader (``read_only``) met a database that must be created or upgraded first (a write). ``empty``: it
+    has no tables at all (a 0-byte file): an empty history to a reader."""
+
+    def __init__(self, message: str, *, empty: bool = False) -> None:
+        super().__init__(message)
+        self.empty = empty
 
 
 def _refuse_newer(revs: list[str], target: HistoryTarget) -> None:
@@ -159,7 +164,8 @@ def ensure_schema(engine: sa.Engine, write_engine: sa.Engine, target: HistoryTar
         conn.rollback()
     if read_only:
         state = f"is at schema revision {revs[0]}" if revs else "has no history schema yet"
-        raise UpgradeNeeded(f"history database {target.display} {state} (this PolyThrottle reads {HEAD_REVISION})")
+        raise UpgradeNeeded(f"history database {target.display} {state} (this PolyThrottle reads {HEAD_REVISION})",
+                            empty=not revs and not tables)
     with write_engine.connect() as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from polythrottle.history import queries, sqlite_file
-from polythrottle.history.engine import make_engine, translate, writer
+from polythrottle.history.engine import make_engine, memory_engine, translate, writer
 from polythrottle.history.errors import HistoryError, HistoryUnavailable
 from polythrottle.history.migrate import UpgradeNeeded, ensure_schema
 from polythrottle.history.records import (
@@ -50,12 +50,7 @@ from polythrottle.history.records import (
     opt_float,
     to_json,
 )
-from polythrottle.history.schema import (
-    MEASUREMENT_COLUMNS,
-    TUNE_COLUMNS,
-    measurements,
-    tunes,
-)
+from polythrottle.history.schema import MEASUREMENT_COLUMNS, TUNE_COLUMNS, measurements, tunes
 from polythrottle.history.target import HistoryTarget, parse_target
 from polythrottle.space import Value
 
@@ -70,8 +65,9 @@ class HistoryStore:
 
     create: make a missing SQLite file (and its directory); False raises HistoryError instead.
     read_only: a reader (``history``, ``fleet``, ``plot``): nothing is written, so a history the user may
-    only read can be read (a write raises HistoryError); a database that must be created or upgraded
-    first is upgraded only when this process may write it (else HistoryError); implies ``create=False``.
+    only read can be read (a write raises HistoryError); a database that must be upgraded first is upgraded
+    only when this process may write it (else HistoryError), one without tables (a 0-byte file) reads as an
+    empty history and is left as it is; implies ``create=False``.
     Raises HistoryError if the database is corrupt, not a history, of a newer schema, locked or
     unwritable, or refuses the credentials; HistoryUnavailable if the server cannot be reached.
     Usable from several threads; one store per process is enough.
@@ -89,6 +85,9 @@ class HistoryStore:
         try:
             self._open(read_only)
         except UpgradeNeeded as e:  # a reader met a database to create or upgrade: only a writer can
+            if e.empty:  # no schema yet (a 0-byte file): an empty history (in memory), the file left as it is
+                self._open(False, memory=True)
+                return
             try:
                 self._open(False)
             except HistoryUnavailable:
@@ -96,12 +95,12 @@ class HistoryStore:
             except HistoryError as w:
                 raise HistoryError(f"{e}; upgrading it needs write access, which failed: {w}") from None
 
-    def _open(self, read_only: bool) -> None:
-        self._engine = make_engine(self.target, self.timeout_s, read_only=read_only)
+    def _open(self, read_only: bool, *, memory: bool = False) -> None:
+        self._engine = memory_engine() if memory else make_engine(self.target, self.timeout_s, read_only=read_only)
         self._writer = writer(self._engine)
         try:
             user_version = (sqlite_file.check(self._engine, self.url, read_only=read_only)
-                            if self.target.is_sqlite else 0)
+                            if self.target.is_sqlite and not memory else 0)
             ensure_schema(self._engine, self._writer, self.target, user_version, read_only=read_only)
         except BaseException as e:
             self._engine.dispose()

@@ -127,6 +127,8 @@ def locked(tmp_path: Path, monkeypatch) -> Path:
      "--model-file", "LOCKED/m.bin", "--history", "TMP/h.sqlite"],
     ["history", "ls", "--history", "LOCKED/h.sqlite"],
     ["fleet", "--history", "LOCKED/h.sqlite"],
+    ["tune", "--device", "sim:LOCKED/x.yaml", "--slo-ms", "50", "--no-history"],  # said 'profile file ... not found'
+    ["profile", "--device", "sim:LOCKED/x.yaml", "--out", "TMP/o.csv"],
 ])
 def test_a_file_given_in_a_directory_this_user_may_not_search_is_bad_input(args, locked, tmp_path, capsys) -> None:
     """It said 'error: PermissionError: [Errno 13] Permission denied: ...' with exit 1 (a device error); the same

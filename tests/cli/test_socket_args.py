@@ -32,3 +32,19 @@ def test_help_gives_the_default_socket_a_user_gets(command, capsys, monkeypatch,
         main([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "$XDG_RUNTIME_DIR/polythrottle/control.sock" in text and "as root or when it exists" in text
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["notify", "reload"],
+                                     ["notify", "model-updated"]])
+def test_a_socket_path_too_long_for_a_unix_socket_is_bad_input(command, capsys, monkeypatch, tmp_path):
+    """A --socket (or $POLYTHROTTLE_SOCKET) longer than ``sun_path`` takes can never be connected to: one line
+    naming it, exit 2 (it was exit 1, 'AF_UNIX path too long')."""
+    long = tmp_path / ("d" * 120) / "c.sock"
+    code = main([*command, "--socket", str(long)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "bytes long" in err and "at most 107" in err and str(long)[:50] in err
+    monkeypatch.setenv("POLYTHROTTLE_SOCKET", str(long))
+    code = main(command)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "$POLYTHROTTLE_SOCKET" in err

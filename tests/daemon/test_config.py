@@ -65,6 +65,19 @@ def test_a_socket_path_too_long_for_a_unix_socket_is_refused_at_load(tmp_path):
     assert load_config(short).socket == tmp_path / "c.sock"
 
 
+def test_a_default_socket_path_too_long_for_a_unix_socket_is_refused_at_load(tmp_path, monkeypatch):
+    """A config without ``socket:`` takes the default ($POLYTHROTTLE_SOCKET here): ``daemon --check`` said OK
+    for one no client could connect to."""
+    monkeypatch.setenv("POLYTHROTTLE_SOCKET", str(tmp_path / ("d" * 120) / "c.sock"))
+    path = write(tmp_path, GOOD)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: socket: ") and "at most 107" in str(e.value)
+    assert "$POLYTHROTTLE_SOCKET" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv("POLYTHROTTLE_SOCKET", str(tmp_path / "c.sock"))
+    assert load_config(path).socket == tmp_path / "c.sock"
+
+
 def test_a_socket_group_that_does_not_exist_is_refused_at_load(tmp_path):
     """``daemon --check`` said OK and the daemon then refused to start ("socket_group ...: no such group")."""
     import grp

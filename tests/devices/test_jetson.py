@@ -302,3 +302,57 @@ def test_gpu_steps_stop_at_the_power_modes_cap(orin):
     first.keep()
     with open_device("", opts) as dev:
         assert max(dev.space().knob("gpu_mhz").values) == 1300.5
+
+
+CAP_HZ = 1032750000  # a thermal cap that appears while a run holds the GPU lower
+
+
+def capped_restore_warning(err: str, board) -> None:
+    lines = [ln for ln in err.splitlines() if "holds" in ln]
+    assert len(lines) == 1, err
+    assert f"restored 1300500000 to {board.gpu_dir}/max_freq but it holds {CAP_HZ}" in lines[0]
+    assert "polythrottle restore --device jetson" in lines[0]
+
+
+def test_a_restore_the_kernel_caps_warns_and_keeps_the_original_for_a_later_restore(orin, capsys):
+    """The end of a run writes the originals back; a kernel holding a cap takes max_freq without an error but
+    keeps it lower: one warning line naming the file, the value wanted and the value read; the original stays
+    saved (kept: no later run refuses or takes it for a crash's leftovers) until `polythrottle restore` can
+    finish. It said nothing and forgot the original."""
+    root, board, opts = orin
+    with open_device("", opts) as dev:
+        dev.apply({"gpu_mhz": 624.75})
+        fj.set_rules(root, clamp={"*/devfreq/*/max_freq": CAP_HZ})
+    capped_restore_warning(capsys.readouterr().err, board)
+    assert gpu(root, board) == ("114750000", str(CAP_HZ))
+    device_id = dev.originals_location().device_id
+    saved = OriginalsStore(opts.state_dir).load(device_id)
+    assert saved.originals == {f"{board.gpu_dir}/max_freq": "1300500000"} and saved.meta["kept"] is True
+    with open_device("", opts) as later:  # a later run starts: no refusal, no crash warning
+        later.apply({"cpu_mhz": 729.6})
+    assert "did not finish" not in capsys.readouterr().err
+    assert gpu(root, board) == ("114750000", str(CAP_HZ))
+    open_device("", opts).restore_saved()  # still capped: the same warning, still saved
+    capped_restore_warning(capsys.readouterr().err, board)
+    assert OriginalsStore(opts.state_dir).originals(device_id) == {f"{board.gpu_dir}/max_freq": "1300500000"}
+    fj.set_rules(root)  # the cap is gone: restore finishes
+    assert open_device("", opts).restore_saved() == [f"{board.gpu_dir}/max_freq"]
+    assert gpu(root, board) == ("114750000", "1300500000")
+    assert OriginalsStore(opts.state_dir).originals(device_id) == {}
+    assert "holds" not in capsys.readouterr().err
+
+
+def test_a_crashed_runs_leftovers_restored_under_a_cap_stay_saved(orin, capsys):
+    root, board, opts = orin
+    crashed = open_device("", opts)
+    crashed.apply({"gpu_mhz": 624.75})
+    store = OriginalsStore(opts.state_dir)
+    device_id = crashed.originals_location().device_id
+    store.record(device_id, {}, meta={"pid": dead_pid()})
+    fj.set_rules(root, clamp={"*/devfreq/*/max_freq": CAP_HZ})
+    with open_device("", opts) as dev:
+        dev.apply({"gpu_mhz": 420.75})
+    capped_restore_warning(capsys.readouterr().err, board)
+    assert gpu(root, board) == ("114750000", str(CAP_HZ))  # this run put back what it started from
+    assert store.originals(device_id) == {f"{board.gpu_dir}/max_freq": "1300500000"}
+    assert store.load(device_id).meta["kept"] is True

@@ -199,7 +199,7 @@ def test_ctrl_c_while_the_cli_starts_is_one_line_not_a_traceback(monkeypatch, ca
     def slow_imports():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "build_parser", slow_imports)
+    monkeypatch.setattr("polythrottle.cli.app.build_parser", slow_imports)
     with pytest.raises(SystemExit) as e:
         cli.run()
     assert e.value.code == 130

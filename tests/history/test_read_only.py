@@ -145,9 +145,33 @@ def test_reader_does_not_touch_an_empty_file_it_cannot_write(shared_dir: Path) -
     build_parser()
 
     code, out, err = as_reader(lambda: _cli("history", "ls", "--history", str(db)), [shared_dir, db])
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "no history schema yet" in err and "write access" in err
+    assert (code, out, err) == (0, "no tunes\n", "")  # an empty history (it said it needed write access, exit 2)
     assert db.stat().st_size == 0 and sorted(p.name for p in shared_dir.iterdir()) == ["history.sqlite"]
+
+
+def test_readers_read_a_0_byte_file_as_an_empty_history_and_leave_it_0_bytes(tmp_path: Path) -> None:
+    """`history ls/show/export`, `fleet` only read: a 0-byte file they may write was made a SQLite database
+    (45 KiB, with -wal and -shm beside it). A writer still makes it one."""
+    db = tmp_path / "h.sqlite"
+    db.touch()
+    assert _cli("history", "ls", "--history", str(db)) == (0, "no tunes\n", "")
+    assert _cli("history", "ls", "--json", "--history", str(db)) == (0, "[]\n", "")
+    assert _cli("history", "export", "--format", "json", "--history", str(db))[:2] == (0, "[]\n")
+    assert _cli("fleet", "--json", "--history", str(db))[:2] == (0, "[]\n")
+    code, out, err = _cli("history", "show", "1", "--history", str(db))
+    assert code == 2 and err == f"polythrottle: error: history {db} has no tune 1\n"
+    assert db.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite"]
+    with HistoryStore(db) as s:
+        _fill(s)
+    assert db.stat().st_size > 0
+
+
+def test_readers_create_nothing_for_a_missing_history(tmp_path: Path) -> None:
+    for argv in (["history", "ls"], ["history", "show", "1"], ["history", "export"], ["fleet"]):
+        for where in (tmp_path / "h.sqlite", tmp_path / "sub" / "h.sqlite"):
+            code, out, err = _cli(*argv, "--history", str(where))
+            assert (code, out, err) == (2, "", f"polythrottle: error: no history database at {where}\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reader_with_write_access_still_upgrades_an_old_file(tmp_path: Path) -> None:
