@@ -272,7 +272,11 @@ class ControlServer:
         try:
             os.chmod(tmp, SOCKET_MODE)
             if gid >= 0:
-                os.chown(tmp, -1, gid)  # a group this user is not in: PermissionError, as before
+                try:
+                    os.chown(tmp, -1, gid)
+                except PermissionError as e:  # a group this user is not in: the config's, not a file given
+                    raise BadInputError(f"socket_group {self.group!r}: this user may not give the control socket "
+                                        f"that group ({e.strerror})") from None
             try:
                 os.link(tmp, self.path)  # fails if anything is at path (as bind did)
             except OSError as e:
