@@ -107,14 +107,25 @@ class SysfsIO:
             raise DeviceError(f"{local} lies outside the filesystem root {self.root}")
         return "/" + ("" if rel == "." else rel)
 
+    # False, not PermissionError, for a path this user may not look up (debugfs is mode 0700: EMC's files are a
+    # knob a user cannot set, not an error; pathlib raises EACCES, and ENAMETOOLONG, where it hides ENOENT)
     def exists(self, board_path: str) -> bool:
-        return self.path(board_path).exists()
+        try:
+            return self.path(board_path).exists()
+        except OSError:
+            return False
 
     def is_file(self, board_path: str) -> bool:
-        return self.path(board_path).is_file()
+        try:
+            return self.path(board_path).is_file()
+        except OSError:
+            return False
 
     def is_dir(self, board_path: str) -> bool:
-        return self.path(board_path).is_dir()
+        try:
+            return self.path(board_path).is_dir()
+        except OSError:
+            return False
 
     def glob(self, pattern: str) -> list[str]:
         """Board paths matching ``pattern`` (a board path with shell wildcards), sorted."""

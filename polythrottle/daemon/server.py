@@ -133,7 +133,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # EPERM: it exists, as another user
+    except (OSError, OverflowError):  # EPERM: it exists, as another user; past pid_t: no pid of ours
         return True
     return True
 
@@ -212,8 +212,9 @@ class ControlServer:
         try:
             for name in os.listdir(parent):
                 pid_text, dot, rest = name.removeprefix(prefix).partition(".")
-                if (not name.startswith(prefix) or not dot or not rest or "." in rest or not pid_text.isdigit()
-                        or _alive(int(pid_text))):  # ("." in rest: another socket's, named SOCKET.N)
+                if (not name.startswith(prefix) or not dot or not rest or "." in rest or not pid_text.isascii()
+                        or not pid_text.isdigit() or _alive(int(pid_text))):  # ("." in rest: another socket's,
+                    # named SOCKET.N; a pid only as mkdtemp's prefix writes it, ASCII digits: '²' is no int)
                     continue
                 with contextlib.suppress(OSError):
                     _remove_private(parent, name)
@@ -271,7 +272,11 @@ class ControlServer:
         try:
             os.chmod(tmp, SOCKET_MODE)
             if gid >= 0:
-                os.chown(tmp, -1, gid)  # a group this user is not in: PermissionError, as before
+                try:
+                    os.chown(tmp, -1, gid)
+                except PermissionError as e:  # a group this user is not in: the config's, not a file given
+                    raise BadInputError(f"socket_group {self.group!r}: this user may not give the control socket "
+                                        f"that group ({e.strerror})") from None
             try:
                 os.link(tmp, self.path)  # fails if anything is at path (as bind did)
             except OSError as e:

@@ -227,3 +227,45 @@ def test_a_start_removes_the_bind_directories_a_killed_daemon_left_and_nothing_e
         assert os.listdir(target) == ["s"] and (run / f".ctl.sock.{dead_pid}.with_more" / "notes").exists()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("pid_text", ["\u00b2", "\u0669" * 7, "99999999999999999999", "2147483648"])
+def test_a_bind_directory_name_with_a_pid_no_process_can_have_is_left_alone(tmp_path, pid_text):
+    """An entry beside the socket named like a bind directory whose pid part is no pid (a superscript or other
+    non-ASCII digit, a number past pid_t) is someone else's: left alone, and the daemon starts (it raised
+    ValueError / OverflowError, and any user who may write the socket's directory kept the daemon down)."""
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "ctl.sock"
+    odd = run / f".ctl.sock.{pid_text}.abcdefgh"
+    odd.mkdir(mode=0o700)
+    server = ControlServer(path, lambda req: {"ok": True})
+    server.start()
+    try:
+        assert send_command("status", path)["ok"]
+        assert odd.is_dir() and sorted(os.listdir(run)) == sorted([odd.name, "ctl.sock"])
+    finally:
+        server.stop()
+
+
+def test_a_socket_group_this_user_may_not_give_is_one_line_naming_it(tmp_path, monkeypatch):
+    """socket_group naming a group the daemon's user is not in: chown says EPERM. It went out as a bare
+    PermissionError naming the private bind path ('.../.ctl.sock.PID.x/s: permission denied', a file that is
+    gone by then, read as a file given); it is the config's socket_group, named, exit 2, nothing left behind."""
+    import errno
+    import grp
+    import os
+
+    def chown(path, uid, gid):
+        raise PermissionError(errno.EPERM, "Operation not permitted", os.fspath(path))
+
+    monkeypatch.setattr("polythrottle.daemon.server.os.chown", chown)
+    run = tmp_path / "run"
+    run.mkdir()
+    group = grp.getgrgid(os.getgid()).gr_name
+    server = ControlServer(run / "ctl.sock", lambda req: {"ok": True}, group=group)
+    with pytest.raises(BadInputError, match=rf"socket_group {group!r}: .*not permitted"):
+        server.start()
+    assert os.listdir(run) == []

@@ -356,3 +356,28 @@ def test_a_crashed_runs_leftovers_restored_under_a_cap_stay_saved(orin, capsys):
     assert gpu(root, board) == ("114750000", str(CAP_HZ))  # this run put back what it started from
     assert store.originals(device_id) == {f"{board.gpu_dir}/max_freq": "1300500000"}
     assert store.load(device_id).meta["kept"] is True
+
+
+def test_a_user_who_may_not_search_debugfs_sees_emc_unavailable_not_an_error(orin, monkeypatch):
+    """debugfs is mode 0700 on a Jetson: a user looking up its EMC files gets EACCES from stat(), which
+    ``Path.exists()`` raises (PermissionError). `polythrottle devices` / a --no-clock-control tune as a user
+    said 'error: /sys/kernel/debug/...: permission denied' (exit 2, as if a file given were bad); EMC is one
+    knob this user cannot set (not root), the others are listed."""
+    import pathlib
+
+    root, board, opts = orin
+    debug = root / "sys/kernel/debug"
+    debug.chmod(0o700)
+    real_stat = pathlib.Path.stat
+
+    def stat(self, *args, **kwargs):  # as the kernel answers a user (the tests run as root, which passes)
+        if str(self).startswith(f"{debug}/"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", stat)
+    monkeypatch.setattr("polythrottle.devices.jetson.is_root_user", lambda: False)
+    with open_device("", opts) as dev:
+        status = {k.name: k for k in dev.info().knobs}
+    assert not status["emc_mhz"].available and "not root" in status["emc_mhz"].reason
+    assert status["gpu_mhz"].available and status["cpu_mhz"].available
