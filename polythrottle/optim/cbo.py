@@ -97,6 +97,7 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         self.last_acq_value: float | None = None
         self._set_order(frozenset())
         self._rank_checked = set()
+        self._suspects = set()
         self._opened = None
         self._trend_q = None
         self._trend_all = None
@@ -163,6 +164,9 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
+            suspect = self.suspect_recheck(self._point_estimates())
+            if suspect is not None:
+                return suspect
             check = self.rank_check()
             if check is not None:
                 return check
@@ -233,6 +237,9 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if better is not None:
             p_remain = self._p_better_remains(left, *better, margin, view.upper_c)
             if p_remain < self.settings.stop_p:
+                suspect = self.suspect_recheck(est)
+                if suspect is not None:
+                    return suspect
                 if self._opened is not None:  # configs a contradicted rank opened: probe one first
                     probe = self._opened_probe(left, np.where(self.within_bound(left, est), better[0], 0.0))
                     if probe is not None:

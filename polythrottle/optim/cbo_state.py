@@ -57,6 +57,8 @@ class CBOSettings:
       lower on each ranked knob whose one-rank slowdown is bounded (see ``rank_check``).
     probe_opened: after measurements contradict a rank, the tune does not end itself before it has measured
       the config the rank had pruned most likely to be feasible and cheaper (see ``_opened_probe``).
+    suspect_recheck: before the tune ends itself, a config measured once that may contradict a rank (beyond
+      the relative slack, within the noise) is measured again (see ``suspect_recheck``).
     pessimistic_mean: the GP's prior mean is the highest (costliest, slowest) measured value, not fitted.
     initial_design: move along the knobs' known energy trends first (see ``_design_point``).
     power_trend, power_exponent: the GP of log objective sits on a fitted trend in the clocks (knobs whose
@@ -105,6 +107,7 @@ class CBOSettings:
     recheck_compete: bool = True
     rank_check: bool = True
     probe_opened: bool = True
+    suspect_recheck: bool = True
     contradiction_tol: tuple[float, float] = (1.05, 2.0)
 
 
@@ -121,6 +124,8 @@ class CBOState(Optimizer):
     _energy_dir: np.ndarray
     _energy_free: np.ndarray
     _rank_checked: set[int]
+    _suspects: set[int]
+    """Configs ``suspect_recheck`` measured again (once each)."""
     """Ranked knobs (space columns) whose rank ``verdict_check`` has already tested."""
     _opened: np.ndarray | None
     """Configs a contradicted rank stopped pruning, not probed yet (None: none pending; see ``_opened_probe``)."""

@@ -221,3 +221,28 @@ def test_the_precision_check_costs_one_measurement_when_the_order_holds():
         explored = [space.config(i) for i in seen[1:]]
         assert all(c["cuda_graphs"] == "on" for c in explored)
         assert sum(c["precision"] == "tf32" for c in explored) <= 1
+
+
+def test_a_rank_contradicted_within_one_measurements_noise_gets_a_second_look():
+    # as EfficientNet-B0 live on an H200: TF32 batch 4 measured once 8% faster than fp16 batch 4 (1% noise
+    # per measurement, reported), beyond the rank test's relative slack but inside its noise allowance for
+    # one measurement; before the tune ends, each of the two is measured again so that the test decides on
+    # two measurements of each (batch 8 meets the SLO in TF32 only)
+    space, latency = _precision_problem(0.92)
+    power = {"fp32": 1.3, "tf32": 1.1, "fp16": 1.0}
+    tf32_b4 = space.index_of({"batch_size": 4, "precision": "tf32", "cuda_graphs": "on"})
+    fp16_b4 = space.index_of({"batch_size": 4, "precision": "fp16", "cuda_graphs": "on"})
+    for seed in range(3):
+        opt = make_optimizer("cbo", space, 1.5, seed)
+        rng = np.random.default_rng(seed)
+        seen: list[int] = []
+        i = space.index_of({"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"})
+        while len(seen) < 20 and not opt.stop_reason:
+            c = space.config(i)
+            opt.tell(Observation(i, 0.1 * power[c["precision"]] * latency(c) / c["batch_size"],
+                                 latency(c) * (1 + 0.01 * rng.standard_normal()),
+                                 objective_rel_std=0.01, constraint_rel_std=0.01))
+            seen.append(i)
+            i = opt.ask(remaining=20 - len(seen))
+        assert seen.count(tf32_b4) == 2 and seen.count(fp16_b4) >= 2, [space.config(j) for j in seen]
+        assert len(seen) <= 12
