@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from polythrottle import interrupts
 from polythrottle._version import __version__
-from polythrottle.errors import BadInputError, PolyThrottleError, clip
+from polythrottle.errors import BadInputError, PermissionDeniedError, PolyThrottleError, clip
 from polythrottle.interrupts import Terminated
 
 if TYPE_CHECKING:
@@ -152,6 +152,15 @@ class _Stdout:
         return getattr(self._stream, name)
 
 
+_DEVICE_ROOTS = ("/sys/", "/proc/", "/dev/")
+"""Where a board's and the kernel's files live: a permission refused there needs root (exit 4)."""
+
+
+def _is_device_path(filename: object) -> bool:
+    """Whether ``filename`` (an OSError's) is a board's or the kernel's file, not one a user gave."""
+    return isinstance(filename, str) and filename.startswith(_DEVICE_ROOTS)
+
+
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null so that the interpreter's last flush cannot fail on a closed pipe."""
     import os
@@ -205,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # a name given (--out, --history,
                     # replay:...) that no file can have: bad input, refused before anything was done with it
                     code, message = BadInputError.exit_code, f"error: {clip(str(e.filename or ''), 80)}: file name too long"
+                elif isinstance(e, PermissionError) and e.filename is not None and _is_device_path(e.filename):
+                    # a board's or the kernel's file that a device layer left unconverted: needs root, not bad input
+                    code = PermissionDeniedError.exit_code
+                    message = f"error: {clip(str(e.filename), 200)}: permission denied (needs root)"
                 elif isinstance(e, PermissionError) and e.filename is not None:  # a file given (a replay table,
                     # a history, a model or workload file) in a directory this user may not search: bad input, as
                     # for a file it may not read (the device's files and the state directory say PermissionDenied)

@@ -138,3 +138,19 @@ def test_a_file_given_in_a_directory_this_user_may_not_search_is_bad_input(args,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"{locked}{os.sep}" in err and "permission denied" in err, err
     assert "PermissionError" not in err and "Errno" not in err, err
+
+
+def test_a_device_file_refused_unconverted_needs_root_not_bad_input(monkeypatch, capsys) -> None:
+    """A raw PermissionError on a board's or the kernel's file (a device layer that forgot to convert it) is exit 4,
+    'needs root', as the README's exit table says; the catch-all for files given made it bad input (exit 2)."""
+    import polythrottle.cli.devices as devices_cli
+
+    path = "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b/max_freq"
+
+    def refused(*a, **kw):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(devices_cli, "probe_all", refused)
+    code = main(["devices"])
+    err = capsys.readouterr().err
+    assert code == 4 and err.count("\n") == 1 and path in err and "needs root" in err, err
