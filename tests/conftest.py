@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import subprocess
 import sys
@@ -58,6 +59,19 @@ def small_table(tmp_path: Path) -> Path:
             energy = (0.2 + 0.4 * (f / 900.0) ** 2) / b**0.5
             rows.append({"gpu_mhz": f, "batch_size": b, "energy_j": energy, "latency_ms": lat})
     return write_table(tmp_path / "small.csv", rows)
+
+
+def deny_search(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """Make ``directory`` one this process may not search, as for a user without x on it: ``os.stat`` of anything
+    under it raises EACCES (emulated: tests may run as root)."""
+    real_stat = os.stat
+
+    def stat(path, *a, **kw):
+        if str(os.fspath(path)).startswith(str(directory) + os.sep):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -157,7 +157,7 @@ def check_read_back(io: SysfsIO, writes: Sequence[Write]) -> None:
     nvpmodel limit, firmware rounding), so the board does not run the config asked for."""
     for path, value in {w.path: w.value for w in writes}.items():
         got, want = io.read_int(path), int(value)
-        if abs(got - want) > READBACK_TOLERANCE * abs(want):
+        if _held_elsewhere(got, want):
             raise KernelRefusedError(f"the kernel holds {got} in {path} after {want} was written "
                                      "(a cap: a thermal or nvpmodel limit?)")
 
@@ -172,6 +172,11 @@ def read_back(io: SysfsIO, values: Mapping[str, str]) -> dict[str, tuple[str, st
             got, want = io.read_int(path), int(value)
         except (DeviceError, ValueError):
             continue
-        if abs(got - want) > READBACK_TOLERANCE * abs(want):
+        if _held_elsewhere(got, want):
             out[path] = (str(want), str(got))
     return out
+
+
+def _held_elsewhere(got: int, want: int) -> bool:
+    """Whether a file read back holds another value than the one written (beyond ``READBACK_TOLERANCE``)."""
+    return abs(got - want) > READBACK_TOLERANCE * abs(want)

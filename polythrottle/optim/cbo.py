@@ -164,13 +164,14 @@ class ConstrainedBO(OutcomeGP, OrderBounds, SafeDesign, Stopping, Optimizer):
         if len(left) == 0:
             # nothing left to explore: a measured config whose feasibility is still uncertain (or a pick
             # measured once) gets the re-measurements that may confirm it before the tune ends
-            suspect = self.suspect_recheck(self._point_estimates())
+            est = self._point_estimates()
+            suspect = self.suspect_recheck(est)
             if suspect is not None:
                 return suspect
             check = self.rank_check()
             if check is not None:
                 return check
-            recheck = self._recheck_before_stop(remaining, self._point_estimates(), converged=False)
+            recheck = self._recheck_before_stop(remaining, est, converged=False)
             if recheck is not None:
                 return recheck
             self.stop_reason = (

@@ -203,14 +203,17 @@ class OrderBounds(CBOState):
             self._opened = opened if self._opened is None else np.union1d(self._opened, opened)
         return True
 
-    def _contradiction_tol(self, est: PointEstimates, k: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _contradiction_tol(self, est: PointEstimates) -> tuple[np.ndarray, np.ndarray]:
         """Per measured point, the tolerances (log objective, log constraint) of ``contradiction_tol``: the
-        relative slack plus ``k`` (default: the setting's) standard errors."""
+        relative slack (``_contradiction_slack``) plus its number of standard errors."""
         sd_obj = 0.0 if self.exact else self.noise_std()[0]
-        rel, k_set = self.settings.contradiction_tol
-        k = k_set if k is None else k
-        return (math.log(rel) / math.sqrt(2) + k * sd_obj / np.sqrt(est.n),
-                math.log(rel) / math.sqrt(2) + k * est.se)
+        k = self.settings.contradiction_tol[1]
+        slack = self._contradiction_slack()
+        return slack + k * sd_obj / np.sqrt(est.n), slack + k * est.se
+
+    def _contradiction_slack(self) -> float:
+        """The relative part of a point's ``contradiction_tol`` (log units; two points' combine to log(rel))."""
+        return math.log(self.settings.contradiction_tol[0]) / math.sqrt(2)
 
     def suspect_recheck(self, est: PointEstimates) -> int | None:
         """Before the tune ends itself: a measured config that may contradict a rank, measured again once so
@@ -226,23 +229,20 @@ class OrderBounds(CBOState):
         if not self.settings.suspect_recheck or self.exact or not self.settings.prune_dominated:
             return None
         idx = np.asarray(est.idx)
-        slack_obj, slack_con = self._contradiction_tol(est, 0.0)
+        slack = np.full(len(idx), self._contradiction_slack())
         tol_obj, tol_con = self._contradiction_tol(est)
-        suspect = (self.order.wrong_pairs(idx, est.lobj, est.lcon, slack_obj, slack_con)
+        suspect = (self.order.wrong_pairs(idx, est.lobj, est.lcon, slack, slack)
                    & ~self.order.wrong_pairs(idx, est.lobj, est.lcon, tol_obj, tol_con))
-        best: tuple[float, int] | None = None
+        picks = []
         for a, b in zip(*np.nonzero(suspect)):
-            j = int(a) if est.n[a] <= est.n[b] else int(b)
-            i = int(idx[j])
-            if i in self._suspects or est.lcon[j] > 0.0 or est.n[j] >= self.settings.max_repeats:
-                continue
-            key = (float(est.n[j]), i)
-            if best is None or key < best:
-                best = key
-        if best is None:
+            j = a if est.n[a] <= est.n[b] else b
+            if int(idx[j]) not in self._suspects and est.lcon[j] <= 0.0 and est.n[j] < self.settings.max_repeats:
+                picks.append((float(est.n[j]), int(idx[j])))
+        if not picks:
             return None
-        self._suspects.add(best[1])
-        return best[1]
+        i = min(picks)[1]  # the fewest measurements, then the lowest index
+        self._suspects.add(i)
+        return i
 
     def _opened_probe(self, left: np.ndarray, p_better: np.ndarray) -> int | None:
         """When the tune would first end itself after a contradicted rank (``_check_order``) opened configs

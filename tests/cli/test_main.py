@@ -14,7 +14,7 @@ import pytest
 
 from polythrottle.cli import main
 from polythrottle.history import HistoryKey, HistoryStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, deny_search
 
 FULL = "polythrottle: error: cannot write to standard output: No space left on device"
 
@@ -109,14 +109,7 @@ def locked(tmp_path: Path, monkeypatch) -> Path:
     """A directory this process may not search, as for a user without x on it (emulated: tests may run as root)."""
     d = tmp_path / "locked"
     d.mkdir()
-    real_stat = os.stat
-
-    def stat(path, *a, **kw):
-        if str(os.fspath(path)).startswith(str(d) + os.sep):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-        return real_stat(path, *a, **kw)
-
-    monkeypatch.setattr(os, "stat", stat)
+    deny_search(monkeypatch, d)
     return d
 
 

@@ -14,7 +14,7 @@ import pytest
 from polythrottle.daemon.config import load_config
 from polythrottle.daemon.service import Daemon
 from polythrottle.errors import BadInputError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, deny_search
 from tests.daemon.helpers import DaemonProcess, NotifyListener, wait_for, write_config
 
 GOOD = "device: sim:jetson-agx-orin\nworkload: efficientnet-b0\nslo_ms: 25\n"
@@ -289,22 +289,13 @@ def test_check_as_a_user_does_not_judge_what_lies_in_a_directory_it_may_not_sear
     """`daemon --check` of root's config run by a user, its state_dir/history/socket under a directory only root may
     search: it said 'error: PermissionError: [Errno 13] ...' (exit 1); permissions are not judged (the daemon runs as
     root). Emulated: tests may run as root."""
-    import errno
-
     from polythrottle.daemon.service import check_config
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    real_stat = os.stat
-
-    def stat(path, *a, **kw):
-        if str(os.fspath(path)).startswith(str(locked) + os.sep):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-        return real_stat(path, *a, **kw)
-
     state = locked / "state" if where == "state_dir" else tmp_path / "state"
     history = f"history: {locked}/h.sqlite\n" if where == "history" else ""
     sock = locked / "run" / "ctl.sock" if where == "socket" else tmp_path / "ctl.sock"
     cfg = write(tmp_path, GOOD + f"socket: {sock}\nstate_dir: {state}\nmetrics: false\n{history}")
-    monkeypatch.setattr(os, "stat", stat)
+    deny_search(monkeypatch, locked)
     assert ": OK (" in check_config(cfg)

@@ -81,18 +81,28 @@ def test_repeated_measurements_outweigh_one_noisy_faster_neighbour():
     assert p[a] < 0.5 < opt.settings.confidence <= p[b]
 
 
-def _tune(space, slo, start, latency, seed=0, budget=20):
-    """Run cbo from config ``start`` on a noiseless-energy, 3%-noise-latency problem; (optimizer, measured indices)."""
-    opt = make_optimizer("cbo", space, slo, 0)
+def _run(space, slo, start, observe, seed=0, opt_seed=0, budget=20):
+    """Run cbo from config ``start``, ``observe(index, rng)`` measuring each config it asks for (rng seeded by
+    ``seed``), until it ends itself or ``budget`` is spent; (optimizer, measured indices)."""
+    opt = make_optimizer("cbo", space, slo, opt_seed)
     rng = np.random.default_rng(seed)
-    seen = []
+    seen: list[int] = []
     i = space.index_of(start)
     while len(seen) < budget and not opt.stop_reason:
-        c = space.config(i)
-        opt.tell(Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal())))
+        opt.tell(observe(i, rng))
         seen.append(i)
         i = opt.ask(remaining=budget - len(seen))
     return opt, seen
+
+
+def _tune(space, slo, start, latency, seed=0, budget=20):
+    """Run cbo from config ``start`` on a noiseless-energy, 3%-noise-latency problem; (optimizer, measured indices)."""
+
+    def observe(i, rng):
+        c = space.config(i)
+        return Observation(i, 0.1 * latency(c) / c["batch_size"], latency(c) * (1 + 0.03 * rng.standard_normal()))
+
+    return _run(space, slo, start, observe, seed=seed, budget=budget)
 
 
 def test_an_impossible_verdict_first_checks_the_ranks_it_rests_on():
@@ -195,15 +205,9 @@ def test_a_contradicted_rank_gets_its_best_opened_config_measured_before_the_tun
                            latency(c) * (1 + 0.03 * rng.standard_normal()))
 
     best = space.index_of({"batch_size": 8, "precision": "tf32", "cuda_graphs": "on"})
+    start = {"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"}
     for seed in range(3):
-        opt = make_optimizer("cbo", space, 1.5, seed)
-        rng = np.random.default_rng(seed)
-        seen: list[int] = []
-        i = space.index_of({"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"})
-        while len(seen) < 20 and not opt.stop_reason:
-            opt.tell(observe(i, rng))
-            seen.append(i)
-            i = opt.ask(remaining=20 - len(seen))
+        opt, seen = _run(space, 1.5, start, observe, seed=seed, opt_seed=seed)
         assert best in seen, [space.config(j) for j in seen]
         assert opt.recommend().index == best
         assert opt.stop_reason.startswith(("converged", "every config not dominated")), opt.stop_reason
@@ -232,17 +236,14 @@ def test_a_rank_contradicted_within_one_measurements_noise_gets_a_second_look():
     power = {"fp32": 1.3, "tf32": 1.1, "fp16": 1.0}
     tf32_b4 = space.index_of({"batch_size": 4, "precision": "tf32", "cuda_graphs": "on"})
     fp16_b4 = space.index_of({"batch_size": 4, "precision": "fp16", "cuda_graphs": "on"})
+    start = {"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"}
+
+    def observe(i, rng):
+        c = space.config(i)
+        return Observation(i, 0.1 * power[c["precision"]] * latency(c) / c["batch_size"],
+                           latency(c) * (1 + 0.01 * rng.standard_normal()), objective_rel_std=0.01, constraint_rel_std=0.01)
+
     for seed in range(3):
-        opt = make_optimizer("cbo", space, 1.5, seed)
-        rng = np.random.default_rng(seed)
-        seen: list[int] = []
-        i = space.index_of({"batch_size": 1, "precision": "fp32", "cuda_graphs": "off"})
-        while len(seen) < 20 and not opt.stop_reason:
-            c = space.config(i)
-            opt.tell(Observation(i, 0.1 * power[c["precision"]] * latency(c) / c["batch_size"],
-                                 latency(c) * (1 + 0.01 * rng.standard_normal()),
-                                 objective_rel_std=0.01, constraint_rel_std=0.01))
-            seen.append(i)
-            i = opt.ask(remaining=20 - len(seen))
+        opt, seen = _run(space, 1.5, start, observe, seed=seed, opt_seed=seed)
         assert seen.count(tf32_b4) == 2 and seen.count(fp16_b4) >= 2, [space.config(j) for j in seen]
         assert len(seen) <= 12
